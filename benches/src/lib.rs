@@ -1,0 +1,1 @@
+//! ringwire-benches (under construction).

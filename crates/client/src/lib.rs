@@ -1,0 +1,1 @@
+//! ringwire-client (under construction).

@@ -1,0 +1,1 @@
+//! ringwire-conn (under construction).

@@ -1,0 +1,1 @@
+//! ringwire-io (under construction).

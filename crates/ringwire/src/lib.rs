@@ -1,0 +1,1 @@
+//! ringwire-ringwire (under construction).

@@ -1,0 +1,1 @@
+//! ringwire-server (under construction).

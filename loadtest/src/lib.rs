@@ -1,0 +1,1 @@
+//! ringwire-loadtest (under construction).
