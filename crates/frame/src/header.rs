@@ -231,11 +231,14 @@ mod tests {
         decode_header(buf, cfg)
     }
 
+    /// A table row: name, input bytes, config, expected outcome.
+    type Row<'a> = (&'a str, &'a [u8], DecodeConfig, Result<Decoded, FrameError>);
+
     /// One row per rule: input bytes, role, expected outcome.
     #[test]
     fn rfc_rules_table() {
         use FrameError::*;
-        let rows: &[(&str, &[u8], DecodeConfig, Result<Decoded, FrameError>)] = &[
+        let rows: &[Row<'_>] = &[
             ("reserved opcode 3", &[0x83, 0x80, 1, 2, 3, 4], SERVER, Err(ReservedOpcode(3))),
             ("reserved opcode 0xB", &[0x8B, 0x80, 1, 2, 3, 4], SERVER, Err(ReservedOpcode(0xB))),
             ("rsv1 without extension", &[0xC1, 0x80, 1, 2, 3, 4], SERVER, Err(ReservedBitsSet(0b100))),

@@ -10,8 +10,9 @@ pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// Eight bytes at a time with a `u64` key, safe code only. The compiler vectorises
-/// the middle loop; the kernels in the sibling modules beat it on large payloads.
+/// Eight bytes at a time with a `u64` key, safe code only: the fallback where no
+/// SIMD kernel exists (and the tail of the SIMD kernels). The compiler vectorises
+/// the middle loop to the target's baseline (SSE2 on x86-64).
 #[inline]
 pub fn apply_mask_fallback(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let k = rotate_key(key, offset);
