@@ -1,1 +1,459 @@
-//! ringwire-io (under construction).
+//! # ringwire-io
+//!
+//! A per-thread event loop over TCP with two backends behind one interface: io_uring (multishot
+//! accept, multishot recv into one provided-buffer ring per loop, vectored `sendmsg` straight out
+//! of the queued [`Bytes`]) and epoll (mio, edge-triggered) as the fallback. Nothing here knows
+//! about WebSocket: the loop calls a [`Handler`] with connection events and the handler acts
+//! through [`Io`].
+//!
+//! - [`detect`] picks the backend once at start-up and says why ([`Detected::reason`]).
+//! - [`bind_reuseport`] makes one `SO_REUSEPORT` listener per worker thread.
+//! - [`EventLoop::new`] makes one loop per thread and a [`Waker`] other threads can use.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use ringwire_io::bytes::Bytes;
+//! use ringwire_io::{detect, ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig};
+//!
+//! /// Echoes every byte back; the client half sends "ping" and stops when it is echoed.
+//! struct Echo { server: SocketAddr, client: Option<ConnId>, got: Vec<u8> }
+//!
+//! impl Handler for Echo {
+//!     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+//!     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
+//!         result.expect("connect");
+//!         io.send(conn, Bytes::from_static(b"ping"));
+//!     }
+//!     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+//!         if Some(conn) == self.client {
+//!             self.got.extend_from_slice(data);
+//!             if self.got == b"ping" { io.stop(); }
+//!         } else {
+//!             io.send(conn, Bytes::copy_from_slice(data)); // the server side echoes
+//!         }
+//!     }
+//!     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
+//! }
+//!
+//! let detected = detect(IoChoice::Auto)?;
+//! println!("io backend: {} ({})", detected.backend, detected.reason);
+//! let listener = ringwire_io::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 128)?.remove(0);
+//! let server = listener.local_addr()?;
+//! let (mut ev, _waker) = EventLoop::new(detected.backend, &LoopConfig::default())?;
+//! ev.add_listener(listener)?;
+//! let client = ev.connect(server)?;
+//! let mut h = Echo { server, client: Some(client), got: Vec::new() };
+//! ev.run(&mut h)?;
+//! assert_eq!(h.got, b"ping");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! See `README.md` in this crate for the design (buffer ring, send-buffer ownership, fallback
+//! rules).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
+
+mod common;
+mod epoll;
+mod uring;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// The I/O backend an [`EventLoop`] runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Backend {
+    /// io_uring (Linux 6.0+ for multishot recv and provided-buffer rings).
+    Uring,
+    /// epoll through mio: the fallback where io_uring is unavailable or denied.
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// What the operator asked for (the server's `--io` flag).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum IoChoice {
+    /// io_uring if it works here, otherwise epoll. `RINGWIRE_IO` may override it.
+    #[default]
+    Auto,
+    /// io_uring, required: [`detect`] fails if it is unavailable.
+    Uring,
+    /// epoll, forced.
+    Epoll,
+}
+
+impl FromStr for IoChoice {
+    type Err = io::Error;
+    fn from_str(s: &str) -> io::Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(IoChoice::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(IoChoice::Uring),
+            "epoll" => Ok(IoChoice::Epoll),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid io backend {s:?}: expected one of auto, uring, epoll"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for IoChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IoChoice::Auto => "auto",
+            IoChoice::Uring => "uring",
+            IoChoice::Epoll => "epoll",
+        })
+    }
+}
+
+/// The outcome of [`detect`]: the backend to use and why (for the one start-up log line).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Detected {
+    /// The backend every worker should use.
+    pub backend: Backend,
+    /// Why: the kernel and features for io_uring, or the error that ruled it out.
+    pub reason: String,
+}
+
+/// Environment variable that overrides [`IoChoice::Auto`] (`auto`, `uring` or `epoll`).
+pub const ENV_IO: &str = "RINGWIRE_IO";
+/// Environment variable that, set to `1`, makes every io_uring ring creation fail with `EPERM`
+/// (the test switch for the fallback).
+pub const ENV_URING_DENY: &str = "RINGWIRE_IO_URING_DENY";
+
+/// Picks the backend once, at start-up.
+///
+/// `Auto` takes io_uring if a ring with the loop's flags can be created, the opcodes the loop
+/// needs probe as supported, a provided-buffer ring registers, and a NOP round trip completes
+/// within a bounded wait; any error at all means epoll, with the error in the reason.
+/// `RINGWIRE_IO` overrides `Auto` only. `Uring` fails with the reason if io_uring is unusable;
+/// `Epoll` is forced.
+pub fn detect(choice: IoChoice) -> io::Result<Detected> {
+    let (choice, source) = match choice {
+        IoChoice::Auto => match std::env::var(ENV_IO) {
+            Ok(v) if !v.trim().is_empty() => {
+                let c: IoChoice =
+                    v.parse().map_err(|e: io::Error| io::Error::new(e.kind(), format!("{ENV_IO}: {e}")))?;
+                (c, format!("{ENV_IO}={}", v.trim()))
+            }
+            _ => (IoChoice::Auto, String::new()),
+        },
+        c => (c, format!("--io {c}")),
+    };
+    match choice {
+        IoChoice::Epoll => Ok(Detected { backend: Backend::Epoll, reason: format!("forced by {source}") }),
+        IoChoice::Uring => match uring::probe() {
+            Ok(info) => Ok(Detected { backend: Backend::Uring, reason: format!("{info}; required by {source}") }),
+            Err(e) => Err(io::Error::new(e.kind(), format!("io_uring required by {source} but unavailable: {e}"))),
+        },
+        IoChoice::Auto => {
+            let suffix = if source.is_empty() { String::new() } else { format!("; {source}") };
+            match uring::probe() {
+                Ok(info) => Ok(Detected { backend: Backend::Uring, reason: format!("{info}{suffix}") }),
+                Err(e) => Ok(Detected { backend: Backend::Epoll, reason: format!("{e}{suffix}") }),
+            }
+        }
+    }
+}
+
+/// A connection handle: slot index plus generation, so a stale id never reaches a newer
+/// connection that reuses the slot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnId {
+    idx: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    /// The slot index (dense, small: handy for a handler's own per-connection table).
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.idx, self.generation)
+    }
+}
+
+/// Per-loop settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoopConfig {
+    /// Provided receive buffers per loop (io_uring); a power of two, at most 32768. Default 1024.
+    pub buf_count: u16,
+    /// Size of each receive buffer in bytes. Default 16 KiB.
+    pub buf_size: u32,
+    /// Submission queue entries (io_uring); the completion queue is twice that. Default 4096.
+    pub ring_entries: u32,
+    /// Set `TCP_NODELAY` on new connections. Default true.
+    pub nodelay: bool,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig { buf_count: 1024, buf_size: 16 << 10, ring_entries: 4096, nodelay: true }
+    }
+}
+
+impl LoopConfig {
+    fn validate(&self) -> io::Result<()> {
+        let bad = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
+        if self.buf_count == 0 || !self.buf_count.is_power_of_two() || self.buf_count > 32768 {
+            return bad(format!("LoopConfig.buf_count = {}: must be a power of two in 1..=32768", self.buf_count));
+        }
+        if self.buf_size < 512 || self.buf_size > (1 << 30) {
+            return bad(format!("LoopConfig.buf_size = {}: must be in 512..=2^30", self.buf_size));
+        }
+        if self.ring_entries < 8 || self.ring_entries > 32768 {
+            return bad(format!("LoopConfig.ring_entries = {}: must be in 8..=32768", self.ring_entries));
+        }
+        Ok(())
+    }
+}
+
+/// The connection events of one loop. All methods run on the loop's thread.
+pub trait Handler {
+    /// A listener accepted `conn` from `peer`.
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr);
+    /// An outgoing connection from [`Io::connect`] finished connecting. On error,
+    /// [`Handler::on_closed`] follows with the same error kind.
+    fn on_connect(&mut self, _io: &mut impl Io, _conn: ConnId, _result: io::Result<()>) {}
+    /// Bytes arrived. `data` is borrowed from the loop's receive buffer and recycled on return.
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]);
+    /// `bytes` of the queued output of `conn` were written to the socket.
+    fn on_sent(&mut self, _io: &mut impl Io, _conn: ConnId, _bytes: usize) {}
+    /// The connection is gone: peer EOF (`None`, after queued output was written), reset or
+    /// error (`Some`), or the end of [`Io::close`] / [`Io::abort`]. Called exactly once per
+    /// connection; the id is dead afterwards.
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>);
+    /// The deadline set with [`Io::set_timer`] passed.
+    fn on_timer(&mut self, _io: &mut impl Io, _conn: ConnId) {}
+    /// [`Waker::wake`] was called (many wakes may be coalesced into one call).
+    fn on_wake(&mut self, _io: &mut impl Io) {}
+    /// Called once per loop turn, before output is submitted.
+    fn on_turn_end(&mut self, _io: &mut impl Io) {}
+}
+
+/// What a [`Handler`] can do. Methods on a dead or unknown [`ConnId`] do nothing.
+pub trait Io {
+    /// The time at the start of this loop turn.
+    fn now(&self) -> Instant;
+    /// Queues `chunk` on `conn`; chunks are written in order. All chunks queued during one turn
+    /// go out as one vectored send. The `Bytes` are held until the kernel is done with them.
+    fn send(&mut self, conn: ConnId, chunk: Bytes);
+    /// Bytes queued or in flight on `conn` and not yet written.
+    fn queued(&self, conn: ConnId) -> usize;
+    /// Graceful close: write everything queued, `shutdown(WR)`, close. `on_closed` follows.
+    fn close(&mut self, conn: ConnId);
+    /// Close now, discarding queued output. `on_closed` follows.
+    fn abort(&mut self, conn: ConnId);
+    /// Stop delivering `on_data` for `conn`. No byte is lost: data that arrives meanwhile is
+    /// kept (io_uring) or left in the socket (epoll) and delivered after `resume_read`.
+    fn pause_read(&mut self, conn: ConnId);
+    /// Deliver `on_data` again, starting with anything kept while paused.
+    fn resume_read(&mut self, conn: ConnId);
+    /// Sets (or with `None` clears) the one deadline of `conn`; `on_timer` fires once it passes.
+    fn set_timer(&mut self, conn: ConnId, at: Option<Instant>);
+    /// Starts an outgoing connection; `on_connect` follows.
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId>;
+    /// Closes the listeners (step 1 of a graceful shutdown). Open connections stay.
+    fn stop_accepting(&mut self);
+    /// Makes [`EventLoop::run`] return at the end of this turn.
+    fn stop(&mut self);
+    /// Live connections (accepted or connecting, not yet reported closed).
+    fn conn_count(&self) -> usize;
+    /// The peer address of `conn`.
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
+}
+
+/// Wakes an [`EventLoop`] from any thread: the loop calls [`Handler::on_wake`] soon.
+#[derive(Clone)]
+pub struct Waker(WakerInner);
+
+#[derive(Clone)]
+enum WakerInner {
+    Eventfd(Arc<std::fs::File>),
+    Mio(Arc<mio::Waker>),
+}
+
+impl Waker {
+    /// Wakes the loop. Wakes are coalesced: many calls may give one `on_wake`.
+    pub fn wake(&self) -> io::Result<()> {
+        match &self.0 {
+            WakerInner::Eventfd(f) => {
+                use std::io::Write;
+                match (&**f).write(&1u64.to_ne_bytes()) {
+                    Ok(_) => Ok(()),
+                    // The counter is saturated: the loop is already due to wake.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            WakerInner::Mio(w) => w.wake(),
+        }
+    }
+}
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            WakerInner::Eventfd(_) => "Waker(eventfd)",
+            WakerInner::Mio(_) => "Waker(mio)",
+        })
+    }
+}
+
+/// One event loop; make one per thread.
+pub struct EventLoop {
+    inner: Inner,
+}
+
+enum Inner {
+    Uring(Box<uring::UringLoop>),
+    Epoll(Box<epoll::EpollLoop>),
+}
+
+impl EventLoop {
+    /// Creates a loop on `backend` and the [`Waker`] for it.
+    pub fn new(backend: Backend, cfg: &LoopConfig) -> io::Result<(EventLoop, Waker)> {
+        cfg.validate()?;
+        Ok(match backend {
+            Backend::Uring => {
+                let (l, w) = uring::UringLoop::new(cfg)?;
+                (EventLoop { inner: Inner::Uring(l) }, w)
+            }
+            Backend::Epoll => {
+                let (l, w) = epoll::EpollLoop::new(cfg)?;
+                (EventLoop { inner: Inner::Epoll(l) }, w)
+            }
+        })
+    }
+
+    /// The backend this loop runs on.
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Uring(_) => Backend::Uring,
+            Inner::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Accepts connections from `listener` (it is made nonblocking here).
+    pub fn add_listener(&mut self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        match &mut self.inner {
+            Inner::Uring(l) => l.add_listener(listener),
+            Inner::Epoll(l) => l.add_listener(listener),
+        }
+    }
+
+    /// Starts an outgoing connection before [`EventLoop::run`] (inside it, use [`Io::connect`]).
+    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        match &mut self.inner {
+            Inner::Uring(l) => l.core.connect(addr),
+            Inner::Epoll(l) => l.core.connect(addr),
+        }
+    }
+
+    /// Runs the loop until a handler calls [`Io::stop`]. It may be called again afterwards;
+    /// connections and listeners persist between calls.
+    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Uring(l) => l.run(handler),
+            Inner::Epoll(l) => l.run(handler),
+        }
+    }
+}
+
+/// Binds `n` listeners on `addr` in one `SO_REUSEPORT` group, each with `backlog`.
+///
+/// A port already in use by another socket fails with `AddrInUse` (the first socket is bound
+/// without `SO_REUSEPORT`, which the kernel refuses to share, and joins the group only after
+/// that). Port 0 binds the first listener to a free port and the rest to the same port.
+pub fn bind_reuseport(addr: SocketAddr, n: usize, backlog: i32) -> io::Result<Vec<TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bind_reuseport: n must be at least 1"));
+    }
+    let new_socket = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        Ok(s)
+    };
+    let first = new_socket()?;
+    first.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    first.set_reuse_port(true)?;
+    let bound = first.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bound address is not IP"))?;
+    let mut socks = vec![first];
+    for _ in 1..n {
+        let s = new_socket()?;
+        s.set_reuse_port(true)?;
+        s.bind(&bound.into()).map_err(|e| io::Error::new(e.kind(), format!("bind {bound} (SO_REUSEPORT): {e}")))?;
+        socks.push(s);
+    }
+    socks
+        .into_iter()
+        .map(|s| {
+            s.listen(backlog)?;
+            Ok(TcpListener::from(s))
+        })
+        .collect()
+}
+
+/// Reads an env switch that is on when set to `1`.
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v.trim() == "1")
+}
+
+/// Chunks are queued as `Bytes`; re-exported for handlers.
+pub use bytes;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waker_is_send_sync_clone() {
+        fn is<T: Send + Sync + Clone>() {}
+        is::<Waker>();
+    }
+
+    #[test]
+    fn choice_parses() {
+        assert_eq!("auto".parse::<IoChoice>().unwrap(), IoChoice::Auto);
+        assert_eq!("URING".parse::<IoChoice>().unwrap(), IoChoice::Uring);
+        assert_eq!("epoll".parse::<IoChoice>().unwrap(), IoChoice::Epoll);
+        let e = "kqueue".parse::<IoChoice>().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("kqueue"), "{e}");
+        assert_eq!(Backend::Uring.to_string(), "io_uring");
+        assert_eq!(Backend::Epoll.to_string(), "epoll");
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let bad = LoopConfig { buf_count: 1000, ..LoopConfig::default() };
+        let e = bad.validate().unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
+        assert!(LoopConfig::default().validate().is_ok());
+    }
+}

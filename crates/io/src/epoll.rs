@@ -1,0 +1,511 @@
+//! The epoll backend (mio, edge-triggered): the fallback where io_uring is unavailable.
+//!
+//! Reads go into one shared 64 KiB scratch buffer until `WouldBlock` (at most a bounded number
+//! per connection and turn, the rest next turn); writes use `write_vectored` and keep whatever
+//! the socket did not take queued until it is writable again. A paused connection is simply
+//! not read: its bytes stay in the kernel until `resume_read`.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use crate::common::{HasTimer, IOV_MAX, SendQueue, Slab, TimerSlot, Timers};
+use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
+
+const SCRATCH: usize = 64 << 10;
+/// Reads per connection per turn before yielding to the others.
+const READS_PER_TURN: usize = 16;
+const WAKER_TOKEN: Token = Token(usize::MAX);
+const LISTENER_BIT: usize = 1 << 63;
+
+/// Generation bits carried in a token (bit 63 marks listeners).
+const GEN_MASK: u32 = 0x7FFF_FFFF;
+
+fn conn_token(id: ConnId) -> Token {
+    Token((((id.generation & GEN_MASK) as usize) << 32) | id.idx as usize)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Closing {
+    Open,
+    Graceful,
+    Teardown,
+}
+
+struct EConn {
+    stream: Option<TcpStream>,
+    peer: Option<SocketAddr>,
+    connecting: bool,
+    closing: Closing,
+    error: Option<io::Error>,
+    paused: bool,
+    /// The socket may have unread input (an edge was seen and WouldBlock not yet reached).
+    read_ready: bool,
+    queue: SendQueue,
+    dirty: bool,
+    reported: bool,
+    timer: TimerSlot,
+}
+
+impl HasTimer for EConn {
+    fn timer(&mut self) -> &mut TimerSlot {
+        &mut self.timer
+    }
+}
+
+impl EConn {
+    fn new(stream: TcpStream, peer: Option<SocketAddr>) -> EConn {
+        EConn {
+            stream: Some(stream),
+            peer,
+            connecting: false,
+            closing: Closing::Open,
+            error: None,
+            paused: false,
+            read_ready: true,
+            queue: SendQueue::default(),
+            dirty: false,
+            reported: false,
+            timer: TimerSlot::default(),
+        }
+    }
+
+    fn teardown(&mut self, error: Option<io::Error>) {
+        if self.error.is_none() {
+            self.error = error;
+        }
+        self.closing = Closing::Teardown;
+        self.queue.clear();
+    }
+}
+
+struct Listener {
+    sock: mio::net::TcpListener,
+    retry_at: Option<Instant>,
+}
+
+/// The loop state handlers act on (the [`Io`] of this backend).
+pub(crate) struct Core {
+    now: Instant,
+    registry: Registry,
+    conns: Slab<EConn>,
+    timers: Timers,
+    dirty: Vec<ConnId>,
+    readable: Vec<ConnId>,
+    listeners: Vec<Option<Listener>>,
+    accepting: bool,
+    stopped: bool,
+    nodelay: bool,
+}
+
+impl Core {
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn register(&mut self, stream: TcpStream, peer: Option<SocketAddr>, connecting: bool) -> io::Result<ConnId> {
+        let mut c = EConn::new(stream, peer);
+        c.connecting = connecting;
+        let id = self.conns.insert(c);
+        let c = self.conns.get_mut(id).expect("just inserted");
+        let s = c.stream.as_mut().expect("open");
+        if let Err(e) = self.registry.register(s, conn_token(id), Interest::READABLE | Interest::WRITABLE) {
+            self.conns.remove(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+}
+
+impl Io for Core {
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn send(&mut self, conn: ConnId, chunk: Bytes) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.closing == Closing::Open {
+                c.queue.push(chunk);
+                self.mark_dirty(conn);
+            }
+        }
+    }
+
+    fn queued(&self, conn: ConnId) -> usize {
+        self.conns.get(conn).map_or(0, |c| c.queue.len())
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.closing == Closing::Open {
+                c.closing = Closing::Graceful;
+                self.mark_dirty(conn);
+            }
+        }
+    }
+
+    fn abort(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.closing != Closing::Teardown {
+                c.teardown(None);
+                self.mark_dirty(conn);
+            }
+        }
+    }
+
+    fn pause_read(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.paused = true;
+        }
+    }
+
+    fn resume_read(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.paused {
+                c.paused = false;
+                if c.read_ready {
+                    self.readable.push(conn);
+                }
+            }
+        }
+    }
+
+    fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            self.timers.set(conn, &mut c.timer, at);
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let s = TcpStream::connect(addr)?;
+        if self.nodelay {
+            s.set_nodelay(true)?;
+        }
+        self.register(s, Some(addr), true)
+    }
+
+    fn stop_accepting(&mut self) {
+        self.accepting = false;
+        for l in self.listeners.iter_mut() {
+            if let Some(mut l) = l.take() {
+                let _ = self.registry.deregister(&mut l.sock);
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.conns.get(conn).and_then(|c| c.peer)
+    }
+}
+
+/// One epoll event loop.
+pub(crate) struct EpollLoop {
+    poll: Poll,
+    events: Events,
+    scratch: Box<[u8]>,
+    pub(crate) core: Core,
+    expired: Vec<ConnId>,
+    closed: Vec<ConnId>,
+}
+
+#[derive(Clone, Copy)]
+struct Ev {
+    token: Token,
+    readable: bool,
+    writable: bool,
+}
+
+impl EpollLoop {
+    pub(crate) fn new(cfg: &LoopConfig) -> io::Result<(Box<EpollLoop>, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
+        let registry = poll.registry().try_clone()?;
+        let l = Box::new(EpollLoop {
+            poll,
+            events: Events::with_capacity(1024),
+            scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            core: Core {
+                now: Instant::now(),
+                registry,
+                conns: Slab::new(),
+                timers: Timers::default(),
+                dirty: Vec::new(),
+                readable: Vec::new(),
+                listeners: Vec::new(),
+                accepting: true,
+                stopped: false,
+                nodelay: cfg.nodelay,
+            },
+            expired: Vec::new(),
+            closed: Vec::new(),
+        });
+        Ok((l, Waker(WakerInner::Mio(waker))))
+    }
+
+    pub(crate) fn add_listener(&mut self, l: TcpListener) -> io::Result<()> {
+        if !self.core.accepting {
+            return Err(io::Error::other("add_listener after stop_accepting"));
+        }
+        let i = self.core.listeners.len();
+        let mut sock = mio::net::TcpListener::from_std(l);
+        self.core.registry.register(&mut sock, Token(LISTENER_BIT | i), Interest::READABLE)?;
+        self.core.listeners.push(Some(Listener { sock, retry_at: Some(Instant::now()) }));
+        Ok(())
+    }
+
+    pub(crate) fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        self.core.stopped = false;
+        self.core.now = Instant::now();
+        for id in self.core.conns.ids() {
+            self.core.mark_dirty(id);
+        }
+        self.flush(handler);
+        let mut evs: Vec<Ev> = Vec::with_capacity(1024);
+        loop {
+            let mut deadline = self.core.timers.next();
+            for l in self.core.listeners.iter().flatten() {
+                if let Some(t) = l.retry_at {
+                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                }
+            }
+            let timeout = if !self.core.readable.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|d| {
+                    // Round up so the timer has passed when poll returns (epoll has 1 ms steps).
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() { left } else { left + Duration::from_micros(999) }
+                })
+            };
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.core.now = Instant::now();
+            evs.clear();
+            evs.extend(self.events.iter().map(|e| Ev {
+                token: e.token(),
+                readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+                writable: e.is_writable() || e.is_write_closed() || e.is_error(),
+            }));
+            for ev in &evs {
+                if ev.token == WAKER_TOKEN {
+                    handler.on_wake(&mut self.core);
+                } else if ev.token.0 & LISTENER_BIT != 0 {
+                    self.accept(handler, ev.token.0 & !LISTENER_BIT);
+                } else {
+                    self.conn_event(handler, *ev);
+                }
+            }
+            let now = self.core.now;
+            for i in 0..self.core.listeners.len() {
+                if self.core.listeners[i].as_ref().is_some_and(|l| l.retry_at.is_some_and(|t| t <= now)) {
+                    self.accept(handler, i);
+                }
+            }
+            self.read_ready(handler);
+            let mut expired = std::mem::take(&mut self.expired);
+            self.core.timers.expired(self.core.now, &mut self.core.conns, &mut expired);
+            for id in expired.drain(..) {
+                if self.core.conns.get(id).is_some_and(|c| !c.reported) {
+                    handler.on_timer(&mut self.core, id);
+                }
+            }
+            self.expired = expired;
+            handler.on_turn_end(&mut self.core);
+            self.flush(handler);
+            if self.core.stopped {
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept<H: Handler>(&mut self, handler: &mut H, i: usize) {
+        loop {
+            let Some(Some(l)) = self.core.listeners.get_mut(i) else { return };
+            l.retry_at = None;
+            match l.sock.accept() {
+                Ok((s, peer)) => {
+                    if self.core.nodelay {
+                        let _ = s.set_nodelay(true);
+                    }
+                    if let Ok(id) = self.core.register(s, Some(peer), false) {
+                        self.core.readable.push(id);
+                        handler.on_accept(&mut self.core, id, peer);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(_) => {
+                    // Out of descriptors or memory: the edge is consumed, so try again later.
+                    l.retry_at = Some(self.core.now + Duration::from_millis(100));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn conn_event<H: Handler>(&mut self, handler: &mut H, ev: Ev) {
+        let Some(id) = self.core.conns.id_at(ev.token.0 as u32, (ev.token.0 >> 32) as u32, GEN_MASK) else { return };
+        let Some(c) = self.core.conns.get_mut(id) else { return };
+        if c.closing == Closing::Teardown {
+            return;
+        }
+        if c.connecting {
+            if !ev.writable && !ev.readable {
+                return;
+            }
+            let s = c.stream.as_ref().expect("open");
+            let result = match s.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match s.peer_addr() {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // not yet
+                    Err(e) => Err(e),
+                },
+            };
+            c.connecting = false;
+            match result {
+                Ok(()) => {
+                    self.core.readable.push(id);
+                    self.core.mark_dirty(id);
+                    handler.on_connect(&mut self.core, id, Ok(()));
+                }
+                Err(e) => {
+                    c.teardown(Some(io::Error::new(e.kind(), e.to_string())));
+                    self.core.mark_dirty(id);
+                    handler.on_connect(&mut self.core, id, Err(e));
+                }
+            }
+            return;
+        }
+        if ev.readable {
+            c.read_ready = true;
+            self.core.readable.push(id);
+        }
+        if ev.writable {
+            self.core.mark_dirty(id);
+        }
+    }
+
+    /// Reads connections that have input and are not paused.
+    fn read_ready<H: Handler>(&mut self, handler: &mut H) {
+        let list = std::mem::take(&mut self.core.readable);
+        for id in list {
+            let mut reads = 0;
+            while let Some(c) = self.core.conns.get_mut(id) {
+                if c.closing != Closing::Open || c.paused || c.connecting || !c.read_ready {
+                    break;
+                }
+                if reads == READS_PER_TURN {
+                    self.core.readable.push(id); // the rest next turn
+                    break;
+                }
+                reads += 1;
+                let s = c.stream.as_mut().expect("open");
+                match s.read(&mut self.scratch) {
+                    Ok(0) => {
+                        c.read_ready = false;
+                        c.closing = Closing::Graceful;
+                        self.core.mark_dirty(id);
+                    }
+                    Ok(n) => handler.on_data(&mut self.core, id, &mut self.scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.read_ready = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        c.teardown(Some(e));
+                        self.core.mark_dirty(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes queued output, finishes closes and reports closed connections, until nothing
+    /// is left to do this turn.
+    fn flush<H: Handler>(&mut self, handler: &mut H) {
+        loop {
+            if self.core.dirty.is_empty() && self.closed.is_empty() {
+                return;
+            }
+            let dirty = std::mem::take(&mut self.core.dirty);
+            for id in dirty {
+                self.advance(handler, id);
+            }
+            for id in std::mem::take(&mut self.closed) {
+                if let Some(c) = self.core.conns.remove(id) {
+                    handler.on_closed(&mut self.core, id, c.error);
+                }
+            }
+        }
+    }
+
+    fn advance<H: Handler>(&mut self, handler: &mut H, id: ConnId) {
+        let Some(c) = self.core.conns.get_mut(id) else { return };
+        c.dirty = false;
+        let mut sent = 0;
+        if matches!(c.closing, Closing::Open | Closing::Graceful) && !c.connecting {
+            sent = write_out(c);
+            if c.closing == Closing::Graceful && c.queue.is_empty() {
+                let _ = c.stream.as_ref().expect("open").shutdown(Shutdown::Write);
+                c.closing = Closing::Teardown;
+            }
+        }
+        if c.closing == Closing::Teardown && !c.reported {
+            c.reported = true;
+            if let Some(mut s) = c.stream.take() {
+                let _ = self.core.registry.deregister(&mut s);
+            }
+            self.closed.push(id);
+        }
+        if sent > 0 && !self.core.conns.get(id).is_some_and(|c| c.reported) {
+            handler.on_sent(&mut self.core, id, sent);
+        }
+    }
+}
+
+/// Writes as much queued output as the socket takes; returns the bytes written.
+fn write_out(c: &mut EConn) -> usize {
+    let mut total = 0;
+    let Some(s) = c.stream.as_mut() else { return 0 };
+    while !c.queue.is_empty() {
+        let slices: Vec<IoSlice<'_>> = c.queue.segments(IOV_MAX).map(IoSlice::new).collect();
+        match s.write_vectored(&slices) {
+            Ok(0) => {
+                c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")));
+                break;
+            }
+            Ok(n) => {
+                c.queue.advance(n);
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                c.teardown(Some(e));
+                break;
+            }
+        }
+    }
+    total
+}

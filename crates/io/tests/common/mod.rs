@@ -1,0 +1,185 @@
+//! Test harness: runs an event loop on its own thread with one loopback listener.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ringwire_io::bytes::Bytes;
+use ringwire_io::{Backend, ConnId, EventLoop, Handler, Io, LoopConfig, Waker, bind_reuseport};
+
+/// Wraps a handler: `on_wake` with the stop flag set stops the loop.
+pub struct Stoppable<H> {
+    pub inner: H,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl<H: Handler> Handler for Stoppable<H> {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.inner.on_accept(io, conn, peer)
+    }
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
+        self.inner.on_connect(io, conn, result)
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.inner.on_data(io, conn, data)
+    }
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.inner.on_sent(io, conn, bytes)
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.inner.on_closed(io, conn, error)
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.inner.on_timer(io, conn)
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        if self.stop.load(Ordering::SeqCst) {
+            io.stop();
+        }
+        self.inner.on_wake(io)
+    }
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.inner.on_turn_end(io)
+    }
+}
+
+pub struct Running<H> {
+    pub addr: SocketAddr,
+    pub waker: Waker,
+    stop: Arc<AtomicBool>,
+    join: JoinHandle<H>,
+}
+
+pub fn small_config() -> LoopConfig {
+    // Few small buffers, so the io_uring buffer ring runs dry (ENOBUFS) under load.
+    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, nodelay: true }
+}
+
+/// Starts a loop on `backend` with one listener on 127.0.0.1 and runs `h` on it.
+pub fn start<H: Handler + Send + 'static>(backend: Backend, cfg: LoopConfig, h: H) -> Running<H> {
+    let l = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 128).expect("bind").remove(0);
+    start_with_listener(backend, cfg, h, l)
+}
+
+/// Starts a loop on `backend` with listener `l` and runs `h` on it.
+pub fn start_with_listener<H: Handler + Send + 'static>(
+    backend: Backend,
+    cfg: LoopConfig,
+    h: H,
+    l: TcpListener,
+) -> Running<H> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop2 = stop.clone();
+    let addr = l.local_addr().unwrap();
+    let join = std::thread::spawn(move || {
+        let (mut ev, waker) = EventLoop::new(backend, &cfg).expect("EventLoop::new");
+        assert_eq!(ev.backend(), backend);
+        ev.add_listener(l).expect("add_listener");
+        tx.send(waker).unwrap();
+        let mut s = Stoppable { inner: h, stop: stop2 };
+        ev.run(&mut s).expect("run");
+        s.inner
+    });
+    let waker = rx.recv_timeout(Duration::from_secs(10)).expect("loop start");
+    Running { addr, waker, stop, join }
+}
+
+impl<H> Running<H> {
+    /// Stops the loop and returns the handler.
+    pub fn finish(self) -> H {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake().expect("wake");
+        self.join.join().expect("loop thread panicked")
+    }
+
+    /// Waits for the loop to stop by itself (a handler called `stop`).
+    pub fn join(self) -> H {
+        self.join.join().expect("loop thread panicked")
+    }
+
+    pub fn client(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+}
+
+/// Echoes every byte; counts closes.
+#[derive(Default)]
+pub struct Echo {
+    pub accepted: usize,
+    pub closed: usize,
+    pub errors: usize,
+    pub sent: usize,
+}
+
+impl Handler for Echo {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, peer: SocketAddr) {
+        assert!(peer.ip().is_loopback());
+        self.accepted += 1;
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        io.send(conn, Bytes::copy_from_slice(data));
+    }
+    fn on_sent(&mut self, _io: &mut impl Io, _conn: ConnId, bytes: usize) {
+        self.sent += bytes;
+    }
+    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+        self.closed += 1;
+        if error.is_some() {
+            self.errors += 1;
+        }
+    }
+}
+
+/// A deterministic byte pattern.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 ^ seed).collect()
+}
+
+/// Writes `data` on one thread while reading the same amount back on this one.
+pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8], write_piece: usize) -> Vec<u8> {
+    let mut w = s.try_clone().unwrap();
+    let owned = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        for piece in owned.chunks(write_piece) {
+            w.write_all(piece).unwrap();
+        }
+    });
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).expect("read echo");
+    writer.join().unwrap();
+    back
+}
+
+/// Runs the echo scenario against a started echo loop: many connections, many messages, and
+/// one 16 MiB payload.
+pub fn echo_scenario(r: &Running<Echo>) {
+    let mut threads = Vec::new();
+    for t in 0..6u8 {
+        let mut s = r.client();
+        threads.push(std::thread::spawn(move || {
+            for m in 0..150usize {
+                let msg = pattern(1 + (m * 37) % 3000, t.wrapping_add(m as u8));
+                s.write_all(&msg).unwrap();
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back).unwrap();
+                assert_eq!(back, msg, "conn {t} message {m}");
+            }
+        }));
+    }
+    let mut big = r.client();
+    let data = pattern(16 << 20, 0xA5);
+    let back = echo_roundtrip(&mut big, &data, 1 << 20);
+    assert!(back == data, "16 MiB echo differs");
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,389 @@
+//! Loop behaviour over loopback, run on both backends.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Echo, echo_scenario, pattern, small_config, start};
+use ringwire_io::bytes::Bytes;
+use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn uring() {
+                super::$name(ringwire_io::Backend::Uring);
+            }
+            #[test]
+            fn epoll() {
+                super::$name(ringwire_io::Backend::Epoll);
+            }
+        }
+    };
+}
+
+fn echo_many(backend: Backend) {
+    let r = start(backend, small_config(), Echo::default());
+    echo_scenario(&r);
+    let h = r.finish();
+    assert_eq!(h.accepted, 7);
+    assert!(h.sent >= (16 << 20), "on_sent reported {} bytes", h.sent);
+}
+both!(echo_many);
+
+fn echo_default_config(backend: Backend) {
+    let r = start(backend, LoopConfig::default(), Echo::default());
+    let mut s = r.client();
+    let data = pattern(3 << 20, 7);
+    let back = common::echo_roundtrip(&mut s, &data, 100_000);
+    assert!(back == data);
+    drop(s);
+    r.finish();
+}
+both!(echo_default_config);
+
+/// Queues `total` bytes in many chunks on accept, then close() or abort().
+struct SendThenClose {
+    total: usize,
+    abort: bool,
+    closed: Vec<Option<String>>,
+}
+
+impl Handler for SendThenClose {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        let data = Bytes::from(pattern(self.total, 3));
+        let mut off = 0;
+        while off < data.len() {
+            let end = (off + 7919).min(data.len());
+            io.send(conn, data.slice(off..end));
+            off = end;
+        }
+        assert_eq!(io.queued(conn), self.total);
+        if self.abort {
+            io.abort(conn);
+            assert_eq!(io.queued(conn), 0, "abort discards queued output");
+        } else {
+            io.close(conn);
+        }
+        // Sends after close are dropped, not queued.
+        io.send(conn, Bytes::from_static(b"late"));
+    }
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {
+        panic!("no data expected");
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.closed.push(error.map(|e| e.to_string()));
+        // The id is dead now: everything on it is a no-op.
+        io.send(conn, Bytes::from_static(b"x"));
+        assert_eq!(io.queued(conn), 0);
+        assert_eq!(io.peer_addr(conn), None);
+        io.close(conn);
+    }
+}
+
+fn close_delivers_everything(backend: Backend) {
+    let total = 6 << 20;
+    let r = start(backend, small_config(), SendThenClose { total, abort: false, closed: vec![] });
+    let mut s = r.client();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to EOF");
+    assert_eq!(got.len(), total);
+    assert!(got == pattern(total, 3));
+    let h = r.finish();
+    assert_eq!(h.closed, vec![None]);
+}
+both!(close_delivers_everything);
+
+fn abort_discards(backend: Backend) {
+    let total = 8 << 20;
+    let r = start(backend, small_config(), SendThenClose { total, abort: true, closed: vec![] });
+    let mut s = r.client();
+    let mut got = Vec::new();
+    // EOF or reset, but never the queued data.
+    let _ = s.read_to_end(&mut got);
+    assert!(got.len() < total, "abort delivered everything");
+    let h = r.finish();
+    assert_eq!(h.closed, vec![None]);
+}
+both!(abort_discards);
+
+/// Pauses after the first byte arrives and resumes on a timer; records everything.
+#[derive(Default)]
+struct PauseResume {
+    paused: bool,
+    pauses: usize,
+    got: Vec<u8>,
+    violations: usize,
+    closed: usize,
+}
+
+impl Handler for PauseResume {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        if self.paused {
+            self.violations += 1;
+        }
+        self.got.extend_from_slice(data);
+        // Pause twice: after the first data and once more after 1 MiB.
+        if (self.pauses == 0) || (self.pauses == 1 && self.got.len() >= 1 << 20) {
+            self.pauses += 1;
+            self.paused = true;
+            io.pause_read(conn);
+            io.pause_read(conn); // idempotent
+            io.set_timer(conn, Some(io.now() + Duration::from_millis(150)));
+            // Tell the peer it may send the rest now.
+            io.send(conn, Bytes::from_static(b"P"));
+        }
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.paused = false;
+        io.resume_read(conn);
+    }
+    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+        assert!(error.is_none(), "{error:?}");
+        self.closed += 1;
+    }
+}
+
+fn pause_resume_loses_nothing(backend: Backend) {
+    let r = start(backend, small_config(), PauseResume::default());
+    let mut s = r.client();
+    let data = pattern(3 << 20, 9);
+    s.write_all(&data[..100]).unwrap();
+    let mut p = [0u8; 1];
+    s.read_exact(&mut p).unwrap(); // paused now
+    // Everything else arrives while the server is paused (and again after 1 MiB).
+    let mut w = s.try_clone().unwrap();
+    let rest = data[100..].to_vec();
+    let writer = std::thread::spawn(move || {
+        for piece in rest.chunks(65_536) {
+            w.write_all(piece).unwrap();
+        }
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    s.read_exact(&mut p).unwrap(); // second pause
+    writer.join().unwrap();
+    let mut tail = Vec::new();
+    s.read_to_end(&mut tail).unwrap(); // the server closes after our EOF
+    let h = r.finish();
+    assert_eq!(h.violations, 0, "on_data while paused");
+    assert_eq!(h.pauses, 2);
+    assert_eq!(h.got.len(), data.len());
+    assert!(h.got == data, "bytes lost or reordered");
+    assert_eq!(h.closed, 1);
+}
+both!(pause_resume_loses_nothing);
+
+/// Timer semantics on one connection per scenario.
+#[derive(Default)]
+struct TimerCheck {
+    conns: Vec<ConnId>,
+    set_at: Option<Instant>,
+    fired: Vec<(usize, Instant)>,
+}
+
+impl Handler for TimerCheck {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        let n = self.conns.len();
+        self.conns.push(conn);
+        let now = io.now();
+        self.set_at.get_or_insert(now);
+        match n {
+            // Cleared: must never fire.
+            0 => {
+                io.set_timer(conn, Some(now + Duration::from_millis(20)));
+                io.set_timer(conn, None);
+            }
+            // Moved later: fires once, not before 80 ms.
+            1 => {
+                io.set_timer(conn, Some(now + Duration::from_millis(20)));
+                io.set_timer(conn, Some(now + Duration::from_millis(80)));
+            }
+            // Moved earlier: fires once, at 30 ms or later.
+            _ => {
+                io.set_timer(conn, Some(now + Duration::from_millis(200)));
+                io.set_timer(conn, Some(now + Duration::from_millis(30)));
+            }
+        }
+    }
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        let i = self.conns.iter().position(|c| *c == conn).unwrap();
+        self.fired.push((i, io.now()));
+        if self.fired.len() == 2 {
+            // Give stale entries (20 ms, 200 ms) the chance to misfire, then stop.
+            io.set_timer(self.conns[0], Some(io.now() + Duration::from_millis(250)));
+        } else if self.fired.len() == 3 {
+            io.stop();
+        }
+    }
+    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
+}
+
+fn timers_fire_and_clear(backend: Backend) {
+    let r = start(backend, small_config(), TimerCheck::default());
+    let c0 = r.client();
+    std::thread::sleep(Duration::from_millis(5));
+    let c1 = r.client();
+    let c2 = r.client();
+    let h = r.join();
+    drop((c0, c1, c2));
+    let order: Vec<usize> = h.fired.iter().map(|f| f.0).collect();
+    assert_eq!(order, vec![2, 1, 0], "fired: {order:?}");
+    let t0 = h.set_at.unwrap();
+    assert!(h.fired[0].1 >= t0 + Duration::from_millis(30));
+    assert!(h.fired[1].1 >= t0 + Duration::from_millis(80));
+}
+both!(timers_fire_and_clear);
+
+/// Counts wakes; stops once every sender is done.
+struct WakeCount {
+    done: Arc<AtomicUsize>,
+    wakes: usize,
+}
+
+impl Handler for WakeCount {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.wakes += 1;
+        if self.done.load(Ordering::SeqCst) == 4 {
+            io.stop();
+        }
+    }
+}
+
+fn waker_from_other_threads(backend: Backend) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let r = start(backend, small_config(), WakeCount { done: done.clone(), wakes: 0 });
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let w = r.waker.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    w.wake().unwrap();
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                w.wake().unwrap();
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let h = r.join();
+    assert!(h.wakes >= 1 && h.wakes <= 2004, "wakes = {}", h.wakes);
+}
+both!(waker_from_other_threads);
+
+/// Connects to the loop's own listener and to a refused port.
+#[derive(Default)]
+struct Connector {
+    target: Option<SocketAddr>,
+    refused: Option<SocketAddr>,
+    out_ok: Option<ConnId>,
+    out_refused: Option<ConnId>,
+    connect_results: Vec<(bool, Option<std::io::ErrorKind>)>,
+    echoed: Vec<u8>,
+    closed: Vec<(ConnId, Option<std::io::ErrorKind>)>,
+}
+
+impl Handler for Connector {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
+        let ok = Some(conn) == self.out_ok;
+        self.connect_results.push((ok, result.as_ref().err().map(|e| e.kind())));
+        if result.is_ok() {
+            assert_eq!(io.peer_addr(conn), self.target);
+            io.send(conn, Bytes::from_static(b"hello "));
+            io.send(conn, Bytes::from_static(b"loop"));
+        }
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        if Some(conn) == self.out_ok {
+            self.echoed.extend_from_slice(data);
+            if self.echoed == b"hello loop" {
+                io.close(conn);
+            }
+        } else {
+            io.send(conn, Bytes::copy_from_slice(data)); // accepted side echoes
+        }
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        if self.out_ok.is_none() {
+            self.out_ok = Some(io.connect(self.target.unwrap()).unwrap());
+            self.out_refused = Some(io.connect(self.refused.unwrap()).unwrap());
+            assert_eq!(io.conn_count(), 2);
+        }
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.closed.push((conn, error.map(|e| e.kind())));
+        if self.closed.len() == 3 {
+            io.stop();
+        }
+    }
+}
+
+fn connect_ok_and_refused(backend: Backend) {
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let r = start_connector(backend, refused);
+    let h = r.join();
+    let mut results = h.connect_results.clone();
+    results.sort();
+    assert_eq!(results, vec![(false, Some(std::io::ErrorKind::ConnectionRefused)), (true, None)]);
+    assert_eq!(h.echoed, b"hello loop");
+    let refused_close = h.closed.iter().find(|c| Some(c.0) == h.out_refused).unwrap();
+    assert_eq!(refused_close.1, Some(std::io::ErrorKind::ConnectionRefused));
+    let ok_close = h.closed.iter().find(|c| Some(c.0) == h.out_ok).unwrap();
+    assert_eq!(ok_close.1, None);
+}
+both!(connect_ok_and_refused);
+
+/// Starts a loop whose connector targets its own listener, then kicks it with a wake.
+fn start_connector(backend: Backend, refused: SocketAddr) -> common::Running<Connector> {
+    let l = ringwire_io::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap().remove(0);
+    let target = l.local_addr().unwrap();
+    let r = common::start_with_listener(
+        backend,
+        LoopConfig { nodelay: false, ..small_config() },
+        Connector { target: Some(target), refused: Some(refused), ..Default::default() },
+        l,
+    );
+    r.waker.wake().unwrap();
+    r
+}
+
+#[test]
+fn bind_reuseport_refuses_a_busy_port() {
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = ringwire_io::bind_reuseport(other.local_addr().unwrap(), 2, 16).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    let ls = ringwire_io::bind_reuseport("127.0.0.1:0".parse().unwrap(), 3, 16).unwrap();
+    let port = ls[0].local_addr().unwrap().port();
+    assert_ne!(port, 0);
+    assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+    // Another group cannot join ours either.
+    let e = ringwire_io::bind_reuseport(ls[0].local_addr().unwrap(), 1, 16).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    let e = ringwire_io::bind_reuseport("127.0.0.1:0".parse().unwrap(), 0, 16).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn bad_config_is_an_error() {
+    for backend in [Backend::Uring, Backend::Epoll] {
+        let cfg = LoopConfig { buf_count: 3, ..LoopConfig::default() };
+        let e = ringwire_io::EventLoop::new(backend, &cfg).err().expect("must fail");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}
