@@ -1,0 +1,346 @@
+//! One client connection: its buffers, its in-flight queue, and the streaming check of
+//! everything the server sends back.
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use ringwire_loadtest::wire::{self, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, Prebuilt, ServerFrameHeader};
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::time::Instant;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Connecting,
+    Handshake,
+    Open,
+}
+
+/// What a connection does with the messages it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Expects its own messages back, in order.
+    Echo,
+    /// Broadcast publisher: verifies any copy it gets back, counts nothing.
+    Publisher,
+    /// Broadcast subscriber: expects every published message once, in order.
+    Subscriber,
+}
+
+/// Per-event context the worker hands to [`Conn::feed`].
+pub(crate) struct FeedCtx<'a> {
+    pub frames: &'a [Prebuilt],
+    pub now: Instant,
+    pub epoch: Instant,
+    pub measuring: bool,
+    pub hist: &'a mut Histogram<u64>,
+    /// Echoes (or deliveries) completed.
+    pub msgs: u64,
+    /// Broadcast deliveries completed.
+    pub deliveries: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Send another message for each echo received (closed and pipelined modes).
+    pub refill: bool,
+    pub raw: bool,
+    /// Largest frame payload accepted from the server.
+    pub max_len: u64,
+    /// Broadcast message size.
+    pub size: usize,
+}
+
+struct FrameProgress {
+    header: ServerFrameHeader,
+    remaining: u64,
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    pub state: State,
+    pub role: Role,
+    pub accept: String,
+    pub hs_buf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Frame index and send time (or intended send time) of each message in flight.
+    pub inflight: VecDeque<(u32, Instant)>,
+    seq: u64,
+    hdr: [u8; 14],
+    hdr_len: usize,
+    cur: Option<FrameProgress>,
+    in_msg: bool,
+    msg_off: usize,
+    ctrl: Vec<u8>,
+    collect: Vec<u8>,
+    next_bseq: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, role: Role, seed: u64) -> Self {
+        Conn {
+            stream,
+            state: State::Connecting,
+            role,
+            accept: String::new(),
+            hs_buf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            inflight: VecDeque::new(),
+            seq: seed,
+            hdr: [0; 14],
+            hdr_len: 0,
+            cur: None,
+            in_msg: false,
+            msg_off: 0,
+            ctrl: Vec::new(),
+            collect: Vec::new(),
+            next_bseq: 0,
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn backlog(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    pub(crate) fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Queues the next pre-built frame, stamped with `ts`.
+    pub(crate) fn enqueue(&mut self, frames: &[Prebuilt], ts: Instant) {
+        let idx = (self.seq % frames.len() as u64) as usize;
+        self.seq += 1;
+        self.out.extend_from_slice(&frames[idx].wire);
+        self.inflight.push_back((idx as u32, ts));
+    }
+
+    /// Writes as much of the queue as the socket takes.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket wrote 0 bytes")),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > 1 << 20 {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Checks bytes from the server; completes messages into `ctx`.
+    pub(crate) fn feed(&mut self, data: &[u8], ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        if ctx.raw { self.feed_raw(data, ctx) } else { self.feed_ws(data, ctx) }
+    }
+
+    fn feed_raw(&mut self, mut data: &[u8], ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        while !data.is_empty() {
+            let Some(&(idx, _)) = self.inflight.front() else {
+                return Err(format!("{} bytes arrived with nothing in flight", data.len()));
+            };
+            let exp = &ctx.frames[idx as usize].wire[self.msg_off..];
+            let n = exp.len().min(data.len());
+            if exp[..n] != data[..n] {
+                return Err(format!("echoed bytes differ within message at offset {}", self.msg_off));
+            }
+            self.msg_off += n;
+            data = &data[n..];
+            if n == exp.len() {
+                self.msg_off = 0;
+                self.complete_echo(ctx);
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_ws(&mut self, mut data: &[u8], ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        while !data.is_empty() {
+            let Some(cur) = &mut self.cur else {
+                let take = (14 - self.hdr_len).min(data.len());
+                self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
+                let avail = self.hdr_len + take;
+                match wire::parse_server_header(&self.hdr[..avail], ctx.max_len).map_err(|e| e.to_string())? {
+                    Some((header, hlen)) => {
+                        data = &data[hlen - self.hdr_len..];
+                        self.hdr_len = 0;
+                        self.start_frame(header, ctx)?;
+                    }
+                    None => {
+                        self.hdr_len = avail;
+                        data = &data[take..];
+                    }
+                }
+                continue;
+            };
+            let n = (cur.remaining.min(data.len() as u64)) as usize;
+            let chunk = &data[..n];
+            cur.remaining -= n as u64;
+            let done = cur.remaining == 0;
+            let is_control = cur.header.opcode & 0x8 != 0;
+            if is_control {
+                self.ctrl.extend_from_slice(chunk);
+            } else {
+                self.payload(chunk, ctx)?;
+            }
+            data = &data[n..];
+            if done {
+                self.end_frame(ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_frame(&mut self, header: ServerFrameHeader, ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        if header.opcode & 0x8 != 0 {
+            self.ctrl.clear();
+        } else if header.opcode == OP_CONT {
+            if !self.in_msg {
+                return Err("continuation frame outside a message".into());
+            }
+        } else {
+            if self.in_msg {
+                return Err("new data frame before the previous message finished".into());
+            }
+            self.in_msg = true;
+            self.msg_off = 0;
+            self.collect.clear();
+            if self.role == Role::Echo {
+                let Some(&(idx, _)) = self.inflight.front() else {
+                    return Err("message arrived with nothing in flight".into());
+                };
+                let want = ctx.frames[idx as usize].opcode;
+                if header.opcode != want {
+                    return Err(format!("echo has opcode {:#x}, sent {want:#x}", header.opcode));
+                }
+            }
+        }
+        self.cur = Some(FrameProgress { header, remaining: header.len });
+        if header.len == 0 {
+            self.end_frame(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn payload(&mut self, chunk: &[u8], ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        match self.role {
+            Role::Echo => {
+                let (idx, _) = self.inflight.front().copied().ok_or("payload with nothing in flight")?;
+                let exp = &ctx.frames[idx as usize].payload;
+                let end = self.msg_off + chunk.len();
+                if end > exp.len() {
+                    return Err(format!("echo longer than the {} bytes sent", exp.len()));
+                }
+                if exp[self.msg_off..end] != *chunk {
+                    return Err(format!("echoed payload differs within bytes {}..{end}", self.msg_off));
+                }
+                self.msg_off = end;
+            }
+            Role::Publisher | Role::Subscriber => {
+                if self.collect.len() + chunk.len() > ctx.size {
+                    return Err(format!("broadcast message longer than the {} bytes published", ctx.size));
+                }
+                self.collect.extend_from_slice(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    fn end_frame(&mut self, ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        let cur = self.cur.take().expect("end_frame without a frame");
+        match cur.header.opcode {
+            OP_PING => {
+                let pong = wire::client_frame(OP_PONG, &self.ctrl, [0x11, 0x22, 0x33, 0x44]);
+                self.out.extend_from_slice(&pong);
+            }
+            OP_PONG => {}
+            OP_CLOSE => {
+                let code = (self.ctrl.len() >= 2).then(|| u16::from_be_bytes([self.ctrl[0], self.ctrl[1]]));
+                return Err(format!(
+                    "server sent close (code {code:?}, reason {:?})",
+                    String::from_utf8_lossy(self.ctrl.get(2..).unwrap_or_default())
+                ));
+            }
+            _ if cur.header.fin => {
+                self.in_msg = false;
+                match self.role {
+                    Role::Echo => {
+                        let (idx, _) = *self.inflight.front().ok_or("message end with nothing in flight")?;
+                        let len = ctx.frames[idx as usize].payload.len();
+                        if self.msg_off != len {
+                            return Err(format!("echo of {} bytes, sent {len}", self.msg_off));
+                        }
+                        self.complete_echo(ctx);
+                    }
+                    Role::Publisher | Role::Subscriber => self.complete_broadcast(ctx)?,
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn complete_echo(&mut self, ctx: &mut FeedCtx<'_>) {
+        let (_, ts) = self.inflight.pop_front().expect("checked by caller");
+        if ctx.measuring {
+            ctx.hist.saturating_record(ctx.now.saturating_duration_since(ts).as_nanos() as u64);
+        }
+        ctx.msgs += 1;
+        if ctx.refill {
+            self.enqueue(ctx.frames, ctx.now);
+            ctx.sent += 1;
+        }
+    }
+
+    fn complete_broadcast(&mut self, ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        let m = &self.collect;
+        if m.len() != ctx.size {
+            return Err(format!("broadcast message of {} bytes, published {}", m.len(), ctx.size));
+        }
+        let (Some(seq), Some(ts_ns)) = (parse_hex16(&m[0..16]), parse_hex16(&m[16..32])) else {
+            return Err("broadcast message without its sequence number and timestamp".into());
+        };
+        let exp = &ctx.frames[(seq % ctx.frames.len() as u64) as usize].payload;
+        if m[BCAST_HEADER..] != exp[BCAST_HEADER..] {
+            return Err(format!("broadcast message {seq}: payload differs from what was published"));
+        }
+        if self.role == Role::Subscriber {
+            if seq != self.next_bseq {
+                return Err(format!("broadcast message {seq} arrived, expected {}", self.next_bseq));
+            }
+            self.next_bseq += 1;
+            if ctx.measuring {
+                let sent = ctx.epoch + std::time::Duration::from_nanos(ts_ns);
+                ctx.hist.saturating_record(ctx.now.saturating_duration_since(sent).as_nanos() as u64);
+            }
+            ctx.msgs += 1;
+            ctx.deliveries += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes at the start of a broadcast message that carry its sequence number and send
+/// time, as 16 hex digits each (text frames must stay valid UTF-8).
+pub(crate) const BCAST_HEADER: usize = 32;
+
+fn parse_hex16(b: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
+}
+
+/// The frame a broadcast publisher sends for message `seq`: the pre-built payload with
+/// the sequence number and the send time (ns since `epoch`) in its first 32 bytes.
+pub(crate) fn broadcast_frame(frames: &[Prebuilt], seq: u64, sent_ns: u64) -> Vec<u8> {
+    let base = &frames[(seq % frames.len() as u64) as usize];
+    let mut p = base.payload.clone();
+    p[..BCAST_HEADER].copy_from_slice(format!("{seq:016x}{sent_ns:016x}").as_bytes());
+    let m = (seq as u32).wrapping_mul(2_654_435_761).to_le_bytes();
+    wire::client_frame(base.opcode, &p, m)
+}

@@ -1,0 +1,457 @@
+//! `loadgen`: a WebSocket load generator on mio (epoll), built not to be the bottleneck.
+//!
+//! Why epoll via mio and not io_uring: the generator spends its time in the kernel's
+//! loopback TCP path, which is the same either way; readiness + non-blocking
+//! read/write with one syscall per batch is simple, well understood, and keeps the
+//! generator independent of the io_uring code it is meant to judge.
+//!
+//! Each worker thread owns a slice of the connections and one `mio::Poll`. Frames are
+//! pre-built and pre-masked; every echoed byte is checked against what was sent; latency
+//! goes into an HDR histogram (nanoseconds). The result is one JSON object on stdout; a
+//! progress line is printed on stderr each second.
+
+mod conn;
+mod worker;
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use ringwire_loadtest::procfs;
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use worker::{Shared, ThreadStats, WorkerResult};
+
+/// What the generator does once connections are open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    /// Each connection sends one message and waits for its echo.
+    Closed,
+    /// Each connection keeps `--depth` messages in flight.
+    Pipelined,
+    /// A fixed total rate (`--rate`), latency from the intended send time.
+    OpenLoop,
+    /// `--conns` subscribers plus one publisher; counts deliveries.
+    Broadcast,
+    /// Open `--conns` connections, hold them, report server RSS per connection.
+    Idle,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "WebSocket load generator (mio/epoll); JSON result on stdout, progress on stderr")]
+pub(crate) struct Args {
+    /// Server address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Request path for the upgrade.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Load mode.
+    #[arg(long, value_enum, default_value_t = Mode::Closed)]
+    mode: Mode,
+    /// Connections (subscribers in broadcast mode).
+    #[arg(long, default_value_t = 100)]
+    conns: usize,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Send binary frames instead of text.
+    #[arg(long)]
+    binary: bool,
+    /// Messages in flight per connection (pipelined mode; closed is 1).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// Target messages per second across all connections (open-loop mode).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Broadcast: messages the publisher may have ahead of the slowest delivery.
+    #[arg(long, default_value_t = 8)]
+    window: u64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Idle: seconds to hold the connections after they are all open.
+    #[arg(long, default_value_t = 2.0)]
+    hold: f64,
+    /// Seconds allowed for opening all connections.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Connection attempts in progress at once, across all threads.
+    #[arg(long, default_value_t = 256)]
+    connect_window: usize,
+    /// Local source addresses, comma-separated (bind before connect). Default: one
+    /// address per 20,000 connections from 127.0.0.1 up.
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<IpAddr>,
+    /// Server PID: report its CPU time per message and its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Raw TCP: no handshake and no framing; the same bytes must come back (the floor).
+    #[arg(long)]
+    raw: bool,
+    /// Do not print the per-second progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub(crate) const PHASE_CONNECT: u8 = 0;
+pub(crate) const PHASE_RUN: u8 = 1;
+pub(crate) const PHASE_STOP: u8 = 2;
+
+#[derive(Serialize, Default)]
+struct Latency {
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    mean_us: f64,
+    samples: u64,
+}
+
+#[derive(Serialize)]
+struct Output {
+    mode: Mode,
+    addr: String,
+    raw_tcp: bool,
+    conns: usize,
+    conns_open: u64,
+    threads: usize,
+    payload_bytes: usize,
+    binary: bool,
+    depth: usize,
+    target_rate: Option<u64>,
+    duration_s: f64,
+    messages: u64,
+    msgs_per_s: f64,
+    sent_per_s: f64,
+    deliveries_per_s: Option<f64>,
+    latency: Latency,
+    errors: u64,
+    error_samples: Vec<String>,
+    server_pid: Option<u32>,
+    server_cpu_s: Option<f64>,
+    server_cpu_us_per_msg: Option<f64>,
+    server_cpu_util: Option<f64>,
+    server_rss_before_kb: Option<u64>,
+    server_rss_after_kb: Option<u64>,
+    server_hwm_kb: Option<u64>,
+    rss_bytes_per_conn: Option<f64>,
+    idle_verified: Option<u64>,
+}
+
+fn main() {
+    let args = Args::parse();
+    match run(args) {
+        Ok(out) => {
+            use std::io::Write as _;
+            let json = serde_json::to_string_pretty(&out).expect("serialize result");
+            if writeln!(std::io::stdout().lock(), "{json}").is_err() {
+                std::process::exit(3);
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn validate(args: &mut Args) -> Result<(), String> {
+    if args.conns == 0 {
+        return Err("--conns must be at least 1".into());
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite()) || !(args.warmup >= 0.0) {
+        return Err("--duration must be > 0 and --warmup >= 0".into());
+    }
+    if args.size == 0 && args.raw {
+        return Err("--raw needs --size > 0".into());
+    }
+    if args.size > ringwire_loadtest::peer::MAX_MESSAGE {
+        return Err("--size above 64 MiB (the limit every server gets)".into());
+    }
+    match args.mode {
+        Mode::Closed => args.depth = 1,
+        Mode::Pipelined if args.depth == 0 => return Err("--depth must be at least 1".into()),
+        Mode::OpenLoop if args.rate.unwrap_or(0) == 0 => {
+            return Err("open-loop mode needs --rate <msgs/s> > 0".into());
+        }
+        Mode::Broadcast => {
+            if args.raw {
+                return Err("--raw only works with closed, pipelined and open-loop modes".into());
+            }
+            if args.size < conn::BCAST_HEADER {
+                return Err(format!("broadcast needs --size >= {} (sequence number and timestamp)", conn::BCAST_HEADER));
+            }
+            if args.window == 0 {
+                return Err("--window must be at least 1".into());
+            }
+        }
+        Mode::Idle if args.raw => return Err("--raw does not apply to idle mode".into()),
+        _ => {}
+    }
+    if args.connect_window == 0 {
+        return Err("--connect-window must be at least 1".into());
+    }
+    if args.sources.is_empty() && args.conns > 20_000 {
+        let n = args.conns.div_ceil(20_000);
+        if n > 250 {
+            return Err("too many connections for automatic source addresses".into());
+        }
+        args.sources = (1..=n as u8).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect();
+    }
+    let need = (args.conns + 64) as u64;
+    let have = procfs::open_files_limit().map_err(|e| e.to_string())?;
+    if have < need {
+        return Err(format!(
+            "open-file limit is {have}, {need} needed for {} connections: raise it (ulimit -n {need})",
+            args.conns
+        ));
+    }
+    Ok(())
+}
+
+fn run(mut args: Args) -> Result<Output, String> {
+    validate(&mut args)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .clamp(1, args.conns.max(1));
+    let total_conns = args.conns + usize::from(args.mode == Mode::Broadcast);
+    let frames = Arc::new(ringwire_loadtest::wire::prebuilt_frames(64, args.size, !args.binary));
+    let stats: Arc<Vec<ThreadStats>> = Arc::new((0..threads).map(|_| ThreadStats::default()).collect());
+    let shared = Arc::new(Shared {
+        phase: AtomicU8::new(PHASE_CONNECT),
+        measuring: AtomicBool::new(false),
+        ready: AtomicUsize::new(0),
+        connect_slots: AtomicUsize::new(args.connect_window),
+        deliveries: AtomicU64::new(0),
+        epoch: Instant::now(),
+        subscribers: args.conns as u64,
+        stats: stats.clone(),
+        frames,
+    });
+    let clk_tck = procfs::clock_ticks_per_sec();
+    let rss_before = match args.server_pid {
+        Some(pid) => Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb),
+        None => None,
+    };
+
+    // Hand out connections round robin; in broadcast mode connection 0 (thread 0) publishes.
+    let mut wakers = Vec::new();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let ids: Vec<usize> = (t..total_conns).step_by(threads).collect();
+        let (w, waker) = worker::Worker::new(t, ids, args.clone(), shared.clone()).map_err(|e| e.to_string())?;
+        wakers.push(waker);
+        handles.push(std::thread::Builder::new().name(format!("loadgen-{t}")).spawn(move || w.run()).map_err(|e| e.to_string())?);
+    }
+    let wake_all = || {
+        for w in &wakers {
+            let _ = w.wake();
+        }
+    };
+    let sum = |f: fn(&ThreadStats) -> &AtomicU64| stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<u64>();
+
+    // Connect phase.
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.connect_timeout);
+    let mut last_print = Instant::now();
+    while shared.ready.load(Ordering::Acquire) < threads {
+        if Instant::now() > deadline {
+            shared.phase.store(PHASE_STOP, Ordering::Release);
+            wake_all();
+            let results: Vec<WorkerResult> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+            let samples: Vec<String> = results.iter().flat_map(|r| r.error_samples.clone()).take(5).collect();
+            return Err(format!(
+                "only {} of {} connections open after {}s; errors: {samples:?}",
+                sum(|s| &s.open),
+                total_conns,
+                args.connect_timeout
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        if !args.quiet && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            eprintln!("[loadgen] connecting: {}/{} open, {} errors", sum(|s| &s.open), total_conns, sum(|s| &s.errors));
+        }
+    }
+    let opened = sum(|s| &s.open);
+    if !args.quiet {
+        eprintln!("[loadgen] {opened}/{total_conns} open in {:.2}s", start.elapsed().as_secs_f64());
+    }
+
+    let mut idle_rss_after = None;
+    if args.mode == Mode::Idle {
+        // Let the server settle, read its memory, hold, then check every connection
+        // still echoes.
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(pid) = args.server_pid {
+            idle_rss_after = Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb);
+        }
+        sleep_with_progress(args.hold, &args, &stats, "holding");
+        shared.phase.store(PHASE_RUN, Ordering::Release);
+        wake_all();
+        let verify_deadline = Instant::now() + Duration::from_secs(20);
+        while sum(|s| &s.msgs) + sum(|s| &s.errors) < opened && Instant::now() < verify_deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    let mut window = Window::default();
+    if args.mode != Mode::Idle {
+        shared.phase.store(PHASE_RUN, Ordering::Release);
+        wake_all();
+        sleep_with_progress(args.warmup, &args, &stats, "warmup");
+        shared.measuring.store(true, Ordering::Release);
+        window.begin(&stats, &shared, args.server_pid);
+        sleep_with_progress(args.duration, &args, &stats, "run");
+        window.end(&stats, &shared, args.server_pid);
+        shared.measuring.store(false, Ordering::Release);
+    }
+    shared.phase.store(PHASE_STOP, Ordering::Release);
+    wake_all();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds");
+    let mut error_samples = Vec::new();
+    for h in handles {
+        let r = h.join().map_err(|_| "worker thread panicked".to_string())?;
+        hist.add(&r.hist).map_err(|e| format!("merging histograms: {e}"))?;
+        for s in r.error_samples {
+            if error_samples.len() < 10 {
+                error_samples.push(s);
+            }
+        }
+    }
+    let errors = sum(|s| &s.errors);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let latency = if hist.is_empty() {
+        Latency::default()
+    } else {
+        Latency {
+            p50_us: us(hist.value_at_quantile(0.5)),
+            p99_us: us(hist.value_at_quantile(0.99)),
+            p999_us: us(hist.value_at_quantile(0.999)),
+            max_us: us(hist.max()),
+            mean_us: hist.mean() / 1000.0,
+            samples: hist.len(),
+        }
+    };
+    let mem_after = args.server_pid.and_then(|pid| procfs::memory(pid).ok());
+    let (messages, secs) = (window.msgs, window.secs.max(1e-9));
+    let cpu_s = window.cpu_ticks.map(|t| t as f64 / clk_tck as f64);
+    let counted = if args.mode == Mode::Broadcast { window.deliveries } else { messages };
+    let out = Output {
+        mode: args.mode,
+        addr: args.addr.to_string(),
+        raw_tcp: args.raw,
+        conns: args.conns,
+        conns_open: opened,
+        threads,
+        payload_bytes: args.size,
+        binary: args.binary,
+        depth: args.depth,
+        target_rate: args.rate,
+        duration_s: window.secs,
+        messages,
+        msgs_per_s: messages as f64 / secs,
+        sent_per_s: window.sent as f64 / secs,
+        deliveries_per_s: (args.mode == Mode::Broadcast).then(|| window.deliveries as f64 / secs),
+        latency,
+        errors,
+        error_samples,
+        server_pid: args.server_pid,
+        server_cpu_s: cpu_s,
+        server_cpu_us_per_msg: cpu_s.filter(|_| counted > 0).map(|c| c * 1e6 / counted as f64),
+        server_cpu_util: cpu_s.map(|c| c / secs),
+        server_rss_before_kb: rss_before,
+        server_rss_after_kb: idle_rss_after.or(mem_after.map(|m| m.rss_kb)),
+        server_hwm_kb: mem_after.map(|m| m.hwm_kb),
+        rss_bytes_per_conn: match (rss_before, idle_rss_after) {
+            (Some(b), Some(a)) if opened > 0 => Some((a as f64 - b as f64) * 1024.0 / opened as f64),
+            _ => None,
+        },
+        idle_verified: (args.mode == Mode::Idle).then(|| sum(|s| &s.msgs)),
+    };
+    Ok(out)
+}
+
+/// Counters snapshotted at the start and end of the measured window.
+#[derive(Default)]
+struct Window {
+    t0: Option<Instant>,
+    msgs0: u64,
+    sent0: u64,
+    del0: u64,
+    cpu0: Option<u64>,
+    secs: f64,
+    msgs: u64,
+    sent: u64,
+    deliveries: u64,
+    cpu_ticks: Option<u64>,
+}
+
+impl Window {
+    fn counters(stats: &[ThreadStats], shared: &Shared) -> (u64, u64, u64) {
+        let m = stats.iter().map(|s| s.msgs.load(Ordering::Relaxed)).sum();
+        let s = stats.iter().map(|s| s.sent.load(Ordering::Relaxed)).sum();
+        (m, s, shared.deliveries.load(Ordering::Relaxed))
+    }
+
+    fn begin(&mut self, stats: &[ThreadStats], shared: &Shared, pid: Option<u32>) {
+        self.cpu0 = pid.and_then(|p| procfs::cpu_ticks(p).ok()).map(|c| c.total());
+        (self.msgs0, self.sent0, self.del0) = Self::counters(stats, shared);
+        self.t0 = Some(Instant::now());
+    }
+
+    fn end(&mut self, stats: &[ThreadStats], shared: &Shared, pid: Option<u32>) {
+        let (m, s, d) = Self::counters(stats, shared);
+        self.secs = self.t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let cpu1 = pid.and_then(|p| procfs::cpu_ticks(p).ok()).map(|c| c.total());
+        (self.msgs, self.sent, self.deliveries) = (m - self.msgs0, s - self.sent0, d - self.del0);
+        self.cpu_ticks = match (self.cpu0, cpu1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+    }
+}
+
+fn sleep_with_progress(secs: f64, args: &Args, stats: &[ThreadStats], label: &str) {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let total = |f: fn(&ThreadStats) -> &AtomicU64| stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<u64>();
+    let mut last = (Instant::now(), total(|s| &s.msgs), total(|s| &s.deliveries));
+    let started = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        std::thread::sleep((end - now).min(Duration::from_secs(1)));
+        if args.quiet {
+            continue;
+        }
+        let (t, m, d) = (Instant::now(), total(|s| &s.msgs), total(|s| &s.deliveries));
+        let dt = (t - last.0).as_secs_f64().max(1e-9);
+        if dt >= 0.5 {
+            let extra = if args.mode == Mode::Broadcast {
+                format!(" deliveries/s={:.0}", (d - last.2) as f64 / dt)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "[loadgen] {label} {:>5.1}s open={} msgs/s={:.0}{extra} errors={}",
+                started.elapsed().as_secs_f64(),
+                total(|s| &s.open),
+                (m - last.1) as f64 / dt,
+                total(|s| &s.errors)
+            );
+            last = (t, m, d);
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! A worker thread: one `mio::Poll` driving a slice of the connections.
+
+use crate::conn::{Conn, FeedCtx, Role, State, broadcast_frame};
+use crate::{Args, Mode, PHASE_RUN, PHASE_STOP};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use ringwire_loadtest::wire::{self, Prebuilt};
+use socket2::{Domain, Socket, Type};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(usize::MAX);
+/// Open-loop safety valve: a connection this far behind is reported as failed.
+const MAX_INFLIGHT: usize = 1_000_000;
+
+/// Counters one worker publishes for the main thread.
+#[derive(Default)]
+pub(crate) struct ThreadStats {
+    pub msgs: AtomicU64,
+    pub sent: AtomicU64,
+    pub errors: AtomicU64,
+    pub open: AtomicU64,
+    pub deliveries: AtomicU64,
+}
+
+/// State shared by the main thread and the workers.
+pub(crate) struct Shared {
+    pub phase: AtomicU8,
+    pub measuring: AtomicBool,
+    /// Workers whose connections have all been attempted.
+    pub ready: AtomicUsize,
+    /// Connection attempts that may start now (across all workers).
+    pub connect_slots: AtomicUsize,
+    /// Broadcast deliveries so far (the publisher's flow control).
+    pub deliveries: AtomicU64,
+    pub epoch: Instant,
+    pub subscribers: u64,
+    pub stats: Arc<Vec<ThreadStats>>,
+    pub frames: Arc<Vec<Prebuilt>>,
+}
+
+/// What a worker hands back when it stops.
+pub(crate) struct WorkerResult {
+    pub hist: Histogram<u64>,
+    pub error_samples: Vec<String>,
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    poll: Poll,
+    ids: Vec<usize>,
+    conns: Vec<Option<Conn>>,
+    next_connect: usize,
+    pending_connects: usize,
+    args: Args,
+    shared: Arc<Shared>,
+    hist: Histogram<u64>,
+    error_samples: Vec<String>,
+    scratch: Vec<u8>,
+    // Open loop.
+    rr: usize,
+    ol_start: Option<Instant>,
+    ol_sent: u64,
+    ol_interval_ns: f64,
+    // Broadcast publisher.
+    publisher: Option<usize>,
+    pub_seq: u64,
+}
+
+impl Worker {
+    pub(crate) fn new(index: usize, ids: Vec<usize>, args: Args, shared: Arc<Shared>) -> io::Result<(Self, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let threads = shared.stats.len() as f64;
+        let ol_interval_ns = args.rate.map_or(0.0, |r| 1e9 * threads / r as f64);
+        let publisher = (args.mode == Mode::Broadcast && index == 0).then_some(0);
+        let n = ids.len();
+        let w = Worker {
+            index,
+            poll,
+            ids,
+            conns: (0..n).map(|_| None).collect(),
+            next_connect: 0,
+            pending_connects: 0,
+            args,
+            shared,
+            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds"),
+            error_samples: Vec::new(),
+            scratch: vec![0; 256 * 1024],
+            rr: 0,
+            ol_start: None,
+            ol_sent: 0,
+            ol_interval_ns,
+            publisher,
+            pub_seq: 0,
+        };
+        Ok((w, waker))
+    }
+
+    fn stats(&self) -> &ThreadStats {
+        &self.shared.stats[self.index]
+    }
+
+    pub(crate) fn run(mut self) -> WorkerResult {
+        let mut events = Events::with_capacity(1024);
+        let mut started = false;
+        let mut ready = false;
+        loop {
+            let phase = self.shared.phase.load(Ordering::Acquire);
+            if phase == PHASE_STOP {
+                break;
+            }
+            self.start_connects();
+            if !ready && self.next_connect == self.ids.len() && self.pending_connects == 0 {
+                ready = true;
+                self.shared.ready.fetch_add(1, Ordering::AcqRel);
+            }
+            if phase == PHASE_RUN && !started && ready {
+                started = true;
+                self.on_start();
+            }
+            let timeout = self.timeout(started, ready);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.note_error(format!("poll: {e}"));
+                    break;
+                }
+            }
+            let measuring = self.shared.measuring.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let mut counts = Counts::default();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let i = ev.token().0;
+                let res = self.handle(i, ev.is_readable() || ev.is_read_closed(), ev.is_writable() || ev.is_error(), now, measuring, &mut counts);
+                if let Err(msg) = res {
+                    self.fail(i, msg);
+                }
+            }
+            if started {
+                self.tick(&mut counts);
+            }
+            let st = &self.shared.stats[self.index];
+            if counts.msgs > 0 {
+                st.msgs.fetch_add(counts.msgs, Ordering::Relaxed);
+            }
+            if counts.sent > 0 {
+                st.sent.fetch_add(counts.sent, Ordering::Relaxed);
+            }
+            if counts.deliveries > 0 {
+                st.deliveries.fetch_add(counts.deliveries, Ordering::Relaxed);
+                self.shared.deliveries.fetch_add(counts.deliveries, Ordering::AcqRel);
+            }
+        }
+        WorkerResult { hist: self.hist, error_samples: self.error_samples }
+    }
+
+    fn timeout(&self, started: bool, ready: bool) -> Option<Duration> {
+        if !ready && self.pending_connects == 0 {
+            // Waiting for a connect slot another worker holds.
+            return Some(Duration::from_millis(1));
+        }
+        if !started {
+            return Some(Duration::from_millis(100));
+        }
+        match self.args.mode {
+            Mode::OpenLoop => {
+                let start = self.ol_start?;
+                let due = start + Duration::from_nanos((self.ol_sent as f64 * self.ol_interval_ns) as u64);
+                let now = Instant::now();
+                // epoll waits in whole milliseconds: sleep only when the next send is far
+                // enough away, otherwise poll without blocking.
+                let wait = due.saturating_duration_since(now);
+                if wait > Duration::from_millis(2) {
+                    Some(wait - Duration::from_millis(1))
+                } else {
+                    Some(Duration::ZERO)
+                }
+            }
+            Mode::Broadcast if self.publisher.is_some() && self.shared.stats.len() > 1 => Some(Duration::from_millis(1)),
+            _ => Some(Duration::from_millis(100)),
+        }
+    }
+
+    fn start_connects(&mut self) {
+        while self.next_connect < self.ids.len() {
+            let slots = &self.shared.connect_slots;
+            let mut cur = slots.load(Ordering::Acquire);
+            loop {
+                if cur == 0 {
+                    return;
+                }
+                match slots.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(c) => cur = c,
+                }
+            }
+            let i = self.next_connect;
+            self.next_connect += 1;
+            self.pending_connects += 1;
+            let global = self.ids[i];
+            let role = match (self.args.mode, self.publisher) {
+                (Mode::Broadcast, Some(p)) if p == i => Role::Publisher,
+                (Mode::Broadcast, _) => Role::Subscriber,
+                _ => Role::Echo,
+            };
+            match self.connect(global) {
+                Ok(stream) => {
+                    let mut c = Conn::new(stream, role, global as u64 * 7);
+                    if let Err(e) = self.poll.registry().register(&mut c.stream, Token(i), Interest::READABLE | Interest::WRITABLE) {
+                        self.conns[i] = Some(c);
+                        self.fail(i, format!("register: {e}"));
+                        continue;
+                    }
+                    self.conns[i] = Some(c);
+                }
+                Err(e) => {
+                    self.pending_connects -= 1;
+                    self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
+                    self.note_error(format!("connect #{global}: {e}"));
+                }
+            }
+        }
+    }
+
+    fn connect(&self, global: usize) -> io::Result<TcpStream> {
+        let addr = self.args.addr;
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
+        sock.set_tcp_nodelay(true)?;
+        if !self.args.sources.is_empty() {
+            let src = self.args.sources[global % self.args.sources.len()];
+            sock.bind(&SocketAddr::new(src, 0).into())
+                .map_err(|e| io::Error::new(e.kind(), format!("bind {src}: {e} (out of ports? add --sources)")))?;
+        }
+        match sock.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+    }
+
+    fn handle(&mut self, i: usize, readable: bool, writable: bool, now: Instant, measuring: bool, counts: &mut Counts) -> Result<(), String> {
+        let Worker { conns, scratch, shared, args, hist, .. } = self;
+        let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let mut ctx = FeedCtx {
+            frames: &shared.frames,
+            now,
+            epoch: shared.epoch,
+            measuring,
+            hist,
+            msgs: 0,
+            deliveries: 0,
+            sent: 0,
+            refill: matches!(args.mode, Mode::Closed | Mode::Pipelined),
+            raw: args.raw,
+            max_len: ringwire_loadtest::peer::MAX_MESSAGE as u64,
+            size: args.size,
+        };
+        let mut became_open = false;
+        if c.state == State::Connecting {
+            if !(readable || writable) {
+                return Ok(());
+            }
+            if let Some(e) = c.stream.take_error().map_err(|e| e.to_string())? {
+                return Err(format!("connect: {e}"));
+            }
+            match c.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(format!("connect: {e}")),
+            }
+            if args.raw {
+                c.state = State::Open;
+                became_open = true;
+            } else {
+                let key = wire::client_key(i as u64 ^ ((shared.stats.len() as u64) << 40) ^ (now.elapsed().as_nanos() as u64));
+                c.accept = wire::accept_key(&key);
+                let host = args.addr.to_string();
+                c.queue_bytes(&wire::upgrade_request(&host, &args.path, &key));
+                c.state = State::Handshake;
+            }
+        }
+        if readable || c.state == State::Handshake {
+            loop {
+                match c.stream.read(scratch) {
+                    Ok(0) => return Err(format!("server closed the connection ({:?})", c.state)),
+                    Ok(n) => {
+                        if c.state == State::Handshake {
+                            c.hs_buf.extend_from_slice(&scratch[..n]);
+                            if let Some(len) = wire::check_upgrade_response(&c.hs_buf, &c.accept).map_err(|e| e.to_string())? {
+                                let rest = c.hs_buf.split_off(len);
+                                c.hs_buf = Vec::new();
+                                c.state = State::Open;
+                                became_open = true;
+                                c.feed(&rest, &mut ctx)?;
+                            }
+                        } else {
+                            c.feed(&scratch[..n], &mut ctx)?;
+                        }
+                        // A short read drained the socket; a later arrival raises a new edge.
+                        if n < scratch.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+        }
+        if c.inflight.len() > MAX_INFLIGHT {
+            return Err(format!("{} messages in flight: the server is not keeping up", c.inflight.len()));
+        }
+        c.flush().map_err(|e| format!("write: {e}"))?;
+        counts.msgs += ctx.msgs;
+        counts.sent += ctx.sent;
+        counts.deliveries += ctx.deliveries;
+        if became_open {
+            self.pending_connects -= 1;
+            self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
+            self.stats().open.fetch_add(1, Ordering::Relaxed);
+            // A connection that opens after the run started (it cannot: workers start
+            // only once all theirs are open) would need its initial messages here.
+        }
+        Ok(())
+    }
+
+    /// The run phase begins: queue the initial messages.
+    fn on_start(&mut self) {
+        let now = Instant::now();
+        let frames = self.shared.frames.clone();
+        let depth = match self.args.mode {
+            Mode::Closed => 1,
+            Mode::Pipelined => self.args.depth,
+            Mode::Idle => 1,
+            Mode::OpenLoop => {
+                self.ol_start = Some(now);
+                0
+            }
+            Mode::Broadcast => 0,
+        };
+        let mut sent = 0;
+        for i in 0..self.conns.len() {
+            let res = match &mut self.conns[i] {
+                Some(c) if c.state == State::Open && c.role == Role::Echo => {
+                    for _ in 0..depth {
+                        c.enqueue(&frames, now);
+                        sent += 1;
+                    }
+                    c.flush()
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                self.fail(i, format!("write: {e}"));
+            }
+        }
+        self.stats().sent.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    /// Time-driven sends: open-loop messages and broadcast publishes.
+    fn tick(&mut self, counts: &mut Counts) {
+        match self.args.mode {
+            Mode::OpenLoop => self.tick_open_loop(counts),
+            Mode::Broadcast => self.tick_publish(counts),
+            _ => {}
+        }
+    }
+
+    fn tick_open_loop(&mut self, counts: &mut Counts) {
+        let Some(start) = self.ol_start else { return };
+        let now = Instant::now();
+        let frames = self.shared.frames.clone();
+        let n = self.conns.len();
+        let mut touched = Vec::new();
+        loop {
+            let due = start + Duration::from_nanos((self.ol_sent as f64 * self.ol_interval_ns) as u64);
+            if due > now {
+                break;
+            }
+            // Next open connection, round robin.
+            let mut found = None;
+            for k in 0..n {
+                let i = (self.rr + k) % n;
+                if matches!(&self.conns[i], Some(c) if c.state == State::Open) {
+                    found = Some(i);
+                    break;
+                }
+            }
+            let Some(i) = found else { return };
+            self.rr = i + 1;
+            let c = self.conns[i].as_mut().expect("found above");
+            if c.backlog() == 0 {
+                touched.push(i);
+            }
+            c.enqueue(&frames, due);
+            self.ol_sent += 1;
+            counts.sent += 1;
+        }
+        for i in touched {
+            let res = self.conns[i].as_mut().map_or(Ok(()), Conn::flush);
+            if let Err(e) = res {
+                self.fail(i, format!("write: {e}"));
+            }
+        }
+    }
+
+    fn tick_publish(&mut self, counts: &mut Counts) {
+        let Some(p) = self.publisher else { return };
+        let delivered = self.shared.deliveries.load(Ordering::Acquire) + counts.deliveries;
+        let subs = self.shared.subscribers;
+        let window = self.args.window;
+        let epoch = self.shared.epoch;
+        let frames = self.shared.frames.clone();
+        let Some(c) = self.conns[p].as_mut() else { return };
+        if c.state != State::Open {
+            return;
+        }
+        let mut queued = false;
+        // Message k may go once every subscriber has had message k - window.
+        while self.pub_seq < window || delivered >= (self.pub_seq - window + 1) * subs {
+            let sent_ns = epoch.elapsed().as_nanos() as u64;
+            c.queue_bytes(&broadcast_frame(&frames, self.pub_seq, sent_ns));
+            self.pub_seq += 1;
+            counts.sent += 1;
+            queued = true;
+        }
+        if queued {
+            if let Err(e) = c.flush() {
+                self.fail(p, format!("write: {e}"));
+            }
+        }
+    }
+
+    fn note_error(&mut self, msg: String) {
+        self.stats().errors.fetch_add(1, Ordering::Relaxed);
+        if self.error_samples.len() < 10 {
+            self.error_samples.push(msg);
+        }
+    }
+
+    fn fail(&mut self, i: usize, msg: String) {
+        let Some(mut c) = self.conns[i].take() else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if c.state == State::Open {
+            self.stats().open.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.pending_connects -= 1;
+            self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
+        }
+        let global = self.ids[i];
+        self.note_error(format!("conn #{global}: {msg}"));
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    msgs: u64,
+    sent: u64,
+    deliveries: u64,
+}
