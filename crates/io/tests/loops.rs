@@ -363,6 +363,48 @@ fn start_connector(backend: Backend, refused: SocketAddr) -> common::Running<Con
     r
 }
 
+/// Echoes, and stops accepting after the first connection.
+#[derive(Default)]
+struct AcceptOnce {
+    echo: Echo,
+}
+
+impl Handler for AcceptOnce {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.echo.on_accept(io, conn, peer);
+        io.stop_accepting();
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.echo.on_data(io, conn, data);
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.echo.on_closed(io, conn, error);
+    }
+}
+
+fn stop_accepting_keeps_connections(backend: Backend) {
+    let r = start(backend, small_config(), AcceptOnce::default());
+    let mut s = r.client();
+    assert_eq!(common::echo_roundtrip(&mut s, b"one", 3), b"one");
+    // The listener closes shortly after the first accept; then connects are refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        match std::net::TcpStream::connect(r.addr) {
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+                refused = true;
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert!(refused, "listener still accepting");
+    assert_eq!(common::echo_roundtrip(&mut s, b"still here", 4), b"still here");
+    let h = r.finish();
+    assert_eq!(h.echo.accepted, 1);
+}
+both!(stop_accepting_keeps_connections);
+
 #[test]
 fn bind_reuseport_refuses_a_busy_port() {
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
