@@ -429,3 +429,117 @@ fn bad_config_is_an_error() {
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     }
 }
+
+/// Answers every request with `reply` bytes; the peer half-closes right after its request.
+struct Reply {
+    reply: usize,
+    closed: Vec<Option<std::io::ErrorKind>>,
+}
+
+impl Handler for Reply {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        assert_eq!(data, b"GET");
+        let body = Bytes::from(pattern(self.reply, 1));
+        for piece in body.chunks(10_000) {
+            io.send(conn, body.slice_ref(piece));
+        }
+    }
+    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+        self.closed.push(error.map(|e| e.kind()));
+    }
+}
+
+fn peer_eof_flushes_queued_output(backend: Backend) {
+    let reply = 5 << 20;
+    let r = start(backend, small_config(), Reply { reply, closed: vec![] });
+    let mut s = r.client();
+    s.write_all(b"GET").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), reply);
+    assert!(got == pattern(reply, 1));
+    let h = r.finish();
+    assert_eq!(h.closed, vec![None]);
+}
+both!(peer_eof_flushes_queued_output);
+
+/// Queues a lot on accept and records how the connection ended.
+struct Flood {
+    closed: Vec<Option<std::io::ErrorKind>>,
+}
+
+impl Handler for Flood {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        io.send(conn, Bytes::from(vec![7u8; 32 << 20]));
+    }
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+        self.closed.push(error.map(|e| e.kind()));
+        io.stop();
+    }
+}
+
+fn peer_reset_reports_an_error(backend: Backend) {
+    let r = start(backend, small_config(), Flood { closed: vec![] });
+    let mut s = r.client();
+    let mut first = [0u8; 1000];
+    s.read_exact(&mut first).unwrap();
+    // Close with unread data and SO_LINGER 0: the server's send fails with a reset.
+    let sock = socket2::Socket::from(s);
+    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(sock);
+    let h = r.join();
+    assert_eq!(h.closed.len(), 1);
+    let kind = h.closed[0].expect("a reset is an error");
+    assert!(
+        matches!(kind, std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+        "unexpected error kind {kind:?}"
+    );
+}
+both!(peer_reset_reports_an_error);
+
+/// Echoes; stops the loop once `until` connections were reported closed.
+struct EchoUntilClosed {
+    echo: Echo,
+    until: usize,
+}
+
+impl Handler for EchoUntilClosed {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.echo.on_accept(io, conn, peer);
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.echo.on_data(io, conn, data);
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.echo.on_closed(io, conn, error);
+        if self.echo.closed == self.until {
+            assert_eq!(io.conn_count(), 0);
+            io.stop();
+        }
+    }
+}
+
+fn many_connections(backend: Backend) {
+    let n = 300;
+    let r = start(backend, small_config(), EchoUntilClosed { echo: Echo::default(), until: n });
+    let mut conns: Vec<_> = (0..n).map(|_| r.client()).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.write_all(format!("message {i};").as_bytes()).unwrap();
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        let want = format!("message {i};");
+        let mut back = vec![0u8; want.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, want.as_bytes());
+    }
+    // Peers close: every connection reports on_closed(None), then the handler stops.
+    drop(conns);
+    let h = r.join();
+    assert_eq!(h.echo.accepted, n);
+    assert_eq!(h.echo.closed, n);
+    assert_eq!(h.echo.errors, 0);
+}
+both!(many_connections);
