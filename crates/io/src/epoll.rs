@@ -392,7 +392,7 @@ impl EpollLoop {
                     handler.on_connect(&mut self.core, id, Ok(()));
                 }
                 Err(e) => {
-                    c.teardown(Some(io::Error::new(e.kind(), e.to_string())));
+                    c.teardown(Some(copy_error(&e)));
                     self.core.mark_dirty(id);
                     handler.on_connect(&mut self.core, id, Err(e));
                 }
@@ -508,4 +508,12 @@ fn write_out(c: &mut EConn) -> usize {
         }
     }
     total
+}
+
+/// A second `io::Error` with the same OS error code (or kind and message).
+fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
 }

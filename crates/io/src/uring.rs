@@ -632,21 +632,30 @@ impl UringLoop {
                 }
             }
         }
-        for e in self.core.sqes.drain(..) {
+        let mut pushed = 0;
+        'push: for e in &self.core.sqes {
             loop {
                 // SAFETY: every SQE built by this module points only at memory owned by a
                 // connection (send msghdr/iovecs/queued Bytes, connect address) or by the loop
                 // (eventfd buffer, listener fds), none of which is freed or moved before the
                 // SQE's last CQE (see the module docs).
-                match unsafe { self.ring.submission().push(&e) } {
+                match unsafe { self.ring.submission().push(e) } {
                     Ok(()) => break,
-                    Err(_) => {
-                        self.ring.submit()?;
-                    }
+                    Err(_) => match self.ring.submit() {
+                        Ok(_) => {}
+                        // The completion queue is backed up: keep the rest for the next turn,
+                        // after this turn's completions were reaped.
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)) => {
+                            break 'push;
+                        }
+                        Err(e) => return Err(e),
+                    },
                 }
             }
-            self.inflight += 1;
+            pushed += 1;
         }
+        self.core.sqes.drain(..pushed);
+        self.inflight += pushed;
         Ok(())
     }
 
@@ -668,7 +677,7 @@ impl UringLoop {
                     deadline = Some(deadline.map_or(t, |d| d.min(t)));
                 }
             }
-            let want = if self.core.deliver.is_empty() { 1 } else { 0 };
+            let want = if self.core.deliver.is_empty() && self.core.sqes.is_empty() { 1 } else { 0 };
             let res = match deadline {
                 Some(d) if want == 1 => {
                     let ts = Timespec::from(d.saturating_duration_since(Instant::now()));
