@@ -1,1 +1,404 @@
-//! Results aggregation.
+//! Turning runs into results: medians per scenario and server, ratios to the best peer
+//! and to the raw TCP floor, the markdown section for `docs/benchmarks.md`, and an SVG
+//! bar chart written by hand.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// What a server is in the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerKind {
+    /// The server under test.
+    Ringwire,
+    /// A peer server: the "best peer" is chosen among these.
+    Peer,
+    /// Raw TCP echo, no WebSocket: the floor.
+    Floor,
+}
+
+/// The figures taken from one `loadgen` result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Messages (broadcast: deliveries) per second.
+    pub msgs_per_s: Option<f64>,
+    /// Median latency in microseconds.
+    pub p50_us: Option<f64>,
+    /// 99th percentile latency in microseconds.
+    pub p99_us: Option<f64>,
+    /// Server CPU time per message (broadcast: per delivery) in microseconds.
+    pub cpu_us_per_msg: Option<f64>,
+    /// Server resident memory at the end of the run, KiB.
+    pub rss_kb: Option<f64>,
+    /// Idle scenarios: server RSS growth per open connection, bytes.
+    pub rss_bytes_per_conn: Option<f64>,
+    /// Errors the generator saw.
+    pub errors: f64,
+}
+
+impl Metrics {
+    /// Reads the figures out of a `loadgen` JSON result.
+    pub fn from_loadgen(v: &serde_json::Value) -> Metrics {
+        let f = |ptr: &str| v.pointer(ptr).and_then(serde_json::Value::as_f64);
+        let idle = v.get("mode").and_then(|m| m.as_str()) == Some("idle");
+        let has_latency = f("/latency/samples").is_some_and(|s| s > 0.0);
+        Metrics {
+            msgs_per_s: if idle { None } else { f("/msgs_per_s") },
+            p50_us: f("/latency/p50_us").filter(|_| has_latency),
+            p99_us: f("/latency/p99_us").filter(|_| has_latency),
+            cpu_us_per_msg: f("/server_cpu_us_per_msg"),
+            rss_kb: f("/server_rss_after_kb"),
+            rss_bytes_per_conn: f("/rss_bytes_per_conn"),
+            errors: f("/errors").unwrap_or(0.0),
+        }
+    }
+}
+
+/// One run of one scenario against one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Scenario name.
+    pub scenario: String,
+    /// Server name.
+    pub server: String,
+    /// What the server is.
+    pub kind: ServerKind,
+    /// Repetition, from 1.
+    pub rep: u32,
+    /// `None` when the run completed without errors; what went wrong otherwise.
+    pub failure: Option<String>,
+    /// The figures (absent when the generator produced no result).
+    pub metrics: Option<Metrics>,
+    /// The generator's JSON, as it printed it.
+    pub loadgen: Option<serde_json::Value>,
+}
+
+/// Medians over the successful repetitions of one scenario for one server, and ratios.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SummaryRow {
+    /// Scenario name.
+    pub scenario: String,
+    /// Server name.
+    pub server: String,
+    /// What the server is (`None` only in `Default`).
+    pub kind: Option<ServerKind>,
+    /// Repetitions that completed without errors.
+    pub ok_runs: usize,
+    /// Repetitions attempted.
+    pub runs: usize,
+    /// Median figures.
+    pub median: Metrics,
+    /// msgs/s divided by the best peer's (higher is better).
+    pub msgs_vs_best_peer: Option<f64>,
+    /// CPU per message divided by the best peer's (lower is better).
+    pub cpu_vs_best_peer: Option<f64>,
+    /// RSS per idle connection divided by the best peer's (lower is better).
+    pub rss_conn_vs_best_peer: Option<f64>,
+    /// CPU per message divided by the raw TCP floor's.
+    pub cpu_vs_floor: Option<f64>,
+    /// msgs/s divided by the raw TCP floor's.
+    pub msgs_vs_floor: Option<f64>,
+}
+
+/// Median of the values (mean of the middle two for an even count); `None` when empty.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// Medians and ratios per (scenario, server), in the order the runs first appear.
+pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut groups: BTreeMap<(String, String), Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs {
+        let key = (r.scenario.clone(), r.server.clone());
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(r);
+    }
+    let mut rows: Vec<SummaryRow> = order
+        .iter()
+        .map(|key| {
+            let rs = &groups[key];
+            let ok: Vec<&Metrics> = rs.iter().filter(|r| r.failure.is_none()).filter_map(|r| r.metrics.as_ref()).collect();
+            let med = |f: fn(&Metrics) -> Option<f64>| median(ok.iter().filter_map(|m| f(m)).collect());
+            SummaryRow {
+                scenario: key.0.clone(),
+                server: key.1.clone(),
+                kind: Some(rs[0].kind),
+                ok_runs: ok.len(),
+                runs: rs.len(),
+                median: Metrics {
+                    msgs_per_s: med(|m| m.msgs_per_s),
+                    p50_us: med(|m| m.p50_us),
+                    p99_us: med(|m| m.p99_us),
+                    cpu_us_per_msg: med(|m| m.cpu_us_per_msg),
+                    rss_kb: med(|m| m.rss_kb),
+                    rss_bytes_per_conn: med(|m| m.rss_bytes_per_conn),
+                    errors: rs.iter().filter_map(|r| r.metrics.map(|m| m.errors)).sum(),
+                },
+                ..SummaryRow::default()
+            }
+        })
+        .collect();
+    let scenarios: Vec<String> = dedup(rows.iter().map(|r| r.scenario.clone()));
+    for s in scenarios {
+        let of = |kind: ServerKind, f: fn(&Metrics) -> Option<f64>| -> Vec<f64> {
+            rows.iter().filter(|r| r.scenario == s && r.kind == Some(kind)).filter_map(|r| f(&r.median)).collect()
+        };
+        let best_msgs = of(ServerKind::Peer, |m| m.msgs_per_s).into_iter().reduce(f64::max);
+        let best_cpu = of(ServerKind::Peer, |m| m.cpu_us_per_msg).into_iter().reduce(f64::min);
+        let best_rss = of(ServerKind::Peer, |m| m.rss_bytes_per_conn).into_iter().reduce(f64::min);
+        let floor_cpu = of(ServerKind::Floor, |m| m.cpu_us_per_msg).into_iter().next();
+        let floor_msgs = of(ServerKind::Floor, |m| m.msgs_per_s).into_iter().next();
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        for r in rows.iter_mut().filter(|r| r.scenario == s) {
+            r.msgs_vs_best_peer = ratio(r.median.msgs_per_s, best_msgs);
+            r.cpu_vs_best_peer = ratio(r.median.cpu_us_per_msg, best_cpu);
+            r.rss_conn_vs_best_peer = ratio(r.median.rss_bytes_per_conn, best_rss);
+            if r.kind != Some(ServerKind::Floor) {
+                r.cpu_vs_floor = ratio(r.median.cpu_us_per_msg, floor_cpu);
+                r.msgs_vs_floor = ratio(r.median.msgs_per_s, floor_msgs);
+            }
+        }
+    }
+    rows
+}
+
+fn dedup(it: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for s in it {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn rate(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(x) if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        Some(x) if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        Some(x) => format!("{x:.0}"),
+    }
+}
+
+fn ratio_cell(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |x| format!("{x:.2}x"))
+}
+
+/// The markdown section: a heading, `preamble` (machine facts and method, already
+/// formatted), then one table per scenario. `descriptions` maps scenario names to a
+/// one-line description; `chart` is the SVG's file name, linked when given.
+pub fn markdown(preamble: &str, rows: &[SummaryRow], descriptions: &BTreeMap<String, String>, chart: Option<&str>) -> String {
+    let mut md = String::new();
+    md.push_str(preamble);
+    if !preamble.ends_with('\n') {
+        md.push('\n');
+    }
+    for s in dedup(rows.iter().map(|r| r.scenario.clone())) {
+        let rs: Vec<&SummaryRow> = rows.iter().filter(|r| r.scenario == s).collect();
+        let _ = writeln!(md, "\n### {s}\n");
+        if let Some(d) = descriptions.get(&s) {
+            let _ = writeln!(md, "{d}\n");
+        }
+        let idle = rs.iter().all(|r| r.median.msgs_per_s.is_none() && r.median.rss_bytes_per_conn.is_some());
+        if idle {
+            md.push_str("| server | RSS per connection (bytes) | vs best peer | server RSS (MiB) | ok runs | errors |\n");
+            md.push_str("|---|---:|---:|---:|---:|---:|\n");
+            for r in &rs {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {}/{} | {} |",
+                    r.server,
+                    num(r.median.rss_bytes_per_conn, 0),
+                    ratio_cell(r.rss_conn_vs_best_peer),
+                    num(r.median.rss_kb.map(|k| k / 1024.0), 1),
+                    r.ok_runs,
+                    r.runs,
+                    r.median.errors
+                );
+            }
+        } else {
+            md.push_str(
+                "| server | msgs/s | vs best peer | p50 µs | p99 µs | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | ok runs | errors |\n",
+            );
+            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for r in &rs {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                    r.server,
+                    rate(r.median.msgs_per_s),
+                    ratio_cell(r.msgs_vs_best_peer),
+                    num(r.median.p50_us, 1),
+                    num(r.median.p99_us, 1),
+                    num(r.median.cpu_us_per_msg, 2),
+                    ratio_cell(r.cpu_vs_best_peer),
+                    ratio_cell(r.cpu_vs_floor),
+                    num(r.median.rss_kb.map(|k| k / 1024.0), 1),
+                    r.ok_runs,
+                    r.runs,
+                    r.median.errors
+                );
+            }
+        }
+    }
+    if let Some(c) = chart {
+        let _ = writeln!(md, "\n![messages per second and server CPU per message]({c})");
+    }
+    md
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn color(kind: Option<ServerKind>) -> &'static str {
+    match kind {
+        Some(ServerKind::Ringwire) => "#e6711b",
+        Some(ServerKind::Floor) => "#8c8c8c",
+        _ => "#3b75af",
+    }
+}
+
+/// A horizontal bar chart: per scenario, messages per second (left) and server CPU per
+/// message (right); idle scenarios show RSS per connection on the left. Bars are scaled
+/// to the largest value of their scenario.
+pub fn svg(rows: &[SummaryRow]) -> String {
+    const W: f64 = 960.0;
+    const LABEL: f64 = 150.0;
+    const BAR: f64 = 300.0;
+    const ROW: f64 = 20.0;
+    let scenarios = dedup(rows.iter().map(|r| r.scenario.clone()));
+    let height = 40.0 + scenarios.iter().map(|s| 30.0 + ROW * rows.iter().filter(|r| &r.scenario == s).count() as f64).sum::<f64>();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
+    let _ = writeln!(
+        out,
+        r#"<text x="{LABEL}" y="20" font-weight="bold">messages/s (idle: RSS bytes per connection)</text><text x="{}" y="20" font-weight="bold">server CPU µs per message (lower is better)</text>"#,
+        LABEL + BAR + 170.0
+    );
+    let mut y = 40.0;
+    for s in &scenarios {
+        let rs: Vec<&SummaryRow> = rows.iter().filter(|r| &r.scenario == s).collect();
+        let left = |r: &SummaryRow| r.median.msgs_per_s.or(r.median.rss_bytes_per_conn);
+        let max_l = rs.iter().filter_map(|r| left(r)).fold(0.0, f64::max);
+        let max_r = rs.iter().filter_map(|r| r.median.cpu_us_per_msg).fold(0.0, f64::max);
+        let _ = writeln!(out, r#"<text x="4" y="{}" font-weight="bold">{}</text>"#, y + 14.0, esc(s));
+        y += 22.0;
+        for r in rs {
+            let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LABEL - 6.0, y + 12.0, esc(&r.server));
+            let c = color(r.kind);
+            if let Some(v) = left(r).filter(|_| max_l > 0.0) {
+                let w = (v / max_l * BAR).max(1.0);
+                let label = if r.median.msgs_per_s.is_some() { rate(Some(v)) } else { format!("{v:.0} B") };
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{LABEL}" y="{y}" width="{w:.1}" height="{}" fill="{c}"/><text x="{:.1}" y="{}">{label}</text>"#,
+                    ROW - 4.0,
+                    LABEL + w + 4.0,
+                    y + 12.0
+                );
+            }
+            if let Some(v) = r.median.cpu_us_per_msg.filter(|_| max_r > 0.0) {
+                let x0 = LABEL + BAR + 170.0;
+                let w = (v / max_r * BAR).max(1.0);
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{x0}" y="{y}" width="{w:.1}" height="{}" fill="{c}"/><text x="{:.1}" y="{}">{v:.2}</text>"#,
+                    ROW - 4.0,
+                    x0 + w + 4.0,
+                    y + 12.0
+                );
+            }
+            y += ROW;
+        }
+        y += 8.0;
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scenario: &str, server: &str, kind: ServerKind, msgs: f64, cpu: f64, failure: Option<&str>) -> RunRecord {
+        RunRecord {
+            scenario: scenario.into(),
+            server: server.into(),
+            kind,
+            rep: 1,
+            failure: failure.map(String::from),
+            metrics: Some(Metrics { msgs_per_s: Some(msgs), cpu_us_per_msg: Some(cpu), ..Metrics::default() }),
+            loadgen: None,
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![f64::NAN, 5.0]), Some(5.0));
+    }
+
+    #[test]
+    fn ratios_use_best_peer_and_floor_and_skip_failed_runs() {
+        let runs = vec![
+            run("s", "a", ServerKind::Peer, 100.0, 4.0, None),
+            run("s", "b", ServerKind::Peer, 200.0, 5.0, None),
+            run("s", "b", ServerKind::Peer, 1000.0, 0.1, Some("errors")),
+            run("s", "rw", ServerKind::Ringwire, 300.0, 2.0, None),
+            run("s", "tcp", ServerKind::Floor, 400.0, 1.0, None),
+        ];
+        let rows = summarize(&runs);
+        assert_eq!(rows.len(), 4);
+        let rw = rows.iter().find(|r| r.server == "rw").unwrap();
+        assert_eq!(rw.msgs_vs_best_peer, Some(1.5)); // 300 / 200
+        assert_eq!(rw.cpu_vs_best_peer, Some(0.5)); // 2 / 4
+        assert_eq!(rw.cpu_vs_floor, Some(2.0));
+        let b = rows.iter().find(|r| r.server == "b").unwrap();
+        assert_eq!((b.ok_runs, b.runs), (1, 2));
+        assert_eq!(b.median.msgs_per_s, Some(200.0));
+        let md = markdown("## results\n", &rows, &BTreeMap::new(), Some("x.svg"));
+        assert!(md.contains("| rw | 300 | 1.50x |"), "{md}");
+        assert!(md.contains("![messages per second and server CPU per message](x.svg)"));
+        let chart = svg(&rows);
+        assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+        assert_eq!(chart.matches("<rect").count(), 1 + 4 * 2);
+    }
+
+    #[test]
+    fn loadgen_json_to_metrics() {
+        let v = serde_json::json!({
+            "mode": "idle", "msgs_per_s": 0.0, "latency": {"samples": 0, "p50_us": 0.0},
+            "server_rss_after_kb": 2048, "rss_bytes_per_conn": 5000.0, "errors": 1
+        });
+        let m = Metrics::from_loadgen(&v);
+        assert_eq!(m.msgs_per_s, None);
+        assert_eq!(m.p50_us, None);
+        assert_eq!(m.rss_bytes_per_conn, Some(5000.0));
+        assert_eq!(m.errors, 1.0);
+    }
+}

@@ -1,0 +1,632 @@
+//! `bench-all`: runs every scenario against every server that is present, alternating
+//! servers within each repetition, the server pinned to CPU 0 and `loadgen` to CPU 1,
+//! and writes `latest.json`, `latest.md` (a section for `docs/benchmarks.md`) and
+//! `latest.svg` into the output directory. Start it through `loadtest/run.sh`, which
+//! builds everything in release and raises the open-file limit first.
+
+use clap::Parser;
+use ringwire_loadtest::report::{self, Metrics, RunRecord, ServerKind};
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Side-by-side WebSocket server benchmarks (see loadtest/README.md)")]
+struct Args {
+    /// Repository root.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Directory holding the release binaries (loadgen, peers, ringwire, examples/tcp_echo).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where results go (default: <repo>/loadtest/results).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds of load before each run.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Repetitions (servers alternate within each).
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Only these servers (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Only these scenarios (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Idle scenario sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 50_000])]
+    idle: Vec<usize>,
+    /// Open-loop rates (messages/s, 100 connections, 32 B).
+    #[arg(long, value_delimiter = ',', default_values_t = [50_000u64, 100_000, 200_000])]
+    open_rates: Vec<u64>,
+    /// First TCP port; each run gets the next one.
+    #[arg(long, default_value_t = 21000)]
+    port_base: u16,
+    /// Short smoke preset: 2 s runs, 1 repetition, idle 2,000, open loop at 50k/s.
+    #[arg(long)]
+    smoke: bool,
+    /// List servers and scenarios, run nothing.
+    #[arg(long)]
+    list: bool,
+}
+
+struct Server {
+    name: &'static str,
+    kind: ServerKind,
+    program: PathBuf,
+    /// Arguments before `{port}`/`{mode}` substitution.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    broadcast: bool,
+    /// `Err(reason)` when the server cannot run here.
+    available: Result<(), String>,
+}
+
+struct Scenario {
+    name: String,
+    description: String,
+    loadgen: Vec<String>,
+    broadcast: bool,
+    idle: bool,
+    floor: bool,
+    conns: usize,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.duration = 2.0;
+        args.warmup = 0.5;
+        args.reps = 1;
+        args.idle = vec![2000];
+        args.open_rates = vec![50_000];
+    }
+    if let Err(e) = run(args) {
+        eprintln!("bench-all: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn exists(p: &Path) -> Result<(), String> {
+    if p.is_file() { Ok(()) } else { Err(format!("{} not found", p.display())) }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let peers = repo.join("loadtest/.peers/node_modules");
+    let bun = ["bun-linux-x64", "bun-linux-x64-baseline"]
+        .iter()
+        .map(|p| peers.join("@oven").join(p).join("bin/bun"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| peers.join("@oven/bun-linux-x64/bin/bun"));
+    let node = which("node");
+    vec![
+        Server {
+            name: "ringwire",
+            kind: ServerKind::Ringwire,
+            program: bin.join("ringwire"),
+            args: s(&["{mode}", "--addr", "127.0.0.1:{port}", "--threads", "1"]),
+            env: vec![],
+            broadcast: true,
+            available: exists(&bin.join("ringwire")),
+        },
+        Server {
+            name: "tcp-floor",
+            kind: ServerKind::Floor,
+            program: bin.join("examples/tcp_echo"),
+            args: s(&["--addr", "127.0.0.1:{port}"]),
+            env: vec![],
+            broadcast: false,
+            available: exists(&bin.join("examples/tcp_echo")),
+        },
+        Server {
+            name: "fastwebsockets",
+            kind: ServerKind::Peer,
+            program: bin.join("peer-fastwebsockets"),
+            args: s(&["--addr", "127.0.0.1:{port}", "--mode", "{mode}"]),
+            env: vec![],
+            broadcast: true,
+            available: exists(&bin.join("peer-fastwebsockets")),
+        },
+        Server {
+            name: "tokio-tungstenite",
+            kind: ServerKind::Peer,
+            program: bin.join("peer-tungstenite"),
+            args: s(&["--addr", "127.0.0.1:{port}", "--mode", "{mode}"]),
+            env: vec![],
+            broadcast: true,
+            available: exists(&bin.join("peer-tungstenite")),
+        },
+        Server {
+            name: "bun",
+            kind: ServerKind::Peer,
+            available: exists(&bun).map_err(|e| format!("{e} (npm missing or run.sh did not install it)")),
+            program: bun,
+            args: vec![repo.join("loadtest/peers/bun-echo.js").display().to_string(), "{port}".into(), "{mode}".into()],
+            env: vec![],
+            broadcast: true,
+        },
+        Server {
+            name: "node-ws",
+            kind: ServerKind::Peer,
+            available: match &node {
+                None => Err("node not in PATH".into()),
+                Some(_) => exists(&peers.join("ws/package.json")).map_err(|e| format!("{e} (npm install ws skipped)")),
+            },
+            program: node.unwrap_or_else(|| PathBuf::from("node")),
+            args: vec![repo.join("loadtest/peers/node-ws-echo.js").display().to_string(), "{port}".into(), "{mode}".into()],
+            env: vec![("NODE_PATH".into(), peers.display().to_string())],
+            broadcast: true,
+        },
+    ]
+}
+
+fn scenarios(args: &Args) -> Vec<Scenario> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut v = vec![
+        Scenario {
+            name: "echo-small".into(),
+            description: "100 connections, 32-byte text, closed loop (one message in flight each).".into(),
+            loadgen: s(&["--mode", "closed", "--conns", "100", "--size", "32"]),
+            broadcast: false,
+            idle: false,
+            floor: true,
+            conns: 100,
+        },
+        Scenario {
+            name: "echo-many".into(),
+            description: "1,000 connections, 32-byte text, closed loop.".into(),
+            loadgen: s(&["--mode", "closed", "--conns", "1000", "--size", "32"]),
+            broadcast: false,
+            idle: false,
+            floor: true,
+            conns: 1000,
+        },
+        Scenario {
+            name: "echo-large".into(),
+            description: "10 connections, 16 KiB binary, closed loop.".into(),
+            loadgen: s(&["--mode", "closed", "--conns", "10", "--size", "16384", "--binary"]),
+            broadcast: false,
+            idle: false,
+            floor: true,
+            conns: 10,
+        },
+        Scenario {
+            name: "echo-pipelined".into(),
+            description: "100 connections, 32-byte text, 16 messages in flight each.".into(),
+            loadgen: s(&["--mode", "pipelined", "--conns", "100", "--depth", "16", "--size", "32"]),
+            broadcast: false,
+            idle: false,
+            floor: true,
+            conns: 100,
+        },
+        Scenario {
+            name: "broadcast".into(),
+            description: "1,000 subscribers and one publisher, 64-byte text, publisher at most 8 messages ahead of the \
+                          slowest subscriber; msgs/s counts deliveries, CPU is per delivery."
+                .into(),
+            loadgen: s(&["--mode", "broadcast", "--conns", "1000", "--size", "64", "--window", "8"]),
+            broadcast: true,
+            idle: false,
+            floor: false,
+            conns: 1001,
+        },
+    ];
+    for &rate in &args.open_rates {
+        v.push(Scenario {
+            name: format!("open-loop-{}k", rate / 1000),
+            description: format!(
+                "100 connections, 32-byte text, fixed offered load of {rate} msgs/s (open loop; latency from the \
+                 intended send time). Compare CPU per message at equal load."
+            ),
+            loadgen: s(&["--mode", "open-loop", "--conns", "100", "--size", "32", "--rate", &rate.to_string()]),
+            broadcast: false,
+            idle: false,
+            floor: true,
+            conns: 100,
+        });
+    }
+    for &n in &args.idle {
+        v.push(Scenario {
+            name: format!("idle-{n}"),
+            description: format!(
+                "{n} idle connections (handshake done, then nothing for 2 s): growth of server RSS per connection; \
+                 each connection then echoes one message to prove it was alive."
+            ),
+            loadgen: s(&["--mode", "idle", "--conns", &n.to_string(), "--hold", "2", "--connect-timeout", "120"]),
+            broadcast: false,
+            idle: true,
+            floor: false,
+            conns: n,
+        });
+    }
+    v
+}
+
+/// A running server, killed when dropped.
+struct Running {
+    child: Child,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Drop sends SIGKILL.
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn taskset(cpu: &str, program: &Path, has_taskset: bool) -> Command {
+    if has_taskset {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(cpu).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn start_server(server: &Server, mode: &str, port: u16, log: &Path, has_taskset: bool) -> Result<Running, String> {
+    let args: Vec<String> =
+        server.args.iter().map(|a| a.replace("{port}", &port.to_string()).replace("{mode}", mode)).collect();
+    let logf = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let errf = logf.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = taskset("0", &server.program, has_taskset);
+    cmd.args(&args).envs(server.env.iter().cloned()).stdin(Stdio::null()).stdout(logf).stderr(errf);
+    let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", server.program.display()))?;
+    let mut running = Running { child };
+    // Ready when the port accepts a TCP connection.
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(format!("{} exited at start ({status}); see {}", server.name, log.display()));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+            return Ok(running);
+        }
+        if Instant::now() > deadline {
+            running.stop();
+            return Err(format!("{} did not listen on {addr} within 15 s; see {}", server.name, log.display()));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+struct Ctx {
+    loadgen: PathBuf,
+    has_taskset: bool,
+    duration: f64,
+    warmup: f64,
+}
+
+fn run_loadgen(ctx: &Ctx, sc: &Scenario, server: &Server, port: u16, pid: u32, run_no: usize) -> Result<serde_json::Value, String> {
+    let mut cmd = taskset("1", &ctx.loadgen, ctx.has_taskset);
+    cmd.arg("--addr").arg(format!("127.0.0.1:{port}")).args(&sc.loadgen);
+    cmd.arg("--server-pid").arg(pid.to_string());
+    cmd.arg("--duration").arg(ctx.duration.to_string()).arg("--warmup").arg(ctx.warmup.to_string());
+    if server.kind == ServerKind::Floor {
+        cmd.arg("--raw");
+    }
+    if sc.idle {
+        // Fresh source addresses per run: the previous run's TIME_WAIT ports stay taken.
+        let block = 1 + (run_no % 250);
+        let n = sc.conns.div_ceil(20_000).max(1);
+        let src: Vec<String> = (1..=n).map(|i| format!("127.{block}.0.{i}")).collect();
+        cmd.arg("--sources").arg(src.join(","));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| format!("starting loadgen: {e}"))?;
+    let limit = Duration::from_secs_f64(ctx.duration + ctx.warmup + 180.0);
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("loadgen still running after {:.0} s; killed", limit.as_secs_f64()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("waiting for loadgen: {e}")),
+        }
+    };
+    let mut out = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = so.read_to_string(&mut out);
+    }
+    if !status.success() {
+        return Err(format!("loadgen failed ({status})"));
+    }
+    serde_json::from_str(&out).map_err(|e| format!("loadgen output is not JSON: {e}"))
+}
+
+fn cmd_output(program: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(program).args(args).output().ok()?;
+    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn lock_version(repo: &Path, name: &str) -> Option<String> {
+    let lock = std::fs::read_to_string(repo.join("Cargo.lock")).ok()?;
+    let pat = format!("name = \"{name}\"\nversion = \"");
+    let i = lock.find(&pat)? + pat.len();
+    Some(lock[i..].split('"').next()?.to_string())
+}
+
+fn machine_facts(repo: &Path, servers: &[Server]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
+    m.insert("cpu".into(), model.unwrap_or_else(|| "unknown".into()));
+    m.insert("cpus".into(), cpuinfo.lines().filter(|l| l.starts_with("processor")).count().to_string());
+    m.insert("kernel".into(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    if let Some(t) = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")) {
+        m.insert("memory".into(), t.trim().to_string());
+    }
+    for (k, v) in [
+        ("rustc", cmd_output("rustc", &["-V"])),
+        ("date", cmd_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
+        ("commit", cmd_output("git", &["-C", &repo.display().to_string(), "rev-parse", "--short", "HEAD"])),
+        ("fastwebsockets", lock_version(repo, "fastwebsockets")),
+        ("tokio-tungstenite", lock_version(repo, "tokio-tungstenite")),
+        ("tokio", lock_version(repo, "tokio")),
+    ] {
+        m.insert(k.into(), v.unwrap_or_else(|| "unknown".into()));
+    }
+    for s in servers.iter().filter(|s| s.available.is_ok()) {
+        match s.name {
+            "bun" => {
+                if let Some(v) = cmd_output(&s.program.display().to_string(), &["--version"]) {
+                    m.insert("bun".into(), v);
+                }
+            }
+            "node-ws" => {
+                if let Some(v) = cmd_output(&s.program.display().to_string(), &["--version"]) {
+                    m.insert("node".into(), v);
+                }
+                let pj = repo.join("loadtest/.peers/node_modules/ws/package.json");
+                let ver = std::fs::read_to_string(pj)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v.get("version").and_then(|x| x.as_str()).map(String::from));
+                m.insert("ws".into(), ver.unwrap_or_else(|| "unknown".into()));
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let repo = args.repo.canonicalize().map_err(|e| format!("--repo {}: {e}", args.repo.display()))?;
+    let bin = args.bin_dir.clone().unwrap_or_else(|| repo.join("target/release"));
+    let out = args.out.clone().unwrap_or_else(|| repo.join("loadtest/results"));
+    if args.reps == 0 || !(args.duration > 0.0) || !(args.warmup >= 0.0) {
+        return Err("--reps must be >= 1, --duration > 0, --warmup >= 0".into());
+    }
+    let mut all = servers(&repo, &bin);
+    let unknown: Vec<&String> = args.servers.iter().filter(|n| !all.iter().any(|s| s.name == n.as_str())).collect();
+    if !unknown.is_empty() {
+        return Err(format!("unknown servers {unknown:?}; known: {:?}", all.iter().map(|s| s.name).collect::<Vec<_>>()));
+    }
+    if !args.servers.is_empty() {
+        all.retain(|s| args.servers.iter().any(|n| n == s.name));
+    }
+    let mut scs = scenarios(&args);
+    let unknown: Vec<&String> = args.scenarios.iter().filter(|n| !scs.iter().any(|s| &s.name == *n)).collect();
+    if !unknown.is_empty() {
+        return Err(format!("unknown scenarios {unknown:?}; known: {:?}", scs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()));
+    }
+    if !args.scenarios.is_empty() {
+        scs.retain(|s| args.scenarios.contains(&s.name));
+    }
+    for s in &all {
+        match &s.available {
+            Ok(()) => eprintln!("[bench-all] server {:<18} {}", s.name, s.program.display()),
+            Err(why) => eprintln!("[bench-all] server {:<18} skipped: {why}", s.name),
+        }
+    }
+    if args.list {
+        for s in &scs {
+            eprintln!("[bench-all] scenario {:<18} {}", s.name, s.description);
+        }
+        return Ok(());
+    }
+    let loadgen = bin.join("loadgen");
+    exists(&loadgen).map_err(|e| format!("{e}: build first (loadtest/run.sh does)"))?;
+    let has_taskset = which("taskset").is_some();
+    if !has_taskset {
+        eprintln!("[bench-all] taskset not found: running unpinned (results are not comparable to pinned runs)");
+    }
+    let max_conns = scs.iter().map(|s| s.conns).max().unwrap_or(0) as u64;
+    let limit = ringwire_loadtest::procfs::open_files_limit().map_err(|e| e.to_string())?;
+    if limit < max_conns + 64 {
+        return Err(format!("open-file limit {limit} is below {} needed: raise it (ulimit -n) or use run.sh", max_conns + 64));
+    }
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let ctx = Ctx { loadgen, has_taskset, duration: args.duration, warmup: args.warmup };
+    let machine = machine_facts(&repo, &all);
+
+    let usable: Vec<&Server> = all.iter().filter(|s| s.available.is_ok()).collect();
+    if usable.is_empty() {
+        return Err("no server to run".into());
+    }
+    let plan: Vec<(&Scenario, u32, &Server)> = scs
+        .iter()
+        .flat_map(|sc| {
+            let usable = &usable;
+            (1..=args.reps).flat_map(move |rep| {
+                usable
+                    .iter()
+                    .filter(move |s| if sc.broadcast { s.broadcast } else { true })
+                    .filter(move |s| s.kind != ServerKind::Floor || sc.floor)
+                    .map(move |s| (sc, rep, *s))
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut runs: Vec<RunRecord> = Vec::new();
+    for (i, (sc, rep, server)) in plan.iter().enumerate() {
+        let port = args.port_base.wrapping_add(i as u16);
+        eprintln!(
+            "[bench-all] ({}/{}) {} rep {rep}/{} {} on port {port} ({:.0}s elapsed)",
+            i + 1,
+            plan.len(),
+            sc.name,
+            args.reps,
+            server.name,
+            started.elapsed().as_secs_f64()
+        );
+        let mode = if sc.broadcast { "broadcast" } else { "echo" };
+        let log = logs.join(format!("{}-{}-{rep}.log", sc.name, server.name));
+        let record = |failure: Option<String>, v: Option<serde_json::Value>| RunRecord {
+            scenario: sc.name.clone(),
+            server: server.name.to_string(),
+            kind: server.kind,
+            rep: *rep,
+            metrics: v.as_ref().map(Metrics::from_loadgen),
+            failure,
+            loadgen: v,
+        };
+        let rec = match start_server(server, mode, port, &log, has_taskset) {
+            Err(e) => record(Some(e), None),
+            Ok(running) => {
+                let res = run_loadgen(&ctx, sc, server, port, running.pid(), i);
+                running.stop();
+                match res {
+                    Err(e) => record(Some(e), None),
+                    Ok(v) => {
+                        let errors = v.get("errors").and_then(|e| e.as_u64()).unwrap_or(0);
+                        let failure = (errors > 0).then(|| format!("{errors} errors: {}", v["error_samples"]));
+                        record(failure, Some(v))
+                    }
+                }
+            }
+        };
+        match (&rec.failure, &rec.metrics) {
+            (Some(f), _) => eprintln!("[bench-all]   FAILED: {f}"),
+            (None, Some(m)) => eprintln!(
+                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B",
+                m.msgs_per_s.unwrap_or(f64::NAN),
+                m.p50_us.unwrap_or(f64::NAN),
+                m.p99_us.unwrap_or(f64::NAN),
+                m.cpu_us_per_msg.unwrap_or(f64::NAN),
+                m.rss_bytes_per_conn.unwrap_or(f64::NAN)
+            ),
+            (None, None) => {}
+        }
+        runs.push(rec);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let rows = report::summarize(&runs);
+    let smoke = args.duration < 10.0 || args.reps < 3;
+    let mut pre = String::new();
+    pre.push_str("## Side-by-side results (generated by `loadtest/run.sh`)\n\n");
+    if smoke {
+        pre.push_str(&format!(
+            "> **Smoke run** ({} s per run, {} repetition(s)): proves the harness works; the numbers are not for \
+             comparison.\n\n",
+            args.duration, args.reps
+        ));
+    }
+    pre.push_str(&format!(
+        "Machine: {} ({} CPUs), Linux {}, {} RAM; {}. Commit {} on {}.\n\n",
+        machine["cpu"], machine["cpus"], machine["kernel"], machine.get("memory").map_or("?", |s| s), machine["rustc"],
+        machine["commit"], machine["date"]
+    ));
+    let mut versions = vec![
+        format!("fastwebsockets {}", machine["fastwebsockets"]),
+        format!("tokio-tungstenite {} (tokio {})", machine["tokio-tungstenite"], machine["tokio"]),
+    ];
+    if let Some(b) = machine.get("bun") {
+        versions.push(format!("Bun {b}"));
+    }
+    if let (Some(n), Some(w)) = (machine.get("node"), machine.get("ws")) {
+        versions.push(format!("Node {n} + ws {w}"));
+    }
+    pre.push_str(&format!("Peers: {}.\n\n", versions.join(", ")));
+    pre.push_str(&format!(
+        "Method: server {} and `loadgen` {}; one server thread; {} repetition(s) of {} s measured after {} s warm-up, \
+         servers alternating within each repetition, a fresh server process per run; medians shown. \"vs best peer\" \
+         divides by the best peer of the same scenario (highest msgs/s, lowest CPU and memory); server CPU is \
+         utime+stime from /proc/PID/stat over the measured window divided by the messages echoed (broadcast: \
+         deliveries). Every echoed byte is checked; a run with any error is excluded from the medians.\n",
+        if has_taskset { "pinned to CPU 0" } else { "unpinned" },
+        if has_taskset { "to CPU 1" } else { "unpinned" },
+        args.reps,
+        args.duration,
+        args.warmup
+    ));
+    let skipped: Vec<String> =
+        all.iter().filter_map(|s| s.available.as_ref().err().map(|why| format!("{} ({why})", s.name))).collect();
+    if !skipped.is_empty() {
+        pre.push_str(&format!("\nNot run: {}.\n", skipped.join("; ")));
+    }
+    let descriptions: BTreeMap<String, String> = scs.iter().map(|s| (s.name.clone(), s.description.clone())).collect();
+    let md = report::markdown(&pre, &rows, &descriptions, Some("latest.svg"));
+    let json = serde_json::json!({
+        "machine": machine,
+        "config": {
+            "duration_s": args.duration, "warmup_s": args.warmup, "reps": args.reps, "smoke": smoke,
+            "pinned": has_taskset, "idle": args.idle, "open_rates": args.open_rates,
+        },
+        "servers": all.iter().map(|s| serde_json::json!({
+            "name": s.name, "kind": s.kind, "program": s.program.display().to_string(),
+            "skipped": s.available.as_ref().err(),
+        })).collect::<Vec<_>>(),
+        "summary": rows,
+        "runs": runs,
+    });
+    let write = |name: &str, text: &str| -> Result<(), String> {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("latest.json", &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?)?;
+    write("latest.md", &md)?;
+    write("latest.svg", &report::svg(&rows))?;
+    let failed = runs.iter().filter(|r| r.failure.is_some()).count();
+    eprintln!(
+        "[bench-all] done in {:.0}s: {} runs, {failed} failed; wrote {}/latest.{{json,md,svg}}",
+        started.elapsed().as_secs_f64(),
+        runs.len(),
+        out.display()
+    );
+    if failed > 0 {
+        return Err(format!("{failed} run(s) failed (see latest.json and {})", logs.display()));
+    }
+    Ok(())
+}
