@@ -182,7 +182,13 @@ impl Timers {
 
     /// Pops entries due at `now` and pushes the connections whose deadline passed to `out`
     /// (their deadline is cleared).
-    pub(crate) fn expired<T: HasTimer>(&mut self, now: Instant, conns: &mut Slab<T>, out: &mut Vec<ConnId>) {
+    pub(crate) fn expired<T>(
+        &mut self,
+        now: Instant,
+        conns: &mut Slab<T>,
+        slot: fn(&mut T) -> &mut TimerSlot,
+        out: &mut Vec<ConnId>,
+    ) {
         while let Some(&Reverse((t, idx, generation))) = self.heap.peek() {
             if t > now {
                 break;
@@ -190,7 +196,7 @@ impl Timers {
             self.heap.pop();
             let id = ConnId { idx, generation };
             let Some(conn) = conns.get_mut(id) else { continue };
-            let ts = conn.timer();
+            let ts = slot(conn);
             if ts.in_heap != Some(t) {
                 continue;
             }
@@ -210,7 +216,10 @@ impl Timers {
     }
 }
 
-/// A connection type that carries a [`TimerSlot`].
-pub(crate) trait HasTimer {
-    fn timer(&mut self) -> &mut TimerSlot;
+/// The earlier of two optional deadlines.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

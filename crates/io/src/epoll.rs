@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::common::{HasTimer, IOV_MAX, SendQueue, Slab, TimerSlot, Timers};
+use crate::common::{IOV_MAX, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
@@ -33,7 +33,11 @@ fn conn_token(id: ConnId) -> Token {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Closing {
     Open,
+    /// close() or peer EOF: flush the queue, then `shutdown(WR)`.
     Graceful,
+    /// Output written and shut down: read and drop input until the peer's EOF or the linger
+    /// deadline, then close.
+    Lingering,
     Teardown,
 }
 
@@ -49,13 +53,18 @@ struct EConn {
     queue: SendQueue,
     dirty: bool,
     reported: bool,
+    /// The peer's EOF was read.
+    eof: bool,
     timer: TimerSlot,
+    linger: TimerSlot,
 }
 
-impl HasTimer for EConn {
-    fn timer(&mut self) -> &mut TimerSlot {
-        &mut self.timer
-    }
+fn user_timer(c: &mut EConn) -> &mut TimerSlot {
+    &mut c.timer
+}
+
+fn linger_timer(c: &mut EConn) -> &mut TimerSlot {
+    &mut c.linger
 }
 
 impl EConn {
@@ -71,7 +80,9 @@ impl EConn {
             queue: SendQueue::default(),
             dirty: false,
             reported: false,
+            eof: false,
             timer: TimerSlot::default(),
+            linger: TimerSlot::default(),
         }
     }
 
@@ -95,12 +106,14 @@ pub(crate) struct Core {
     registry: Registry,
     conns: Slab<EConn>,
     timers: Timers,
+    linger_timers: Timers,
     dirty: Vec<ConnId>,
     readable: Vec<ConnId>,
     listeners: Vec<Option<Listener>>,
     accepting: bool,
     stopped: bool,
     nodelay: bool,
+    close_linger: Duration,
 }
 
 impl Core {
@@ -247,12 +260,14 @@ impl EpollLoop {
                 registry,
                 conns: Slab::new(),
                 timers: Timers::default(),
+                linger_timers: Timers::default(),
                 dirty: Vec::new(),
                 readable: Vec::new(),
                 listeners: Vec::new(),
                 accepting: true,
                 stopped: false,
                 nodelay: cfg.nodelay,
+                close_linger: cfg.close_linger,
             },
             expired: Vec::new(),
             closed: Vec::new(),
@@ -280,7 +295,7 @@ impl EpollLoop {
         self.flush(handler);
         let mut evs: Vec<Ev> = Vec::with_capacity(1024);
         loop {
-            let mut deadline = self.core.timers.next();
+            let mut deadline = earliest(self.core.timers.next(), self.core.linger_timers.next());
             for l in self.core.listeners.iter().flatten() {
                 if let Some(t) = l.retry_at {
                     deadline = Some(deadline.map_or(t, |d| d.min(t)));
@@ -324,10 +339,20 @@ impl EpollLoop {
             }
             self.read_ready(handler);
             let mut expired = std::mem::take(&mut self.expired);
-            self.core.timers.expired(self.core.now, &mut self.core.conns, &mut expired);
+            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
             for id in expired.drain(..) {
                 if self.core.conns.get(id).is_some_and(|c| !c.reported) {
                     handler.on_timer(&mut self.core, id);
+                }
+            }
+            // Lingering closes whose peer did not close in time.
+            self.core.linger_timers.expired(self.core.now, &mut self.core.conns, linger_timer, &mut expired);
+            for id in expired.drain(..) {
+                if let Some(c) = self.core.conns.get_mut(id) {
+                    if c.closing == Closing::Lingering {
+                        c.teardown(None);
+                        self.core.mark_dirty(id);
+                    }
                 }
             }
             self.expired = expired;
@@ -414,7 +439,10 @@ impl EpollLoop {
         for id in list {
             let mut reads = 0;
             while let Some(c) = self.core.conns.get_mut(id) {
-                if c.closing != Closing::Open || c.paused || c.connecting || !c.read_ready {
+                // After close(), input is read and dropped (as on io_uring), so the final
+                // close() does not turn into a reset because of unread bytes.
+                let discard = matches!(c.closing, Closing::Graceful | Closing::Lingering);
+                if c.closing == Closing::Teardown || (c.paused && !discard) || c.connecting || !c.read_ready {
                     break;
                 }
                 if reads == READS_PER_TURN {
@@ -426,9 +454,15 @@ impl EpollLoop {
                 match s.read(&mut self.scratch) {
                     Ok(0) => {
                         c.read_ready = false;
-                        c.closing = Closing::Graceful;
+                        c.eof = true;
+                        match c.closing {
+                            Closing::Open => c.closing = Closing::Graceful,
+                            Closing::Lingering => c.teardown(None),
+                            Closing::Graceful | Closing::Teardown => {}
+                        }
                         self.core.mark_dirty(id);
                     }
+                    Ok(_) if discard => {}
                     Ok(n) => handler.on_data(&mut self.core, id, &mut self.scratch[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.read_ready = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -468,7 +502,15 @@ impl EpollLoop {
             sent = write_out(c);
             if c.closing == Closing::Graceful && c.queue.is_empty() {
                 let _ = c.stream.as_ref().expect("open").shutdown(Shutdown::Write);
-                c.closing = Closing::Teardown;
+                if c.eof {
+                    c.closing = Closing::Teardown;
+                } else {
+                    c.closing = Closing::Lingering;
+                    self.core.linger_timers.set(id, &mut c.linger, Some(self.core.now + self.core.close_linger));
+                    // Input that arrived before the shutdown has no edge left: look now.
+                    c.read_ready = true;
+                    self.core.readable.push(id);
+                }
             }
         }
         if c.closing == Closing::Teardown && !c.reported {

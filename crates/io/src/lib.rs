@@ -63,7 +63,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -204,11 +204,22 @@ pub struct LoopConfig {
     pub ring_entries: u32,
     /// Set `TCP_NODELAY` on new connections. Default true.
     pub nodelay: bool,
+    /// After a graceful close wrote everything and shut down its write side, how long to keep
+    /// reading (and dropping) input while waiting for the peer's EOF before closing the fd.
+    /// Closing earlier while the peer still sends makes the kernel reset the connection, which
+    /// can destroy output the peer has not read yet. Default 2 s.
+    pub close_linger: Duration,
 }
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        LoopConfig { buf_count: 1024, buf_size: 16 << 10, ring_entries: 4096, nodelay: true }
+        LoopConfig {
+            buf_count: 1024,
+            buf_size: 16 << 10,
+            ring_entries: 4096,
+            nodelay: true,
+            close_linger: Duration::from_secs(2),
+        }
     }
 }
 

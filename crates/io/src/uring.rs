@@ -20,7 +20,7 @@ use bytes::Bytes;
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use crate::common::{HasTimer, IOV_MAX, SendQueue, Slab, TimerSlot, Timers};
+use crate::common::{IOV_MAX, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, ENV_URING_DENY, Handler, Io, LoopConfig, Waker, WakerInner, env_flag};
 
 const KIND_ACCEPT: u64 = 1;
@@ -239,8 +239,11 @@ impl Drop for BufRing {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Closing {
     Open,
-    /// close() or peer EOF: flush the queue, then shut down and tear down.
+    /// close() or peer EOF: flush the queue, then `shutdown(WR)`.
     Graceful,
+    /// Output written and shut down: read and drop input until the peer's EOF or the linger
+    /// deadline, then tear down.
+    Lingering,
     /// Cancel everything, close the fd, report.
     Teardown,
 }
@@ -272,12 +275,15 @@ struct UConn {
     close_sent: bool,
     dirty: bool,
     timer: TimerSlot,
+    linger: TimerSlot,
 }
 
-impl HasTimer for UConn {
-    fn timer(&mut self) -> &mut TimerSlot {
-        &mut self.timer
-    }
+fn user_timer(c: &mut UConn) -> &mut TimerSlot {
+    &mut c.timer
+}
+
+fn linger_timer(c: &mut UConn) -> &mut TimerSlot {
+    &mut c.linger
 }
 
 impl UConn {
@@ -306,6 +312,7 @@ impl UConn {
             close_sent: false,
             dirty: false,
             timer: TimerSlot::default(),
+            linger: TimerSlot::default(),
         }
     }
 
@@ -331,6 +338,7 @@ pub(crate) struct Core {
     now: Instant,
     conns: Slab<UConn>,
     timers: Timers,
+    linger_timers: Timers,
     sqes: Vec<squeue::Entry>,
     dirty: Vec<ConnId>,
     deliver: Vec<ConnId>,
@@ -338,6 +346,7 @@ pub(crate) struct Core {
     accepting: bool,
     stopped: bool,
     nodelay: bool,
+    close_linger: Duration,
 }
 
 impl Core {
@@ -356,27 +365,29 @@ impl Core {
         let Some(c) = self.conns.get_mut(id) else { return };
         c.dirty = false;
         let sqes = &mut self.sqes;
-        if c.closing == Closing::Open {
-            if !c.connecting && !c.paused && !c.recv_armed && !c.eof && c.stash.is_empty() {
-                let e = opcode::RecvMulti::new(Fd(c.fd), BGID).build().user_data(user_data(
-                    KIND_RECV,
-                    id.idx,
-                    id.generation,
-                ));
-                sqes.push(e);
-                c.recv_armed = true;
-                c.ops += 1;
-            }
-            if !c.connecting {
-                start_send(c, id, sqes);
-            }
+        let want_recv = match c.closing {
+            Closing::Open => !c.connecting && !c.paused && c.stash.is_empty(),
+            Closing::Lingering => true,
+            Closing::Graceful | Closing::Teardown => false,
+        };
+        if want_recv {
+            arm_recv(c, id, sqes);
+        }
+        if c.closing == Closing::Open && !c.connecting {
+            start_send(c, id, sqes);
         }
         if c.closing == Closing::Graceful && !c.connecting {
             if c.queue.is_empty() && !c.send_inflight {
                 // SAFETY: the fd is owned by this connection and still open (closed only by
                 // the CLOSE op below).
                 unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
-                c.closing = Closing::Teardown;
+                if c.eof {
+                    c.closing = Closing::Teardown;
+                } else {
+                    c.closing = Closing::Lingering;
+                    self.linger_timers.set(id, &mut c.linger, Some(self.now + self.close_linger));
+                    arm_recv(c, id, sqes);
+                }
             } else {
                 start_send(c, id, sqes);
             }
@@ -400,6 +411,17 @@ impl Core {
             }
         }
     }
+}
+
+/// Arms the multishot recv of `c` unless it is armed or the peer already closed.
+fn arm_recv(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
+    if c.recv_armed || c.eof {
+        return;
+    }
+    let e = opcode::RecvMulti::new(Fd(c.fd), BGID).build().user_data(user_data(KIND_RECV, id.idx, id.generation));
+    sqes.push(e);
+    c.recv_armed = true;
+    c.ops += 1;
 }
 
 fn start_send(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
@@ -580,6 +602,7 @@ impl UringLoop {
                 now: Instant::now(),
                 conns: Slab::new(),
                 timers: Timers::default(),
+                linger_timers: Timers::default(),
                 sqes: Vec::new(),
                 dirty: Vec::new(),
                 deliver: Vec::new(),
@@ -587,6 +610,7 @@ impl UringLoop {
                 accepting: true,
                 stopped: false,
                 nodelay: cfg.nodelay,
+                close_linger: cfg.close_linger,
             },
             wake_fd,
             wake_buf: Box::new(0),
@@ -671,7 +695,7 @@ impl UringLoop {
         loop {
             self.push_sqes()?;
             // Wait for completions, a timer, or nothing if work is pending.
-            let mut deadline = self.core.timers.next();
+            let mut deadline = earliest(self.core.timers.next(), self.core.linger_timers.next());
             for l in &self.core.listeners {
                 if let Some(t) = l.retry_at {
                     deadline = Some(deadline.map_or(t, |d| d.min(t)));
@@ -703,10 +727,20 @@ impl UringLoop {
             self.cqes = cqes;
             // Timers.
             let mut expired = std::mem::take(&mut self.expired);
-            self.core.timers.expired(self.core.now, &mut self.core.conns, &mut expired);
+            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
             for id in expired.drain(..) {
                 if self.core.conns.get(id).is_some_and(|c| c.closing != Closing::Teardown || !c.close_sent) {
                     handler.on_timer(&mut self.core, id);
+                }
+            }
+            // Lingering closes whose peer did not close in time.
+            self.core.linger_timers.expired(self.core.now, &mut self.core.conns, linger_timer, &mut expired);
+            for id in expired.drain(..) {
+                if let Some(c) = self.core.conns.get_mut(id) {
+                    if c.closing == Closing::Lingering {
+                        c.teardown(None);
+                        self.core.mark_dirty(id);
+                    }
                 }
             }
             self.expired = expired;
@@ -841,6 +875,8 @@ impl UringLoop {
                     c.eof = true;
                     if c.closing == Closing::Open && !c.paused && c.stash.is_empty() {
                         c.closing = Closing::Graceful;
+                    } else if c.closing == Closing::Lingering {
+                        c.teardown(None);
                     }
                 } else if -res != libc::ENOBUFS && -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));

@@ -52,6 +52,8 @@ struct SendThenClose {
     total: usize,
     abort: bool,
     closed: Vec<Option<String>>,
+    /// Input is allowed (and ignored).
+    quiet: bool,
 }
 
 impl Handler for SendThenClose {
@@ -74,10 +76,11 @@ impl Handler for SendThenClose {
         io.send(conn, Bytes::from_static(b"late"));
     }
     fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {
-        panic!("no data expected");
+        assert!(self.quiet, "no data expected");
     }
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
         self.closed.push(error.map(|e| e.to_string()));
+        io.stop();
         // The id is dead now: everything on it is a no-op.
         io.send(conn, Bytes::from_static(b"x"));
         assert_eq!(io.queued(conn), 0);
@@ -88,26 +91,27 @@ impl Handler for SendThenClose {
 
 fn close_delivers_everything(backend: Backend) {
     let total = 6 << 20;
-    let r = start(backend, small_config(), SendThenClose { total, abort: false, closed: vec![] });
+    let r = start(backend, small_config(), SendThenClose { total, abort: false, closed: vec![], quiet: false });
     let mut s = r.client();
     let mut got = Vec::new();
     s.read_to_end(&mut got).expect("read to EOF");
     assert_eq!(got.len(), total);
     assert!(got == pattern(total, 3));
-    let h = r.finish();
+    drop(s); // ends the server's linger
+    let h = r.join();
     assert_eq!(h.closed, vec![None]);
 }
 both!(close_delivers_everything);
 
 fn abort_discards(backend: Backend) {
     let total = 8 << 20;
-    let r = start(backend, small_config(), SendThenClose { total, abort: true, closed: vec![] });
+    let r = start(backend, small_config(), SendThenClose { total, abort: true, closed: vec![], quiet: false });
     let mut s = r.client();
     let mut got = Vec::new();
     // EOF or reset, but never the queued data.
     let _ = s.read_to_end(&mut got);
     assert!(got.len() < total, "abort delivered everything");
-    let h = r.finish();
+    let h = r.join();
     assert_eq!(h.closed, vec![None]);
 }
 both!(abort_discards);
@@ -144,9 +148,10 @@ impl Handler for PauseResume {
         self.paused = false;
         io.resume_read(conn);
     }
-    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+    fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
         assert!(error.is_none(), "{error:?}");
         self.closed += 1;
+        io.stop();
     }
 }
 
@@ -170,7 +175,7 @@ fn pause_resume_loses_nothing(backend: Backend) {
     writer.join().unwrap();
     let mut tail = Vec::new();
     s.read_to_end(&mut tail).unwrap(); // the server closes after our EOF
-    let h = r.finish();
+    let h = r.join();
     assert_eq!(h.violations, 0, "on_data while paused");
     assert_eq!(h.pauses, 2);
     assert_eq!(h.got.len(), data.len());
@@ -445,8 +450,9 @@ impl Handler for Reply {
             io.send(conn, body.slice_ref(piece));
         }
     }
-    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+    fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
         self.closed.push(error.map(|e| e.kind()));
+        io.stop();
     }
 }
 
@@ -460,7 +466,7 @@ fn peer_eof_flushes_queued_output(backend: Backend) {
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), reply);
     assert!(got == pattern(reply, 1));
-    let h = r.finish();
+    let h = r.join();
     assert_eq!(h.closed, vec![None]);
 }
 both!(peer_eof_flushes_queued_output);
@@ -543,3 +549,40 @@ fn many_connections(backend: Backend) {
     assert_eq!(h.echo.errors, 0);
 }
 both!(many_connections);
+
+fn close_while_peer_sends(backend: Backend) {
+    let total = 4 << 20;
+    let r = start(backend, small_config(), SendThenClose { total, abort: false, closed: vec![], quiet: true });
+    let mut s = r.client();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let junk = vec![0u8; 64 << 10];
+        // The server drops this input; errors once it has closed are expected.
+        for _ in 0..16 {
+            if w.write_all(&junk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("all queued output, then EOF");
+    assert_eq!(got.len(), total);
+    writer.join().unwrap();
+    drop(s);
+    let h = r.join();
+    assert_eq!(h.closed, vec![None]);
+}
+both!(close_while_peer_sends);
+
+fn linger_ends_without_peer_eof(backend: Backend) {
+    let cfg = LoopConfig { close_linger: Duration::from_millis(100), ..small_config() };
+    let r = start(backend, cfg, SendThenClose { total: 1000, abort: false, closed: vec![], quiet: true });
+    let mut s = r.client();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap(); // our FIN arrives; we keep the socket open
+    assert_eq!(got.len(), 1000);
+    let h = r.join(); // the server closes after the linger without our EOF
+    assert_eq!(h.closed, vec![None]);
+    drop(s);
+}
+both!(linger_ends_without_peer_eof);

@@ -57,7 +57,7 @@ pub struct Running<H> {
 
 pub fn small_config() -> LoopConfig {
     // Few small buffers, so the io_uring buffer ring runs dry (ENOBUFS) under load.
-    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, nodelay: true }
+    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, nodelay: true, close_linger: Duration::from_secs(2) }
 }
 
 /// Starts a loop on `backend` with one listener on 127.0.0.1 and runs `h` on it.
@@ -95,11 +95,17 @@ impl<H> Running<H> {
     pub fn finish(self) -> H {
         self.stop.store(true, Ordering::SeqCst);
         self.waker.wake().expect("wake");
-        self.join.join().expect("loop thread panicked")
+        self.join()
     }
 
-    /// Waits for the loop to stop by itself (a handler called `stop`).
+    /// Waits for the loop to stop by itself (a handler called `stop`); a loop that has not
+    /// stopped after 20 s fails the test instead of hanging it.
     pub fn join(self) -> H {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.join.is_finished() {
+            assert!(std::time::Instant::now() < end, "event loop did not stop");
+            std::thread::sleep(Duration::from_millis(2));
+        }
         self.join.join().expect("loop thread panicked")
     }
 
