@@ -5,7 +5,7 @@
 //! the socket did not take queued until it is writable again. A paused connection is simply
 //! not read: its bytes stay in the kernel until `resume_read`.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,7 +155,9 @@ impl Io for Core {
     }
 
     fn queued(&self, conn: ConnId) -> usize {
-        self.conns.get(conn).map_or(0, |c| c.queue.len())
+        // After abort the queue is discarded (on io_uring it is freed once an in-flight send
+        // completes, but it no longer counts).
+        self.conns.get(conn).map_or(0, |c| if c.closing == Closing::Teardown { 0 } else { c.queue.len() })
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -532,7 +534,9 @@ fn write_out(c: &mut EConn) -> usize {
     let Some(s) = c.stream.as_mut() else { return 0 };
     while !c.queue.is_empty() {
         let slices: Vec<IoSlice<'_>> = c.queue.segments(IOV_MAX).map(IoSlice::new).collect();
-        match s.write_vectored(&slices) {
+        // sendmsg with MSG_NOSIGNAL: a reset peer gives EPIPE, never SIGPIPE, whatever the
+        // process does with that signal.
+        match socket2::SockRef::from(&*s).send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL) {
             Ok(0) => {
                 c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")));
                 break;

@@ -462,7 +462,9 @@ impl Io for Core {
     }
 
     fn queued(&self, conn: ConnId) -> usize {
-        self.conns.get(conn).map_or(0, |c| c.queue.len())
+        // After abort the queue is discarded (on io_uring it is freed once an in-flight send
+        // completes, but it no longer counts).
+        self.conns.get(conn).map_or(0, |c| if c.closing == Closing::Teardown { 0 } else { c.queue.len() })
     }
 
     fn close(&mut self, conn: ConnId) {

@@ -62,7 +62,7 @@ pub fn small_config() -> LoopConfig {
 
 /// Starts a loop on `backend` with one listener on 127.0.0.1 and runs `h` on it.
 pub fn start<H: Handler + Send + 'static>(backend: Backend, cfg: LoopConfig, h: H) -> Running<H> {
-    let l = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 128).expect("bind").remove(0);
+    let l = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 1024).expect("bind").remove(0);
     start_with_listener(backend, cfg, h, l)
 }
 
