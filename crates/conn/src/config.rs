@@ -1,0 +1,148 @@
+//! Connection configuration: WebSocket-Node's `ConnectionConfig` plus keepalive, idle
+//! timeout and output flow control.
+
+use std::time::Duration;
+
+/// Keepalive: ping a silent peer, and drop it if it stays silent.
+///
+/// Any received byte resets both timers (WebSocket-Node does the same); our own sends
+/// do not, since they say nothing about whether the peer is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Keepalive {
+    /// Send a ping after this long without receiving anything (Node `keepaliveInterval`, 20 s).
+    pub interval: Duration,
+    /// After that ping, how long the peer has to send anything (Node `keepaliveGracePeriod`, 10 s).
+    pub grace_period: Duration,
+    /// Drop the connection with 1006 when the grace period ends
+    /// (Node `dropConnectionOnKeepaliveTimeout`, true). When false, keep pinging.
+    pub drop_on_timeout: bool,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(20), grace_period: Duration::from_secs(10), drop_on_timeout: true }
+    }
+}
+
+impl Keepalive {
+    /// A keepalive with the given interval and grace period that drops on timeout.
+    pub fn new(interval: Duration, grace_period: Duration) -> Self {
+        Self { interval, grace_period, drop_on_timeout: true }
+    }
+}
+
+/// What to do when a send would take the buffered amount over
+/// [`Config::max_buffered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BufferedLimitPolicy {
+    /// Refuse the send and drop the peer with 1008 (policy violation): a peer that
+    /// never reads cannot make us hold unbounded memory.
+    Drop,
+    /// Refuse the send with [`SendError::BufferLimitExceeded`](crate::SendError) and
+    /// keep the connection: the application applies its own backpressure.
+    Report,
+}
+
+/// Per-connection settings. Build with [`Config::server`] or [`Config::client`] and
+/// change fields: the struct is `#[non_exhaustive]`, so new fields are not a breaking change.
+///
+/// ```
+/// let mut cfg = ringwire_conn::Config::server();
+/// cfg.max_received_frame_size = 16 << 20;
+/// cfg.keepalive = None;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame payload accepted; larger fails with 1009 as soon as the header
+    /// arrives (Node `maxReceivedFrameSize`: server 64 KiB, client 1 MiB).
+    pub max_received_frame_size: usize,
+    /// Largest message accepted, checked on the running total at each frame header,
+    /// single-frame messages included (Node checks only fragmented ones); 1009
+    /// (Node `maxReceivedMessageSize`: server 1 MiB, client 8 MiB). Checked only while
+    /// [`assemble_fragments`](Self::assemble_fragments) is on: without assembly
+    /// nothing is held beyond one frame.
+    pub max_received_message_size: usize,
+    /// Split outgoing messages larger than [`fragmentation_threshold`](Self::fragmentation_threshold)
+    /// into frames of that size (Node `fragmentOutgoingMessages`, true).
+    pub fragment_outgoing_messages: bool,
+    /// Payload bytes per outgoing frame when fragmenting (Node `fragmentationThreshold`, 16 KiB).
+    pub fragmentation_threshold: usize,
+    /// Assemble fragments into [`Event::Message`](crate::Event); when false, every data
+    /// frame is an [`Event::Frame`](crate::Event) and no Message is emitted
+    /// (Node `assembleFragments`, true).
+    pub assemble_fragments: bool,
+    /// Set `TCP_NODELAY` on the socket. The connection has no socket: the driver reads
+    /// this (Node `disableNagleAlgorithm`, true).
+    pub disable_nagle_algorithm: bool,
+    /// After our close frame, how long to wait for the peer's before dropping
+    /// (Node `closeTimeout`, 5 s).
+    pub close_timeout: Duration,
+    /// Keepalive pings (server: on, 20 s + 10 s; client: off, as in WebSocket-Node).
+    pub keepalive: Option<Keepalive>,
+    /// Close with 1001 after this long with nothing received and nothing written (off).
+    pub idle_timeout: Option<Duration>,
+    /// A send that leaves more than this many bytes buffered returns
+    /// [`SendStatus::BufferFull`](crate::SendStatus) (Node's `false`) (64 KiB).
+    pub high_water_mark: usize,
+    /// After a `BufferFull`, [`Event::Drain`](crate::Event) is emitted once the buffered
+    /// amount falls to this many bytes or fewer (16 KiB; see `docs/conn.md`).
+    pub low_water_mark: usize,
+    /// Hard limit on buffered bytes; a send that would exceed it is refused and
+    /// [`buffered_limit_policy`](Self::buffered_limit_policy) applies (64 MiB). `None`: no limit.
+    pub max_buffered: Option<usize>,
+    /// What happens at [`max_buffered`](Self::max_buffered) (drop the peer with 1008).
+    pub buffered_limit_policy: BufferedLimitPolicy,
+    /// Answer pings automatically (the application can still cancel one pong with
+    /// [`Connection::cancel_pong`](crate::Connection::cancel_pong)) (true).
+    pub auto_pong: bool,
+}
+
+impl Config {
+    /// WebSocket-Node's `WebSocketServer` defaults.
+    pub fn server() -> Self {
+        Self {
+            max_received_frame_size: 0x1_0000,
+            max_received_message_size: 0x10_0000,
+            fragment_outgoing_messages: true,
+            fragmentation_threshold: 0x4000,
+            assemble_fragments: true,
+            disable_nagle_algorithm: true,
+            close_timeout: Duration::from_secs(5),
+            keepalive: Some(Keepalive::default()),
+            idle_timeout: None,
+            high_water_mark: 64 << 10,
+            low_water_mark: 16 << 10,
+            max_buffered: Some(64 << 20),
+            buffered_limit_policy: BufferedLimitPolicy::Drop,
+            auto_pong: true,
+        }
+    }
+
+    /// WebSocket-Node's `WebSocketClient` defaults (larger limits, no keepalive).
+    pub fn client() -> Self {
+        Self {
+            max_received_frame_size: 0x10_0000,
+            max_received_message_size: 0x80_0000,
+            keepalive: None,
+            ..Self::server()
+        }
+    }
+
+    /// The defaults for `role`.
+    pub fn for_role(role: crate::Role) -> Self {
+        match role {
+            crate::Role::Server => Self::server(),
+            crate::Role::Client => Self::client(),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The server defaults.
+    fn default() -> Self {
+        Self::server()
+    }
+}

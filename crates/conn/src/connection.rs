@@ -1,0 +1,573 @@
+//! [`Connection`]: the sans-IO state machine.
+
+use crate::recv::{Inbound, Recv};
+use crate::send::Outbound;
+use crate::timers::{Fired, Timers};
+use crate::{
+    BufferedLimitPolicy, CloseCode, Config, ConnError, ConnInfo, Event, OpCode, Payload, PreparedMessage, Role,
+    SendError, SendStatus, SendToken, State, Utf8Bytes,
+};
+use bytes::{Bytes, BytesMut};
+use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, truncate_utf8};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// One WebSocket connection after the handshake, for either role, with no socket,
+/// thread or clock inside.
+///
+/// The driver feeds it bytes and time, the application gives it commands, and both
+/// collect what it produces:
+///
+/// - **(A) getters**: [`state`](Self::state), [`connected`](Self::connected),
+///   [`close_reason_code`](Self::close_reason_code), [`buffered_amount`](Self::buffered_amount), ...
+/// - **(B) inputs**: [`handle_read`](Self::handle_read), [`handle_written`](Self::handle_written),
+///   [`handle_eof`](Self::handle_eof), [`handle_timeout`](Self::handle_timeout).
+/// - **(C) commands**, which only enqueue: [`send`](Self::send), [`send_text`](Self::send_text),
+///   [`send_binary`](Self::send_binary), [`send_prepared`](Self::send_prepared), [`ping`](Self::ping),
+///   [`pong`](Self::pong), [`cancel_pong`](Self::cancel_pong), [`close`](Self::close),
+///   [`drop_connection`](Self::drop_connection), [`pause`](Self::pause), [`resume`](Self::resume).
+/// - **(D) outputs**: after every input or command, in this order:
+///   [`poll_event`](Self::poll_event) until `None`, then [`poll_transmit`](Self::poll_transmit)
+///   until `None` (write the chunks in order, report with `handle_written`), then
+///   re-arm the timer from [`poll_timeout`](Self::poll_timeout). Stop reading while
+///   [`wants_read`](Self::wants_read) is false; close the socket once
+///   [`is_finished`](Self::is_finished) is true.
+///
+/// ```
+/// use ringwire_conn::{Config, ConnInfo, Connection, Event, Message, Role};
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut server = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
+/// // A masked "Hello" from a client (RFC 6455 section 5.7).
+/// server.handle_read(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], now);
+/// let Some(Event::Message(Message::Text(t))) = server.poll_event() else { panic!() };
+/// assert_eq!(&*t, "Hello");
+/// let _ = server.send_text(t, None).unwrap(); // echo
+/// let mut wire = Vec::new();
+/// while let Some(chunk) = server.poll_transmit() {
+///     wire.extend_from_slice(&chunk);
+/// }
+/// assert_eq!(wire, b"\x81\x05Hello");
+/// server.handle_written(wire.len(), now);
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    info: ConnInfo,
+    state: State,
+    recv: Recv,
+    inbox: Vec<Inbound>,
+    out: Outbound,
+    events: VecDeque<Event>,
+    timers: Timers,
+    now: Instant,
+    close_code: Option<CloseCode>,
+    close_description: Option<String>,
+    paused: bool,
+    paused_input: BytesMut,
+    /// Pongs owed for received pings, not yet queued: `(ping number, payload)`.
+    pongs: VecDeque<(u64, Bytes)>,
+    pings_received: u64,
+    pings_polled: u64,
+}
+
+impl Connection {
+    /// A connection in the `Open` state, right after a successful handshake.
+    pub fn new(role: Role, config: Config, info: ConnInfo, now: Instant) -> Self {
+        let dcfg = DecodeConfig::new(role, config.max_received_frame_size as u64);
+        Self {
+            role,
+            recv: Recv::new(dcfg, config.max_received_message_size, config.assemble_fragments),
+            timers: Timers::new(config.keepalive, config.idle_timeout, now),
+            config,
+            info,
+            state: State::Open,
+            inbox: Vec::new(),
+            out: Outbound::new(role),
+            events: VecDeque::new(),
+            now,
+            close_code: None,
+            close_description: None,
+            paused: false,
+            paused_input: BytesMut::new(),
+            pongs: VecDeque::new(),
+            pings_received: 0,
+            pings_polled: 0,
+        }
+    }
+
+    // ---- (B) inputs -------------------------------------------------------------
+
+    /// Bytes received from the peer: any split of the stream, in order. What is kept
+    /// (partial frames) is copied, so `data` can be reused at once. Ignored once the
+    /// connection no longer reads; buffered (not parsed) while paused.
+    pub fn handle_read(&mut self, data: &[u8], now: Instant) {
+        self.now = now;
+        if self.state == State::Closed || self.recv.done || data.is_empty() {
+            return;
+        }
+        if self.state == State::Open {
+            self.timers.on_receive(now);
+        }
+        if self.paused {
+            self.paused_input.extend_from_slice(data);
+            return;
+        }
+        self.feed(data);
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        let mut inbox = core::mem::take(&mut self.inbox);
+        self.recv.feed(data, &mut |i| inbox.push(i));
+        for item in inbox.drain(..) {
+            self.on_inbound(item);
+        }
+        self.inbox = inbox;
+    }
+
+    /// The driver wrote `n` bytes of the chunks [`poll_transmit`](Self::poll_transmit)
+    /// handed out (more than was handed out counts as all of it).
+    pub fn handle_written(&mut self, n: usize, now: Instant) {
+        self.now = now;
+        if n > 0 && self.state == State::Open {
+            self.timers.on_activity(now);
+        }
+        self.out.on_written(n, &mut self.events);
+        if self.out.drain_owed && self.out.buffered() <= self.config.low_water_mark {
+            self.out.drain_owed = false;
+            self.events.push_back(Event::Drain);
+        }
+        if self.state == State::PeerRequestedClose && self.out.close_written {
+            self.finish_close();
+        }
+    }
+
+    /// The peer closed the TCP connection, or reading or writing failed. Unless the
+    /// connection is already closed, it closes now: with the peer's code if its close
+    /// frame arrived, with ours if we were closing, else with 1006.
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.now = now;
+        self.recv.done = true;
+        self.pongs.clear();
+        self.out.clear(&mut self.events);
+        if self.state == State::Open {
+            self.close_code = Some(CloseCode::ABNORMAL);
+            self.close_description = Some("Connection dropped by remote peer.".to_owned());
+        }
+        if self.state != State::Closed {
+            self.finish_close();
+        }
+    }
+
+    /// Time passed: fires every deadline at or before `now` (close timeout, keepalive,
+    /// idle timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        while let Some(fired) = self.timers.expired(now) {
+            match fired {
+                Fired::Close => match self.state {
+                    State::Ending | State::PeerRequestedClose => {
+                        self.out.discard_unhanded(&mut self.events);
+                        self.finish_close();
+                    }
+                    State::Open | State::Closed => {}
+                },
+                Fired::KeepaliveGrace if self.state == State::Open => {
+                    self.events.push_back(Event::Error(ConnError::KeepaliveTimeout));
+                    self.drop_connection(CloseCode::ABNORMAL, "Peer not responding.", true);
+                }
+                Fired::KeepalivePing if self.state == State::Open => {
+                    self.out.push_control(OpCode::Ping, &[]);
+                    self.timers.on_ping_sent(now);
+                }
+                Fired::Idle if self.state == State::Open => {
+                    self.start_close(CloseCode::GOING_AWAY, "Idle timeout");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ---- (C) commands -----------------------------------------------------------
+
+    /// Sends text or binary, decided by the type (Node `send`): `String`/`&str`/
+    /// [`Utf8Bytes`] as text, `Bytes`/`Vec<u8>`/`&[u8]` as binary.
+    pub fn send(&mut self, data: impl Into<Payload>, token: Option<SendToken>) -> Result<SendStatus, SendError> {
+        match data.into() {
+            Payload::Text(t) => self.send_data(OpCode::Text, t.into_bytes(), token),
+            Payload::Binary(b) => self.send_data(OpCode::Binary, b, token),
+        }
+    }
+
+    /// Sends a text message (Node `sendUTF`). Valid UTF-8 by type.
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>, token: Option<SendToken>) -> Result<SendStatus, SendError> {
+        self.send_data(OpCode::Text, text.into().into_bytes(), token)
+    }
+
+    /// Sends a binary message (Node `sendBytes`).
+    pub fn send_binary(&mut self, data: impl Into<Bytes>, token: Option<SendToken>) -> Result<SendStatus, SendError> {
+        self.send_data(OpCode::Binary, data.into(), token)
+    }
+
+    /// Sends a message framed once for many connections (broadcast). A server queues
+    /// the shared wire bytes without copying; a client must mask, so it frames the
+    /// payload itself. Not fragmented.
+    pub fn send_prepared(
+        &mut self,
+        frame: &PreparedMessage,
+        token: Option<SendToken>,
+    ) -> Result<SendStatus, SendError> {
+        let wire = match self.role {
+            Role::Server => frame.wire().len(),
+            Role::Client => self.out.wire_len(frame.payload().len(), None),
+        };
+        self.check_send(wire)?;
+        match self.role {
+            Role::Server => self.out.push_wire(frame.wire().clone(), token),
+            Role::Client => self.out.push_message(frame.opcode(), frame.payload().clone(), None, token),
+        }
+        Ok(self.send_status())
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes, token: Option<SendToken>) -> Result<SendStatus, SendError> {
+        let threshold = self.config.fragment_outgoing_messages.then_some(self.config.fragmentation_threshold);
+        self.check_send(self.out.wire_len(payload.len(), threshold))?;
+        self.out.push_message(opcode, payload, threshold, token);
+        Ok(self.send_status())
+    }
+
+    fn check_send(&mut self, wire: usize) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::NotOpen(self.state));
+        }
+        let buffered = self.out.buffered();
+        if let Some(limit) = self.config.max_buffered.filter(|&l| buffered + wire > l) {
+            if self.config.buffered_limit_policy == BufferedLimitPolicy::Drop {
+                let e = ConnError::BufferLimitExceeded { buffered, len: wire, limit };
+                self.events.push_back(Event::Error(e));
+                self.drop_connection(CloseCode::POLICY_VIOLATION, "Send buffer limit exceeded.", false);
+            }
+            return Err(SendError::BufferLimitExceeded { buffered, len: wire, limit });
+        }
+        Ok(())
+    }
+
+    fn send_status(&mut self) -> SendStatus {
+        if self.out.buffered() > self.config.high_water_mark {
+            self.out.drain_owed = true;
+            SendStatus::BufferFull
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Sends a ping (Node `ping`). A payload over 125 bytes is an error, not cut.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Sends an unsolicited pong (Node `pong`); pings are answered automatically.
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, op: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong(payload.len()));
+        }
+        if self.state != State::Open {
+            return Err(SendError::NotOpen(self.state));
+        }
+        self.flush_pongs();
+        self.out.push_control(op, payload);
+        Ok(())
+    }
+
+    /// Suppresses the automatic pong for the last [`Event::Ping`] returned by
+    /// [`poll_event`](Self::poll_event) (Node's `cancel()` in the `'ping'` handler).
+    /// Call it before the next `poll_transmit`; later it has no effect.
+    pub fn cancel_pong(&mut self) {
+        if self.pings_polled > 0 {
+            let seq = self.pings_polled - 1;
+            self.pongs.retain(|(s, _)| *s != seq);
+        }
+    }
+
+    /// Starts the close handshake (Node `close`): the close frame goes after
+    /// everything already queued, the state becomes `Ending`, and the peer has
+    /// `close_timeout` (counted from the last `now` given) to answer. A no-op once a
+    /// close has started. Codes that may not be sent (1004-1006, 1015, unassigned) and
+    /// reasons over 123 bytes are errors.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_allowed_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(SendError::CloseReasonTooLong(reason.len()));
+        }
+        if self.state == State::Open {
+            self.start_close(code, reason);
+        }
+        Ok(())
+    }
+
+    fn start_close(&mut self, code: CloseCode, reason: &str) {
+        self.flush_pongs();
+        self.out.push_close(ClosePayload::new(code, reason).as_bytes());
+        self.state = State::Ending;
+        self.close_code = Some(code);
+        self.close_description = Some(reason.to_owned());
+        self.timers.stop_open_timers();
+        self.timers.close = Some(self.now + self.config.close_timeout);
+    }
+
+    /// Closes at once (Node `drop`): data not yet handed out is discarded (its tokens
+    /// fail), a close frame with `code` and `reason` is queued unless
+    /// `skip_close_frame` (or a close frame was already sent, or `code` may not be
+    /// sent), and the state becomes `Closed` with a `Close` event. The reason is cut at
+    /// 123 bytes on a character boundary.
+    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.pongs.clear();
+        self.out.discard_unhanded(&mut self.events);
+        if !skip_close_frame && !self.out.close_queued && !self.out.close_written {
+            let payload = if code.is_allowed_on_wire() { ClosePayload::new(code, reason) } else { ClosePayload::EMPTY };
+            self.out.push_close(payload.as_bytes());
+        }
+        self.close_code = Some(code);
+        self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).to_owned());
+        self.finish_close();
+    }
+
+    /// Stops reading (Node `pause`): [`wants_read`](Self::wants_read) turns false and
+    /// `Pause` is emitted. Bytes given anyway are kept until [`resume`](Self::resume).
+    pub fn pause(&mut self) {
+        if !self.paused {
+            self.paused = true;
+            self.events.push_back(Event::Pause);
+        }
+    }
+
+    /// Restarts reading (Node `resume`) and emits `Resume`, then processes what arrived
+    /// while paused.
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.paused = false;
+            self.events.push_back(Event::Resume);
+            let held = self.paused_input.split();
+            if !held.is_empty() && self.state != State::Closed {
+                self.feed(&held);
+            }
+        }
+    }
+
+    // ---- (D) outputs ------------------------------------------------------------
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let e = self.events.pop_front()?;
+        if matches!(e, Event::Ping(_)) {
+            self.pings_polled += 1;
+        }
+        Some(e)
+    }
+
+    /// The next chunk to write, in order. Every chunk is handed out once: the driver
+    /// writes them all, in order, and reports progress with
+    /// [`handle_written`](Self::handle_written). A frame may be two chunks (header,
+    /// then the shared payload); payloads are copied only to be masked (client role).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.flush_pongs();
+        self.out.poll_transmit()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next. May change after
+    /// any input or command.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Whether the driver should read from the socket: false while paused, after a
+    /// close frame or a protocol error was received, and once closed.
+    pub fn wants_read(&self) -> bool {
+        !self.paused && !self.recv.done && self.state != State::Closed
+    }
+
+    /// Whether there are chunks waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn wants_write(&self) -> bool {
+        self.out.has_unhanded() || !self.pongs.is_empty()
+    }
+
+    /// True once the connection is `Closed` and everything queued was written (or
+    /// discarded): the driver closes the socket.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Closed && self.out.is_empty()
+    }
+
+    // ---- (A) getters ------------------------------------------------------------
+
+    /// The state (Node `state`).
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the connection is `Open` (Node `connected`).
+    pub fn connected(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The close code once a close started or arrived (Node `closeReasonCode`, -1
+    /// while open): ours if we closed first, the peer's (1005 if it sent none) if it
+    /// did, 1006 if the connection ended without a close frame.
+    pub fn close_reason_code(&self) -> Option<CloseCode> {
+        self.close_code
+    }
+
+    /// The close reason text (Node `closeDescription`).
+    pub fn close_description(&self) -> Option<&str> {
+        self.close_description.as_deref()
+    }
+
+    /// The negotiated subprotocol (Node `protocol`).
+    pub fn protocol(&self) -> Option<&str> {
+        self.info.protocol.as_deref()
+    }
+
+    /// Negotiated extensions (Node `extensions`; always empty for now).
+    pub fn extensions(&self) -> &[String] {
+        &self.info.extensions
+    }
+
+    /// The protocol version, 13 or 8 (Node `webSocketVersion`).
+    pub fn version(&self) -> u8 {
+        self.info.version
+    }
+
+    /// The peer's address (Node `remoteAddress`).
+    pub fn remote_address(&self) -> Option<&str> {
+        self.info.remote_address.as_deref()
+    }
+
+    /// All addresses: `X-Forwarded-For` entries, then the peer (Node `remoteAddresses`).
+    pub fn remote_addresses(&self) -> &[String] {
+        &self.info.remote_addresses
+    }
+
+    /// The handshake facts.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Bytes queued and not yet written, frame headers included.
+    pub fn buffered_amount(&self) -> usize {
+        self.out.buffered()
+    }
+
+    /// Bytes received and held for frames not yet complete (plus any input held
+    /// while paused).
+    pub fn received_held(&self) -> usize {
+        self.recv.held() + self.paused_input.len()
+    }
+
+    // ---- internals --------------------------------------------------------------
+
+    fn on_inbound(&mut self, item: Inbound) {
+        match item {
+            Inbound::Message(m) => self.events.push_back(Event::Message(m)),
+            Inbound::Frame(f) => self.events.push_back(Event::Frame(f)),
+            Inbound::Pong(p) => self.events.push_back(Event::Pong(p)),
+            Inbound::Ping(p) => {
+                let seq = self.pings_received;
+                self.pings_received += 1;
+                if self.config.auto_pong && self.state == State::Open {
+                    self.pongs.push_back((seq, p.clone()));
+                }
+                self.events.push_back(Event::Ping(p));
+            }
+            Inbound::Close(peer) => self.on_peer_close(peer),
+            Inbound::Error(e) => {
+                let code = e.close_code();
+                let reason = e.to_string();
+                self.events.push_back(Event::Error(ConnError::Protocol(e)));
+                self.fail(code, &reason);
+            }
+        }
+    }
+
+    fn on_peer_close(&mut self, peer: Option<(CloseCode, String)>) {
+        match self.state {
+            State::Open => {
+                self.flush_pongs();
+                let payload = match &peer {
+                    Some((code, _)) => ClosePayload::new(*code, ""),
+                    None => ClosePayload::EMPTY,
+                };
+                self.out.push_close(payload.as_bytes());
+                let (code, reason) = peer.unwrap_or((CloseCode::NOT_PROVIDED, String::new()));
+                self.close_code = Some(code);
+                self.close_description = Some(reason);
+                self.state = State::PeerRequestedClose;
+                self.timers.stop_open_timers();
+                self.timers.close = Some(self.now + self.config.close_timeout);
+                if self.out.close_written {
+                    self.finish_close();
+                }
+            }
+            State::Ending => self.finish_close(),
+            State::PeerRequestedClose | State::Closed => {}
+        }
+    }
+
+    /// Fails the connection after a protocol error: what is queued is still written,
+    /// then a close frame with `code` and `reason`; no wait for the peer's answer.
+    fn fail(&mut self, code: CloseCode, reason: &str) {
+        if self.state == State::Closed {
+            return;
+        }
+        // Pongs owed for pings read before the fault still go out, before the close.
+        self.flush_pongs();
+        if !self.out.close_queued {
+            self.out.push_close(ClosePayload::new(code, reason).as_bytes());
+        }
+        self.close_code = Some(code);
+        self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).to_owned());
+        self.finish_close();
+    }
+
+    /// Moves to `Closed` and emits `Close` with the recorded code.
+    fn finish_close(&mut self) {
+        self.state = State::Closed;
+        self.recv.done = true;
+        self.timers.stop_all();
+        self.paused_input = BytesMut::new();
+        let code = *self.close_code.get_or_insert(CloseCode::ABNORMAL);
+        let description = self.close_description.get_or_insert_with(String::new).clone();
+        self.events.push_back(Event::Close { code, description });
+    }
+
+    /// Queues the pongs owed (those not cancelled).
+    fn flush_pongs(&mut self) {
+        while let Some((_, p)) = self.pongs.pop_front() {
+            if self.state == State::Open && !self.out.close_queued {
+                self.out.push_control(OpCode::Pong, &p);
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Server side: parse and validate an upgrade request, then accept or reject it.
+
+use super::{HandshakeLimits, accept_key, has_token, is_safe_value, is_token, list_items, status_text};
+use crate::ConnInfo;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// Why an upgrade request was refused; each maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// Not parseable as an HTTP/1.x request head (400).
+    #[error("malformed HTTP request: {0}")]
+    Malformed(String),
+    /// More header lines than allowed (431).
+    #[error("too many header lines (max {0})")]
+    TooManyHeaders(usize),
+    /// A request head larger than allowed (431).
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// Not a GET (405, with `Allow: GET`).
+    #[error("method {0} not allowed for a WebSocket upgrade; use GET")]
+    MethodNotAllowed(String),
+    /// HTTP/1.0 (400).
+    #[error("a WebSocket upgrade needs HTTP/1.1")]
+    HttpVersion,
+    /// No `Host` header (400).
+    #[error("missing Host header")]
+    MissingHost,
+    /// A header that must appear once appeared again (400).
+    #[error("duplicate {0} header")]
+    DuplicateHeader(&'static str),
+    /// A header value that is not UTF-8 (400).
+    #[error("header {0} is not valid UTF-8")]
+    InvalidHeaderValue(String),
+    /// No `Upgrade: websocket` (400).
+    #[error("missing Upgrade: websocket header")]
+    NotWebSocketUpgrade,
+    /// `Connection` lacks the `upgrade` token (400).
+    #[error("Connection header lacks the upgrade token")]
+    MissingConnectionUpgrade,
+    /// No `Sec-WebSocket-Key` (400).
+    #[error("missing Sec-WebSocket-Key header")]
+    MissingKey,
+    /// A key that is not 16 bytes in base64 (400).
+    #[error("Sec-WebSocket-Key is not 16 base64-encoded bytes")]
+    InvalidKey,
+    /// A version other than 13 or 8, or none (426, with `Sec-WebSocket-Version: 13, 8`).
+    #[error("unsupported WebSocket version {}; supported: 13, 8", .0.as_deref().unwrap_or("(none)"))]
+    UnsupportedVersion(Option<String>),
+    /// A requested subprotocol that is not a token (400).
+    #[error("invalid subprotocol {0:?}")]
+    InvalidProtocol(String),
+}
+
+impl HandshakeError {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::TooManyHeaders(_) | Self::HeadTooLarge(_) => 431,
+            Self::MethodNotAllowed(_) => 405,
+            Self::UnsupportedVersion(_) => 426,
+            _ => 400,
+        }
+    }
+
+    /// The whole HTTP response: status, `Connection: close`, the reason in
+    /// `X-WebSocket-Reject-Reason`, and `Sec-WebSocket-Version: 13, 8` (426) or
+    /// `Allow: GET` (405).
+    pub fn response(&self) -> Vec<u8> {
+        let extra: &[(&str, &str)] = match self {
+            Self::UnsupportedVersion(_) => &[("Sec-WebSocket-Version", "13, 8")],
+            Self::MethodNotAllowed(_) => &[("Allow", "GET")],
+            _ => &[],
+        };
+        reject_response(self.status(), Some(&self.to_string()), extra)
+    }
+}
+
+/// One extension offered in `Sec-WebSocket-Extensions` (names lower-cased, as
+/// WebSocket-Node does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionOffer {
+    /// Extension name, e.g. `permessage-deflate`.
+    pub name: String,
+    /// Parameters: name and optional value.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+/// A valid upgrade request (WebSocket-Node's `WebSocketRequest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Request {
+    /// Always `GET`.
+    pub method: String,
+    /// The raw request target (Node `resource`).
+    pub resource: String,
+    /// The target's path.
+    pub path: String,
+    /// The target's query, without `?`.
+    pub query: Option<String>,
+    /// `Host`.
+    pub host: String,
+    /// `Origin` (v13) or `Sec-WebSocket-Origin` (v8).
+    pub origin: Option<String>,
+    /// `Sec-WebSocket-Key`, as sent.
+    pub key: String,
+    /// 13 or 8.
+    pub version: u8,
+    /// Requested subprotocols in the client's order, as sent (matched case-insensitively).
+    pub protocols: Vec<String>,
+    /// Offered extensions.
+    pub extensions: Vec<ExtensionOffer>,
+    /// Cookies, values percent-decoded when they decode to UTF-8.
+    pub cookies: Vec<(String, String)>,
+    /// `X-Forwarded-For` entries, left-most first.
+    pub x_forwarded_for: Vec<String>,
+    /// Every header line, as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+/// How to accept a request; see [`Request::accept`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accept {
+    /// The chosen subprotocol: must be one the client requested.
+    pub protocol: Option<String>,
+    /// Echoed as `Origin` (v13) or `Sec-WebSocket-Origin` (v8).
+    pub origin: Option<String>,
+    /// `Set-Cookie` headers.
+    pub cookies: Vec<SetCookie>,
+    /// Further headers for the 101.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// A cookie to set in the 101 response (the third argument of Node's `accept`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetCookie {
+    /// Name (a token).
+    pub name: String,
+    /// Value (RFC 6265 cookie-octets).
+    pub value: String,
+    /// `Path`.
+    pub path: Option<String>,
+    /// `Domain`.
+    pub domain: Option<String>,
+    /// `Expires`, an HTTP date.
+    pub expires: Option<String>,
+    /// `Max-Age` in seconds.
+    pub max_age: Option<u64>,
+    /// `Secure`.
+    pub secure: bool,
+    /// `HttpOnly`.
+    pub http_only: bool,
+}
+
+/// Why [`Request::accept`] refused to build a response (Node answers these with 500).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The protocol was not among those the client requested.
+    #[error("subprotocol {0:?} was not requested by the client")]
+    ProtocolNotRequested(String),
+    /// The origin contains CR, LF or NUL.
+    #[error("origin contains a line break")]
+    InvalidOrigin,
+    /// A cookie breaks RFC 6265.
+    #[error("invalid cookie {name:?}: {why}")]
+    InvalidCookie {
+        /// The cookie's name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// An extra header with a non-token name or a value with a line break.
+    #[error("invalid extra header {0:?}")]
+    InvalidHeader(String),
+}
+
+/// Parses an upgrade request from the start of `buf`. `Ok(None)`: the head is not
+/// complete yet (read more and call again with the whole buffer). `Ok(Some((request,
+/// n)))`: the head took `n` bytes; anything after it already belongs to the
+/// WebSocket stream.
+pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(Request, usize)>, HandshakeError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= limits.max_head_bytes => n,
+        Ok(httparse::Status::Partial) if buf.len() <= limits.max_head_bytes => return Ok(None),
+        Ok(_) => return Err(HandshakeError::HeadTooLarge(limits.max_head_bytes)),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders(limits.max_headers)),
+        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    };
+    let method = req.method.unwrap_or_default().to_owned();
+    if method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed(method));
+    }
+    if req.version != Some(1) {
+        return Err(HandshakeError::HttpVersion);
+    }
+    let mut hs = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let v = std::str::from_utf8(h.value).map_err(|_| HandshakeError::InvalidHeaderValue(h.name.to_owned()))?;
+        hs.push((h.name.to_owned(), v.trim().to_owned()));
+    }
+    let all =
+        |name: &'static str| hs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    let one = |name: &'static str| -> Result<Option<&str>, HandshakeError> {
+        let mut it = all(name);
+        let first = it.next();
+        if it.next().is_some() { Err(HandshakeError::DuplicateHeader(name)) } else { Ok(first) }
+    };
+    let host = one("Host")?.filter(|h| !h.is_empty()).ok_or(HandshakeError::MissingHost)?.to_owned();
+    if !has_token(all("Upgrade"), "websocket") {
+        return Err(HandshakeError::NotWebSocketUpgrade);
+    }
+    if !has_token(all("Connection"), "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    let version = match one("Sec-WebSocket-Version")? {
+        Some("13") => 13,
+        Some("8") => 8,
+        other => return Err(HandshakeError::UnsupportedVersion(other.map(str::to_owned))),
+    };
+    let key = one("Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.to_owned();
+    match STANDARD.decode(&key) {
+        Ok(k) if k.len() == 16 => {}
+        _ => return Err(HandshakeError::InvalidKey),
+    }
+    let origin = if version == 8 {
+        one("Sec-WebSocket-Origin")?.or(one("Origin")?)
+    } else {
+        one("Origin")?.or(one("Sec-WebSocket-Origin")?)
+    }
+    .map(str::to_owned);
+    let mut protocols = Vec::new();
+    for p in list_items(all("Sec-WebSocket-Protocol")) {
+        if !is_token(p) {
+            return Err(HandshakeError::InvalidProtocol(p.to_owned()));
+        }
+        protocols.push(p.to_owned());
+    }
+    let extensions = list_items(all("Sec-WebSocket-Extensions")).filter_map(parse_extension).collect();
+    let cookies = all("Cookie").flat_map(|v| v.split(';')).filter_map(parse_cookie).collect();
+    let x_forwarded_for = list_items(all("X-Forwarded-For")).map(str::to_owned).collect();
+    let resource = req.path.unwrap_or("/").to_owned();
+    let (path, query) = match resource.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (resource.clone(), None),
+    };
+    let request = Request {
+        method,
+        resource,
+        path,
+        query,
+        host,
+        origin,
+        key,
+        version,
+        protocols,
+        extensions,
+        cookies,
+        x_forwarded_for,
+        headers: hs,
+    };
+    Ok(Some((request, n)))
+}
+
+fn parse_extension(item: &str) -> Option<ExtensionOffer> {
+    let mut parts = item.split(';').map(str::trim);
+    let name = parts.next().filter(|n| is_token(n))?.to_ascii_lowercase();
+    let params = parts
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().trim_matches('"').to_owned())),
+            None => (p.to_ascii_lowercase(), None),
+        })
+        .collect();
+    Some(ExtensionOffer { name, params })
+}
+
+fn parse_cookie(pair: &str) -> Option<(String, String)> {
+    let (k, v) = pair.trim().split_once('=')?;
+    let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+    if k.is_empty() {
+        return None;
+    }
+    Some((k.to_owned(), percent_decode(v).unwrap_or_else(|| v.to_owned())))
+}
+
+/// `decodeURIComponent`: `None` when an escape is malformed or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The first of `supported` that the client requested, in the client's order.
+    pub fn select_protocol<'a>(&self, supported: &[&'a str]) -> Option<&'a str> {
+        self.protocols.iter().find_map(|p| supported.iter().find(|s| s.eq_ignore_ascii_case(p)).copied())
+    }
+
+    /// The 101 response accepting this request, with `Sec-WebSocket-Accept`, the
+    /// chosen protocol (echoed in the client's spelling), the origin, cookies and
+    /// extra headers. No extension is negotiated.
+    pub fn accept(&self, a: &Accept) -> Result<Vec<u8>, AcceptError> {
+        let mut r = String::with_capacity(256);
+        r.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+        r.push_str("Sec-WebSocket-Accept: ");
+        r.push_str(&accept_key(&self.key));
+        r.push_str("\r\n");
+        if let Some(p) = &a.protocol {
+            let Some(sent) = self.protocols.iter().find(|q| q.eq_ignore_ascii_case(p)) else {
+                return Err(AcceptError::ProtocolNotRequested(p.clone()));
+            };
+            r.push_str("Sec-WebSocket-Protocol: ");
+            r.push_str(sent);
+            r.push_str("\r\n");
+        }
+        if let Some(o) = &a.origin {
+            if !is_safe_value(o) {
+                return Err(AcceptError::InvalidOrigin);
+            }
+            r.push_str(if self.version == 8 { "Sec-WebSocket-Origin: " } else { "Origin: " });
+            r.push_str(o);
+            r.push_str("\r\n");
+        }
+        for c in &a.cookies {
+            r.push_str("Set-Cookie: ");
+            r.push_str(&c.to_header()?);
+            r.push_str("\r\n");
+        }
+        for (k, v) in &a.extra_headers {
+            if !is_token(k) || !is_safe_value(v) {
+                return Err(AcceptError::InvalidHeader(k.clone()));
+            }
+            r.push_str(k);
+            r.push_str(": ");
+            r.push_str(v);
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        Ok(r.into_bytes())
+    }
+
+    /// The [`ConnInfo`] for a connection made from this request. With
+    /// `trust_x_forwarded_for` (WebSocket-Node's default, `ignoreXForwardedFor: false`)
+    /// the addresses are the `X-Forwarded-For` entries then `peer`, and the remote
+    /// address is the left-most one; otherwise only `peer`.
+    pub fn conn_info(&self, protocol: Option<&str>, peer: Option<String>, trust_x_forwarded_for: bool) -> ConnInfo {
+        let mut addrs: Vec<String> = if trust_x_forwarded_for { self.x_forwarded_for.clone() } else { Vec::new() };
+        addrs.extend(peer);
+        let mut info = ConnInfo::new();
+        info.protocol = protocol.map(str::to_owned);
+        info.version = self.version;
+        info.remote_address = addrs.first().cloned();
+        info.remote_addresses = addrs;
+        info
+    }
+}
+
+impl SetCookie {
+    /// A cookie with a name and value.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), value: value.into(), ..Self::default() }
+    }
+
+    fn to_header(&self) -> Result<String, AcceptError> {
+        let bad = |why| AcceptError::InvalidCookie { name: self.name.clone(), why };
+        if !is_token(&self.name) {
+            return Err(bad("name is not a token"));
+        }
+        let octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        if !self.value.bytes().all(octet) {
+            return Err(bad("value has a character outside RFC 6265 cookie-octets"));
+        }
+        let attr_ok = |s: &str| s.bytes().all(|b| (0x20..0x7F).contains(&b) && b != b';');
+        let mut h = format!("{}={}", self.name, self.value);
+        if let Some(p) = &self.path {
+            if !attr_ok(p) {
+                return Err(bad("path has a control character or ';'"));
+            }
+            h.push_str(&format!("; Path={p}"));
+        }
+        if let Some(d) = &self.domain {
+            if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                return Err(bad("domain is not a host name"));
+            }
+            h.push_str(&format!("; Domain={d}"));
+        }
+        if let Some(e) = &self.expires {
+            if !attr_ok(e) {
+                return Err(bad("expires has a control character or ';'"));
+            }
+            h.push_str(&format!("; Expires={e}"));
+        }
+        if let Some(m) = self.max_age {
+            h.push_str(&format!("; Max-Age={m}"));
+        }
+        if self.secure {
+            h.push_str("; Secure");
+        }
+        if self.http_only {
+            h.push_str("; HttpOnly");
+        }
+        Ok(h)
+    }
+}
+
+/// A refusal (Node's `reject(status, reason, extraHeaders)`): the status line,
+/// `Connection: close`, `X-WebSocket-Reject-Reason` when a reason is given, and the
+/// extra headers. Like WebSocket-Node, CR and LF are stripped from the reason and
+/// header values; header lines whose name is not a token are left out.
+pub fn reject_response(status: u16, reason: Option<&str>, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    let clean = |s: &str| s.replace(['\r', '\n', '\0'], "");
+    let mut r = format!("HTTP/1.1 {status} {}\r\nConnection: close\r\n", status_text(status));
+    if let Some(reason) = reason {
+        r.push_str(&format!("X-WebSocket-Reject-Reason: {}\r\n", clean(reason)));
+    }
+    for (k, v) in extra_headers {
+        if is_token(k) {
+            r.push_str(&format!("{k}: {}\r\n", clean(v)));
+        }
+    }
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r.into_bytes()
+}

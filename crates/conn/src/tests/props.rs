@@ -1,0 +1,193 @@
+//! Property tests: split invariance, no panic and no backward state on any sequence
+//! of operations, and flush-before-close.
+
+use super::*;
+use crate::{CloseCode, Message, State};
+use proptest::prelude::*;
+
+/// A frame a peer might send, valid or not.
+fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+    let op = prop_oneof![
+        Just(OpCode::Text),
+        Just(OpCode::Binary),
+        Just(OpCode::Continuation),
+        Just(OpCode::Ping),
+        Just(OpCode::Pong),
+        Just(OpCode::Close),
+    ];
+    let payload = prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..40),
+        4 => "[a-zé€𝄞]{0,30}".prop_map(String::into_bytes),
+        1 => proptest::collection::vec(any::<u8>(), 126..400),
+    ];
+    (op, any::<bool>(), payload, any::<[u8; 4]>()).prop_map(|(op, fin, mut p, key)| {
+        if op == OpCode::Close && p.len() >= 2 && p.len() < 126 {
+            p[..2].copy_from_slice(&1000u16.to_be_bytes());
+        }
+        frame(op, fin || op.is_control(), &p, Some(key))
+    })
+}
+
+fn run_server(wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
+    let now = Instant::now();
+    let mut s = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
+    let mut at = 0;
+    let mut pieces: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+    pieces.sort_unstable();
+    pieces.push(wire.len());
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    for end in pieces {
+        if end > at {
+            s.handle_read(&wire[at..end], now);
+            at = end;
+        }
+        events.extend(std::iter::from_fn(|| s.poll_event()));
+        while let Some(c) = s.poll_transmit() {
+            out.extend_from_slice(&c);
+        }
+    }
+    (events, out)
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send(Side, bool, usize),
+    Ping(Side, u8),
+    Close(Side, u16),
+    Drop(Side, bool),
+    Pause(Side),
+    Resume(Side),
+    CancelPong(Side),
+    Eof(Side),
+    Garbage(Vec<u8>),
+    Advance(u16),
+    Drive,
+    Block(Side, bool),
+}
+
+fn side() -> impl Strategy<Value = Side> {
+    prop_oneof![Just(Side::Client), Just(Side::Server)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (side(), any::<bool>(), 0usize..70_000).prop_map(|(s, t, n)| Op::Send(s, t, n)),
+        1 => (side(), 0u8..130).prop_map(|(s, n)| Op::Ping(s, n)),
+        1 => (side(), prop_oneof![Just(1000u16), Just(1001), Just(1005), Just(4000), Just(0)]).prop_map(|(s, c)| Op::Close(s, c)),
+        1 => (side(), any::<bool>()).prop_map(|(s, k)| Op::Drop(s, k)),
+        1 => side().prop_map(Op::Pause),
+        1 => side().prop_map(Op::Resume),
+        1 => side().prop_map(Op::CancelPong),
+        1 => side().prop_map(Op::Eof),
+        1 => proptest::collection::vec(any::<u8>(), 0..20).prop_map(Op::Garbage),
+        2 => (0u16..40_000).prop_map(Op::Advance),
+        4 => Just(Op::Drive),
+        1 => (side(), any::<bool>()).prop_map(|(s, b)| Op::Block(s, b)),
+    ]
+}
+
+fn apply(p: &mut Pair, op: &Op) {
+    match op {
+        Op::Send(s, text, n) => {
+            let r = if *text {
+                p.conn(*s).send_text("é".repeat(n / 2), None)
+            } else {
+                p.conn(*s).send_binary(vec![1u8; *n], None)
+            };
+            let _ = r;
+        }
+        Op::Ping(s, n) => {
+            let _ = p.conn(*s).ping(&vec![0u8; *n as usize]);
+        }
+        Op::Close(s, c) => {
+            let _ = p.conn(*s).close(CloseCode(*c), "bye");
+        }
+        Op::Drop(s, skip) => p.conn(*s).drop_connection(CloseCode::GOING_AWAY, "drop", *skip),
+        Op::Pause(s) => p.conn(*s).pause(),
+        Op::Resume(s) => p.conn(*s).resume(),
+        Op::CancelPong(s) => p.conn(*s).cancel_pong(),
+        Op::Eof(s) => {
+            let now = p.now;
+            p.conn(*s).handle_eof(now);
+        }
+        Op::Garbage(b) => {
+            let now = p.now;
+            p.server.handle_read(b, now);
+        }
+        Op::Advance(ms) => p.advance(Duration::from_millis(u64::from(*ms))),
+        Op::Drive => p.drive(),
+        Op::Block(Side::Client, b) => p.client_write_blocked = *b,
+        Op::Block(Side::Server, b) => p.server_write_blocked = *b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any split of the input gives the same events and the same output.
+    #[test]
+    fn any_split_gives_the_same_events(frames in proptest::collection::vec(any_frame(), 1..12),
+                                       cuts in proptest::collection::vec(any::<usize>(), 0..12)) {
+        let wire = frames.concat();
+        let whole = run_server(&wire, &[]);
+        let split = run_server(&wire, &cuts);
+        prop_assert_eq!(&whole, &split);
+        let bytewise = run_server(&wire, &(0..wire.len()).collect::<Vec<_>>());
+        prop_assert_eq!(whole, bytewise);
+    }
+
+    /// Any sequence of operations never panics, the state never moves backwards, and
+    /// each side reports Close exactly once when it is closed.
+    #[test]
+    fn any_ops_never_panic_and_state_only_moves_forward(ops in proptest::collection::vec(op(), 1..40),
+                                                        splits in proptest::collection::vec(1usize..5000, 0..4)) {
+        let mut p = Pair::std();
+        p.splits = splits;
+        let mut last = [State::Open, State::Open];
+        let mut closes = [0usize, 0];
+        for op in &ops {
+            apply(&mut p, op);
+            for (i, side) in [Side::Client, Side::Server].into_iter().enumerate() {
+                let st = p.conn(side).state();
+                prop_assert!(st >= last[i], "{:?} went from {:?} to {:?}", side, last[i], st);
+                last[i] = st;
+                closes[i] += p.events(side).iter().filter(|e| matches!(e, Event::Close { .. })).count();
+                prop_assert!(closes[i] <= 1);
+                prop_assert_eq!(closes[i] == 1, st == State::Closed);
+                prop_assert_eq!(p.conn(side).connected(), st == State::Open);
+            }
+        }
+        p.client_write_blocked = false;
+        p.server_write_blocked = false;
+        p.client.resume();
+        p.server.resume();
+        p.advance(Duration::from_secs(60));
+        let _ = p.client.close(CloseCode::NORMAL, "");
+        p.advance(Duration::from_secs(60));
+        prop_assert!(p.client.is_finished() && p.server.is_finished());
+    }
+
+    /// Everything queued before close() is delivered, in order, before the close.
+    #[test]
+    fn queued_data_is_delivered_before_the_close_frame(sizes in proptest::collection::vec(0usize..40_000, 0..8),
+                                                       splits in proptest::collection::vec(1usize..9000, 0..4),
+                                                       from_client in any::<bool>()) {
+        let mut p = Pair::std();
+        p.splits = splits;
+        let sender = if from_client { Side::Client } else { Side::Server };
+        let receiver = if from_client { Side::Server } else { Side::Client };
+        for (i, n) in sizes.iter().enumerate() {
+            let _ = p.conn(sender).send_binary(vec![i as u8; *n], None).unwrap();
+        }
+        p.conn(sender).close(CloseCode::NORMAL, "done").unwrap();
+        p.drive();
+        let got: Vec<Event> = p.events(receiver).into_iter().filter(|e| !matches!(e, Event::Drain)).collect();
+        prop_assert_eq!(got.len(), sizes.len() + 1);
+        for (i, n) in sizes.iter().enumerate() {
+            let ok = matches!(&got[i], Event::Message(Message::Binary(b)) if b.len() == *n && b.iter().all(|x| *x == i as u8));
+            prop_assert!(ok, "message {} wrong", i);
+        }
+        prop_assert_eq!(&got[sizes.len()], &close_event(1000, "done"));
+    }
+}

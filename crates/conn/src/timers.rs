@@ -1,0 +1,100 @@
+//! Deadlines: close handshake, keepalive ping and grace period, idle timeout.
+//! The connection never reads a clock; every `now` comes from the driver.
+
+use crate::Keepalive;
+use std::time::{Duration, Instant};
+
+/// What fired in [`Timers::expired`], in the order the connection handles them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fired {
+    /// The peer did not finish the close handshake in time.
+    Close,
+    /// The keepalive grace period ended without a byte from the peer.
+    KeepaliveGrace,
+    /// Time to send a keepalive ping.
+    KeepalivePing,
+    /// Nothing moved either way for the idle timeout.
+    Idle,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Timers {
+    pub(crate) close: Option<Instant>,
+    pub(crate) ping: Option<Instant>,
+    pub(crate) grace: Option<Instant>,
+    pub(crate) idle: Option<Instant>,
+    keepalive: Option<Keepalive>,
+    idle_timeout: Option<Duration>,
+}
+
+impl Timers {
+    pub(crate) fn new(keepalive: Option<Keepalive>, idle_timeout: Option<Duration>, now: Instant) -> Self {
+        Self {
+            close: None,
+            ping: keepalive.map(|k| now + k.interval),
+            grace: None,
+            idle: idle_timeout.map(|d| now + d),
+            keepalive,
+            idle_timeout,
+        }
+    }
+
+    /// The peer sent something: it is alive, and the connection is not idle.
+    pub(crate) fn on_receive(&mut self, now: Instant) {
+        if let Some(k) = self.keepalive {
+            self.ping = Some(now + k.interval);
+            self.grace = None;
+        }
+        self.on_activity(now);
+    }
+
+    /// Bytes moved (either way): the connection is not idle.
+    pub(crate) fn on_activity(&mut self, now: Instant) {
+        if let Some(d) = self.idle_timeout {
+            self.idle = Some(now + d);
+        }
+    }
+
+    /// We sent a keepalive ping at `now`.
+    pub(crate) fn on_ping_sent(&mut self, now: Instant) {
+        if let Some(k) = self.keepalive {
+            self.ping = Some(now + k.interval);
+            if k.drop_on_timeout && self.grace.is_none() {
+                self.grace = Some(now + k.grace_period);
+            }
+        }
+    }
+
+    /// Open-state timers stop once a close starts.
+    pub(crate) fn stop_open_timers(&mut self) {
+        self.ping = None;
+        self.grace = None;
+        self.idle = None;
+    }
+
+    pub(crate) fn stop_all(&mut self) {
+        self.stop_open_timers();
+        self.close = None;
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        [self.close, self.grace, self.ping, self.idle].into_iter().flatten().min()
+    }
+
+    /// The first deadline at or before `now`, cleared.
+    pub(crate) fn expired(&mut self, now: Instant) -> Option<Fired> {
+        let due = |t: &mut Option<Instant>| t.is_some_and(|t| t <= now).then(|| *t = None).is_some();
+        if due(&mut self.close) {
+            Some(Fired::Close)
+        } else if due(&mut self.grace) {
+            Some(Fired::KeepaliveGrace)
+        } else if due(&mut self.ping) {
+            Some(Fired::KeepalivePing)
+        } else if due(&mut self.idle) {
+            Some(Fired::Idle)
+        } else {
+            None
+        }
+    }
+}
