@@ -29,11 +29,7 @@ pub fn parse_stat(line: &str) -> io::Result<CpuTicks> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): utime is field 14 -> index 11, stime index 12.
     let get = |i: usize| -> io::Result<u64> {
-        fields
-            .get(i)
-            .ok_or_else(|| bad("too few fields"))?
-            .parse()
-            .map_err(|_| bad("non-numeric utime/stime"))
+        fields.get(i).ok_or_else(|| bad("too few fields"))?.parse().map_err(|_| bad("non-numeric utime/stime"))
     };
     Ok(CpuTicks { utime: get(11)?, stime: get(12)? })
 }

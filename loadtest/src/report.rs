@@ -127,7 +127,8 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
         .iter()
         .map(|key| {
             let rs = &groups[key];
-            let ok: Vec<&Metrics> = rs.iter().filter(|r| r.failure.is_none()).filter_map(|r| r.metrics.as_ref()).collect();
+            let ok: Vec<&Metrics> =
+                rs.iter().filter(|r| r.failure.is_none()).filter_map(|r| r.metrics.as_ref()).collect();
             let med = |f: fn(&Metrics) -> Option<f64>| median(ok.iter().filter_map(|m| f(m)).collect());
             SummaryRow {
                 scenario: key.0.clone(),
@@ -205,7 +206,12 @@ fn ratio_cell(v: Option<f64>) -> String {
 /// The markdown section: a heading, `preamble` (machine facts and method, already
 /// formatted), then one table per scenario. `descriptions` maps scenario names to a
 /// one-line description; `chart` is the SVG's file name, linked when given.
-pub fn markdown(preamble: &str, rows: &[SummaryRow], descriptions: &BTreeMap<String, String>, chart: Option<&str>) -> String {
+pub fn markdown(
+    preamble: &str,
+    rows: &[SummaryRow],
+    descriptions: &BTreeMap<String, String>,
+    chart: Option<&str>,
+) -> String {
     let mut md = String::new();
     md.push_str(preamble);
     if !preamble.ends_with('\n') {
@@ -219,7 +225,9 @@ pub fn markdown(preamble: &str, rows: &[SummaryRow], descriptions: &BTreeMap<Str
         }
         let idle = rs.iter().all(|r| r.median.msgs_per_s.is_none() && r.median.rss_bytes_per_conn.is_some());
         if idle {
-            md.push_str("| server | RSS per connection (bytes) | vs best peer | server RSS (MiB) | ok runs | errors |\n");
+            md.push_str(
+                "| server | RSS per connection (bytes) | vs best peer | server RSS (MiB) | ok runs | errors |\n",
+            );
             md.push_str("|---|---:|---:|---:|---:|---:|\n");
             for r in &rs {
                 let _ = writeln!(
@@ -286,7 +294,8 @@ pub fn svg(rows: &[SummaryRow]) -> String {
     const BAR: f64 = 300.0;
     const ROW: f64 = 20.0;
     let scenarios = dedup(rows.iter().map(|r| r.scenario.clone()));
-    let height = 40.0 + scenarios.iter().map(|s| 30.0 + ROW * rows.iter().filter(|r| &r.scenario == s).count() as f64).sum::<f64>();
+    let height = 40.0
+        + scenarios.iter().map(|s| 30.0 + ROW * rows.iter().filter(|r| &r.scenario == s).count() as f64).sum::<f64>();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -307,7 +316,13 @@ pub fn svg(rows: &[SummaryRow]) -> String {
         let _ = writeln!(out, r#"<text x="4" y="{}" font-weight="bold">{}</text>"#, y + 14.0, esc(s));
         y += 22.0;
         for r in rs {
-            let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LABEL - 6.0, y + 12.0, esc(&r.server));
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                LABEL - 6.0,
+                y + 12.0,
+                esc(&r.server)
+            );
             let c = color(r.kind);
             if let Some(v) = left(r).filter(|_| max_l > 0.0) {
                 let w = (v / max_l * BAR).max(1.0);

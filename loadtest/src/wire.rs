@@ -110,9 +110,7 @@ pub fn check_upgrade_response(buf: &[u8], expected_accept: &str) -> Result<Optio
     match header("sec-websocket-accept") {
         Some(v) if v == expected_accept => {}
         other => {
-            return Err(WireError::Handshake(format!(
-                "Sec-WebSocket-Accept is {other:?}, want {expected_accept:?}"
-            )));
+            return Err(WireError::Handshake(format!("Sec-WebSocket-Accept is {other:?}, want {expected_accept:?}")));
         }
     }
     if let Some(ext) = header("sec-websocket-extensions") {
@@ -280,7 +278,13 @@ mod tests {
         for size in [0usize, 5, 125, 126, 65535, 65536, 70000] {
             let payload = pattern_payload(size, 3, size % 2 == 0);
             let f = client_frame(OP_BINARY, &payload, [1, 2, 3, 4]);
-            let hlen = if size < 126 { 2 } else if size <= 65535 { 4 } else { 10 };
+            let hlen = if size < 126 {
+                2
+            } else if size <= 65535 {
+                4
+            } else {
+                10
+            };
             assert_eq!(f.len(), hlen + 4 + size);
             assert_eq!(f[0], 0x82);
             assert_eq!(f[1] & 0x80, 0x80);

@@ -165,7 +165,11 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
                 Some(_) => exists(&peers.join("ws/package.json")).map_err(|e| format!("{e} (npm install ws skipped)")),
             },
             program: node.unwrap_or_else(|| PathBuf::from("node")),
-            args: vec![repo.join("loadtest/peers/node-ws-echo.js").display().to_string(), "{port}".into(), "{mode}".into()],
+            args: vec![
+                repo.join("loadtest/peers/node-ws-echo.js").display().to_string(),
+                "{port}".into(),
+                "{mode}".into(),
+            ],
             env: vec![("NODE_PATH".into(), peers.display().to_string())],
             broadcast: true,
         },
@@ -213,9 +217,10 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
         },
         Scenario {
             name: "broadcast".into(),
-            description: "1,000 subscribers and one publisher, 64-byte text, publisher at most 8 messages ahead of the \
+            description:
+                "1,000 subscribers and one publisher, 64-byte text, publisher at most 8 messages ahead of the \
                           slowest subscriber; msgs/s counts deliveries, CPU is per delivery."
-                .into(),
+                    .into(),
             loadgen: s(&["--mode", "broadcast", "--conns", "1000", "--size", "64", "--window", "8"]),
             broadcast: true,
             idle: false,
@@ -331,7 +336,14 @@ struct Ctx {
     warmup: f64,
 }
 
-fn run_loadgen(ctx: &Ctx, sc: &Scenario, server: &Server, port: u16, pid: u32, run_no: usize) -> Result<serde_json::Value, String> {
+fn run_loadgen(
+    ctx: &Ctx,
+    sc: &Scenario,
+    server: &Server,
+    port: u16,
+    pid: u32,
+    run_no: usize,
+) -> Result<serde_json::Value, String> {
     let mut cmd = taskset("1", &ctx.loadgen, ctx.has_taskset);
     cmd.arg("--addr").arg(format!("127.0.0.1:{port}")).args(&sc.loadgen);
     cmd.arg("--server-pid").arg(pid.to_string());
@@ -387,10 +399,16 @@ fn lock_version(repo: &Path, name: &str) -> Option<String> {
 fn machine_facts(repo: &Path, servers: &[Server]) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
     m.insert("cpu".into(), model.unwrap_or_else(|| "unknown".into()));
     m.insert("cpus".into(), cpuinfo.lines().filter(|l| l.starts_with("processor")).count().to_string());
-    m.insert("kernel".into(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string());
+    m.insert(
+        "kernel".into(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+    );
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     if let Some(t) = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")) {
         m.insert("memory".into(), t.trim().to_string());
@@ -433,13 +451,21 @@ fn run(args: Args) -> Result<(), String> {
     let repo = args.repo.canonicalize().map_err(|e| format!("--repo {}: {e}", args.repo.display()))?;
     let bin = args.bin_dir.clone().unwrap_or_else(|| repo.join("target/release"));
     let out = args.out.clone().unwrap_or_else(|| repo.join("loadtest/results"));
-    if args.reps == 0 || !(args.duration > 0.0) || !(args.warmup >= 0.0) {
+    if args.reps == 0
+        || !args.duration.is_finite()
+        || args.duration <= 0.0
+        || !args.warmup.is_finite()
+        || args.warmup < 0.0
+    {
         return Err("--reps must be >= 1, --duration > 0, --warmup >= 0".into());
     }
     let mut all = servers(&repo, &bin);
     let unknown: Vec<&String> = args.servers.iter().filter(|n| !all.iter().any(|s| s.name == n.as_str())).collect();
     if !unknown.is_empty() {
-        return Err(format!("unknown servers {unknown:?}; known: {:?}", all.iter().map(|s| s.name).collect::<Vec<_>>()));
+        return Err(format!(
+            "unknown servers {unknown:?}; known: {:?}",
+            all.iter().map(|s| s.name).collect::<Vec<_>>()
+        ));
     }
     if !args.servers.is_empty() {
         all.retain(|s| args.servers.iter().any(|n| n == s.name));
@@ -447,7 +473,10 @@ fn run(args: Args) -> Result<(), String> {
     let mut scs = scenarios(&args);
     let unknown: Vec<&String> = args.scenarios.iter().filter(|n| !scs.iter().any(|s| &s.name == *n)).collect();
     if !unknown.is_empty() {
-        return Err(format!("unknown scenarios {unknown:?}; known: {:?}", scs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()));
+        return Err(format!(
+            "unknown scenarios {unknown:?}; known: {:?}",
+            scs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        ));
     }
     if !args.scenarios.is_empty() {
         scs.retain(|s| args.scenarios.contains(&s.name));
@@ -473,7 +502,10 @@ fn run(args: Args) -> Result<(), String> {
     let max_conns = scs.iter().map(|s| s.conns).max().unwrap_or(0) as u64;
     let limit = ringwire_loadtest::procfs::open_files_limit().map_err(|e| e.to_string())?;
     if limit < max_conns + 64 {
-        return Err(format!("open-file limit {limit} is below {} needed: raise it (ulimit -n) or use run.sh", max_conns + 64));
+        return Err(format!(
+            "open-file limit {limit} is below {} needed: raise it (ulimit -n) or use run.sh",
+            max_conns + 64
+        ));
     }
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
@@ -565,8 +597,13 @@ fn run(args: Args) -> Result<(), String> {
     }
     pre.push_str(&format!(
         "Machine: {} ({} CPUs), Linux {}, {} RAM; {}. Commit {} on {}.\n\n",
-        machine["cpu"], machine["cpus"], machine["kernel"], machine.get("memory").map_or("?", |s| s), machine["rustc"],
-        machine["commit"], machine["date"]
+        machine["cpu"],
+        machine["cpus"],
+        machine["kernel"],
+        machine.get("memory").map_or("?", |s| s),
+        machine["rustc"],
+        machine["commit"],
+        machine["date"]
     ));
     let mut versions = vec![
         format!("fastwebsockets {}", machine["fastwebsockets"]),

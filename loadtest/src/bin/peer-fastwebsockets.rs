@@ -8,7 +8,7 @@
 //! compression (fastwebsockets has none).
 
 use clap::{Parser, ValueEnum};
-use fastwebsockets::{Frame, FragmentCollector, FragmentCollectorRead, OpCode, Payload, Role, WebSocket};
+use fastwebsockets::{FragmentCollector, FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocket};
 use ringwire_loadtest::peer::{MAX_MESSAGE, accept_upgrade, listen};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,7 +47,8 @@ fn main() {
 
 async fn serve(args: Args) -> std::io::Result<()> {
     let listener = listen(args.addr)?;
-    eprintln!("peer-fastwebsockets listening on {} ({:?})", args.addr, matches!(args.mode, Mode::Broadcast));
+    let mode = if matches!(args.mode, Mode::Broadcast) { "broadcast" } else { "echo" };
+    eprintln!("peer-fastwebsockets {mode} listening on {}", listener.local_addr()?);
     let registry: Registry = Arc::default();
     let mut next_id = 0u64;
     loop {

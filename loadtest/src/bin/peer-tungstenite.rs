@@ -46,7 +46,8 @@ fn main() {
 
 async fn serve(args: Args) -> std::io::Result<()> {
     let listener = listen(args.addr)?;
-    eprintln!("peer-tungstenite listening on {}", args.addr);
+    let mode = if matches!(args.mode, Mode::Broadcast) { "broadcast" } else { "echo" };
+    eprintln!("peer-tungstenite {mode} listening on {}", listener.local_addr()?);
     let registry: Registry = Arc::default();
     let mut next_id = 0u64;
     loop {
@@ -78,7 +79,11 @@ async fn echo(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::E
     read.try_filter(|m| std::future::ready(m.is_text() || m.is_binary())).forward(write).await
 }
 
-async fn broadcast(stream: TcpStream, id: u64, registry: Registry) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn broadcast(
+    stream: TcpStream,
+    id: u64,
+    registry: Registry,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config())).await?;
     let (mut write, mut read) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();

@@ -164,11 +164,16 @@ fn main() {
     }
 }
 
+/// A finite number of seconds, > 0 (or >= 0 when `zero_ok`).
+fn valid_secs(v: f64, zero_ok: bool) -> bool {
+    v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))
+}
+
 fn validate(args: &mut Args) -> Result<(), String> {
     if args.conns == 0 {
         return Err("--conns must be at least 1".into());
     }
-    if !(args.duration > 0.0 && args.duration.is_finite()) || !(args.warmup >= 0.0) {
+    if !valid_secs(args.duration, false) || !valid_secs(args.warmup, true) {
         return Err("--duration must be > 0 and --warmup >= 0".into());
     }
     if args.size == 0 && args.raw {
@@ -188,7 +193,10 @@ fn validate(args: &mut Args) -> Result<(), String> {
                 return Err("--raw only works with closed, pipelined and open-loop modes".into());
             }
             if args.size < conn::BCAST_HEADER {
-                return Err(format!("broadcast needs --size >= {} (sequence number and timestamp)", conn::BCAST_HEADER));
+                return Err(format!(
+                    "broadcast needs --size >= {} (sequence number and timestamp)",
+                    conn::BCAST_HEADER
+                ));
             }
             if args.window == 0 {
                 return Err("--window must be at least 1".into());
@@ -251,7 +259,12 @@ fn run(mut args: Args) -> Result<Output, String> {
         let ids: Vec<usize> = (t..total_conns).step_by(threads).collect();
         let (w, waker) = worker::Worker::new(t, ids, args.clone(), shared.clone()).map_err(|e| e.to_string())?;
         wakers.push(waker);
-        handles.push(std::thread::Builder::new().name(format!("loadgen-{t}")).spawn(move || w.run()).map_err(|e| e.to_string())?);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || w.run())
+                .map_err(|e| e.to_string())?,
+        );
     }
     let wake_all = || {
         for w in &wakers {

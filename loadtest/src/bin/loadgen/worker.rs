@@ -72,7 +72,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(index: usize, ids: Vec<usize>, args: Args, shared: Arc<Shared>) -> io::Result<(Self, Arc<Waker>)> {
+    pub(crate) fn new(
+        index: usize,
+        ids: Vec<usize>,
+        args: Args,
+        shared: Arc<Shared>,
+    ) -> io::Result<(Self, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let threads = shared.stats.len() as f64;
@@ -138,7 +143,14 @@ impl Worker {
                     continue;
                 }
                 let i = ev.token().0;
-                let res = self.handle(i, ev.is_readable() || ev.is_read_closed(), ev.is_writable() || ev.is_error(), now, measuring, &mut counts);
+                let res = self.handle(
+                    i,
+                    ev.is_readable() || ev.is_read_closed(),
+                    ev.is_writable() || ev.is_error(),
+                    now,
+                    measuring,
+                    &mut counts,
+                );
                 if let Err(msg) = res {
                     self.fail(i, msg);
                 }
@@ -183,7 +195,9 @@ impl Worker {
                     Some(Duration::ZERO)
                 }
             }
-            Mode::Broadcast if self.publisher.is_some() && self.shared.stats.len() > 1 => Some(Duration::from_millis(1)),
+            Mode::Broadcast if self.publisher.is_some() && self.shared.stats.len() > 1 => {
+                Some(Duration::from_millis(1))
+            }
             _ => Some(Duration::from_millis(100)),
         }
     }
@@ -213,7 +227,9 @@ impl Worker {
             match self.connect(global) {
                 Ok(stream) => {
                     let mut c = Conn::new(stream, role, global as u64 * 7);
-                    if let Err(e) = self.poll.registry().register(&mut c.stream, Token(i), Interest::READABLE | Interest::WRITABLE) {
+                    if let Err(e) =
+                        self.poll.registry().register(&mut c.stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+                    {
                         self.conns[i] = Some(c);
                         self.fail(i, format!("register: {e}"));
                         continue;
@@ -246,7 +262,15 @@ impl Worker {
         Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
     }
 
-    fn handle(&mut self, i: usize, readable: bool, writable: bool, now: Instant, measuring: bool, counts: &mut Counts) -> Result<(), String> {
+    fn handle(
+        &mut self,
+        i: usize,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+        measuring: bool,
+        counts: &mut Counts,
+    ) -> Result<(), String> {
         let Worker { conns, scratch, shared, args, hist, .. } = self;
         let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
             return Ok(());
@@ -282,7 +306,9 @@ impl Worker {
                 c.state = State::Open;
                 became_open = true;
             } else {
-                let key = wire::client_key(i as u64 ^ ((shared.stats.len() as u64) << 40) ^ (now.elapsed().as_nanos() as u64));
+                let key = wire::client_key(
+                    i as u64 ^ ((shared.stats.len() as u64) << 40) ^ (now.elapsed().as_nanos() as u64),
+                );
                 c.accept = wire::accept_key(&key);
                 let host = args.addr.to_string();
                 c.queue_bytes(&wire::upgrade_request(&host, &args.path, &key));
@@ -296,7 +322,9 @@ impl Worker {
                     Ok(n) => {
                         if c.state == State::Handshake {
                             c.hs_buf.extend_from_slice(&scratch[..n]);
-                            if let Some(len) = wire::check_upgrade_response(&c.hs_buf, &c.accept).map_err(|e| e.to_string())? {
+                            if let Some(len) =
+                                wire::check_upgrade_response(&c.hs_buf, &c.accept).map_err(|e| e.to_string())?
+                            {
                                 let rest = c.hs_buf.split_off(len);
                                 c.hs_buf = Vec::new();
                                 c.state = State::Open;

@@ -1,0 +1,220 @@
+//! End-to-end checks of the harness: `loadgen` against the peer servers and against
+//! small deliberately broken servers, each run a fraction of a second.
+
+use ringwire_loadtest::peer::parse_upgrade;
+use ringwire_loadtest::wire::accept_key;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+struct Peer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a peer on an ephemeral port and reads the port from its first stderr line.
+fn peer(exe: &str, mode: &str) -> Peer {
+    let mut child = Command::new(exe)
+        .args(["--addr", "127.0.0.1:0", "--mode", mode])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start peer");
+    let mut line = String::new();
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    err.read_line(&mut line).expect("peer banner");
+    let addr = line.trim().rsplit(' ').next().expect("address").parse().expect("socket address");
+    // Keep draining the peer's stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    Peer { child, addr }
+}
+
+fn loadgen(args: &[&str]) -> (Option<serde_json::Value>, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--quiet", "--threads", "2", "--duration", "0.3", "--warmup", "0.1"])
+        .args(args)
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (serde_json::from_str(&stdout).ok(), stderr, out.status.code().unwrap_or(-1))
+}
+
+fn num(v: &serde_json::Value, ptr: &str) -> f64 {
+    v.pointer(ptr).and_then(|x| x.as_f64()).unwrap_or_else(|| panic!("{ptr} missing in {v}"))
+}
+
+#[test]
+fn closed_and_pipelined_echo_against_both_peers() {
+    for exe in [env!("CARGO_BIN_EXE_peer-fastwebsockets"), env!("CARGO_BIN_EXE_peer-tungstenite")] {
+        let p = peer(exe, "echo");
+        let pid = p.child.id().to_string();
+        let addr = p.addr.to_string();
+        for extra in
+            [&["--mode", "closed", "--conns", "8"][..], &["--mode", "pipelined", "--conns", "4", "--depth", "8"]]
+        {
+            let mut args = vec!["--addr", &addr, "--server-pid", &pid];
+            args.extend_from_slice(extra);
+            let (v, err, code) = loadgen(&args);
+            let v = v.unwrap_or_else(|| panic!("no JSON from loadgen ({code}): {err}"));
+            assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+            assert!(num(&v, "/messages") > 0.0 && num(&v, "/latency/samples") > 0.0, "{v}");
+            assert!(num(&v, "/latency/p99_us") >= num(&v, "/latency/p50_us"));
+            assert!(num(&v, "/server_cpu_s") >= 0.0 && num(&v, "/server_rss_after_kb") > 0.0, "{v}");
+        }
+        let (v, err, _) = loadgen(&["--addr", &addr, "--conns", "2", "--size", "16384", "--binary"]);
+        let v = v.unwrap_or_else(|| panic!("large: {err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert!(num(&v, "/messages") > 0.0);
+    }
+}
+
+#[test]
+fn open_loop_keeps_the_offered_rate() {
+    let p = peer(env!("CARGO_BIN_EXE_peer-fastwebsockets"), "echo");
+    let addr = p.addr.to_string();
+    let (v, err, _) = loadgen(&["--addr", &addr, "--mode", "open-loop", "--rate", "2000", "--conns", "4"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    let sent = num(&v, "/sent_per_s");
+    assert!((1000.0..4000.0).contains(&sent), "offered 2000/s, sent {sent}/s");
+}
+
+#[test]
+fn broadcast_counts_deliveries_to_every_subscriber() {
+    for exe in [env!("CARGO_BIN_EXE_peer-fastwebsockets"), env!("CARGO_BIN_EXE_peer-tungstenite")] {
+        let p = peer(exe, "broadcast");
+        let addr = p.addr.to_string();
+        let (v, err, _) = loadgen(&["--addr", &addr, "--mode", "broadcast", "--conns", "10", "--size", "64"]);
+        let v = v.unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        let (d, s) = (num(&v, "/deliveries_per_s"), num(&v, "/sent_per_s"));
+        // Each published message reaches all 10 subscribers (the window keeps them close).
+        assert!(d > 0.0 && (d / s - 10.0).abs() < 2.0, "deliveries {d}/s for {s} published/s");
+    }
+}
+
+#[test]
+fn idle_reports_rss_per_connection_and_verifies_each() {
+    let p = peer(env!("CARGO_BIN_EXE_peer-fastwebsockets"), "echo");
+    let (addr, pid) = (p.addr.to_string(), p.child.id().to_string());
+    let (v, err, _) =
+        loadgen(&["--addr", &addr, "--mode", "idle", "--conns", "50", "--hold", "0.1", "--server-pid", &pid]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert_eq!(num(&v, "/idle_verified"), 50.0, "{v}");
+    assert!(v["rss_bytes_per_conn"].is_number(), "{v}");
+}
+
+/// A WebSocket echo server that flips one bit of every echoed payload.
+fn corrupting_ws_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || corrupt_conn(s));
+        }
+    });
+    addr
+}
+
+fn corrupt_conn(mut s: TcpStream) -> Option<()> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    let key = loop {
+        s.read_exact(&mut b).ok()?;
+        head.push(b[0]);
+        if let Ok(Some((key, _))) = parse_upgrade(&head) {
+            break key;
+        }
+    };
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(&key)
+    );
+    s.write_all(resp.as_bytes()).ok()?;
+    loop {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).ok()?;
+        let len = (h[1] & 0x7F) as usize;
+        assert!(len < 126, "test server only handles short frames");
+        let mut mask = [0u8; 4];
+        s.read_exact(&mut mask).ok()?;
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).ok()?;
+        for (i, x) in p.iter_mut().enumerate() {
+            *x ^= mask[i & 3];
+        }
+        p[len / 2] ^= 0x01;
+        let mut f = vec![h[0], len as u8];
+        f.extend_from_slice(&p);
+        s.write_all(&f).ok()?;
+    }
+}
+
+#[test]
+fn corrupted_echo_is_reported() {
+    let addr = corrupting_ws_server().to_string();
+    let (v, err, _) = loadgen(&["--addr", &addr, "--conns", "2"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert!(num(&v, "/errors") >= 1.0, "{v}");
+    assert!(v["error_samples"].to_string().contains("differs"), "{v}");
+}
+
+#[test]
+fn raw_tcp_mode_checks_bytes() {
+    // A raw echo server, and one that drops the last byte of each read.
+    for broken in [false, true] {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let keep = if broken { n - 1 } else { n };
+                        let mut out = buf[..keep].to_vec();
+                        if broken {
+                            out.push(b'#');
+                        }
+                        if s.write_all(&out).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let (v, err, _) = loadgen(&["--addr", &addr, "--raw", "--conns", "2"]);
+        let v = v.unwrap_or_else(|| panic!("{err}"));
+        if broken {
+            assert!(num(&v, "/errors") >= 1.0, "{v}");
+        } else {
+            assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+            assert!(num(&v, "/messages") > 0.0);
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let (v, err, code) = loadgen(&["--addr", "127.0.0.1:9", "--mode", "open-loop"]);
+    assert!(v.is_none() && code == 2 && err.contains("--rate"), "{code} {err}");
+    let (_, err, code) = loadgen(&["--addr", "127.0.0.1:9", "--mode", "broadcast", "--size", "8"]);
+    assert!(code == 2 && err.contains("--size"), "{err}");
+    // Nothing listens on port 9: the connect failure is reported, not hidden.
+    let (v, err, code) = loadgen(&["--addr", "127.0.0.1:9", "--conns", "1", "--connect-timeout", "2"]);
+    assert!(v.is_some() || code == 2, "{err}");
+    if let Some(v) = v {
+        assert!(num(&v, "/errors") >= 1.0, "{v}");
+    }
+}
