@@ -52,7 +52,7 @@ fn buffer_full_above_high_water_then_drain_at_low_water() {
     assert_eq!(p.server.buffered_amount(), 1208);
     let hdr = p.server.poll_transmit().unwrap();
     let body = p.server.poll_transmit().unwrap();
-    p.to_client.extend_from_slice(&[hdr.clone(), body.clone()].concat());
+    p.to_client.extend([hdr.clone(), body.clone()].concat());
     p.server.handle_written(hdr.len() + body.len() - 100, p.now);
     assert!(p.server_events().is_empty(), "704 > 700: no drain yet");
     p.server.handle_written(100, p.now);

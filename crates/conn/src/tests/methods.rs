@@ -61,7 +61,7 @@ fn send_prepared_frames_once_for_many_servers_and_reframes_for_clients() {
     let chunk = a.server.poll_transmit().unwrap();
     assert_eq!(chunk.as_ptr(), msg.wire().as_ptr(), "the same bytes, not a copy");
     a.server.handle_written(chunk.len(), a.now);
-    a.to_client.extend_from_slice(&chunk);
+    a.to_client.extend(&chunk[..]);
     a.drive();
     b.drive();
     assert_eq!(a.client_events(), [text("broadcast")]);

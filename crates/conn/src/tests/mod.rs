@@ -10,6 +10,7 @@ mod protocol;
 
 use crate::{Config, ConnInfo, Connection, Event, OpCode, Role};
 use ringwire_frame::{DecodeConfig, Decoded, FrameHeader, apply_mask, decode_header};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Which end of the pair.
@@ -27,8 +28,8 @@ pub(crate) struct Pair {
     pub splits: Vec<usize>,
     split_at: usize,
     /// Bytes in flight towards the server / the client.
-    to_server: Vec<u8>,
-    to_client: Vec<u8>,
+    to_server: VecDeque<u8>,
+    to_client: VecDeque<u8>,
     /// The side does not write (a peer that stopped reading).
     pub server_write_blocked: bool,
     pub client_write_blocked: bool,
@@ -55,8 +56,8 @@ impl Pair {
             now,
             splits: Vec::new(),
             split_at: 0,
-            to_server: Vec::new(),
-            to_client: Vec::new(),
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
             server_write_blocked: false,
             client_write_blocked: false,
             client_events: Vec::new(),
@@ -133,7 +134,7 @@ impl Pair {
             Side::Client => (&mut self.to_server, &mut self.client_wire),
             Side::Server => (&mut self.to_client, &mut self.server_wire),
         };
-        pipe.extend_from_slice(&out);
+        pipe.extend(&out);
         wire.extend_from_slice(&out);
         true
     }
@@ -209,13 +210,13 @@ impl Pair {
 
     /// Raw bytes from the client's side straight into the server (crafted frames).
     pub(crate) fn inject_to_server(&mut self, bytes: &[u8]) {
-        self.to_server.extend_from_slice(bytes);
+        self.to_server.extend(bytes);
         self.drive();
     }
 
     /// Raw bytes from the server's side straight into the client.
     pub(crate) fn inject_to_client(&mut self, bytes: &[u8]) {
-        self.to_client.extend_from_slice(bytes);
+        self.to_client.extend(bytes);
         self.drive();
     }
 }
