@@ -1,1 +1,76 @@
-//! ringwire-client (under construction).
+//! # ringwire-client
+//!
+//! A WebSocket client (`ws://`; `wss://` is refused for now) on the same pieces as the
+//! server: the sans-IO [`ringwire_conn::Connection`] in the client role (every outgoing frame
+//! masked with a fresh key, masked server frames refused with 1002) and the
+//! [`ringwire_io`] event loops (io_uring, epoll fallback).
+//!
+//! Two ways in:
+//!
+//! - [`ClientLoop`] + [`ClientHandler`]: one event loop on the calling thread running any
+//!   number of connections, with the same callbacks and handle methods as the server
+//!   ([`ClientWs`]). This is the one to drive load with.
+//! - [`connect`] -> [`WebSocket`] with blocking `send` / `recv` / `close`: one connection run
+//!   by a loop on a background thread.
+//!
+//! ```
+//! # let server = ringwire_server::Server::bind(ringwire_server::ServerConfig::new("127.0.0.1:0".parse()?).with_threads(1))?;
+//! # let addr = server.local_addr();
+//! # #[derive(Clone)] struct Echo;
+//! # impl ringwire_server::Handler for Echo {
+//! #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { let _ = ws.send(m); }
+//! # }
+//! # let running = server.spawn(Echo);
+//! use ringwire_client::{ClientHandler, ClientLoop, ClientWs, ConnectOptions};
+//! use ringwire_conn::{CloseCode, Message};
+//!
+//! /// Sends one message per connection and closes when it comes back.
+//! struct Hello { echoed: usize }
+//! impl ClientHandler for Hello {
+//!     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
+//!         let _ = ws.send(format!("hello from {}", ws.id()));
+//!     }
+//!     fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {
+//!         assert_eq!(message, Message::Text(format!("hello from {}", ws.id()).into()));
+//!         self.echoed += 1;
+//!         let _ = ws.close(CloseCode::NORMAL, "bye");
+//!     }
+//! }
+//!
+//! let mut client = ClientLoop::new(ringwire_io::IoChoice::Auto)?;
+//! for _ in 0..10 {
+//!     client.connect(&format!("ws://{addr}/"), ConnectOptions::default())?;
+//! }
+//! let mut hello = Hello { echoed: 0 };
+//! client.run(&mut hello)?; // returns once every connection is closed
+//! assert_eq!(hello.echoed, 10);
+//! # running.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Failures to open are told apart by [`ConnectError`]: a bad URL, DNS, refused, connect
+//! or handshake timeout, a non-101 status (with the status and body), a bad accept key, a
+//! subprotocol that was not offered, an extension that was not requested, the server
+//! closing before the 101.
+
+#![deny(missing_docs)]
+
+mod blocking;
+mod client_loop;
+mod error;
+mod handler;
+mod handshake;
+mod options;
+mod url;
+mod ws;
+
+pub use blocking::{Received, WebSocket, WsError, connect, connect_with};
+pub use client_loop::ClientLoop;
+pub use error::ConnectError;
+pub use handler::{ClientHandler, SendOutcome};
+pub use options::ConnectOptions;
+pub use url::{Host, UrlError, WsUrl};
+pub use ws::{ClientId, ClientWs, Ctl, LoopHandle};
+
+pub use ringwire_conn as conn;
+pub use ringwire_io::{Backend, IoChoice, LoopConfig};

@@ -1,0 +1,135 @@
+//! [`ConnectError`]: every way opening a connection can fail, each told apart.
+
+use crate::url::UrlError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL was refused (bad syntax, `wss://`, another scheme).
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The [`ConnectOptions`](crate::ConnectOptions) cannot make a valid request
+    /// (a bad version, subprotocol or header).
+    #[error("invalid connect options: {0}")]
+    InvalidOptions(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve host {host:?}: {source}")]
+    Dns {
+        /// The name looked up.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// Nothing listens there: the connection was refused (ECONNREFUSED).
+    #[error("connection refused by {addr}")]
+    Refused {
+        /// The address tried last.
+        addr: SocketAddr,
+    },
+    /// The TCP connect did not finish within `connect_timeout`.
+    #[error("connect to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+    /// TCP connected but no complete upgrade response came within `handshake_timeout`.
+    #[error("no upgrade response from {addr} within {after:?}")]
+    HandshakeTimeout {
+        /// The server's address.
+        addr: SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Any other socket error while connecting or handshaking (unreachable network, reset).
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server answered with a status other than 101 (e.g. 404, 403, 426).
+    #[error("server answered {status} {reason} instead of 101 Switching Protocols{}", body_hint(body))]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+        /// The response headers.
+        headers: Vec<(String, String)>,
+        /// The response body (up to `Content-Length`, or what came before the server
+        /// closed; at most 64 KiB).
+        body: Vec<u8>,
+    },
+    /// `Sec-WebSocket-Accept` is missing or does not match our key.
+    #[error("bad Sec-WebSocket-Accept: expected {expected:?}, got {got:?}")]
+    BadAccept {
+        /// The value our key requires.
+        expected: String,
+        /// What the server sent.
+        got: Option<String>,
+    },
+    /// The server chose a subprotocol we did not offer.
+    #[error("server chose subprotocol {protocol:?}, which was not offered")]
+    ProtocolNotOffered {
+        /// The server's choice.
+        protocol: String,
+    },
+    /// The server answered with an extension we did not request (we request none).
+    #[error("server answered with extension {extension:?}, which was not requested")]
+    UnrequestedExtension {
+        /// The extension header value.
+        extension: String,
+    },
+    /// A 101 that is not a valid WebSocket upgrade (missing `Upgrade: websocket` or
+    /// `Connection: Upgrade`, malformed HTTP, a head over the size limit).
+    #[error("invalid upgrade response: {0}")]
+    InvalidResponse(String),
+    /// The server closed the connection before a complete upgrade response.
+    #[error("{addr} closed the connection before answering the upgrade ({received} bytes received)")]
+    ClosedBeforeUpgrade {
+        /// The server's address.
+        addr: SocketAddr,
+        /// Bytes of response received before the close.
+        received: usize,
+    },
+    /// The client loop stopped (or could not start) before the connection opened.
+    #[error("the client event loop stopped: {0}")]
+    Loop(String),
+}
+
+fn body_hint(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let cut: String = text.chars().take(200).collect();
+    if cut.len() < text.len() { format!(": {cut}...") } else { format!(": {cut}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_error_shows_status_and_body() {
+        let e = ConnectError::Status {
+            status: 404,
+            reason: "Not Found".into(),
+            headers: vec![],
+            body: b"no route\n".to_vec(),
+        };
+        assert_eq!(e.to_string(), "server answered 404 Not Found instead of 101 Switching Protocols: no route");
+        let e = ConnectError::Status { status: 500, reason: "Oops".into(), headers: vec![], body: vec![] };
+        assert_eq!(e.to_string(), "server answered 500 Oops instead of 101 Switching Protocols");
+        let long = vec![b'x'; 300];
+        let e = ConnectError::Status { status: 400, reason: "Bad".into(), headers: vec![], body: long };
+        assert!(e.to_string().ends_with(&format!("{}...", "x".repeat(200))));
+    }
+}

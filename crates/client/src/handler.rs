@@ -1,0 +1,54 @@
+//! [`ClientHandler`]: the callbacks of a [`ClientLoop`](crate::ClientLoop), the client-side
+//! twin of `ringwire_server::Handler`.
+
+use crate::ConnectError;
+use crate::ws::{ClientId, ClientWs, Ctl};
+use bytes::Bytes;
+use ringwire_conn::{CloseCode, ConnError, Frame, Message, SendToken};
+
+/// How a send made with a [`SendToken`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Every byte of the message was handed to the kernel.
+    Written,
+    /// The connection closed before the message was written.
+    Failed,
+}
+
+/// Callbacks for every connection of one [`ClientLoop`](crate::ClientLoop). They run on the
+/// loop's thread; per-connection state can live in a map keyed by [`ClientWs::id`].
+///
+/// Calls made on the [`ClientWs`] handle inside a callback only queue work; it is written at
+/// the end of the loop turn. [`ClientWs::ctl`] (and the [`Ctl`] given to
+/// [`on_connect_failed`](Self::on_connect_failed)) opens more connections or stops the loop.
+#[allow(unused_variables)]
+pub trait ClientHandler {
+    /// The handshake completed; the connection is open (Node's client `'connect'` event).
+    fn on_open(&mut self, ws: &mut ClientWs<'_>) {}
+    /// Opening connection `id` failed (Node's `'connectFailed'`); no other call follows for it.
+    fn on_connect_failed(&mut self, ctl: &mut Ctl<'_>, id: ClientId, error: ConnectError) {}
+    /// A whole message arrived (when `assemble_fragments` is on, the default).
+    fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {}
+    /// A data frame arrived (only when `assemble_fragments` is off).
+    fn on_frame(&mut self, ws: &mut ClientWs<'_>, frame: Frame) {}
+    /// A ping arrived. Return `false` to cancel the automatic pong (Node's `cancel()`).
+    fn on_ping(&mut self, ws: &mut ClientWs<'_>, payload: &Bytes) -> bool {
+        true
+    }
+    /// A pong arrived.
+    fn on_pong(&mut self, ws: &mut ClientWs<'_>, payload: &Bytes) {}
+    /// The buffered amount fell below the low-water mark after a send reported
+    /// [`SendStatus::BufferFull`](ringwire_conn::SendStatus::BufferFull).
+    fn on_drain(&mut self, ws: &mut ClientWs<'_>) {}
+    /// Reading was paused ([`ClientWs::pause`]).
+    fn on_pause(&mut self, ws: &mut ClientWs<'_>) {}
+    /// Reading was resumed ([`ClientWs::resume`]).
+    fn on_resume(&mut self, ws: &mut ClientWs<'_>) {}
+    /// A send made with a token was written or failed (the Node send callback).
+    fn on_send_complete(&mut self, ws: &mut ClientWs<'_>, token: SendToken, outcome: SendOutcome) {}
+    /// A protocol error by the server, or a timeout; a close follows.
+    fn on_error(&mut self, ws: &mut ClientWs<'_>, error: &ConnError) {}
+    /// The connection closed: always the last call for an opened connection. `code` is
+    /// 1005 when the server's close frame had no code and 1006 when no close frame came.
+    fn on_close(&mut self, ws: &mut ClientWs<'_>, code: CloseCode, description: &str) {}
+}

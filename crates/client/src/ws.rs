@@ -1,0 +1,286 @@
+//! Handles: [`ClientWs`] (one open connection inside a callback), [`Ctl`] (the loop inside a
+//! callback) and [`LoopHandle`] (the loop from any thread).
+
+use crate::handshake::Prepared;
+use crate::{ConnectError, ConnectOptions, WsUrl};
+use bytes::Bytes;
+use ringwire_conn::handshake::Response;
+use ringwire_conn::{CloseCode, Connection, Payload, SendError, SendStatus, SendToken, State, Utf8Bytes};
+use ringwire_io::Waker;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Identifies one connection of a [`ClientLoop`](crate::ClientLoop) from the moment it is
+/// requested: failures before the handshake are reported with it too.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ClientId(pub(crate) u64);
+
+impl ClientId {
+    /// The number (unique within its loop, increasing).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A connection request, resolved and with its upgrade request built.
+pub(crate) struct Target {
+    pub(crate) url: WsUrl,
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) opts: ConnectOptions,
+    pub(crate) request: Prepared,
+}
+
+/// Work queued for the loop by callbacks ([`Ctl`]) or other threads ([`LoopHandle`]).
+pub(crate) enum Cmd {
+    Connect(ClientId, Box<Target>),
+    Send(ClientId, Payload),
+    Ping(ClientId, Bytes),
+    Close(ClientId, CloseCode, String),
+    Stop,
+}
+
+/// What the loop shares with other threads.
+pub(crate) struct Shared {
+    pub(crate) next_id: AtomicU64,
+    pub(crate) inbox: Mutex<Vec<Cmd>>,
+    pub(crate) waker: Waker,
+}
+
+impl Shared {
+    fn push(&self, cmd: Cmd) {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(cmd);
+        // A failed wake means the loop is gone; the command then has no one to run it.
+        let _ = self.waker.wake();
+    }
+
+    /// Parses, resolves and builds the request; the id is allocated only on success.
+    pub(crate) fn prepare(&self, url: &str, opts: ConnectOptions) -> Result<(ClientId, Box<Target>), ConnectError> {
+        let url = WsUrl::parse(url)?;
+        let request = crate::handshake::prepare(&url, &opts)?;
+        let addrs = url.resolve().map_err(|source| ConnectError::Dns { host: url.host_str(), source })?;
+        let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        Ok((id, Box::new(Target { url, addrs, opts, request })))
+    }
+}
+
+/// The loop, seen from inside a callback: open more connections, reach other ones, stop.
+pub struct Ctl<'a> {
+    pub(crate) shared: &'a Arc<Shared>,
+    pub(crate) cmds: &'a mut Vec<Cmd>,
+}
+
+impl Ctl<'_> {
+    /// Starts connecting to `url` (parsed and resolved now, on the loop's thread: a host
+    /// name blocks it for the lookup). [`ClientHandler::on_open`](crate::ClientHandler::on_open)
+    /// or [`on_connect_failed`](crate::ClientHandler::on_connect_failed) follows with the id.
+    /// A bad URL, bad options or a failed lookup are returned here instead.
+    pub fn connect(&mut self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
+        let (id, target) = self.shared.prepare(url, opts)?;
+        self.cmds.push(Cmd::Connect(id, target));
+        Ok(id)
+    }
+
+    /// Queues a message on another open connection of this loop (ignored if it is not open).
+    pub fn send(&mut self, id: ClientId, data: impl Into<Payload>) {
+        self.cmds.push(Cmd::Send(id, data.into()));
+    }
+
+    /// Starts the close handshake on another connection of this loop.
+    pub fn close(&mut self, id: ClientId, code: CloseCode, reason: &str) {
+        self.cmds.push(Cmd::Close(id, code, reason.to_owned()));
+    }
+
+    /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return at the end of this turn.
+    /// Open connections stay open (and resume if `run` is called again).
+    pub fn stop(&mut self) {
+        self.cmds.push(Cmd::Stop);
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> LoopHandle {
+        LoopHandle { shared: Arc::clone(self.shared) }
+    }
+}
+
+/// Reaches a [`ClientLoop`](crate::ClientLoop) from any thread (`Send + Sync + Clone`):
+/// commands are queued and the loop is woken.
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LoopHandle {
+    /// Like [`Ctl::connect`]; the lookup runs on the calling thread.
+    pub fn connect(&self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
+        let (id, target) = self.shared.prepare(url, opts)?;
+        self.shared.push(Cmd::Connect(id, target));
+        Ok(id)
+    }
+
+    /// Queues a message on an open connection (ignored if it is not open).
+    pub fn send(&self, id: ClientId, data: impl Into<Payload>) {
+        self.shared.push(Cmd::Send(id, data.into()));
+    }
+
+    /// Sends a ping on an open connection (ignored if it is not open or `payload` is over
+    /// 125 bytes).
+    pub fn ping(&self, id: ClientId, payload: impl Into<Bytes>) {
+        self.shared.push(Cmd::Ping(id, payload.into()));
+    }
+
+    /// Starts the close handshake on a connection.
+    pub fn close(&self, id: ClientId, code: CloseCode, reason: &str) {
+        self.shared.push(Cmd::Close(id, code, reason.to_owned()));
+    }
+
+    /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return soon.
+    pub fn stop(&self) {
+        self.shared.push(Cmd::Stop);
+    }
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoopHandle")
+    }
+}
+
+/// One open connection inside a [`ClientHandler`](crate::ClientHandler) call: the spec's
+/// methods and properties (the same as the server's `Ws`), plus the handshake response.
+/// Everything here only queues; output leaves at the end of the loop turn.
+pub struct ClientWs<'a> {
+    pub(crate) conn: &'a mut Connection,
+    pub(crate) id: ClientId,
+    pub(crate) response: &'a Response,
+    pub(crate) ctl: Ctl<'a>,
+}
+
+impl<'a> ClientWs<'a> {
+    /// This connection's id (the one [`ClientLoop::connect`](crate::ClientLoop::connect) returned).
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The server's 101 response (status, headers).
+    pub fn response(&self) -> &Response {
+        self.response
+    }
+
+    /// The loop: open more connections, reach others, stop.
+    pub fn ctl(&mut self) -> &mut Ctl<'a> {
+        &mut self.ctl
+    }
+
+    /// Node `send`: text for UTF-8 strings, binary for bytes.
+    pub fn send(&mut self, data: impl Into<Payload>) -> Result<SendStatus, SendError> {
+        self.conn.send(data, None)
+    }
+
+    /// Node `send` with a callback: `on_send_complete` reports the outcome for `token`.
+    pub fn send_with_token(&mut self, data: impl Into<Payload>, token: SendToken) -> Result<SendStatus, SendError> {
+        self.conn.send(data, Some(token))
+    }
+
+    /// Node `sendUTF`.
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<SendStatus, SendError> {
+        self.conn.send_text(text, None)
+    }
+
+    /// Node `sendBytes`.
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<SendStatus, SendError> {
+        self.conn.send_binary(data, None)
+    }
+
+    /// Node `ping`: at most 125 bytes, else an error.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.conn.ping(payload)
+    }
+
+    /// Node `pong`.
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.conn.pong(payload)
+    }
+
+    /// Node `close`: flush what is queued, send the close frame, wait for the server's.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.conn.close(code, reason)
+    }
+
+    /// Node `drop`: close now, with a close frame unless `skip_close_frame`.
+    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
+        self.conn.drop_connection(code, reason, skip_close_frame)
+    }
+
+    /// Node `pause`: stop reading from the socket.
+    pub fn pause(&mut self) {
+        self.conn.pause()
+    }
+
+    /// Node `resume`.
+    pub fn resume(&mut self) {
+        self.conn.resume()
+    }
+
+    /// Node `state`.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// Node `connected`.
+    pub fn connected(&self) -> bool {
+        self.conn.connected()
+    }
+
+    /// Node `closeReasonCode` (`None` while open).
+    pub fn close_reason_code(&self) -> Option<CloseCode> {
+        self.conn.close_reason_code()
+    }
+
+    /// Node `closeDescription` (`None` while open).
+    pub fn close_description(&self) -> Option<&str> {
+        self.conn.close_description()
+    }
+
+    /// Node `protocol`: the subprotocol the server chose.
+    pub fn protocol(&self) -> Option<&str> {
+        self.conn.protocol()
+    }
+
+    /// Node `extensions` (always empty: none are negotiated).
+    pub fn extensions(&self) -> &[String] {
+        self.conn.extensions()
+    }
+
+    /// Node `webSocketVersion` (13 or 8).
+    pub fn version(&self) -> u8 {
+        self.conn.version()
+    }
+
+    /// Node `remoteAddress`: the server's socket address.
+    pub fn remote_address(&self) -> Option<&str> {
+        self.conn.remote_address()
+    }
+
+    /// Node `remoteAddresses`.
+    pub fn remote_addresses(&self) -> &[String] {
+        self.conn.remote_addresses()
+    }
+
+    /// Bytes queued and not yet written (Node's `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.buffered_amount()
+    }
+
+    /// The underlying connection state machine, for anything not wrapped here.
+    pub fn connection(&mut self) -> &mut Connection {
+        self.conn
+    }
+}
