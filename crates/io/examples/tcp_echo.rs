@@ -2,8 +2,10 @@
 //! servers against (same loop, same threads, no WebSocket work).
 //!
 //! ```text
-//! cargo run --release -p ringwire-io --example tcp_echo -- --addr 127.0.0.1:9000 --io auto --threads 2
+//! cargo run --release -p ringwire-io --example tcp_echo -- --addr 127.0.0.1:9000 --io auto --threads 1
 //! ```
+//!
+//! `--threads` defaults to 1, like `ringwire --threads 1` in the benchmark harness.
 
 use std::net::SocketAddr;
 
@@ -27,11 +29,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        addr: "127.0.0.1:9000".parse().unwrap(),
-        io: IoChoice::Auto,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let mut a = Args { addr: "127.0.0.1:9000".parse().unwrap(), io: IoChoice::Auto, threads: 1 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));

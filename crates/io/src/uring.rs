@@ -887,7 +887,10 @@ impl UringLoop {
             }
             KIND_SEND => {
                 c.send_inflight = false;
-                if res >= 0 {
+                if res == 0 && c.closing != Closing::Teardown {
+                    // A stream socket that takes no bytes of a non-empty send would loop forever.
+                    c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "sendmsg wrote 0 bytes")));
+                } else if res >= 0 {
                     c.queue.advance(res as usize);
                     if c.closing == Closing::Teardown {
                         c.queue.clear();
