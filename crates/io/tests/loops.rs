@@ -586,3 +586,63 @@ fn linger_ends_without_peer_eof(backend: Backend) {
     drop(s);
 }
 both!(linger_ends_without_peer_eof);
+
+/// Fills the socket (the peer does not read), then aborts from a timer while a send is stuck
+/// in flight; or pauses reading and closes gracefully while paused.
+struct Stuck {
+    abort: bool,
+    closed: Vec<Option<std::io::ErrorKind>>,
+    queued_after: Option<usize>,
+}
+
+impl Handler for Stuck {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        if self.abort {
+            io.send(conn, Bytes::from(vec![1u8; 32 << 20]));
+        } else {
+            io.pause_read(conn);
+            io.send(conn, Bytes::from_static(b"bye"));
+        }
+        io.set_timer(conn, Some(io.now() + Duration::from_millis(50)));
+    }
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {
+        panic!("paused or never read");
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        if self.abort {
+            io.abort(conn);
+        } else {
+            io.close(conn);
+        }
+        self.queued_after = Some(io.queued(conn));
+    }
+    fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
+        self.closed.push(error.map(|e| e.kind()));
+        io.stop();
+    }
+}
+
+fn abort_with_a_send_in_flight(backend: Backend) {
+    let r = start(backend, small_config(), Stuck { abort: true, closed: vec![], queued_after: None });
+    let mut s = r.client();
+    let h = r.join(); // on_closed follows the abort although the send never finished
+    assert_eq!(h.closed, vec![None]);
+    assert_eq!(h.queued_after, Some(0));
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got); // what was written before the abort, then EOF or reset
+    assert!(got.len() < 32 << 20);
+}
+both!(abort_with_a_send_in_flight);
+
+fn close_while_paused(backend: Backend) {
+    let r = start(backend, small_config(), Stuck { abort: false, closed: vec![], queued_after: None });
+    let mut s = r.client();
+    s.write_all(&[5u8; 100_000]).unwrap(); // never delivered: the server is paused
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye");
+    drop(s);
+    let h = r.join();
+    assert_eq!(h.closed, vec![None]);
+}
+both!(close_while_paused);
