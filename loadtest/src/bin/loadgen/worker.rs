@@ -290,65 +290,67 @@ impl Worker {
             size: args.size,
         };
         let mut became_open = false;
-        if c.state == State::Connecting {
-            if !(readable || writable) {
-                return Ok(());
-            }
-            if let Some(e) = c.stream.take_error().map_err(|e| e.to_string())? {
-                return Err(format!("connect: {e}"));
-            }
-            match c.stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
-                Err(e) => return Err(format!("connect: {e}")),
-            }
-            if args.raw {
-                c.state = State::Open;
-                became_open = true;
-            } else {
-                let key = wire::client_key(
-                    i as u64 ^ ((shared.stats.len() as u64) << 40) ^ (now.elapsed().as_nanos() as u64),
-                );
-                c.accept = wire::accept_key(&key);
-                let host = args.addr.to_string();
-                c.queue_bytes(&wire::upgrade_request(&host, &args.path, &key));
-                c.state = State::Handshake;
-            }
-        }
-        if readable || c.state == State::Handshake {
-            loop {
-                match c.stream.read(scratch) {
-                    Ok(0) => return Err(format!("server closed the connection ({:?})", c.state)),
-                    Ok(n) => {
-                        if c.state == State::Handshake {
-                            c.hs_buf.extend_from_slice(&scratch[..n]);
-                            if let Some(len) =
-                                wire::check_upgrade_response(&c.hs_buf, &c.accept).map_err(|e| e.to_string())?
-                            {
-                                let rest = c.hs_buf.split_off(len);
-                                c.hs_buf = Vec::new();
-                                c.state = State::Open;
-                                became_open = true;
-                                c.feed(&rest, &mut ctx)?;
-                            }
-                        } else {
-                            c.feed(&scratch[..n], &mut ctx)?;
-                        }
-                        // A short read drained the socket; a later arrival raises a new edge.
-                        if n < scratch.len() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(format!("read: {e}")),
+        // Account for a newly open connection even when the same event then fails it.
+        let res = (|| -> Result<(), String> {
+            if c.state == State::Connecting {
+                if !(readable || writable) {
+                    return Ok(());
+                }
+                if let Some(e) = c.stream.take_error().map_err(|e| e.to_string())? {
+                    return Err(format!("connect: {e}"));
+                }
+                match c.stream.peer_addr() {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                    Err(e) => return Err(format!("connect: {e}")),
+                }
+                if args.raw {
+                    c.state = State::Open;
+                    became_open = true;
+                } else {
+                    let key = wire::client_key((i as u64) << 20 ^ shared.epoch.elapsed().as_nanos() as u64);
+                    c.accept = wire::accept_key(&key);
+                    let host = args.addr.to_string();
+                    c.queue_bytes(&wire::upgrade_request(&host, &args.path, &key));
+                    c.state = State::Handshake;
                 }
             }
-        }
-        if c.inflight.len() > MAX_INFLIGHT {
-            return Err(format!("{} messages in flight: the server is not keeping up", c.inflight.len()));
-        }
-        c.flush().map_err(|e| format!("write: {e}"))?;
+            if readable || c.state == State::Handshake {
+                loop {
+                    match c.stream.read(scratch) {
+                        Ok(0) => return Err(format!("server closed the connection ({:?})", c.state)),
+                        Ok(n) => {
+                            if c.state == State::Handshake {
+                                c.hs_buf.extend_from_slice(&scratch[..n]);
+                                if let Some(len) =
+                                    wire::check_upgrade_response(&c.hs_buf, &c.accept).map_err(|e| e.to_string())?
+                                {
+                                    let rest = c.hs_buf.split_off(len);
+                                    c.hs_buf = Vec::new();
+                                    c.state = State::Open;
+                                    became_open = true;
+                                    c.feed(&rest, &mut ctx)?;
+                                }
+                            } else {
+                                c.feed(&scratch[..n], &mut ctx)?;
+                            }
+                            // A short read drained the socket; a later arrival raises a new edge.
+                            if n < scratch.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(format!("read: {e}")),
+                    }
+                }
+            }
+            if c.inflight.len() > MAX_INFLIGHT {
+                return Err(format!("{} messages in flight: the server is not keeping up", c.inflight.len()));
+            }
+            c.flush().map_err(|e| format!("write: {e}"))?;
+            Ok(())
+        })();
         counts.msgs += ctx.msgs;
         counts.sent += ctx.sent;
         counts.deliveries += ctx.deliveries;
@@ -356,10 +358,8 @@ impl Worker {
             self.pending_connects -= 1;
             self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
             self.stats().open.fetch_add(1, Ordering::Relaxed);
-            // A connection that opens after the run started (it cannot: workers start
-            // only once all theirs are open) would need its initial messages here.
         }
-        Ok(())
+        res
     }
 
     /// The run phase begins: queue the initial messages.
