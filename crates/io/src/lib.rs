@@ -271,7 +271,10 @@ pub trait Io {
     fn send(&mut self, conn: ConnId, chunk: Bytes);
     /// Bytes queued or in flight on `conn` and not yet written.
     fn queued(&self, conn: ConnId) -> usize;
-    /// Graceful close: write everything queued, `shutdown(WR)`, close. `on_closed` follows.
+    /// Graceful close: write everything queued, `shutdown(WR)`, then read and drop input until
+    /// the peer's EOF or [`LoopConfig::close_linger`], then close. `on_closed` follows. No
+    /// `on_data` is delivered after `close`, and later `send`s are dropped; `on_timer` still
+    /// fires until `on_closed`.
     fn close(&mut self, conn: ConnId);
     /// Close now, discarding queued output. `on_closed` follows.
     fn abort(&mut self, conn: ConnId);
@@ -331,7 +334,11 @@ impl fmt::Debug for Waker {
     }
 }
 
-/// One event loop; make one per thread.
+/// One event loop; make one per thread, on the thread that runs it (it is `!Send`: an io_uring
+/// ring is set up SINGLE_ISSUER, bound to its creating thread).
+///
+/// Dropping it closes every remaining connection and listener (in-flight io_uring operations
+/// are cancelled and waited for, bounded) without calling `on_closed`.
 pub struct EventLoop {
     inner: Inner,
 }
