@@ -352,11 +352,15 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
-    /// Runs the queued commands (and any they queue in turn).
-    fn run_commands(&mut self, io: &mut impl Io) {
+    /// Runs the queued commands (and any they queue in turn), with those from other threads
+    /// if `inbox`. Called after every callback: the loop may call some (`on_closed`,
+    /// `on_sent`) after `on_turn_end`, just before it blocks.
+    fn run_commands(&mut self, io: &mut impl Io, inbox: bool) {
         loop {
             let mut cmds = std::mem::take(&mut self.st.cmds);
-            cmds.append(&mut self.st.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+            if inbox {
+                cmds.append(&mut self.st.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+            }
             if cmds.is_empty() {
                 break;
             }
@@ -387,6 +391,14 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
+    /// Stops the loop when nothing is left to do (and that is wanted).
+    fn maybe_stop(&mut self, io: &mut impl Io) {
+        self.run_commands(io, false);
+        if self.st.stop_when_idle && self.st.slots.is_empty() {
+            io.stop();
+        }
+    }
+
     fn open_conn(&mut self, id: ClientId) -> Option<(ConnId, &mut Connection)> {
         let conn = *self.st.ids.get(&id)?;
         match self.st.slots.get_mut(&conn) {
@@ -404,12 +416,9 @@ fn connect_error(addr: SocketAddr, e: std::io::Error) -> ConnectError {
     }
 }
 
-impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
-    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
-        io.abort(conn); // a client loop has no listeners
-    }
-
-    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
+/// The loop's callbacks, each followed by the commands it queued.
+impl<H: ClientHandler> Driver<'_, H> {
+    fn connected(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
         let Some(Slot::Connecting(_)) = self.st.slots.get(&conn) else { return };
         let Some(Slot::Connecting(attempt)) = self.st.slots.remove(&conn) else { unreachable!() };
         match result {
@@ -426,7 +435,7 @@ impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
         }
     }
 
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
         match self.st.slots.get_mut(&conn) {
             Some(Slot::Open(open)) => {
                 open.conn.handle_read(data, io.now());
@@ -448,14 +457,14 @@ impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
         }
     }
 
-    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+    fn sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
         if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
             open.conn.handle_written(bytes, io.now());
             self.pump(io, conn);
         }
     }
 
-    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+    fn timer(&mut self, io: &mut impl Io, conn: ConnId) {
         let slot = self.st.slots.remove(&conn);
         match slot {
             Some(Slot::Connecting(attempt)) => {
@@ -482,7 +491,7 @@ impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
         }
     }
 
-    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+    fn closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
         match self.st.slots.remove(&conn) {
             Some(Slot::Open(mut open)) => {
                 if !open.close_reported {
@@ -515,15 +524,44 @@ impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
             Some(Slot::Closing) | None => {}
         }
     }
+}
+
+impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        io.abort(conn); // a client loop has no listeners
+    }
+
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
+        self.connected(io, conn, result);
+        self.run_commands(io, false);
+    }
+
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.data(io, conn, data);
+        self.run_commands(io, false);
+    }
+
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.sent(io, conn, bytes);
+        self.run_commands(io, false);
+    }
+
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.timer(io, conn);
+        self.run_commands(io, false);
+    }
+
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.closed(io, conn, error);
+        self.maybe_stop(io);
+    }
 
     fn on_wake(&mut self, io: &mut impl Io) {
-        self.run_commands(io);
+        self.run_commands(io, true);
     }
 
     fn on_turn_end(&mut self, io: &mut impl Io) {
-        self.run_commands(io);
-        if self.st.stop_when_idle && self.st.slots.is_empty() {
-            io.stop();
-        }
+        self.run_commands(io, true);
+        self.maybe_stop(io);
     }
 }
