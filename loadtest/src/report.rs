@@ -33,6 +33,8 @@ pub struct Metrics {
     pub rss_kb: Option<f64>,
     /// Idle scenarios: server RSS growth per open connection, bytes.
     pub rss_bytes_per_conn: Option<f64>,
+    /// Share of a CPU the generator used over the window (near 1.0: the generator is the limit).
+    pub loadgen_cpu_util: Option<f64>,
     /// Errors the generator saw.
     pub errors: f64,
 }
@@ -50,6 +52,7 @@ impl Metrics {
             cpu_us_per_msg: f("/server_cpu_us_per_msg"),
             rss_kb: f("/server_rss_after_kb"),
             rss_bytes_per_conn: f("/rss_bytes_per_conn"),
+            loadgen_cpu_util: f("/loadgen_cpu_util").filter(|_| !idle),
             errors: f("/errors").unwrap_or(0.0),
         }
     }
@@ -143,6 +146,7 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
                     cpu_us_per_msg: med(|m| m.cpu_us_per_msg),
                     rss_kb: med(|m| m.rss_kb),
                     rss_bytes_per_conn: med(|m| m.rss_bytes_per_conn),
+                    loadgen_cpu_util: med(|m| m.loadgen_cpu_util),
                     errors: rs.iter().filter_map(|r| r.metrics.map(|m| m.errors)).sum(),
                 },
                 ..SummaryRow::default()
@@ -244,13 +248,13 @@ pub fn markdown(
             }
         } else {
             md.push_str(
-                "| server | msgs/s | vs best peer | p50 µs | p99 µs | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | ok runs | errors |\n",
+                "| server | msgs/s | vs best peer | p50 µs | p99 µs | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | loadgen CPU | ok runs | errors |\n",
             );
-            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for r in &rs {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
                     r.server,
                     rate(r.median.msgs_per_s),
                     ratio_cell(r.msgs_vs_best_peer),
@@ -260,6 +264,7 @@ pub fn markdown(
                     ratio_cell(r.cpu_vs_best_peer),
                     ratio_cell(r.cpu_vs_floor),
                     num(r.median.rss_kb.map(|k| k / 1024.0), 1),
+                    r.median.loadgen_cpu_util.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0)),
                     r.ok_runs,
                     r.runs,
                     r.median.errors

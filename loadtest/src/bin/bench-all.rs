@@ -571,12 +571,13 @@ fn run(args: Args) -> Result<(), String> {
         match (&rec.failure, &rec.metrics) {
             (Some(f), _) => eprintln!("[bench-all]   FAILED: {f}"),
             (None, Some(m)) => eprintln!(
-                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B",
+                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B  loadgen cpu {:.0}%",
                 m.msgs_per_s.unwrap_or(f64::NAN),
                 m.p50_us.unwrap_or(f64::NAN),
                 m.p99_us.unwrap_or(f64::NAN),
                 m.cpu_us_per_msg.unwrap_or(f64::NAN),
-                m.rss_bytes_per_conn.unwrap_or(f64::NAN)
+                m.rss_bytes_per_conn.unwrap_or(f64::NAN),
+                m.loadgen_cpu_util.unwrap_or(f64::NAN) * 100.0
             ),
             (None, None) => {}
         }
@@ -621,7 +622,9 @@ fn run(args: Args) -> Result<(), String> {
          servers alternating within each repetition, a fresh server process per run; medians shown. \"vs best peer\" \
          divides by the best peer of the same scenario (highest msgs/s, lowest CPU and memory); server CPU is \
          utime+stime from /proc/PID/stat over the measured window divided by the messages echoed (broadcast: \
-         deliveries). Every echoed byte is checked; a run with any error is excluded from the medians.\n",
+         deliveries). \"loadgen CPU\" is the generator's own share of its core: near 100% the generator, not the \
+         server, is the limit, and CPU per message is the figure to compare. Every echoed byte is checked; a run \
+         with any error is excluded from the medians.\n",
         if has_taskset { "pinned to CPU 0" } else { "unpinned" },
         if has_taskset { "to CPU 1" } else { "unpinned" },
         args.reps,

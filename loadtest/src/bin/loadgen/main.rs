@@ -140,6 +140,8 @@ struct Output {
     server_cpu_s: Option<f64>,
     server_cpu_us_per_msg: Option<f64>,
     server_cpu_util: Option<f64>,
+    loadgen_cpu_us_per_msg: Option<f64>,
+    loadgen_cpu_util: Option<f64>,
     server_rss_before_kb: Option<u64>,
     server_rss_after_kb: Option<u64>,
     server_hwm_kb: Option<u64>,
@@ -383,6 +385,11 @@ fn run(mut args: Args) -> Result<Output, String> {
         server_cpu_s: cpu_s,
         server_cpu_us_per_msg: cpu_s.filter(|_| counted > 0).map(|c| c * 1e6 / counted as f64),
         server_cpu_util: cpu_s.map(|c| c / secs),
+        loadgen_cpu_us_per_msg: window
+            .own_ticks
+            .filter(|_| counted > 0)
+            .map(|t| t as f64 / clk_tck as f64 * 1e6 / counted as f64),
+        loadgen_cpu_util: window.own_ticks.map(|t| t as f64 / clk_tck as f64 / secs),
         server_rss_before_kb: rss_before,
         server_rss_after_kb: idle_rss_after.or(mem_after.map(|m| m.rss_kb)),
         server_hwm_kb: mem_after.map(|m| m.hwm_kb),
@@ -408,6 +415,8 @@ struct Window {
     sent: u64,
     deliveries: u64,
     cpu_ticks: Option<u64>,
+    own0: Option<u64>,
+    own_ticks: Option<u64>,
 }
 
 impl Window {
@@ -419,6 +428,7 @@ impl Window {
 
     fn begin(&mut self, stats: &[ThreadStats], shared: &Shared, pid: Option<u32>) {
         self.cpu0 = pid.and_then(|p| procfs::cpu_ticks(p).ok()).map(|c| c.total());
+        self.own0 = procfs::cpu_ticks(std::process::id()).ok().map(|c| c.total());
         (self.msgs0, self.sent0, self.del0) = Self::counters(stats, shared);
         self.t0 = Some(Instant::now());
     }
@@ -427,6 +437,11 @@ impl Window {
         let (m, s, d) = Self::counters(stats, shared);
         self.secs = self.t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
         let cpu1 = pid.and_then(|p| procfs::cpu_ticks(p).ok()).map(|c| c.total());
+        let own1 = procfs::cpu_ticks(std::process::id()).ok().map(|c| c.total());
+        self.own_ticks = match (self.own0, own1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
         (self.msgs, self.sent, self.deliveries) = (m - self.msgs0, s - self.sent0, d - self.del0);
         self.cpu_ticks = match (self.cpu0, cpu1) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
