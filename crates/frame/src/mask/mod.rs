@@ -1,7 +1,7 @@
 //! Unmasking (RFC 6455 section 5.3): XOR the payload with a 4-byte key.
 //!
 //! [`apply_mask`] picks the fastest kernel once, at first use, and caches the choice
-//! in an atomic: AVX-512 (F + BW), then AVX2, then SSE2 on x86-64; NEON on aarch64;
+//! in an atomic: AVX-512 (F), then AVX2, then SSE2 on x86-64; NEON on aarch64;
 //! the word-at-a-time [`apply_mask_fallback`] elsewhere, under Miri, or when built
 //! with `RUSTFLAGS="--cfg ringwire_force_scalar"`. Masking and unmasking are the same
 //! operation.

@@ -2,13 +2,17 @@
 //! at run time and cached in an atomic (the shape of httparse's `simd/runtime.rs`).
 //!
 //! Every kernel XORs whole vectors with unaligned loads and stores, four vectors per
-//! iteration, and finishes the tail without reading or writing past the slice: AVX-512
-//! with a byte-masked load and store, the others with a narrower vector and then the
-//! word loop. On long buffers the AVX2 and AVX-512 kernels first unmask the few bytes
-//! up to a vector boundary, so no load or store in the main loop splits a cache line;
-//! the key for the main loop is rotated by that head length.
+//! iteration, and finishes the tail with narrower vectors (32, 16 bytes) and then the
+//! word loop, never touching a byte outside the slice. On long buffers the AVX2 and
+//! AVX-512 kernels first unmask the few bytes up to a vector boundary the same way, so
+//! no load or store in the main loop splits a cache line; the key for the main loop is
+//! rotated by that head length.
+//!
+//! Payloads under 64 bytes never reach a SIMD kernel: [`apply_mask`] handles them
+//! inline with straight-line code ([`small`]), which is what the heads and tails of
+//! the kernels use too.
 
-use super::{KernelFn, apply_mask_fallback, rotate_key};
+use super::{KernelFn, rotate_key};
 use core::arch::x86_64::*;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -48,14 +52,18 @@ fn detect() -> u8 {
 
 #[inline]
 fn has_avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+    std::is_x86_feature_detected!("avx512f")
 }
 
 /// The dispatching entry point behind [`super::apply_mask`].
 #[inline]
 pub(super) fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    if buf.len() < 64 {
+        // Short payloads (most messages): no dispatch, no call, no wide registers.
+        return small(buf, key, offset);
+    }
     match level() {
-        // SAFETY: LEVEL holds AVX512 only after `detect` saw avx512f and avx512bw.
+        // SAFETY: LEVEL holds AVX512 only after `detect` saw avx512f.
         AVX512 => unsafe { mask_avx512(buf, key, offset) },
         // SAFETY: LEVEL holds AVX2 only after `detect` saw avx2.
         AVX2 => unsafe { mask_avx2(buf, key, offset) },
@@ -93,8 +101,8 @@ fn checked_avx2(buf: &mut [u8], key: [u8; 4], offset: usize) {
 
 /// [`mask_avx512`] behind a (cached) feature check, so it can be a safe `fn` pointer.
 fn checked_avx512(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    assert!(has_avx512(), "this CPU has no AVX-512 F + BW");
-    // SAFETY: the assertion above proved the CPU supports avx512f and avx512bw.
+    assert!(has_avx512(), "this CPU has no AVX-512 F");
+    // SAFETY: the assertion above proved the CPU supports avx512f.
     unsafe { mask_avx512(buf, key, offset) }
 }
 
@@ -128,7 +136,45 @@ fn mask_sse2(buf: &mut [u8], key: [u8; 4], offset: usize) {
         }
         i += 16;
     }
-    apply_mask_fallback(&mut buf[i..], key, offset + i);
+    small(&mut buf[i..], key, offset + i);
+}
+
+/// Fewer than 64 bytes, straight-line: up to three SSE2 vectors, then one `u64`, one
+/// `u32` and up to three single bytes. No loop the compiler would vectorise again, no
+/// 256/512-bit register, and only plain stores: a load right after (the UTF-8 check
+/// reads the payload at once) is forwarded from the store buffer. (AVX-512 byte-masked
+/// stores would make this one instruction, but are not forwarded: ~10 ns per call.)
+#[inline(always)]
+fn small(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    debug_assert!(buf.len() < 64);
+    let k = rotate_key(key, offset);
+    let len = buf.len();
+    let mut i = 0;
+    if len >= 16 {
+        let p = buf.as_mut_ptr();
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        let kv = unsafe { _mm_set1_epi32(i32::from_le_bytes(k)) };
+        while i + 16 <= len {
+            // SAFETY: i + 16 <= len, so the 16 bytes at p+i are inside `buf`; SSE2 is baseline.
+            unsafe { _mm_storeu_si128(p.add(i).cast(), _mm_xor_si128(_mm_loadu_si128(p.add(i).cast()), kv)) };
+            i += 16;
+        }
+    }
+    // From here i is a multiple of 4, so the key starts at k[0] again.
+    let k4 = u32::from_le_bytes(k);
+    if len - i >= 8 {
+        let w: &mut [u8; 8] = (&mut buf[i..i + 8]).try_into().expect("8 bytes");
+        *w = (u64::from_le_bytes(*w) ^ (u64::from(k4) * 0x1_0000_0001)).to_le_bytes();
+        i += 8;
+    }
+    if len - i >= 4 {
+        let w: &mut [u8; 4] = (&mut buf[i..i + 4]).try_into().expect("4 bytes");
+        *w = (u32::from_le_bytes(*w) ^ k4).to_le_bytes();
+        i += 4;
+    }
+    for (b, k) in buf[i..].iter_mut().zip(k) {
+        *b ^= k;
+    }
 }
 
 /// AVX2, 32 bytes per vector.
@@ -140,8 +186,9 @@ unsafe fn mask_avx2(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let len = buf.len();
     let mut i = 0;
     if len >= ALIGN_FROM {
+        // Unmask up to the next 32-byte boundary, so the main loop never splits a line.
         i = (buf.as_ptr() as usize).wrapping_neg() & 31;
-        apply_mask_fallback(&mut buf[..i], key, offset);
+        small(&mut buf[..i], key, offset);
     }
     let kv = _mm256_set1_epi32(i32::from_le_bytes(rotate_key(key, offset + i)));
     let p = buf.as_mut_ptr();
@@ -168,38 +215,25 @@ unsafe fn mask_avx2(buf: &mut [u8], key: [u8; 4], offset: usize) {
         }
         i += 32;
     }
-    if i + 16 <= len {
-        // The low half of `kv` holds the same key: its rotation depends on i mod 4 only.
-        // SAFETY: i + 16 <= len, so the 16 bytes at p+i are inside `buf`.
-        unsafe {
-            let a = _mm_loadu_si128(p.add(i).cast());
-            _mm_storeu_si128(p.add(i).cast(), _mm_xor_si128(a, _mm256_castsi256_si128(kv)));
-        }
-        i += 16;
-    }
-    apply_mask_fallback(&mut buf[i..], key, offset + i);
+    small(&mut buf[i..], key, offset + i);
 }
 
-/// AVX-512, 64 bytes per vector; the head and the tail use byte-masked loads and
-/// stores, so there is no scalar loop at all.
+/// AVX-512, 64 bytes per vector, four per iteration; the head (up to a 64-byte
+/// boundary) and the tail go through [`small`].
 ///
 /// # Safety
-/// The CPU must support AVX-512 F and BW.
-#[target_feature(enable = "avx512f,avx512bw")]
+/// The CPU must support AVX-512 F (which implies AVX2).
+#[target_feature(enable = "avx512f")]
 unsafe fn mask_avx512(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let len = buf.len();
-    let p = buf.as_mut_ptr();
     let mut i = 0;
     if len >= ALIGN_FROM {
-        i = (p as usize).wrapping_neg() & 63;
-        if i != 0 {
-            let kv = _mm512_set1_epi32(i32::from_le_bytes(rotate_key(key, offset)));
-            // SAFETY: i < 64 <= len, and the mask selects bytes 0..i only; masked-out
-            // bytes are neither read nor written (AVX-512 suppresses faults on them).
-            unsafe { masked_xor(p, (1u64 << i) - 1, kv) };
-        }
+        // Unmask up to the next 64-byte boundary, so the main loop never splits a line.
+        i = (buf.as_ptr() as usize).wrapping_neg() & 63;
+        small(&mut buf[..i], key, offset);
     }
     let kv = _mm512_set1_epi32(i32::from_le_bytes(rotate_key(key, offset + i)));
+    let p = buf.as_mut_ptr();
     while i + 256 <= len {
         // SAFETY: i + 256 <= len, so the four 64-byte loads and stores at p+i .. p+i+256
         // stay inside `buf`; loadu/storeu accept any alignment.
@@ -223,25 +257,5 @@ unsafe fn mask_avx512(buf: &mut [u8], key: [u8; 4], offset: usize) {
         }
         i += 64;
     }
-    if i < len {
-        // SAFETY: 0 < len - i < 64, so the mask selects exactly the bytes p+i .. p+len,
-        // all inside `buf`; masked-out bytes are neither read nor written.
-        unsafe { masked_xor(p.add(i), (1u64 << (len - i)) - 1, kv) };
-    }
-}
-
-/// XORs the bytes of the 64 at `p` that `m` selects with `kv`.
-///
-/// # Safety
-/// The CPU must support AVX-512 F and BW, and every byte `p + j` whose bit `j` is set
-/// in `m` must be valid for reads and writes. Bytes whose bit is clear are not accessed.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn masked_xor(p: *mut u8, m: u64, kv: __m512i) {
-    // SAFETY: the caller guarantees the selected bytes are valid; the masked load and
-    // store touch only those.
-    unsafe {
-        let a = _mm512_maskz_loadu_epi8(m, p.cast_const().cast());
-        _mm512_mask_storeu_epi8(p.cast(), m, _mm512_xor_si512(a, kv));
-    }
+    small(&mut buf[i..], key, offset + i);
 }
