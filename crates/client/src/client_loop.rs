@@ -1,6 +1,7 @@
 //! [`ClientLoop`]: one event loop on the calling thread driving many client connections,
 //! each from TCP connect through the handshake to a running `ringwire_conn::Connection`.
 
+use crate::frames::FrameSplitter;
 use crate::handler::{ClientHandler, SendOutcome};
 use crate::handshake::{self, Refusal, Step};
 use crate::ws::{ClientId, ClientWs, Cmd, Ctl, LoopHandle, Shared, Target};
@@ -179,6 +180,7 @@ struct Open {
     reading: bool,
     socket_closing: bool,
     close_reported: bool,
+    splitter: FrameSplitter,
 }
 
 struct Driver<'a, H> {
@@ -260,15 +262,11 @@ impl<H: ClientHandler> Driver<'_, H> {
                     reading: true,
                     socket_closing: false,
                     close_reported: false,
+                    splitter: FrameSplitter::default(),
                 };
                 self.st.slots.insert(conn, Slot::Open(Box::new(open)));
                 self.with_open(conn, |h, ws| h.on_open(ws));
-                if buf.len() > used {
-                    if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
-                        open.conn.handle_read(&buf[used..], now);
-                    }
-                }
-                self.pump(io, conn);
+                self.feed(io, conn, &buf[used..]);
             }
         }
     }
@@ -291,6 +289,22 @@ impl<H: ClientHandler> Driver<'_, H> {
                 ctl: Ctl { shared: &self.st.shared, cmds: &mut self.st.cmds },
             };
             f(self.h, &mut ws);
+        }
+    }
+
+    /// Feeds received bytes to an open connection one frame at a time, delivering the events
+    /// of each frame before the next is parsed (see [`FrameSplitter`]).
+    fn feed(&mut self, io: &mut impl Io, conn: ConnId, mut data: &[u8]) {
+        let now = io.now();
+        loop {
+            let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) else { return };
+            let n = open.splitter.next_boundary(data);
+            open.conn.handle_read(&data[..n], now);
+            data = &data[n..];
+            self.pump(io, conn);
+            if data.is_empty() {
+                return;
+            }
         }
     }
 
@@ -437,10 +451,7 @@ impl<H: ClientHandler> Driver<'_, H> {
 
     fn data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
         match self.st.slots.get_mut(&conn) {
-            Some(Slot::Open(open)) => {
-                open.conn.handle_read(data, io.now());
-                self.pump(io, conn);
-            }
+            Some(Slot::Open(_)) => self.feed(io, conn, data),
             Some(Slot::Handshake(_, buf)) => {
                 buf.extend_from_slice(data);
                 self.on_response(io, conn);

@@ -58,6 +58,7 @@
 mod blocking;
 mod client_loop;
 mod error;
+mod frames;
 mod handler;
 mod handshake;
 mod options;

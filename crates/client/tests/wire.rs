@@ -190,3 +190,30 @@ fn the_negotiated_protocol_and_response_are_exposed() {
         assert_eq!(rec.close_of(id), (1001, "going".into()));
     }
 }
+
+#[test]
+fn a_reply_to_a_message_goes_out_before_the_failure_a_later_frame_in_the_same_read_causes() {
+    // "Hello" then a frame with RSV2 set, in one write (Autobahn 3.2): the echo of "Hello"
+    // must precede our 1002 close, as the frames preceded each other on the wire.
+    let (addr, frames) = scripted(|s, mut wire| {
+        let mut out = server_frame(true, 0x1, b"Hello");
+        let mut bad = server_frame(true, 0x1, b"Hello");
+        bad[0] |= 0x20;
+        out.extend(bad);
+        s.write_all(&out).unwrap();
+        read_to_close(s, &mut wire);
+        wire
+    });
+    for io in BACKENDS {
+        let rec = Recorder::new().on_message(|ws, m, _| {
+            let _ = ws.send(m.clone()).unwrap();
+        });
+        let mut opts = ConnectOptions::default();
+        opts.config.close_timeout = std::time::Duration::from_millis(200);
+        let (id, rec) = run_one(io, &format!("ws://{addr}/"), opts, rec);
+        assert_eq!(rec.close_of(id).0, 1002, "{io:?}");
+        let shape: Vec<_> = frames.recv().unwrap().iter().map(|f| (f.opcode, f.payload.clone())).collect();
+        assert_eq!(shape[0], (0x1, b"Hello".to_vec()), "{io:?}: {shape:?}");
+        assert_eq!((shape[1].0, &shape[1].1[..2]), (0x8, &1002u16.to_be_bytes()[..]), "{io:?}");
+    }
+}
