@@ -1,1 +1,38 @@
-//! ringwire-ringwire (under construction).
+//! # ringwire
+//!
+//! A WebSocket (RFC 6455) engine for Linux: io_uring event loops, one thread per core,
+//! an epoll fallback, and a sans-IO core. This crate re-exports the engine crates and
+//! ships the `ringwire` binary (`ringwire echo`, `ringwire broadcast`).
+//!
+//! | crate | what |
+//! |---|---|
+//! | [`frame`] | the RFC 6455 codec: headers, SIMD unmasking, streaming UTF-8, close codes |
+//! | [`conn`] | the sans-IO connection: handshake, state machine, flow control |
+//! | [`io`] | the event loops (io_uring, epoll) |
+//! | [`server`] | the thread-per-core server and its handler API |
+//! | [`client`] | the client over the same loops |
+//!
+//! ```no_run
+//! use ringwire::conn::Message;
+//! use ringwire::server::{Handler, Server, ServerConfig, Ws};
+//!
+//! #[derive(Clone)]
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
+//!         let _ = ws.send(message);
+//!     }
+//! }
+//! Server::bind(ServerConfig::default())?.run_until_signal(Echo)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod cli;
+
+pub use ringwire_client as client;
+pub use ringwire_conn as conn;
+pub use ringwire_frame as frame;
+pub use ringwire_io as io;
+pub use ringwire_server as server;

@@ -1,0 +1,205 @@
+//! The `ringwire` command line: flags, their parsing, and the config they build.
+
+use clap::{Args, Parser, Subcommand};
+use ringwire_conn::{Config as ConnConfig, Keepalive};
+use ringwire_io::IoChoice;
+use ringwire_server::ServerConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// ringwire: a WebSocket server on io_uring, one thread per core.
+#[derive(Debug, Parser)]
+#[command(name = "ringwire", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to serve.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The servers the binary runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Echo every message back to its sender (text as text, binary as binary).
+    Echo(ServeArgs),
+    /// Send every message from any client to every connected client, across all workers.
+    Broadcast(ServeArgs),
+}
+
+/// Flags shared by `echo` and `broadcast`. Sizes take K/KiB/M/MiB/G/GiB suffixes
+/// (powers of two); durations take ms/s/m suffixes (plain numbers are seconds).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001", value_name = "IP:PORT")]
+    pub addr: SocketAddr,
+    /// Port to listen on (overrides the port of --addr).
+    #[arg(long, short = 'p')]
+    pub port: Option<u16>,
+    /// Worker threads, each with its own event loop (0 = one per core).
+    #[arg(long, short = 't', default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+    /// I/O backend: auto (io_uring if usable, else epoll), uring (required), epoll.
+    #[arg(long, default_value = "auto", value_name = "auto|uring|epoll", value_parser = parse_io)]
+    pub io: IoChoice,
+    /// Most open connections across all workers; more get 503.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_connections: usize,
+    /// Largest frame accepted; larger closes with 1009.
+    #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_frame_size: usize,
+    /// Largest message accepted (all its frames together); larger closes with 1009.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_message_size: usize,
+    /// Most bytes queued for a peer that does not read; beyond it the peer is dropped
+    /// with 1008 (0 = no limit).
+    #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_buffered: usize,
+    /// Split outgoing messages into frames of this size (0 = never split).
+    #[arg(long, default_value = "16KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub fragment_size: usize,
+    /// Time to wait for the peer's close frame after sending ours.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Time a client has to send its upgrade request.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Ping a peer that has been silent this long (0 = no keepalive pings).
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// After a keepalive ping, drop the peer (1006) if nothing arrives within this.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub keepalive_grace: Duration,
+    /// Close a connection with no traffic either way for this long (0 = never).
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A subprotocol to accept, in order of preference (repeat or comma-separate).
+    #[arg(long = "protocol", value_name = "NAME", value_delimiter = ',')]
+    pub protocols: Vec<String>,
+    /// An origin allowed to connect (repeat or comma-separate); others get 403.
+    /// Without this flag any origin may connect.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
+    #[arg(long = "trust-proxy", value_name = "IP", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl ServeArgs {
+    /// The server configuration these flags describe.
+    pub fn to_config(&self) -> ServerConfig {
+        let mut addr = self.addr;
+        if let Some(port) = self.port {
+            addr.set_port(port);
+        }
+        let mut conn = ConnConfig::server();
+        conn.max_received_frame_size = self.max_frame_size;
+        conn.max_received_message_size = self.max_message_size;
+        conn.max_buffered = (self.max_buffered > 0).then_some(self.max_buffered);
+        conn.fragment_outgoing_messages = self.fragment_size > 0;
+        if self.fragment_size > 0 {
+            conn.fragmentation_threshold = self.fragment_size;
+        }
+        conn.close_timeout = self.close_timeout;
+        conn.keepalive =
+            (!self.keepalive_interval.is_zero()).then(|| Keepalive::new(self.keepalive_interval, self.keepalive_grace));
+        conn.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+        let mut cfg = ServerConfig::new(addr)
+            .with_threads(self.threads)
+            .with_io(self.io)
+            .with_connection(conn)
+            .with_subprotocols(self.protocols.clone())
+            .with_allowed_origins(self.allowed_origins.clone())
+            .with_trusted_proxies(self.trusted_proxies.clone());
+        cfg.max_connections = self.max_connections;
+        cfg.handshake_timeout = self.handshake_timeout;
+        cfg
+    }
+}
+
+fn parse_io(s: &str) -> Result<IoChoice, String> {
+    s.parse::<IoChoice>().map_err(|_| "expected auto, uring or epoll".to_owned())
+}
+
+/// Parses `1024`, `64K`, `64KiB`, `16MiB`, `1G` (powers of two).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 65536, 64KiB, 16MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use K, KiB, M, MiB, G or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses `5` (seconds), `5s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 5s, 500ms, 2m)"))?;
+    Ok(match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        other => return Err(format!("unknown duration unit '{other}' (use ms, s or m)")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let cli = Cli::try_parse_from([
+            "ringwire",
+            "echo",
+            "--port",
+            "9100",
+            "--max-frame-size",
+            "16MiB",
+            "--keepalive-interval",
+            "0",
+            "--protocol",
+            "chat,superchat",
+            "--io",
+            "epoll",
+        ])
+        .unwrap();
+        let Command::Echo(args) = cli.command else { panic!("echo") };
+        let cfg = args.to_config();
+        assert_eq!(cfg.addr.port(), 9100);
+        assert_eq!(cfg.connection.max_received_frame_size, 16 << 20);
+        assert!(cfg.connection.keepalive.is_none());
+        assert_eq!(cfg.subprotocols, ["chat", "superchat"]);
+        assert_eq!(cfg.io, IoChoice::Epoll);
+    }
+
+    #[test]
+    fn bad_flag_names_the_flag() {
+        let err = Cli::try_parse_from(["ringwire", "echo", "--threads", "many"]).unwrap_err();
+        assert!(err.to_string().contains("--threads"), "{err}");
+        let err = Cli::try_parse_from(["ringwire", "echo", "--io", "kqueue"]).unwrap_err();
+        assert!(err.to_string().contains("--io"), "{err}");
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,104 @@
+//! The embedding API: one [`Handler`] per worker thread receives every event of the
+//! connections that worker owns.
+
+use crate::ws::Ws;
+use bytes::Bytes;
+use ringwire_conn::handshake::{Request, SetCookie};
+use ringwire_conn::{CloseCode, ConnError, Frame, Message, SendToken};
+
+/// What to do with an upgrade request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Complete the handshake.
+    Accept(AcceptOptions),
+    /// Refuse it with an HTTP status, a reason (sent as `X-WebSocket-Reject-Reason`
+    /// and as the body) and extra headers.
+    Reject {
+        /// HTTP status code (e.g. 403, 404).
+        status: u16,
+        /// Human-readable reason.
+        reason: String,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl Decision {
+    /// Accept with the given subprotocol (it must be one the client offered).
+    pub fn accept(protocol: Option<&str>) -> Self {
+        Self::Accept(AcceptOptions { protocol: protocol.map(str::to_owned), ..AcceptOptions::default() })
+    }
+
+    /// Reject with a status and reason.
+    pub fn reject(status: u16, reason: impl Into<String>) -> Self {
+        Self::Reject { status, reason: reason.into(), headers: Vec::new() }
+    }
+}
+
+/// The choices made when accepting: WebSocket-Node's `accept(protocol, origin, cookies)`.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptOptions {
+    /// The subprotocol to answer with; must be among those the client offered.
+    pub protocol: Option<String>,
+    /// Echoed as `Origin` (v13) / `Sec-WebSocket-Origin` (v8) when set.
+    pub origin: Option<String>,
+    /// Cookies to set (`Set-Cookie` headers), validated against RFC 6265.
+    pub cookies: Vec<SetCookie>,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// How a send made with a [`SendToken`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Every byte of the message was handed to the kernel.
+    Written,
+    /// The connection closed before the message was written.
+    Failed,
+}
+
+/// Callbacks for one worker's connections. Each worker gets its own clone of the
+/// handler, so no locking is needed; per-connection state can live in a map keyed by
+/// [`Ws::id`].
+///
+/// Calls made on the [`Ws`] handle inside a callback only queue work; it is written at
+/// the end of the loop turn, coalesced with everything else the turn produced.
+#[allow(unused_variables)]
+pub trait Handler: Send + 'static {
+    /// An upgrade request arrived (after the origin policy passed). The default accepts
+    /// with the first subprotocol the client offered that the server supports, if any.
+    fn on_request(&mut self, request: &Request, supported_protocols: &[String]) -> Decision {
+        let chosen = request
+            .protocols
+            .iter()
+            .find(|offered| supported_protocols.iter().any(|s| s.eq_ignore_ascii_case(offered)));
+        Decision::accept(chosen.map(String::as_str))
+    }
+    /// The handshake completed; the connection is open.
+    fn on_open(&mut self, ws: &mut Ws<'_>) {}
+    /// A whole message arrived (when `assemble_fragments` is on, the default).
+    fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {}
+    /// A frame arrived (only when `assemble_fragments` is off).
+    fn on_frame(&mut self, ws: &mut Ws<'_>, frame: Frame) {}
+    /// A ping arrived. Return `false` to cancel the automatic pong (Node's `cancel()`).
+    fn on_ping(&mut self, ws: &mut Ws<'_>, payload: &Bytes) -> bool {
+        true
+    }
+    /// A pong arrived.
+    fn on_pong(&mut self, ws: &mut Ws<'_>, payload: &Bytes) {}
+    /// The buffered amount fell below the low-water mark after a send reported
+    /// [`SendStatus::BufferFull`](ringwire_conn::SendStatus::BufferFull).
+    fn on_drain(&mut self, ws: &mut Ws<'_>) {}
+    /// Reading was paused ([`Ws::pause`]).
+    fn on_pause(&mut self, ws: &mut Ws<'_>) {}
+    /// Reading was resumed ([`Ws::resume`]).
+    fn on_resume(&mut self, ws: &mut Ws<'_>) {}
+    /// A send made with a token was written (`Ok`) or failed because the connection
+    /// closed first (`Err`): the counterpart of the Node send callback.
+    fn on_send_complete(&mut self, ws: &mut Ws<'_>, token: SendToken, outcome: SendOutcome) {}
+    /// A protocol error or I/O error; a close follows.
+    fn on_error(&mut self, ws: &mut Ws<'_>, error: &ConnError) {}
+    /// The connection closed: always the last call for a connection. `code` is 1005
+    /// when the peer's close frame had no code and 1006 when no close frame came.
+    fn on_close(&mut self, ws: &mut Ws<'_>, code: CloseCode, description: &str) {}
+}

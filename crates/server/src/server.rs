@@ -1,0 +1,209 @@
+//! Starting, running and stopping a server.
+
+use crate::shared::Shared;
+use crate::worker::Worker;
+use crate::{Handler, ServerConfig};
+use ringwire_conn::Payload;
+use ringwire_io::{Detected, EventLoop};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The address is taken by another process.
+    #[error("address {0} is already in use")]
+    AddrInUse(SocketAddr),
+    /// Binding needs a privilege we lack (e.g. a port below 1024).
+    #[error("permission denied binding {0} (ports below 1024 need root or CAP_NET_BIND_SERVICE)")]
+    PermissionDenied(SocketAddr),
+    /// Any other error binding the listeners.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The requested I/O backend is unavailable (e.g. `--io uring` where io_uring is blocked).
+    #[error("io backend: {0}")]
+    Backend(std::io::Error),
+    /// A worker's event loop failed.
+    #[error("worker {worker}: {source}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A bound server, not yet serving. [`Server::run`] serves until shutdown.
+pub struct Server {
+    cfg: Arc<ServerConfig>,
+    listeners: Vec<TcpListener>,
+    local_addr: SocketAddr,
+    backend: Detected,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Picks the I/O backend and binds one `SO_REUSEPORT` listener per worker.
+    pub fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let backend = ringwire_io::detect(cfg.io).map_err(ServerError::Backend)?;
+        let threads = cfg.resolved_threads();
+        let listeners = ringwire_io::bind_reuseport(cfg.addr, threads, cfg.backlog).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => ServerError::AddrInUse(cfg.addr),
+            std::io::ErrorKind::PermissionDenied => ServerError::PermissionDenied(cfg.addr),
+            _ => ServerError::Bind { addr: cfg.addr, source: e },
+        })?;
+        let local_addr = listeners[0].local_addr().map_err(|e| ServerError::Bind { addr: cfg.addr, source: e })?;
+        let shared = Arc::new(Shared::new(threads, cfg.max_connections));
+        Ok(Self { cfg: Arc::new(cfg), listeners, local_addr, backend, shared })
+    }
+
+    /// The address the listeners are bound to (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The I/O backend that will run, and why it was chosen.
+    pub fn backend(&self) -> &Detected {
+        &self.backend
+    }
+
+    /// A handle to broadcast to, count, or shut down the server from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Serves on one thread per worker, each with a clone of `handler`, until
+    /// [`ServerHandle::shutdown`] (or, with [`Server::run_until_signal`], SIGINT/SIGTERM).
+    /// Returns once every worker has closed its connections and stopped.
+    pub fn run<H: Handler + Clone>(self, handler: H) -> Result<(), ServerError> {
+        self.spawn(handler).join()
+    }
+
+    /// Like [`Server::run`], but SIGINT and SIGTERM start a graceful shutdown: stop
+    /// accepting, close every connection with 1001 after flushing what is queued, return.
+    pub fn run_until_signal<H: Handler + Clone>(self, handler: H) -> Result<(), ServerError> {
+        crate::signal::shutdown_on_signals(self.handle());
+        self.run(handler)
+    }
+
+    /// Starts serving in background threads and returns at once.
+    pub fn spawn<H: Handler + Clone>(self, handler: H) -> RunningServer {
+        tracing::info!(
+            "io backend: {} ({}); {} worker(s) listening on {}",
+            self.backend.backend,
+            self.backend.reason,
+            self.listeners.len(),
+            self.local_addr
+        );
+        let mut threads = Vec::new();
+        for (index, listener) in self.listeners.into_iter().enumerate() {
+            let handler = handler.clone();
+            let shared = Arc::clone(&self.shared);
+            let cfg = Arc::clone(&self.cfg);
+            let backend = self.backend.backend;
+            let t = std::thread::Builder::new().name(format!("ringwire-{index}")).spawn(move || {
+                let run = || -> std::io::Result<()> {
+                    let (mut event_loop, waker) = EventLoop::new(backend, &cfg.event_loop)?;
+                    event_loop.add_listener(listener)?;
+                    shared.workers[index].set_waker(waker);
+                    let mut worker = Worker::new(index, handler, Arc::clone(&shared), cfg);
+                    event_loop.run(&mut worker)
+                };
+                let result = run();
+                if result.is_err() {
+                    // One worker failing takes the server down rather than limping on.
+                    shared.shutdown();
+                }
+                result.map_err(|source| ServerError::Worker { worker: index, source })
+            });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.shared.shutdown();
+                    threads.push(std::thread::spawn(move || Err(ServerError::Worker { worker: index, source: e })));
+                }
+            }
+        }
+        RunningServer { handle: ServerHandle { shared: self.shared }, local_addr: self.local_addr, threads }
+    }
+}
+
+/// A server serving in background threads.
+pub struct RunningServer {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub fn shutdown(self) -> Result<(), ServerError> {
+        self.handle.shutdown();
+        self.join()
+    }
+
+    /// Waits for every worker to stop; the first error wins.
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut first = Ok(());
+        for t in self.threads {
+            let r = t.join().unwrap_or_else(|_| {
+                Err(ServerError::Worker { worker: usize::MAX, source: std::io::Error::other("worker panicked") })
+            });
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+/// Reaches the whole server from any thread. `Send + Sync + Clone`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// Sends a message to every open connection on every worker, framed once.
+    pub fn broadcast(&self, message: impl Into<Payload>) {
+        let prepared = crate::prepare(message.into());
+        for w in &self.shared.workers {
+            w.push(crate::shared::Command::Broadcast(prepared.clone()));
+        }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every connection with 1001
+    /// after flushing what is queued; [`Server::run`] returns when all are closed.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Open connections (handshaking included) across all workers.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("connections", &self.connections()).finish()
+    }
+}

@@ -1,0 +1,39 @@
+//! SIGINT / SIGTERM: a dedicated thread waits for them and starts a graceful shutdown.
+
+use crate::ServerHandle;
+
+/// Blocks SIGINT and SIGTERM in the calling thread (so every thread spawned after it
+/// inherits the mask) and starts a thread that waits for either with `sigwait` and
+/// calls [`ServerHandle::shutdown`]. A second signal exits the process at once.
+pub fn shutdown_on_signals(handle: ServerHandle) {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it fully.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    };
+    // SAFETY: `set` is a valid, initialised signal set; the old mask is not wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let spawned = std::thread::Builder::new().name("ringwire-signals".into()).spawn(move || {
+        let mut first = true;
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is valid and `sig` is a valid out pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            if first {
+                tracing::info!(signal = sig, "shutting down gracefully (send again to exit now)");
+                handle.shutdown();
+                first = false;
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the signal thread; SIGINT/SIGTERM will kill the process");
+    }
+}

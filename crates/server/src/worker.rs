@@ -1,0 +1,380 @@
+//! One worker: the event-loop handler that owns a thread's connections and drives
+//! each one's sans-IO state machine (handshake, then `ringwire_conn::Connection`).
+
+use crate::handler::{Decision, Handler, SendOutcome};
+use crate::shared::{Command, Shared};
+use crate::ws::Ws;
+use crate::{ServerConfig, proxy};
+use ringwire_conn::handshake::{self, Accept, HandshakeLimits, Request};
+use ringwire_conn::{CloseCode, ConnInfo, Connection, Event, PreparedMessage, Role};
+use ringwire_io::{ConnId, Io};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A connection's phase as this worker sees it.
+enum Slot {
+    /// Reading the upgrade request.
+    Handshake { buf: Vec<u8>, peer: SocketAddr },
+    /// Upgraded: the state machine runs.
+    Open(Box<Open>),
+    /// Refused (or shut down); the socket is closing, input is ignored. `admitted`:
+    /// whether it holds one of the server's connection slots.
+    Closing { admitted: bool },
+}
+
+struct Open {
+    conn: Connection,
+    /// The deadline currently armed in the loop (only ever moved earlier, see `sync`).
+    armed: Option<Instant>,
+    reading: bool,
+    socket_closing: bool,
+    close_reported: bool,
+}
+
+pub(crate) struct Worker<H> {
+    index: usize,
+    handler: H,
+    shared: Arc<Shared>,
+    cfg: Arc<ServerConfig>,
+    limits: HandshakeLimits,
+    slots: HashMap<ConnId, Slot>,
+    local_broadcast: Vec<PreparedMessage>,
+    inbox: Vec<Command>,
+    shutting_down: bool,
+}
+
+impl<H: Handler> Worker<H> {
+    pub(crate) fn new(index: usize, handler: H, shared: Arc<Shared>, cfg: Arc<ServerConfig>) -> Self {
+        let limits = HandshakeLimits::new(cfg.max_handshake_headers, cfg.max_handshake_bytes);
+        Self {
+            index,
+            handler,
+            shared,
+            cfg,
+            limits,
+            slots: HashMap::new(),
+            local_broadcast: Vec::new(),
+            inbox: Vec::new(),
+            shutting_down: false,
+        }
+    }
+
+    /// Refuses the handshake with `response` and closes the socket once it is written.
+    fn refuse(&mut self, io: &mut impl Io, id: ConnId, response: Vec<u8>) {
+        io.send(id, response.into());
+        io.close(id);
+        self.slots.insert(id, Slot::Closing { admitted: true });
+    }
+
+    fn on_request(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr, req: Request, rest: &[u8]) {
+        if !self.cfg.allowed_origins.is_empty() {
+            let allowed = req
+                .origin
+                .as_deref()
+                .is_some_and(|o| self.cfg.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+            if !allowed {
+                let reason = match &req.origin {
+                    Some(o) => format!("origin {o} is not allowed"),
+                    None => "an Origin header is required".to_owned(),
+                };
+                return self.refuse(io, id, handshake::reject_response(403, Some(&reason), &[]));
+            }
+        }
+        let opts = match self.handler.on_request(&req, &self.cfg.subprotocols) {
+            Decision::Reject { status, reason, headers } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let reason = (!reason.is_empty()).then_some(reason.as_str());
+                return self.refuse(io, id, handshake::reject_response(status, reason, &headers));
+            }
+            Decision::Accept(opts) => opts,
+        };
+        let accept = Accept {
+            protocol: opts.protocol.clone(),
+            origin: opts.origin,
+            cookies: opts.cookies,
+            extra_headers: opts.headers,
+        };
+        let response = match req.accept(&accept) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "handler accepted with an invalid choice; refusing with 500");
+                return self.refuse(io, id, handshake::reject_response(500, Some(&e.to_string()), &[]));
+            }
+        };
+        let (remote_address, remote_addresses) =
+            proxy::remote_addresses(peer.ip(), &req.x_forwarded_for, &self.cfg.trusted_proxies);
+        let mut info = ConnInfo::new();
+        info.protocol = opts.protocol;
+        info.version = req.version;
+        info.remote_address = Some(remote_address);
+        info.remote_addresses = remote_addresses;
+        let now = io.now();
+        let conn = Connection::new(Role::Server, self.cfg.connection.clone(), info, now);
+        io.send(id, response.into());
+        io.set_timer(id, None);
+        let open = Box::new(Open { conn, armed: None, reading: true, socket_closing: false, close_reported: false });
+        self.slots.insert(id, Slot::Open(open));
+        self.with_open(io, id, |h, ws| h.on_open(ws));
+        if !rest.is_empty() {
+            if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+                open.conn.handle_read(rest, now);
+            }
+        }
+        self.pump(io, id);
+    }
+
+    /// Runs `f` with a [`Ws`] for connection `id` if it is open.
+    fn with_open(&mut self, _io: &mut impl Io, id: ConnId, f: impl FnOnce(&mut H, &mut Ws<'_>)) {
+        if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+            let mut ws = Ws {
+                conn: &mut open.conn,
+                id,
+                worker: self.index,
+                shared: &self.shared,
+                local_broadcast: &mut self.local_broadcast,
+            };
+            f(&mut self.handler, &mut ws);
+        }
+    }
+
+    /// Delivers the connection's events to the handler, moves its output to the loop,
+    /// and syncs reading, the timer and the socket's fate with the state machine.
+    fn pump(&mut self, io: &mut impl Io, id: ConnId) {
+        let Some(Slot::Open(open)) = self.slots.get_mut(&id) else { return };
+        let mut ws = Ws {
+            conn: &mut open.conn,
+            id,
+            worker: self.index,
+            shared: &self.shared,
+            local_broadcast: &mut self.local_broadcast,
+        };
+        while let Some(event) = ws.conn.poll_event() {
+            let h = &mut self.handler;
+            match event {
+                Event::Message(m) => h.on_message(&mut ws, m),
+                Event::Frame(f) => h.on_frame(&mut ws, f),
+                Event::Ping(p) if !h.on_ping(&mut ws, &p) => ws.conn.cancel_pong(),
+                Event::Ping(_) => {}
+                Event::Pong(p) => h.on_pong(&mut ws, &p),
+                Event::Drain => h.on_drain(&mut ws),
+                Event::Pause => h.on_pause(&mut ws),
+                Event::Resume => h.on_resume(&mut ws),
+                Event::SendComplete(t) => h.on_send_complete(&mut ws, t, SendOutcome::Written),
+                Event::SendFailed(t) => h.on_send_complete(&mut ws, t, SendOutcome::Failed),
+                Event::Error(e) => h.on_error(&mut ws, &e),
+                Event::Close { code, description } => {
+                    open.close_reported = true;
+                    h.on_close(&mut ws, code, &description);
+                }
+                // Events added by later versions of the connection crate.
+                _ => {}
+            }
+        }
+        if open.socket_closing {
+            return; // the socket is gone or going; nothing more to write
+        }
+        while let Some(chunk) = open.conn.poll_transmit() {
+            io.send(id, chunk);
+        }
+        let wants_read = open.conn.wants_read();
+        if wants_read != open.reading {
+            open.reading = wants_read;
+            if wants_read { io.resume_read(id) } else { io.pause_read(id) }
+        }
+        // Deadlines only move earlier in the loop; a timer that fires early is harmless
+        // (handle_timeout checks) and re-arms. This keeps a keepalive that slides with
+        // every message from costing a timer operation per message.
+        let next = open.conn.poll_timeout();
+        if next.is_some() && (open.armed.is_none() || next < open.armed) {
+            open.armed = next;
+            io.set_timer(id, next);
+        }
+        if open.conn.is_finished() {
+            open.socket_closing = true;
+            io.close(id);
+        }
+    }
+
+    fn begin_shutdown(&mut self, io: &mut impl Io) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        io.stop_accepting();
+        let ids: Vec<ConnId> = self.slots.keys().copied().collect();
+        for id in ids {
+            match self.slots.get_mut(&id) {
+                Some(Slot::Handshake { .. }) => {
+                    io.abort(id);
+                    self.slots.insert(id, Slot::Closing { admitted: true });
+                }
+                Some(Slot::Open(open)) => {
+                    let _ = open.conn.close(CloseCode::GOING_AWAY, "server shutting down");
+                    self.pump(io, id);
+                }
+                _ => {}
+            }
+        }
+        self.maybe_stop(io);
+    }
+
+    fn maybe_stop(&mut self, io: &mut impl Io) {
+        if self.shutting_down && self.slots.is_empty() {
+            io.stop();
+        }
+    }
+
+    fn flush_broadcasts(&mut self, io: &mut impl Io) {
+        if self.local_broadcast.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.local_broadcast);
+        let ids: Vec<ConnId> = self
+            .slots
+            .iter()
+            .filter_map(|(id, s)| matches!(s, Slot::Open(o) if o.conn.connected()).then_some(*id))
+            .collect();
+        for id in ids {
+            if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+                for m in &messages {
+                    // BufferFull is reported by Drain later; a peer over the buffered limit
+                    // is dropped by the connection's policy (1008).
+                    let _ = open.conn.send_prepared(m, None);
+                }
+            }
+            self.pump(io, id);
+        }
+    }
+}
+
+impl<H: Handler> ringwire_io::Handler for Worker<H> {
+    fn on_accept(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr) {
+        if self.shutting_down {
+            io.abort(id);
+            self.slots.insert(id, Slot::Closing { admitted: false });
+            return;
+        }
+        if !self.shared.try_admit() {
+            io.send(id, handshake::reject_response(503, Some("too many connections"), &[]).into());
+            io.close(id);
+            self.slots.insert(id, Slot::Closing { admitted: false });
+            return;
+        }
+        self.slots.insert(id, Slot::Handshake { buf: Vec::new(), peer });
+        io.set_timer(id, Some(io.now() + self.cfg.handshake_timeout));
+    }
+
+    fn on_data(&mut self, io: &mut impl Io, id: ConnId, data: &mut [u8]) {
+        match self.slots.get_mut(&id) {
+            Some(Slot::Open(open)) => {
+                open.conn.handle_read(data, io.now());
+                self.pump(io, id);
+            }
+            Some(Slot::Handshake { buf, peer }) => {
+                let peer = *peer;
+                buf.extend_from_slice(data);
+                match handshake::parse_request(buf, &self.limits) {
+                    Ok(None) => {}
+                    Ok(Some((req, used))) => {
+                        let rest = buf.split_off(used);
+                        self.on_request(io, id, peer, req, &rest);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "bad upgrade request");
+                        self.refuse(io, id, e.response());
+                    }
+                }
+            }
+            Some(Slot::Closing { .. }) | None => {}
+        }
+    }
+
+    fn on_sent(&mut self, io: &mut impl Io, id: ConnId, bytes: usize) {
+        if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+            open.conn.handle_written(bytes, io.now());
+            self.pump(io, id);
+        }
+    }
+
+    fn on_timer(&mut self, io: &mut impl Io, id: ConnId) {
+        match self.slots.get_mut(&id) {
+            Some(Slot::Handshake { .. }) => {
+                self.refuse(io, id, handshake::reject_response(408, Some("handshake timed out"), &[]));
+            }
+            Some(Slot::Open(open)) => {
+                open.armed = None;
+                open.conn.handle_timeout(io.now());
+                self.pump(io, id);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_closed(&mut self, io: &mut impl Io, id: ConnId, error: Option<std::io::Error>) {
+        let admitted = match self.slots.get_mut(&id) {
+            Some(Slot::Open(open)) => {
+                if !open.close_reported {
+                    if let Some(e) = &error {
+                        tracing::debug!(error = %e, "connection error");
+                    }
+                    open.socket_closing = true;
+                    open.conn.handle_eof(io.now());
+                    self.pump(io, id);
+                }
+                true
+            }
+            Some(Slot::Handshake { .. }) => true,
+            Some(Slot::Closing { admitted }) => *admitted,
+            None => false,
+        };
+        if self.slots.remove(&id).is_some() && admitted {
+            self.shared.release();
+        }
+        self.maybe_stop(io);
+    }
+
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.shared.workers[self.index].drain_into(&mut self.inbox);
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for cmd in inbox.drain(..) {
+            // Keep the order commands were given in: pending broadcasts go out before
+            // a later send, close or shutdown.
+            if !matches!(cmd, Command::Broadcast(_)) {
+                self.flush_broadcasts(io);
+            }
+            match cmd {
+                Command::Send(id, payload) => {
+                    if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+                        let _ = open.conn.send(payload, None);
+                        self.pump(io, id);
+                    }
+                }
+                Command::Close(id, code, reason) => {
+                    if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+                        let _ = open.conn.close(code, &reason);
+                        self.pump(io, id);
+                    }
+                }
+                Command::Pause(id, pause) => {
+                    if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+                        if pause {
+                            open.conn.pause()
+                        } else {
+                            open.conn.resume()
+                        }
+                        self.pump(io, id);
+                    }
+                }
+                Command::Broadcast(m) => self.local_broadcast.push(m),
+                Command::Shutdown => self.begin_shutdown(io),
+            }
+        }
+        self.inbox = inbox;
+    }
+
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.flush_broadcasts(io);
+    }
+}
