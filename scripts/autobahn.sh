@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The Autobahn gate. `scripts/autobahn.sh server` runs the whole fuzzingclient suite against
+# `ringwire echo`; `scripts/autobahn.sh client` runs the fuzzingserver suite against the ringwire
+# client example. Either diffs the verdicts with autobahn/expected-<mode>.json.
+# Extra arguments go to kosoku (e.g. `-i 9.*`); WRITE=1 rewrites the expected file.
+set -euo pipefail
+mode=${1:-server}; shift || true
+cd "$(dirname "$0")/.."
+root=$PWD
+venv=$root/.venv-autobahn
+if [ ! -x "$venv/bin/kosoku" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet 'kosoku==0.1.*'
+fi
+port=${AUTOBAHN_PORT:-9001}
+out=$root/target/autobahn/$mode
+rm -rf "$out"; mkdir -p "$out"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "autobahn: nothing listens on $port" >&2; return 1
+}
+
+case "$mode" in
+server)
+    cargo build --release --quiet -p ringwire --bin ringwire
+    # Limits large enough for the 9.x cases (16 MiB messages, 4 MiB frames).
+    "$root/target/release/ringwire" echo --addr "127.0.0.1:$port" --threads 2 \
+        --max-frame-size 16MiB --max-message-size 16MiB --max-buffered 64MiB \
+        --keepalive-interval 0 --io "${RINGWIRE_IO:-auto}" >"$out/server.log" 2>&1 &
+    pids+=($!)
+    wait_port
+    timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || true
+    ;;
+client)
+    cargo build --release --quiet -p ringwire-client --example autobahn_client
+    timeout 1500 "$venv/bin/kosoku" -m fuzzingserver -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 &
+    pids+=($!)
+    wait_port
+    timeout 1400 "$root/target/release/examples/autobahn_client" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1
+    wait "${pids[0]}" || true
+    ;;
+*) echo "usage: $0 server|client [kosoku args]" >&2; exit 2 ;;
+esac
+[ -f "$out/index.json" ] || { echo "autobahn: no index.json; kosoku log:" >&2; tail -20 "$out/kosoku.log" >&2; exit 1; }
+python3 scripts/autobahn_gate.py "$out/index.json" "autobahn/expected-$mode.json" ${WRITE:+--write}

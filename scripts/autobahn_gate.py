@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Diff a fresh Autobahn (kosoku) index.json against the committed expected verdicts.
+
+usage: autobahn_gate.py INDEX_JSON EXPECTED_JSON [--write]
+
+Fails (exit 1) when:
+  * any case's (behavior, behaviorClose) differs from the expected file (newly failing
+    AND newly passing cases are both shown, with the reason from the case report), or
+  * any case of sections 1-10 is not OK or INFORMATIONAL in both columns (the bar,
+    enforced here too so the expected file cannot quietly hold a failure), or
+  * any case of sections 12-13 is anything but OK/INFORMATIONAL/UNIMPLEMENTED.
+--write rewrites EXPECTED_JSON from the run (use after a deliberate change).
+"""
+import json
+import os
+import sys
+from collections import Counter
+
+GOOD = {"OK", "INFORMATIONAL"}
+
+
+def case_key(case_id):
+    return tuple(int(p) for p in case_id.split("."))
+
+
+def load_run(index_path):
+    with open(index_path) as f:
+        index = json.load(f)
+    if len(index) != 1:
+        sys.exit(f"autobahn gate: expected one agent in {index_path}, found {list(index)}")
+    (agent, cases), = index.items()
+    return agent, cases
+
+
+def reason(outdir, entry):
+    report = entry.get("reportfile")
+    if not report:
+        return ""
+    try:
+        with open(os.path.join(outdir, report)) as f:
+            case = json.load(f)
+        return f"{case.get('result', '')} / {case.get('resultClose', '')}"
+    except OSError:
+        return ""
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if len(args) != 2:
+        sys.exit(__doc__)
+    index_path, expected_path = args
+    outdir = os.path.dirname(index_path)
+    agent, cases = load_run(index_path)
+    got = {cid: {"behavior": e["behavior"], "behaviorClose": e["behaviorClose"]} for cid, e in cases.items()}
+
+    if "--write" in sys.argv:
+        with open(expected_path, "w") as f:
+            json.dump(dict(sorted(got.items(), key=lambda kv: case_key(kv[0]))), f, indent=1)
+            f.write("\n")
+        print(f"autobahn gate: wrote {len(got)} verdicts to {expected_path}")
+
+    with open(expected_path) as f:
+        expected = json.load(f)
+
+    problems = []
+    for cid in sorted(set(expected) | set(got), key=case_key):
+        e, g = expected.get(cid), got.get(cid)
+        if e != g:
+            why = reason(outdir, cases[cid]) if cid in cases else "case missing from the run"
+            problems.append(f"  {cid}: expected {e}, got {g}  {why}")
+        if g is None:
+            continue
+        section = case_key(cid)[0]
+        allowed = GOOD if section <= 10 else GOOD | {"UNIMPLEMENTED"}
+        if g["behavior"] not in allowed or g["behaviorClose"] not in allowed:
+            problems.append(f"  {cid}: {g['behavior']}/{g['behaviorClose']} is below the bar  {reason(outdir, cases[cid])}")
+
+    per_section = {}
+    for cid, g in got.items():
+        sec = cid.split(".")[0]
+        verdict = g["behavior"] if g["behavior"] == g["behaviorClose"] else f"{g['behavior']}/{g['behaviorClose']}"
+        per_section.setdefault(sec, Counter())[verdict] += 1
+    print(f"autobahn gate ({agent}): {len(got)} cases")
+    for sec in sorted(per_section, key=int):
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(per_section[sec].items()))
+        print(f"  section {sec:>2}: {counts}")
+    if problems:
+        print("autobahn gate: FAILED: either this is a regression, or update the expected file on purpose")
+        print("\n".join(problems))
+        return 1
+    print("autobahn gate: all verdicts as expected")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
