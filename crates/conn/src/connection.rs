@@ -165,7 +165,9 @@ impl Connection {
     /// idle timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        while let Some(fired) = self.timers.expired(now) {
+        // Each of the four timers fires at most once per call, even with a zero interval.
+        for _ in 0..4 {
+            let Some(fired) = self.timers.expired(now) else { break };
             match fired {
                 Fired::Close => match self.state {
                     State::Ending | State::PeerRequestedClose => {

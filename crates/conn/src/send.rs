@@ -99,7 +99,7 @@ impl Outbound {
                 }
         };
         match threshold {
-            Some(t) if len > t => {
+            Some(t) if len > t && t > 0 => {
                 let (full, rest) = (len / t, len % t);
                 full * (t + hdr(t)) + if rest > 0 { rest + hdr(rest) } else { 0 }
             }
@@ -296,6 +296,7 @@ mod tests {
     #[test]
     fn fragmentation_and_wire_len() {
         let mut o = Outbound::new(Role::Server);
+        assert_eq!(o.wire_len(10, Some(0)), 12, "a zero threshold means no fragmentation");
         let payload = Bytes::from(vec![1u8; 10]);
         o.push_message(OpCode::Binary, payload, Some(4), Some(SendToken(9)));
         let wire = drain(&mut o);

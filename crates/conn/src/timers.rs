@@ -17,6 +17,8 @@ pub(crate) enum Fired {
     Idle,
 }
 
+const MIN: Duration = Duration::from_millis(1);
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Timers {
     pub(crate) close: Option<Instant>,
@@ -29,6 +31,10 @@ pub(crate) struct Timers {
 
 impl Timers {
     pub(crate) fn new(keepalive: Option<Keepalive>, idle_timeout: Option<Duration>, now: Instant) -> Self {
+        // A zero duration would fire on every call; a millisecond is the floor.
+        let keepalive =
+            keepalive.map(|k| Keepalive { interval: k.interval.max(MIN), grace_period: k.grace_period.max(MIN), ..k });
+        let idle_timeout = idle_timeout.map(|d| d.max(MIN));
         Self {
             close: None,
             ping: keepalive.map(|k| now + k.interval),

@@ -186,3 +186,17 @@ fn poll_timeout_is_none_without_timers_and_after_close() {
     p.server.drop_connection(CloseCode::NORMAL, "", true);
     assert_eq!(p.server.poll_timeout(), None);
 }
+
+#[test]
+fn zero_durations_do_not_spin() {
+    let mut cfg = Config::server();
+    cfg.keepalive = Some(Keepalive::new(Duration::ZERO, Duration::ZERO));
+    cfg.fragmentation_threshold = 0;
+    let mut p = Pair::new(Config::client(), cfg);
+    let _ = p.server.send_binary(vec![0u8; 100], None).unwrap();
+    p.advance(Duration::from_millis(3));
+    assert!(frames(&p.server_wire, Role::Server).iter().filter(|f| f.op == OpCode::Ping).count() <= 3);
+    let data: Vec<F> = frames(&p.server_wire, Role::Server).into_iter().filter(|f| f.op == OpCode::Binary).collect();
+    assert_eq!(data.len(), 1, "a zero threshold means no fragmentation");
+    assert!(data[0].fin);
+}

@@ -231,3 +231,11 @@ fn large_messages_cross_in_any_split() {
         assert!(got == [binary(&vec![9u8; 300_000])], "splits {splits:?}: {} events", got.len());
     }
 }
+
+#[test]
+fn connection_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Connection>();
+    assert_send_sync::<Event>();
+    assert_send_sync::<crate::PreparedMessage>();
+}
