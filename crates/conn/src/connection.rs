@@ -174,7 +174,9 @@ impl Connection {
                         self.out.discard_unhanded(&mut self.events);
                         self.finish_close();
                     }
-                    State::Open | State::Closed => {}
+                    // Closed with output the peer never took: give up on it.
+                    State::Closed => self.out.clear(&mut self.events),
+                    State::Open => {}
                 },
                 Fired::KeepaliveGrace if self.state == State::Open => {
                     self.events.push_back(Event::Error(ConnError::KeepaliveTimeout));
@@ -408,7 +410,8 @@ impl Connection {
     }
 
     /// True once the connection is `Closed` and everything queued was written (or
-    /// discarded): the driver closes the socket.
+    /// discarded, at the latest `close_timeout` after closing): the driver closes the
+    /// socket.
     pub fn is_finished(&self) -> bool {
         self.state == State::Closed && self.out.is_empty()
     }
@@ -558,6 +561,11 @@ impl Connection {
         self.state = State::Closed;
         self.recv.done = true;
         self.timers.stop_all();
+        if !self.out.is_empty() {
+            // What is left (a close frame, data queued before a protocol error) gets
+            // `close_timeout` to be written; then `is_finished` turns true regardless.
+            self.timers.close = Some(self.now + self.config.close_timeout);
+        }
         self.paused_input = BytesMut::new();
         let code = *self.close_code.get_or_insert(CloseCode::ABNORMAL);
         let description = self.close_description.get_or_insert_with(String::new).clone();

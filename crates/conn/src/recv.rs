@@ -277,6 +277,12 @@ impl Recv {
             return Ok(());
         }
         let start = self.buf.len();
+        // Room for the rest of the frame (bounded by the frame limit, and by 1 MiB per
+        // step so an announced but unsent payload does not reserve it all at once).
+        let rest = cur.len - offset;
+        if self.buf.capacity() - start < rest {
+            self.buf.reserve(rest.min(1 << 20));
+        }
         self.buf.extend_from_slice(part);
         if let Some(k) = cur.mask {
             apply_mask(&mut self.buf[start..], k, offset);

@@ -199,3 +199,18 @@ fn close_constants_and_descriptions_match_the_spec() {
         }
     }
 }
+
+#[test]
+fn output_a_closed_peer_never_reads_is_given_up_after_close_timeout() {
+    let mut p = Pair::std();
+    p.server_write_blocked = true; // the client stopped reading: nothing gets out
+    let _ = p.server.send_binary(vec![0u8; 1000], Some(SendToken(5))).unwrap();
+    p.inject_to_server(&cframe(OpCode::Continuation, true, b"x")); // a protocol error
+    assert_eq!(p.server.state(), State::Closed);
+    assert!(!p.server.is_finished(), "data and close frame still queued");
+    assert_eq!(p.server.poll_timeout(), Some(p.now + p.server.config().close_timeout));
+    p.advance(std::time::Duration::from_secs(5));
+    assert!(p.server.is_finished());
+    assert_eq!(p.server.poll_timeout(), None);
+    assert!(p.server_events().contains(&Event::SendFailed(SendToken(5))));
+}
