@@ -214,3 +214,31 @@ fn output_a_closed_peer_never_reads_is_given_up_after_close_timeout() {
     assert_eq!(p.server.poll_timeout(), None);
     assert!(p.server_events().contains(&Event::SendFailed(SendToken(5))));
 }
+
+#[test]
+fn tcp_loss_while_closing_keeps_the_known_code() {
+    // Ending: we sent 1001 and the peer hung up without answering: ours (as Node).
+    let mut p = Pair::std();
+    p.server.close(CloseCode::GOING_AWAY, "restart").unwrap();
+    p.server.handle_eof(p.now);
+    assert_eq!(p.server_events(), [close_event(1001, "restart")]);
+    // PeerRequestedClose: the peer's code arrived, our echo could not be written.
+    let mut p = Pair::std();
+    p.server_write_blocked = true;
+    p.inject_to_server(&cframe(OpCode::Close, true, &close_payload(4002, "later")));
+    assert_eq!(p.server.state(), State::PeerRequestedClose);
+    p.server.handle_eof(p.now);
+    assert_eq!(p.server_events(), [close_event(4002, "later")]);
+    assert!(p.server.is_finished());
+}
+
+#[test]
+fn handle_written_beyond_what_was_handed_out_is_clamped() {
+    let mut p = Pair::std();
+    let _ = p.server.send_text("abc", Some(SendToken(1))).unwrap();
+    let _ = p.server.send_text("def", Some(SendToken(2))).unwrap();
+    let first = p.server.poll_transmit().unwrap();
+    p.server.handle_written(first.len() + 100, p.now);
+    assert_eq!(p.server_events(), [Event::SendComplete(SendToken(1))]);
+    assert_eq!(p.server.buffered_amount(), 5, "the second frame was not handed out, so not written");
+}
