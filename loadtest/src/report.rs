@@ -94,6 +94,10 @@ pub struct SummaryRow {
     pub median: Metrics,
     /// msgs/s divided by the best peer's (higher is better).
     pub msgs_vs_best_peer: Option<f64>,
+    /// Median latency divided by the best (lowest) peer's.
+    pub p50_vs_best_peer: Option<f64>,
+    /// 99th percentile latency divided by the best (lowest) peer's.
+    pub p99_vs_best_peer: Option<f64>,
     /// CPU per message divided by the best peer's (lower is better).
     pub cpu_vs_best_peer: Option<f64>,
     /// RSS per idle connection divided by the best peer's (lower is better).
@@ -161,6 +165,8 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
         let best_msgs = of(ServerKind::Peer, |m| m.msgs_per_s).into_iter().reduce(f64::max);
         let best_cpu = of(ServerKind::Peer, |m| m.cpu_us_per_msg).into_iter().reduce(f64::min);
         let best_rss = of(ServerKind::Peer, |m| m.rss_bytes_per_conn).into_iter().reduce(f64::min);
+        let best_p50 = of(ServerKind::Peer, |m| m.p50_us).into_iter().reduce(f64::min);
+        let best_p99 = of(ServerKind::Peer, |m| m.p99_us).into_iter().reduce(f64::min);
         let floor_cpu = of(ServerKind::Floor, |m| m.cpu_us_per_msg).into_iter().next();
         let floor_msgs = of(ServerKind::Floor, |m| m.msgs_per_s).into_iter().next();
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -170,6 +176,8 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
         for r in rows.iter_mut().filter(|r| r.scenario == s) {
             r.msgs_vs_best_peer = ratio(r.median.msgs_per_s, best_msgs);
             r.cpu_vs_best_peer = ratio(r.median.cpu_us_per_msg, best_cpu);
+            r.p50_vs_best_peer = ratio(r.median.p50_us, best_p50);
+            r.p99_vs_best_peer = ratio(r.median.p99_us, best_p99);
             r.rss_conn_vs_best_peer = ratio(r.median.rss_bytes_per_conn, best_rss);
             if r.kind != Some(ServerKind::Floor) {
                 r.cpu_vs_floor = ratio(r.median.cpu_us_per_msg, floor_cpu);
@@ -200,6 +208,13 @@ fn rate(v: Option<f64>) -> String {
         Some(x) if x >= 1e6 => format!("{:.2}M", x / 1e6),
         Some(x) if x >= 1e3 => format!("{:.1}k", x / 1e3),
         Some(x) => format!("{x:.0}"),
+    }
+}
+
+fn with_ratio(v: Option<f64>, r: Option<f64>) -> String {
+    match (v, r) {
+        (Some(_), Some(r)) => format!("{} ({r:.2}x)", num(v, 1)),
+        _ => num(v, 1),
     }
 }
 
@@ -248,7 +263,7 @@ pub fn markdown(
             }
         } else {
             md.push_str(
-                "| server | msgs/s | vs best peer | p50 µs | p99 µs | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | loadgen CPU | ok runs | errors |\n",
+                "| server | msgs/s | vs best peer | p50 µs (vs best peer) | p99 µs (vs best peer) | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | loadgen CPU | ok runs | errors |\n",
             );
             md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for r in &rs {
@@ -258,8 +273,8 @@ pub fn markdown(
                     r.server,
                     rate(r.median.msgs_per_s),
                     ratio_cell(r.msgs_vs_best_peer),
-                    num(r.median.p50_us, 1),
-                    num(r.median.p99_us, 1),
+                    with_ratio(r.median.p50_us, r.p50_vs_best_peer),
+                    with_ratio(r.median.p99_us, r.p99_vs_best_peer),
                     num(r.median.cpu_us_per_msg, 2),
                     ratio_cell(r.cpu_vs_best_peer),
                     ratio_cell(r.cpu_vs_floor),
