@@ -327,7 +327,11 @@ pub fn svg(rows: &[SummaryRow]) -> String {
         r#"<text x="{LABEL}" y="20" font-weight="bold">messages/s (idle: RSS bytes per connection)</text><text x="{}" y="20" font-weight="bold">server CPU µs per message (lower is better)</text>"#,
         LABEL + BAR + 170.0
     );
-    let mut y = 40.0;
+    let _ = writeln!(
+        out,
+        r##"<text x="{LABEL}" y="34" font-size="10" fill="#555">orange: ringwire · blue: peers · grey: raw TCP echo floor; bars scaled per scenario</text>"##
+    );
+    let mut y = 44.0;
     for s in &scenarios {
         let rs: Vec<&SummaryRow> = rows.iter().filter(|r| &r.scenario == s).collect();
         let left = |r: &SummaryRow| r.median.msgs_per_s.or(r.median.rss_bytes_per_conn);

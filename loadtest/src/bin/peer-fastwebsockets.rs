@@ -2,7 +2,7 @@
 //!
 //! `--mode echo` (default) answers every text/binary message with the same message;
 //! `--mode broadcast` sends every message received to every connected client (the sender
-//! included). The upgrade is answered by `ringwire_loadtest::peer::accept_upgrade` (a
+//! included; each connection's writer batches queued frames into one flush). The upgrade is answered by `ringwire_loadtest::peer::accept_upgrade` (a
 //! plain httparse handshake, leaner than going through hyper; it runs once per
 //! connection and is not on the measured echo path). Limits: 64 MiB messages, no
 //! compression (fastwebsockets has none).
@@ -92,15 +92,26 @@ async fn echo(stream: TcpStream) -> Result<(), fastwebsockets::WebSocketError> {
 
 async fn broadcast(stream: TcpStream, id: u64, registry: Registry) -> Result<(), fastwebsockets::WebSocketError> {
     let (r, w) = stream.into_split();
-    let (rd, mut wr) = fastwebsockets::after_handshake_split(r, w, Role::Server);
+    let (rd, mut wr) =
+        fastwebsockets::after_handshake_split(r, tokio::io::BufWriter::with_capacity(64 * 1024, w), Role::Server);
     let mut rd = FragmentCollectorRead::new(rd);
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     registry.lock().expect("registry lock").insert(id, tx.clone());
+    // The writer drains whatever is queued into a buffer and flushes once per batch, so a
+    // burst of broadcasts costs one write per connection, not one per frame.
     let writer = tokio::spawn(tokio::task::unconstrained(async move {
-        while let Some((op, data)) = rx.recv().await {
-            let close = op == OpCode::Close;
-            if wr.write_frame(Frame::new(true, op, None, Payload::Borrowed(&data))).await.is_err() || close {
-                break;
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some((op, data)) = next {
+                let close = op == OpCode::Close;
+                if wr.write_frame(Frame::new(true, op, None, Payload::Borrowed(&data))).await.is_err() || close {
+                    let _ = wr.flush().await;
+                    return;
+                }
+                next = rx.try_recv().ok();
+            }
+            if wr.flush().await.is_err() {
+                return;
             }
         }
     }));
