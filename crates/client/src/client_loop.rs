@@ -393,6 +393,16 @@ impl<H: ClientHandler> Driver<'_, H> {
                             self.pump(io, conn);
                         }
                     }
+                    Cmd::Pause(id, paused) => {
+                        if let Some((conn, sm)) = self.open_conn(id) {
+                            if paused {
+                                sm.pause()
+                            } else {
+                                sm.resume()
+                            }
+                            self.pump(io, conn);
+                        }
+                    }
                     Cmd::Close(id, code, reason) => {
                         if let Some((conn, sm)) = self.open_conn(id) {
                             let _ = sm.close(code, &reason);

@@ -43,6 +43,7 @@ pub(crate) enum Cmd {
     Connect(ClientId, Box<Target>),
     Send(ClientId, Payload),
     Ping(ClientId, Bytes),
+    Pause(ClientId, bool),
     Close(ClientId, CloseCode, String),
     Stop,
 }
@@ -98,6 +99,11 @@ impl Ctl<'_> {
         self.cmds.push(Cmd::Close(id, code, reason.to_owned()));
     }
 
+    /// Stops or resumes reading from another connection of this loop (Node `pause`/`resume`).
+    pub fn set_paused(&mut self, id: ClientId, paused: bool) {
+        self.cmds.push(Cmd::Pause(id, paused));
+    }
+
     /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return at the end of this turn.
     /// Open connections stay open (and resume if `run` is called again).
     pub fn stop(&mut self) {
@@ -139,6 +145,16 @@ impl LoopHandle {
     /// Starts the close handshake on a connection.
     pub fn close(&self, id: ClientId, code: CloseCode, reason: &str) {
         self.shared.push(Cmd::Close(id, code, reason.to_owned()));
+    }
+
+    /// Stops reading from a connection (Node `pause`).
+    pub fn pause(&self, id: ClientId) {
+        self.shared.push(Cmd::Pause(id, true));
+    }
+
+    /// Resumes reading from a connection (Node `resume`).
+    pub fn resume(&self, id: ClientId) {
+        self.shared.push(Cmd::Pause(id, false));
     }
 
     /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return soon.

@@ -232,3 +232,40 @@ fn connect_from_a_callback_chains_connections() {
         assert_eq!(rec.events.iter().filter(|(_, e)| matches!(e, Ev::Close(1000, _))).count(), 5);
     }
 }
+
+#[test]
+fn pause_and_resume_lose_nothing() {
+    let addr = tungstenite_server();
+    for io in BACKENDS {
+        let mut client = ClientLoop::new(io).unwrap();
+        let handle = client.handle();
+        let id = client.connect(&format!("ws://{addr}/"), ConnectOptions::default()).unwrap();
+        let mut rec = Recorder::new()
+            .on_open(move |ws| {
+                for i in 0..50 {
+                    let _ = ws.send(format!("m{i}")).unwrap();
+                }
+                ws.pause();
+                assert!(!ws.connection().wants_read());
+                // Another thread resumes us once the echoes have had time to pile up.
+                let (handle, id) = (handle.clone(), ws.id());
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    handle.resume(id);
+                });
+            })
+            .on_message(|ws, _, n| {
+                if n == 50 {
+                    ws.close(CloseCode::NORMAL, "").unwrap();
+                }
+            });
+        run(&mut client, &mut rec);
+        let evs = rec.of(id);
+        let want: Vec<Message> = (0..50).map(|i| Message::Text(format!("m{i}").into())).collect();
+        assert_eq!(rec.messages(id), want, "{io:?}");
+        let pause = evs.iter().position(|e| *e == Ev::Pause).expect("no pause event");
+        let resume = evs.iter().position(|e| *e == Ev::Resume).expect("no resume event");
+        let first = evs.iter().position(|e| matches!(e, Ev::Message(_))).unwrap();
+        assert!(pause < resume && resume < first, "{io:?}: {evs:?}");
+    }
+}

@@ -28,6 +28,8 @@ pub enum Ev {
     Ping(Bytes),
     Pong(Bytes),
     SendComplete(SendToken, SendOutcome),
+    Pause,
+    Resume,
     Error(String),
     Close(u16, String),
 }
@@ -120,6 +122,12 @@ impl ClientHandler for Recorder {
     }
     fn on_pong(&mut self, ws: &mut ClientWs<'_>, payload: &Bytes) {
         self.events.push((ws.id(), Ev::Pong(payload.clone())));
+    }
+    fn on_pause(&mut self, ws: &mut ClientWs<'_>) {
+        self.events.push((ws.id(), Ev::Pause));
+    }
+    fn on_resume(&mut self, ws: &mut ClientWs<'_>) {
+        self.events.push((ws.id(), Ev::Resume));
     }
     fn on_send_complete(&mut self, ws: &mut ClientWs<'_>, token: SendToken, outcome: SendOutcome) {
         self.events.push((ws.id(), Ev::SendComplete(token, outcome)));
