@@ -70,8 +70,8 @@ fuzz_target!(|data: &[u8]| {
                     apply_mask(&mut cur.unmasked[piece_at..], key, piece_at);
                 }
                 at += take;
-                let in_text = cur.header.opcode == OpCode::Text
-                    || (cur.header.opcode == OpCode::Continuation && text.is_some());
+                let in_text =
+                    cur.header.opcode == OpCode::Text || (cur.header.opcode == OpCode::Continuation && text.is_some());
                 if in_text && let Some(t) = &mut text {
                     feed_text(t, &cur.unmasked[piece_at..]);
                 }
