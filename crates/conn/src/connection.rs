@@ -58,7 +58,6 @@ pub struct Connection {
     info: ConnInfo,
     state: State,
     recv: Recv,
-    inbox: Vec<Inbound>,
     out: Outbound,
     events: VecDeque<Event>,
     timers: Timers,
@@ -84,7 +83,6 @@ impl Connection {
             config,
             info,
             state: State::Open,
-            inbox: Vec::new(),
             out: Outbound::new(role),
             events: VecDeque::new(),
             now,
@@ -119,12 +117,27 @@ impl Connection {
     }
 
     fn feed(&mut self, data: &[u8]) {
-        let mut inbox = core::mem::take(&mut self.inbox);
-        self.recv.feed(data, &mut |i| inbox.push(i));
-        for item in inbox.drain(..) {
-            self.on_inbound(item);
+        // Data, pings and pongs become events in stream order right here; a close frame
+        // or an error ends the stream, so it is handled after.
+        let owe_pongs = self.config.auto_pong && self.state == State::Open;
+        let (events, pongs, pings) = (&mut self.events, &mut self.pongs, &mut self.pings_received);
+        let mut last = None;
+        self.recv.feed(data, &mut |item| match item {
+            Inbound::Message(m) => events.push_back(Event::Message(m)),
+            Inbound::Frame(f) => events.push_back(Event::Frame(f)),
+            Inbound::Pong(p) => events.push_back(Event::Pong(p)),
+            Inbound::Ping(p) => {
+                if owe_pongs {
+                    pongs.push_back((*pings, p.clone()));
+                }
+                *pings += 1;
+                events.push_back(Event::Ping(p));
+            }
+            end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
+        });
+        if let Some(end) = last {
+            self.on_stream_end(end);
         }
-        self.inbox = inbox;
     }
 
     /// The driver wrote `n` bytes of the chunks [`poll_transmit`](Self::poll_transmit)
@@ -493,19 +506,8 @@ impl Connection {
 
     // ---- internals --------------------------------------------------------------
 
-    fn on_inbound(&mut self, item: Inbound) {
+    fn on_stream_end(&mut self, item: Inbound) {
         match item {
-            Inbound::Message(m) => self.events.push_back(Event::Message(m)),
-            Inbound::Frame(f) => self.events.push_back(Event::Frame(f)),
-            Inbound::Pong(p) => self.events.push_back(Event::Pong(p)),
-            Inbound::Ping(p) => {
-                let seq = self.pings_received;
-                self.pings_received += 1;
-                if self.config.auto_pong && self.state == State::Open {
-                    self.pongs.push_back((seq, p.clone()));
-                }
-                self.events.push_back(Event::Ping(p));
-            }
             Inbound::Close(peer) => self.on_peer_close(peer),
             Inbound::Error(e) => {
                 let code = e.close_code();
@@ -513,6 +515,7 @@ impl Connection {
                 self.events.push_back(Event::Error(ConnError::Protocol(e)));
                 self.fail(code, &reason);
             }
+            _ => unreachable!("only a close frame or an error ends the stream"),
         }
     }
 
