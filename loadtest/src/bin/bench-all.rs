@@ -125,7 +125,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             name: "tcp-floor",
             kind: ServerKind::Floor,
             program: bin.join("examples/tcp_echo"),
-            args: s(&["--addr", "127.0.0.1:{port}"]),
+            args: s(&["--addr", "127.0.0.1:{port}", "--threads", "1"]),
             env: vec![],
             broadcast: false,
             available: exists(&bin.join("examples/tcp_echo")),
