@@ -229,3 +229,25 @@ fn a_name_with_several_addresses_falls_back_to_the_next() {
         assert_eq!(rec.close_of(id).0, 1000);
     }
 }
+
+#[test]
+fn ipv6_literal_urls_connect() {
+    let listener = std::net::TcpListener::bind("[::1]:0").expect("IPv6 loopback");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let mut s = s.unwrap();
+            let (req, _) = read_request(&mut s);
+            assert_eq!(req.host, format!("[::1]:{}", addr.port()));
+            s.write_all(upgrade_101(&req.key, "").as_bytes()).unwrap();
+            s.write_all(&server_close(1000, "v6")).unwrap();
+            read_to_close(&mut s, &mut Vec::new());
+        }
+    });
+    for io in BACKENDS {
+        let (id, rec) =
+            run_one(io, &format!("ws://[::1]:{}/", addr.port()), ConnectOptions::default(), Recorder::new());
+        assert_eq!(rec.of(id)[0], Ev::Open(None), "{io:?}");
+        assert_eq!(rec.close_of(id), (1000, "v6".into()));
+    }
+}
