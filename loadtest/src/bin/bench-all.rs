@@ -405,6 +405,8 @@ fn machine_facts(repo: &Path, servers: &[Server]) -> BTreeMap<String, String> {
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string());
     m.insert("cpu".into(), model.unwrap_or_else(|| "unknown".into()));
     m.insert("cpus".into(), cpuinfo.lines().filter(|l| l.starts_with("processor")).count().to_string());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    m.insert("loadavg_at_start".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     m.insert(
         "kernel".into(),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
@@ -445,6 +447,10 @@ fn machine_facts(repo: &Path, servers: &[Server]) -> BTreeMap<String, String> {
         }
     }
     m
+}
+
+fn fact<'a>(machine: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    machine.get(key).map_or("unknown", String::as_str)
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -589,6 +595,11 @@ fn run(args: Args) -> Result<(), String> {
             (None, None) => {}
         }
         runs.push(rec);
+        // Keep every run on disk as it completes, so an interrupted run loses nothing.
+        let partial = out.join("latest.raw.json");
+        if let Ok(text) = serde_json::to_string(&runs) {
+            let _ = std::fs::write(&partial, text);
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
 
@@ -612,19 +623,19 @@ fn run(args: Args) -> Result<(), String> {
     pre.push_str(&format!(
         "Machine: {} ({} CPUs), Linux {}, {} RAM; {}. Commit {} on {}; load average {} at the start and {} at \
          the end (other work on the machine skews absolute figures).\n\n",
-        machine["cpu"],
-        machine["cpus"],
-        machine["kernel"],
+        fact(&machine, "cpu"),
+        fact(&machine, "cpus"),
+        fact(&machine, "kernel"),
         machine.get("memory").map_or("?", |s| s),
-        machine["rustc"],
-        machine["commit"],
-        machine["date"],
-        machine["loadavg_at_start"],
+        fact(&machine, "rustc"),
+        fact(&machine, "commit"),
+        fact(&machine, "date"),
+        fact(&machine, "loadavg_at_start"),
         load_end
     ));
     let mut versions = vec![
-        format!("fastwebsockets {}", machine["fastwebsockets"]),
-        format!("tokio-tungstenite {} (tokio {})", machine["tokio-tungstenite"], machine["tokio"]),
+        format!("fastwebsockets {}", fact(&machine, "fastwebsockets")),
+        format!("tokio-tungstenite {} (tokio {})", fact(&machine, "tokio-tungstenite"), fact(&machine, "tokio")),
     ];
     if let Some(b) = machine.get("bun") {
         versions.push(format!("Bun {b}"));
