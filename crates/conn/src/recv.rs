@@ -192,7 +192,7 @@ impl Recv {
         match h.opcode {
             OpCode::Continuation => {
                 let Some(m) = &mut self.msg else { return Err(ProtocolError::UnexpectedContinuation) };
-                m.total += len;
+                m.total = m.total.saturating_add(len);
                 if self.assemble && m.total > self.max_message as u64 {
                     return Err(ProtocolError::MessageTooBig { size: m.total, max: self.max_message });
                 }
