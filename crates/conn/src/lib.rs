@@ -17,6 +17,44 @@
 //! - [`Config`]: WebSocket-Node's `ConnectionConfig` plus keepalive, idle timeout and
 //!   flow control.
 //!
+//! A whole exchange, with byte vectors standing in for the socket:
+//!
+//! ```
+//! use ringwire_conn::handshake::{Accept, ClientRequest, HandshakeLimits, parse_request};
+//! use ringwire_conn::{CloseCode, Config, Connection, Event, Message, Role, random_key};
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! // Client -> server: the upgrade request.
+//! let req = ClientRequest::new("example.com", 80, "/chat", &["chat"], None, &[], 13, random_key())?;
+//! let (request, _) = parse_request(req.as_bytes(), &HandshakeLimits::default())?.expect("complete");
+//! let protocol = request.select_protocol(&["chat"]);
+//! let response = request.accept(&Accept { protocol: protocol.map(String::from), ..Accept::default() })?;
+//! let info = request.conn_info(protocol, Some("192.0.2.1:4000".into()), false);
+//! let mut server = Connection::new(Role::Server, Config::server(), info, now);
+//! // Server -> client: the 101, checked.
+//! let (resp, _) = req.verify_response(&response)?.expect("complete");
+//! let mut client = Connection::new(Role::Client, Config::client(), req.conn_info(&resp, None), now);
+//!
+//! // The driver's job: move transmit chunks to the other side's handle_read.
+//! fn pump(from: &mut Connection, to: &mut Connection, now: Instant) {
+//!     while let Some(chunk) = from.poll_transmit() {
+//!         from.handle_written(chunk.len(), now);
+//!         to.handle_read(&chunk, now);
+//!     }
+//! }
+//! let _ = client.send_text("hello", None)?;
+//! pump(&mut client, &mut server, now);
+//! assert_eq!(server.poll_event(), Some(Event::Message(Message::Text("hello".into()))));
+//! server.close(CloseCode::NORMAL, "bye")?;
+//! pump(&mut server, &mut client, now);
+//! pump(&mut client, &mut server, now);
+//! assert_eq!(client.poll_event(), Some(Event::Close { code: CloseCode::NORMAL, description: "bye".into() }));
+//! assert_eq!(server.poll_event(), Some(Event::Close { code: CloseCode::NORMAL, description: "bye".into() }));
+//! assert!(client.is_finished() && server.is_finished());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! `docs/api.md` maps every item of WebSocket-Node's `WebSocketConnection` to its
 //! counterpart here.
 
