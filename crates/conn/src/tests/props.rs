@@ -20,17 +20,20 @@ fn any_frame() -> impl Strategy<Value = Vec<u8>> {
         4 => "[a-zé€𝄞]{0,30}".prop_map(String::into_bytes),
         1 => proptest::collection::vec(any::<u8>(), 126..400),
     ];
-    (op, any::<bool>(), payload, any::<[u8; 4]>()).prop_map(|(op, fin, mut p, key)| {
-        if op == OpCode::Close && p.len() >= 2 && p.len() < 126 {
-            p[..2].copy_from_slice(&1000u16.to_be_bytes());
-        }
-        frame(op, fin || op.is_control(), &p, Some(key))
-    })
+    (op, any::<bool>(), payload, any::<[u8; 4]>(), any::<bool>())
+        .prop_map(|(op, fin, mut p, key, masked)| {
+            if op == OpCode::Close && p.len() >= 2 && p.len() < 126 {
+                p[..2].copy_from_slice(&1000u16.to_be_bytes());
+            }
+            // Mostly well-masked for a server; sometimes the other way (a protocol error).
+            (frame(op, fin || op.is_control(), &p, Some(key)), frame(op, fin || op.is_control(), &p, None), masked)
+        })
+        .prop_map(|(m, u, masked)| if masked { m } else { u })
 }
 
-fn run_server(wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
+fn run(role: Role, wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
     let now = Instant::now();
-    let mut s = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
+    let mut s = Connection::new(role, Config::for_role(role), ConnInfo::new(), now);
     let mut at = 0;
     let mut pieces: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
     pieces.sort_unstable();
@@ -44,7 +47,9 @@ fn run_server(wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
         }
         events.extend(std::iter::from_fn(|| s.poll_event()));
         while let Some(c) = s.poll_transmit() {
-            out.extend_from_slice(&c);
+            // A client masks with random keys: compare what it sent, unmasked.
+            let f = frames(&c, role);
+            out.extend(f.into_iter().flat_map(|f| [vec![f.op.as_u8(), u8::from(f.fin)], f.payload].concat()));
         }
     }
     (events, out)
@@ -130,11 +135,13 @@ proptest! {
     fn any_split_gives_the_same_events(frames in proptest::collection::vec(any_frame(), 1..12),
                                        cuts in proptest::collection::vec(any::<usize>(), 0..12)) {
         let wire = frames.concat();
-        let whole = run_server(&wire, &[]);
-        let split = run_server(&wire, &cuts);
-        prop_assert_eq!(&whole, &split);
-        let bytewise = run_server(&wire, &(0..wire.len()).collect::<Vec<_>>());
-        prop_assert_eq!(whole, bytewise);
+        for role in [Role::Server, Role::Client] {
+            let whole = run(role, &wire, &[]);
+            let split = run(role, &wire, &cuts);
+            prop_assert_eq!(&whole, &split);
+            let bytewise = run(role, &wire, &(0..wire.len()).collect::<Vec<_>>());
+            prop_assert_eq!(whole, bytewise);
+        }
     }
 
     /// Any sequence of operations never panics, the state never moves backwards, and
