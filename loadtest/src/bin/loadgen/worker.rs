@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
+const TIMER: Token = Token(usize::MAX - 1);
+/// Shortest open-loop timer period: at higher rates each tick sends a small batch (the
+/// latency of each message still counts from its own intended send time).
+const MIN_TICK: Duration = Duration::from_micros(50);
 /// Open-loop safety valve: a connection this far behind is reported as failed.
 const MAX_INFLIGHT: usize = 1_000_000;
 
@@ -66,6 +70,7 @@ pub(crate) struct Worker {
     ol_start: Option<Instant>,
     ol_sent: u64,
     ol_interval_ns: f64,
+    timer: Option<rustix::fd::OwnedFd>,
     // Broadcast publisher.
     publisher: Option<usize>,
     pub_seq: u64,
@@ -100,6 +105,7 @@ impl Worker {
             ol_start: None,
             ol_sent: 0,
             ol_interval_ns,
+            timer: None,
             publisher,
             pub_seq: 0,
         };
@@ -142,6 +148,14 @@ impl Worker {
                 if ev.token() == WAKER {
                     continue;
                 }
+                if ev.token() == TIMER {
+                    if let Some(t) = &self.timer {
+                        // Clear the expiration count; the schedule itself is kept by `tick`.
+                        let mut buf = [0u8; 8];
+                        let _ = rustix::io::read(t, &mut buf);
+                    }
+                    continue;
+                }
                 let i = ev.token().0;
                 let res = self.handle(
                     i,
@@ -182,19 +196,8 @@ impl Worker {
             return Some(Duration::from_millis(100));
         }
         match self.args.mode {
-            Mode::OpenLoop => {
-                let start = self.ol_start?;
-                let due = start + Duration::from_nanos((self.ol_sent as f64 * self.ol_interval_ns) as u64);
-                let now = Instant::now();
-                // epoll waits in whole milliseconds: sleep only when the next send is far
-                // enough away, otherwise poll without blocking.
-                let wait = due.saturating_duration_since(now);
-                if wait > Duration::from_millis(2) {
-                    Some(wait - Duration::from_millis(1))
-                } else {
-                    Some(Duration::ZERO)
-                }
-            }
+            // The timerfd wakes the worker on schedule.
+            Mode::OpenLoop => Some(Duration::from_millis(100)),
             Mode::Broadcast if self.publisher.is_some() && self.shared.stats.len() > 1 => {
                 Some(Duration::from_millis(1))
             }
@@ -372,6 +375,9 @@ impl Worker {
             Mode::Idle => 1,
             Mode::OpenLoop => {
                 self.ol_start = Some(now);
+                if let Err(e) = self.start_timer() {
+                    self.note_error(format!("open-loop timer: {e}"));
+                }
                 0
             }
             Mode::Broadcast => 0,
@@ -393,6 +399,22 @@ impl Worker {
             }
         }
         self.stats().sent.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    /// A periodic timerfd (period: the send interval, at least `MIN_TICK`) registered with
+    /// the poll: precise wakeups without busy-polling, which on a shared core would make
+    /// the scheduler hold the generator back and inflate the measured latency.
+    fn start_timer(&mut self) -> io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
+        let fd =
+            rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
+        let period = Duration::from_nanos(self.ol_interval_ns as u64).max(MIN_TICK);
+        let ts = Timespec { tv_sec: period.as_secs() as i64, tv_nsec: period.subsec_nanos() as _ };
+        rustix::time::timerfd_settime(&fd, TimerfdTimerFlags::empty(), &Itimerspec { it_interval: ts, it_value: ts })?;
+        use std::os::fd::AsRawFd as _;
+        self.poll.registry().register(&mut mio::unix::SourceFd(&fd.as_raw_fd()), TIMER, Interest::READABLE)?;
+        self.timer = Some(fd);
+        Ok(())
     }
 
     /// Time-driven sends: open-loop messages and broadcast publishes.
