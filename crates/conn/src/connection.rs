@@ -7,6 +7,7 @@ use crate::{
     BufferedLimitPolicy, CloseCode, Config, ConnError, ConnInfo, Event, OpCode, Payload, PreparedMessage, Role,
     SendError, SendStatus, SendToken, State, Utf8Bytes,
 };
+use bytes::Buf as _;
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, truncate_utf8};
 use std::collections::VecDeque;
@@ -65,7 +66,9 @@ pub struct Connection {
     close_code: Option<CloseCode>,
     close_description: Option<String>,
     paused: bool,
-    paused_input: BytesMut,
+    /// Received bytes not parsed yet: held while paused, and the rest of a read after
+    /// a finding, parsed once the application has taken the events before it.
+    pending: BytesMut,
     /// Pongs owed for received pings, not yet queued: `(ping number, payload)`.
     pongs: VecDeque<(u64, Bytes)>,
     pings_received: u64,
@@ -89,7 +92,7 @@ impl Connection {
             close_code: None,
             close_description: None,
             paused: false,
-            paused_input: BytesMut::new(),
+            pending: BytesMut::new(),
             pongs: VecDeque::new(),
             pings_received: 0,
             pings_polled: 0,
@@ -109,20 +112,39 @@ impl Connection {
         if self.state == State::Open {
             self.timers.on_receive(now);
         }
-        if self.paused {
-            self.paused_input.extend_from_slice(data);
+        if self.paused || !self.pending.is_empty() || !self.events.is_empty() {
+            // Earlier input or events come first: keep this for `poll_event`.
+            self.pending.extend_from_slice(data);
             return;
         }
-        self.feed(data);
+        let used = self.feed(data);
+        if used < data.len() {
+            self.pending.extend_from_slice(&data[used..]);
+        }
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    /// Parses held input until it yields an event, runs out, or reading stops.
+    fn parse_pending(&mut self) {
+        while self.events.is_empty() && !self.paused && !self.pending.is_empty() {
+            if self.state == State::Closed || self.recv.done {
+                self.pending = BytesMut::new();
+                return;
+            }
+            let mut held = std::mem::take(&mut self.pending);
+            let used = self.feed(&held);
+            held.advance(used);
+            self.pending = held;
+        }
+    }
+
+    /// Feeds the receive path until it reports something; returns the bytes used.
+    fn feed(&mut self, data: &[u8]) -> usize {
         // Data, pings and pongs become events in stream order right here; a close frame
         // or an error ends the stream, so it is handled after.
         let owe_pongs = self.config.auto_pong && self.state == State::Open;
         let (events, pongs, pings) = (&mut self.events, &mut self.pongs, &mut self.pings_received);
         let mut last = None;
-        self.recv.feed(data, &mut |item| match item {
+        let used = self.recv.feed(data, &mut |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
             Inbound::Frame(f) => events.push_back(Event::Frame(f)),
             Inbound::Pong(p) => events.push_back(Event::Pong(p)),
@@ -138,6 +160,7 @@ impl Connection {
         if let Some(end) = last {
             self.on_stream_end(end);
         }
+        used
     }
 
     /// The driver wrote `n` bytes of the chunks [`poll_transmit`](Self::poll_transmit)
@@ -375,10 +398,6 @@ impl Connection {
         if self.paused {
             self.paused = false;
             self.events.push_back(Event::Resume);
-            let held = self.paused_input.split();
-            if !held.is_empty() && self.state != State::Closed {
-                self.feed(&held);
-            }
         }
     }
 
@@ -387,6 +406,9 @@ impl Connection {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            self.parse_pending();
+        }
         let e = self.events.pop_front()?;
         if matches!(e, Event::Ping(_)) {
             self.pings_polled += 1;
@@ -501,7 +523,7 @@ impl Connection {
     /// Bytes received and held for frames not yet complete (plus any input held
     /// while paused).
     pub fn received_held(&self) -> usize {
-        self.recv.held() + self.paused_input.len()
+        self.recv.held() + self.pending.len()
     }
 
     // ---- internals --------------------------------------------------------------
@@ -569,7 +591,7 @@ impl Connection {
             // `close_timeout` to be written; then `is_finished` turns true regardless.
             self.timers.close = Some(self.now + self.config.close_timeout);
         }
-        self.paused_input = BytesMut::new();
+        self.pending = BytesMut::new();
         let code = *self.close_code.get_or_insert(CloseCode::ABNORMAL);
         let description = self.close_description.get_or_insert_with(String::new).clone();
         self.events.push_back(Event::Close { code, description });

@@ -83,23 +83,32 @@ impl Recv {
         self.hdr_len + self.buf.len() + self.ctrl.len()
     }
 
-    /// Consumes `data`, calling `out` for each finding, until the input ends or a close
-    /// frame or an error stops the stream.
-    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Inbound)) {
-        while !self.done {
+    /// Consumes `data`, calling `out` for each finding, until the input ends, a close
+    /// frame or an error stops the stream, or a finding was reported: then it returns
+    /// how many bytes it used, and the caller feeds the rest once the application has
+    /// taken the events. Yielding after every finding keeps the application's reply to
+    /// a message ahead of the failure a later frame causes (Autobahn 3.2, 5.15).
+    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Inbound)) -> usize {
+        let len = data.len();
+        let found = std::cell::Cell::new(false);
+        let mut out = |item: Inbound| {
+            found.set(true);
+            out(item)
+        };
+        while !self.done && !found.get() {
             let Some(cur) = self.cur else {
                 if data.is_empty() {
-                    return;
+                    break;
                 }
                 match self.next_header(data) {
                     Ok(Some((h, used))) => {
                         data = &data[used..];
                         if let Err(e) = self.begin(h) {
-                            return self.fail(e, out);
+                            self.fail(e, &mut out);
                         }
                     }
-                    Ok(None) => return,
-                    Err(e) => return self.fail(e, out),
+                    Ok(None) => data = &[],
+                    Err(e) => self.fail(e, &mut out),
                 }
                 continue;
             };
@@ -109,20 +118,21 @@ impl Recv {
                 let (payload, rest) = data.split_at(need);
                 data = rest;
                 self.cur = None;
-                if let Err(e) = self.whole(cur, payload, out) {
-                    return self.fail(e, out);
+                if let Err(e) = self.whole(cur, payload, &mut out) {
+                    self.fail(e, &mut out);
                 }
             } else if need == 0 || !data.is_empty() {
                 let take = need.min(data.len());
                 let (part, rest) = data.split_at(take);
                 data = rest;
-                if let Err(e) = self.partial(part, out) {
-                    return self.fail(e, out);
+                if let Err(e) = self.partial(part, &mut out) {
+                    self.fail(e, &mut out);
                 }
             } else {
-                return;
+                break;
             }
         }
+        if self.done { len } else { len - data.len() }
     }
 
     /// Whether `cur` appends to a message already in the buffer (then it takes the

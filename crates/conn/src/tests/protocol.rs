@@ -170,3 +170,40 @@ fn nothing_after_a_close_frame_is_read() {
     let (ev, _) = server_gets(&wire);
     assert_eq!(ev, [close_event(1000, "")]);
 }
+
+#[test]
+fn a_reply_to_a_message_goes_out_before_the_failure_a_later_frame_causes() {
+    // Autobahn 3.2 / 5.15: a valid message and a bad frame arrive in one read. The
+    // failure is found only once the application has taken the message, so its echo is
+    // queued ahead of the close frame.
+    let mut p = Pair::std();
+    let wire = [cframe(OpCode::Text, true, b"Hello"), vec![0xA1, 0x80, 1, 2, 3, 4]].concat();
+    p.server.handle_read(&wire, p.now);
+    let Some(Event::Message(Message::Text(t))) = p.server.poll_event() else { panic!("message first") };
+    assert_eq!(&*t, "Hello");
+    p.server.send_text(t, None).unwrap();
+    assert!(matches!(p.server.poll_event(), Some(Event::Error(_))));
+    assert!(matches!(p.server.poll_event(), Some(Event::Close { .. })));
+    let mut wire_out = Vec::new();
+    while let Some(chunk) = p.server.poll_transmit() {
+        wire_out.extend_from_slice(&chunk);
+    }
+    let sent = frames(&wire_out, Role::Server);
+    assert_eq!(sent.iter().map(|f| f.op).collect::<Vec<_>>(), [OpCode::Text, OpCode::Close]);
+    assert_eq!(sent[0].payload, b"Hello");
+}
+
+#[test]
+fn input_after_a_pause_waits_for_resume() {
+    let mut p = Pair::std();
+    let wire = [cframe(OpCode::Text, true, b"one"), cframe(OpCode::Text, true, b"two")].concat();
+    p.server.handle_read(&wire, p.now);
+    assert!(matches!(p.server.poll_event(), Some(Event::Message(_))));
+    p.server.pause();
+    assert_eq!(p.server.poll_event(), Some(Event::Pause));
+    assert_eq!(p.server.poll_event(), None, "the second message waits while paused");
+    p.server.resume();
+    assert_eq!(p.server.poll_event(), Some(Event::Resume));
+    let Some(Event::Message(Message::Text(t))) = p.server.poll_event() else { panic!("second message") };
+    assert_eq!(&*t, "two");
+}
