@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 #[derive(Parser)]
 #[command(about = "tokio-tungstenite echo/broadcast peer (one thread)")]
@@ -76,7 +76,11 @@ fn config() -> WebSocketConfig {
 async fn echo(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config())).await?;
     let (write, read) = ws.split();
-    read.try_filter(|m| std::future::ready(m.is_text() || m.is_binary())).forward(write).await
+    match read.try_filter(|m| std::future::ready(m.is_text() || m.is_binary())).forward(write).await {
+        // After the closing handshake `forward` closes the sink once more: a normal end.
+        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Ok(()),
+        other => other,
+    }
 }
 
 async fn broadcast(

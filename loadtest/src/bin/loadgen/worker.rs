@@ -184,6 +184,7 @@ impl Worker {
                 self.shared.deliveries.fetch_add(counts.deliveries, Ordering::AcqRel);
             }
         }
+        self.close_all();
         WorkerResult { hist: self.hist, error_samples: self.error_samples }
     }
 
@@ -487,6 +488,46 @@ impl Worker {
         if queued {
             if let Err(e) = c.flush() {
                 self.fail(p, format!("write: {e}"));
+            }
+        }
+    }
+
+    /// Best-effort clean close at the end: a close frame (1000) and a write shutdown on
+    /// every open WebSocket connection, so servers see a closing handshake, not an EOF.
+    fn close_all(&mut self) {
+        let close = (!self.args.raw).then(|| wire::client_frame(wire::OP_CLOSE, &1000u16.to_be_bytes(), [9, 8, 7, 6]));
+        for c in self.conns.iter_mut().flatten().filter(|c| c.state == State::Open) {
+            if let Some(f) = &close {
+                c.queue_bytes(f);
+            }
+            if c.flush().is_ok() && c.backlog() == 0 {
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
+        // Give the servers a moment to answer and close; read and drop what they send.
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let mut events = Events::with_capacity(1024);
+        let mut left = self.conns.iter().flatten().count();
+        while left > 0 && Instant::now() < deadline {
+            if self.poll.poll(&mut events, Some(Duration::from_millis(20))).is_err() {
+                break;
+            }
+            for ev in events.iter() {
+                let Some(slot) = self.conns.get_mut(ev.token().0) else { continue };
+                let Some(c) = slot.as_mut() else { continue };
+                let done = loop {
+                    match c.stream.read(&mut self.scratch) {
+                        Ok(0) => break true,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break true,
+                    }
+                };
+                if done {
+                    *slot = None;
+                    left -= 1;
+                }
             }
         }
     }
