@@ -71,7 +71,7 @@ impl ClientHandler for Autobahn {
             },
             Phase::Case(_) => {
                 // Echo as received: text as text, binary as binary.
-                let _ = ws.send(message);
+                let _ = ws.send(message, None);
             }
             Phase::Report | Phase::Done => {}
         }

@@ -1,7 +1,6 @@
 //! [`ClientLoop`]: one event loop on the calling thread driving many client connections,
 //! each from TCP connect through the handshake to a running `ringwire_conn::Connection`.
 
-use crate::frames::FrameSplitter;
 use crate::handler::{ClientHandler, SendOutcome};
 use crate::handshake::{self, Refusal, Step};
 use crate::ws::{ClientId, ClientWs, Cmd, Ctl, LoopHandle, Shared, Target};
@@ -27,7 +26,7 @@ const MAX_BODY: usize = 64 << 10;
 /// struct Hello;
 /// impl ClientHandler for Hello {
 ///     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
-///         let _ = ws.send("hello");
+///         let _ = ws.send("hello", None);
 ///     }
 ///     fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {
 ///         println!("{message:?}");
@@ -180,7 +179,6 @@ struct Open {
     reading: bool,
     socket_closing: bool,
     close_reported: bool,
-    splitter: FrameSplitter,
 }
 
 struct Driver<'a, H> {
@@ -262,7 +260,6 @@ impl<H: ClientHandler> Driver<'_, H> {
                     reading: true,
                     socket_closing: false,
                     close_reported: false,
-                    splitter: FrameSplitter::default(),
                 };
                 self.st.slots.insert(conn, Slot::Open(Box::new(open)));
                 self.with_open(conn, |h, ws| h.on_open(ws));
@@ -292,19 +289,13 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
-    /// Feeds received bytes to an open connection one frame at a time, delivering the events
-    /// of each frame before the next is parsed (see [`FrameSplitter`]).
-    fn feed(&mut self, io: &mut impl Io, conn: ConnId, mut data: &[u8]) {
-        let now = io.now();
-        loop {
-            let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) else { return };
-            let n = open.splitter.next_boundary(data);
-            open.conn.handle_read(&data[..n], now);
-            data = &data[n..];
+    /// Hands received bytes to an open connection and delivers what they produced. The
+    /// connection parses lazily, one finding per `poll_event`, so a reply the handler
+    /// queues for a message goes out before a failure a later frame in the same read causes.
+    fn feed(&mut self, io: &mut impl Io, conn: ConnId, data: &[u8]) {
+        if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
+            open.conn.handle_read(data, io.now());
             self.pump(io, conn);
-            if data.is_empty() {
-                return;
-            }
         }
     }
 

@@ -40,9 +40,9 @@ pub trait ClientHandler {
     /// The buffered amount fell below the low-water mark after a send reported
     /// [`SendStatus::BufferFull`](ringwire_conn::SendStatus::BufferFull).
     fn on_drain(&mut self, ws: &mut ClientWs<'_>) {}
-    /// Reading was paused ([`ClientWs::pause`]).
+    /// Reading was paused ([`Connection::pause`](ringwire_conn::Connection::pause)).
     fn on_pause(&mut self, ws: &mut ClientWs<'_>) {}
-    /// Reading was resumed ([`ClientWs::resume`]).
+    /// Reading was resumed ([`Connection::resume`](ringwire_conn::Connection::resume)).
     fn on_resume(&mut self, ws: &mut ClientWs<'_>) {}
     /// A send made with a token was written or failed (the Node send callback).
     fn on_send_complete(&mut self, ws: &mut ClientWs<'_>, token: SendToken, outcome: SendOutcome) {}

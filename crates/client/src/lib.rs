@@ -18,7 +18,7 @@
 //! # let addr = server.local_addr();
 //! # #[derive(Clone)] struct Echo;
 //! # impl ringwire_server::Handler for Echo {
-//! #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { let _ = ws.send(m); }
+//! #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { let _ = ws.send(m, None); }
 //! # }
 //! # let running = server.spawn(Echo);
 //! use ringwire_client::{ClientHandler, ClientLoop, ClientWs, ConnectOptions};
@@ -28,7 +28,8 @@
 //! struct Hello { echoed: usize }
 //! impl ClientHandler for Hello {
 //!     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
-//!         let _ = ws.send(format!("hello from {}", ws.id()));
+//!         let id = ws.id();
+//!         let _ = ws.send(format!("hello from {id}"), None);
 //!     }
 //!     fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {
 //!         assert_eq!(message, Message::Text(format!("hello from {}", ws.id()).into()));
@@ -58,7 +59,6 @@
 mod blocking;
 mod client_loop;
 mod error;
-mod frames;
 mod handler;
 mod handshake;
 mod options;

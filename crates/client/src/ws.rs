@@ -5,10 +5,11 @@ use crate::handshake::Prepared;
 use crate::{ConnectError, ConnectOptions, WsUrl};
 use bytes::Bytes;
 use ringwire_conn::handshake::Response;
-use ringwire_conn::{CloseCode, Connection, Payload, SendError, SendStatus, SendToken, State, Utf8Bytes};
+use ringwire_conn::{CloseCode, Connection, Payload};
 use ringwire_io::Waker;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -169,8 +170,10 @@ impl fmt::Debug for LoopHandle {
     }
 }
 
-/// One open connection inside a [`ClientHandler`](crate::ClientHandler) call: the spec's
-/// methods and properties (the same as the server's `Ws`), plus the handshake response.
+/// One open connection inside a [`ClientHandler`](crate::ClientHandler) call. It
+/// dereferences to the connection's state machine, [`Connection`], which has the spec's
+/// methods and properties (the same as the server's `Ws`); this type adds the handshake
+/// response and the loop ([`ClientWs::ctl`]).
 /// Everything here only queues; output leaves at the end of the loop turn.
 pub struct ClientWs<'a> {
     pub(crate) conn: &'a mut Connection,
@@ -195,108 +198,22 @@ impl<'a> ClientWs<'a> {
         &mut self.ctl
     }
 
-    /// Node `send`: text for UTF-8 strings, binary for bytes.
-    pub fn send(&mut self, data: impl Into<Payload>) -> Result<SendStatus, SendError> {
-        self.conn.send(data, None)
-    }
-
-    /// Node `send` with a callback: `on_send_complete` reports the outcome for `token`.
-    pub fn send_with_token(&mut self, data: impl Into<Payload>, token: SendToken) -> Result<SendStatus, SendError> {
-        self.conn.send(data, Some(token))
-    }
-
-    /// Node `sendUTF`.
-    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<SendStatus, SendError> {
-        self.conn.send_text(text, None)
-    }
-
-    /// Node `sendBytes`.
-    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<SendStatus, SendError> {
-        self.conn.send_binary(data, None)
-    }
-
-    /// Node `ping`: at most 125 bytes, else an error.
-    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.conn.ping(payload)
-    }
-
-    /// Node `pong`.
-    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.conn.pong(payload)
-    }
-
-    /// Node `close`: flush what is queued, send the close frame, wait for the server's.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.conn.close(code, reason)
-    }
-
-    /// Node `drop`: close now, with a close frame unless `skip_close_frame`.
-    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
-        self.conn.drop_connection(code, reason, skip_close_frame)
-    }
-
-    /// Node `pause`: stop reading from the socket.
-    pub fn pause(&mut self) {
-        self.conn.pause()
-    }
-
-    /// Node `resume`.
-    pub fn resume(&mut self) {
-        self.conn.resume()
-    }
-
-    /// Node `state`.
-    pub fn state(&self) -> State {
-        self.conn.state()
-    }
-
-    /// Node `connected`.
-    pub fn connected(&self) -> bool {
-        self.conn.connected()
-    }
-
-    /// Node `closeReasonCode` (`None` while open).
-    pub fn close_reason_code(&self) -> Option<CloseCode> {
-        self.conn.close_reason_code()
-    }
-
-    /// Node `closeDescription` (`None` while open).
-    pub fn close_description(&self) -> Option<&str> {
-        self.conn.close_description()
-    }
-
-    /// Node `protocol`: the subprotocol the server chose.
-    pub fn protocol(&self) -> Option<&str> {
-        self.conn.protocol()
-    }
-
-    /// Node `extensions` (always empty: none are negotiated).
-    pub fn extensions(&self) -> &[String] {
-        self.conn.extensions()
-    }
-
-    /// Node `webSocketVersion` (13 or 8).
-    pub fn version(&self) -> u8 {
-        self.conn.version()
-    }
-
-    /// Node `remoteAddress`: the server's socket address.
-    pub fn remote_address(&self) -> Option<&str> {
-        self.conn.remote_address()
-    }
-
-    /// Node `remoteAddresses`.
-    pub fn remote_addresses(&self) -> &[String] {
-        self.conn.remote_addresses()
-    }
-
-    /// Bytes queued and not yet written (Node's `bufferedAmount`).
-    pub fn buffered_amount(&self) -> usize {
-        self.conn.buffered_amount()
-    }
-
     /// The underlying connection state machine, for anything not wrapped here.
     pub fn connection(&mut self) -> &mut Connection {
+        self.conn
+    }
+}
+
+impl Deref for ClientWs<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl DerefMut for ClientWs<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
         self.conn
     }
 }

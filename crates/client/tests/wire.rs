@@ -49,9 +49,9 @@ fn every_frame_is_masked_with_a_fresh_key() {
         let big: Bytes = (0..40_000u32).map(|i| i as u8).collect::<Vec<_>>().into();
         let b2 = big.clone();
         let rec = Recorder::new().on_open(move |ws| {
-            let _ = ws.send("aaaa").unwrap();
-            let _ = ws.send("aaaa").unwrap();
-            let _ = ws.send(b2.clone()).unwrap();
+            let _ = ws.send("aaaa", None).unwrap();
+            let _ = ws.send("aaaa", None).unwrap();
+            let _ = ws.send(b2.clone(), None).unwrap();
         });
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), opts, rec);
         assert_eq!(rec.close_of(id), (1000, "bye".into()), "{io:?}");
@@ -206,7 +206,7 @@ fn a_reply_to_a_message_goes_out_before_the_failure_a_later_frame_in_the_same_re
     });
     for io in BACKENDS {
         let rec = Recorder::new().on_message(|ws, m, _| {
-            let _ = ws.send(m.clone()).unwrap();
+            let _ = ws.send(m.clone(), None).unwrap();
         });
         let mut opts = ConnectOptions::default();
         opts.config.close_timeout = std::time::Duration::from_millis(200);

@@ -20,7 +20,7 @@
 //! struct Echo;
 //! impl Handler for Echo {
 //!     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-//!         let _ = ws.send(message);
+//!         let _ = ws.send(message, None);
 //!     }
 //! }
 //! Server::bind(ServerConfig::default())?.run_until_signal(Echo)?;

@@ -17,7 +17,7 @@ struct Echo;
 impl Handler for Echo {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         // BufferFull still queues; a peer that never reads is dropped by the buffered limit.
-        let _ = ws.send(message);
+        let _ = ws.send(message, None);
     }
 }
 

@@ -89,9 +89,9 @@ pub trait Handler: Send + 'static {
     /// The buffered amount fell below the low-water mark after a send reported
     /// [`SendStatus::BufferFull`](ringwire_conn::SendStatus::BufferFull).
     fn on_drain(&mut self, ws: &mut Ws<'_>) {}
-    /// Reading was paused ([`Ws::pause`]).
+    /// Reading was paused ([`Connection::pause`](ringwire_conn::Connection::pause)).
     fn on_pause(&mut self, ws: &mut Ws<'_>) {}
-    /// Reading was resumed ([`Ws::resume`]).
+    /// Reading was resumed ([`Connection::resume`](ringwire_conn::Connection::resume)).
     fn on_resume(&mut self, ws: &mut Ws<'_>) {}
     /// A send made with a token was written (`Ok`) or failed because the connection
     /// closed first (`Err`): the counterpart of the Node send callback.

@@ -15,7 +15,7 @@
 //!
 //! impl Handler for Echo {
 //!     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-//!         let _ = ws.send(message);
+//!         let _ = ws.send(message, None);
 //!     }
 //! }
 //!

@@ -18,13 +18,13 @@ impl Handler for Recorder {
         if let Message::Text(t) = &message {
             if &**t == "close-me" {
                 for i in 0..3 {
-                    let _ = ws.send_text(format!("last {i}"));
+                    let _ = ws.send_text(format!("last {i}"), None);
                 }
                 ws.close(CloseCode(4000), "asked").unwrap();
                 return;
             }
         }
-        let _ = ws.send(message);
+        let _ = ws.send(message, None);
     }
     fn on_error(&mut self, _ws: &mut Ws<'_>, error: &ringwire_conn::ConnError) {
         let _ = self.0.send(format!("error {error}"));

@@ -72,7 +72,7 @@ struct NoPong;
 
 impl ringwire_server::Handler for NoPong {
     fn on_ping(&mut self, ws: &mut Ws<'_>, payload: &bytes::Bytes) -> bool {
-        let _ = ws.send_text(format!("saw ping {}", String::from_utf8_lossy(payload)));
+        let _ = ws.send_text(format!("saw ping {}", String::from_utf8_lossy(payload)), None);
         false
     }
 }

@@ -21,13 +21,13 @@ impl Handler for Flow {
             "flood" => {
                 let mut full = false;
                 for _ in 0..32 {
-                    full |= ws.send_binary(vec![7u8; 256 << 10]).unwrap() == SendStatus::BufferFull;
+                    full |= ws.send_binary(vec![7u8; 256 << 10], None).unwrap() == SendStatus::BufferFull;
                 }
                 assert!(full, "8 MiB is above the high-water mark");
             }
             "flood-hard" => {
                 for _ in 0..64 {
-                    if ws.send_binary(vec![7u8; 1 << 20]).is_err() {
+                    if ws.send_binary(vec![7u8; 1 << 20], None).is_err() {
                         break;
                     }
                 }
@@ -41,7 +41,8 @@ impl Handler for Flow {
                 });
             }
             "who" => {
-                let _ = ws.send_text(format!("worker {}", ws.worker()));
+                let worker = ws.worker();
+                let _ = ws.send_text(format!("worker {worker}"), None);
             }
             other => {
                 let other = other.to_owned();
@@ -50,13 +51,13 @@ impl Handler for Flow {
         }
     }
     fn on_drain(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("drained");
+        let _ = ws.send_text("drained", None);
     }
     fn on_pause(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("on_pause");
+        let _ = ws.send_text("on_pause", None);
     }
     fn on_resume(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("on_resume");
+        let _ = ws.send_text("on_resume", None);
     }
 }
 

@@ -22,7 +22,7 @@ struct Args {
     /// Directory holding the release binaries (loadgen, peers, ringwire, examples/tcp_echo).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Where results go (default: <repo>/loadtest/results).
+    /// Where results go (default: `<repo>/loadtest/results`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Measured seconds per run.

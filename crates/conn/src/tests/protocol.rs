@@ -181,7 +181,7 @@ fn a_reply_to_a_message_goes_out_before_the_failure_a_later_frame_causes() {
     p.server.handle_read(&wire, p.now);
     let Some(Event::Message(Message::Text(t))) = p.server.poll_event() else { panic!("message first") };
     assert_eq!(&*t, "Hello");
-    p.server.send_text(t, None).unwrap();
+    let _ = p.server.send_text(t, None).unwrap();
     assert!(matches!(p.server.poll_event(), Some(Event::Error(_))));
     assert!(matches!(p.server.poll_event(), Some(Event::Close { .. })));
     let mut wire_out = Vec::new();
