@@ -11,6 +11,7 @@ use bytes::Buf as _;
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, truncate_utf8};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One WebSocket connection after the handshake, for either role, with no socket,
@@ -55,7 +56,7 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    config: Arc<Config>,
     info: ConnInfo,
     state: State,
     recv: Recv,
@@ -76,8 +77,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection in the `Open` state, right after a successful handshake.
-    pub fn new(role: Role, config: Config, info: ConnInfo, now: Instant) -> Self {
+    /// A connection in the `Open` state, right after a successful handshake. Pass the
+    /// config as an `Arc<Config>` to share one among many connections (a server does).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, info: ConnInfo, now: Instant) -> Self {
+        let config = config.into();
         let dcfg = DecodeConfig::new(role, config.max_received_frame_size as u64);
         Self {
             role,

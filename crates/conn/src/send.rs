@@ -238,6 +238,11 @@ impl Outbound {
                 events.push_back(Event::SendComplete(t));
             }
         }
+        if self.queue.is_empty() {
+            // Everything is written: let go of the framing block rather than hold up to
+            // 8 KiB per idle connection; the next send starts a fresh one.
+            self.arena = BytesMut::new();
+        }
     }
 
     /// Drops every chunk not yet handed out, keeping the rest of a frame whose start

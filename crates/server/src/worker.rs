@@ -39,6 +39,8 @@ pub(crate) struct Worker<H> {
     shared: Arc<Shared>,
     cfg: Arc<ServerConfig>,
     limits: HandshakeLimits,
+    /// One connection config shared by every connection of this worker.
+    conn_config: Arc<ringwire_conn::Config>,
     slots: HashMap<ConnId, Slot>,
     local_broadcast: Vec<PreparedMessage>,
     inbox: Vec<Command>,
@@ -48,12 +50,14 @@ pub(crate) struct Worker<H> {
 impl<H: Handler> Worker<H> {
     pub(crate) fn new(index: usize, handler: H, shared: Arc<Shared>, cfg: Arc<ServerConfig>) -> Self {
         let limits = HandshakeLimits::new(cfg.max_handshake_headers, cfg.max_handshake_bytes);
+        let conn_config = Arc::new(cfg.connection.clone());
         Self {
             index,
             handler,
             shared,
             cfg,
             limits,
+            conn_config,
             slots: HashMap::new(),
             local_broadcast: Vec::new(),
             inbox: Vec::new(),
@@ -111,7 +115,7 @@ impl<H: Handler> Worker<H> {
         info.remote_address = Some(remote_address);
         info.remote_addresses = remote_addresses;
         let now = io.now();
-        let conn = Connection::new(Role::Server, self.cfg.connection.clone(), info, now);
+        let conn = Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now);
         io.send(id, response.into());
         io.set_timer(id, None);
         let open = Box::new(Open { conn, armed: None, reading: true, socket_closing: false, close_reported: false });
