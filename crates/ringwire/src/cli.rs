@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// Without this flag any origin may connect.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// io_uring receive buffers per worker (a power of two); shared by all connections.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub recv_buffers: u16,
+    /// Size of each io_uring receive buffer (epoll reads into one buffer of this size).
+    #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub recv_buffer_size: usize,
     /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
     #[arg(long = "trust-proxy", value_name = "IP", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
@@ -111,6 +117,8 @@ impl ServeArgs {
             .with_allowed_origins(self.allowed_origins.clone())
             .with_trusted_proxies(self.trusted_proxies.clone());
         cfg.max_connections = self.max_connections;
+        cfg.event_loop.buf_count = self.recv_buffers;
+        cfg.event_loop.buf_size = u32::try_from(self.recv_buffer_size).unwrap_or(u32::MAX);
         cfg.handshake_timeout = self.handshake_timeout;
         cfg
     }
