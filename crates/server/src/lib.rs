@@ -42,6 +42,7 @@ mod proxy;
 mod server;
 mod shared;
 mod signal;
+mod slots;
 mod worker;
 mod ws;
 

@@ -3,12 +3,12 @@
 
 use crate::handler::{Decision, Handler, SendOutcome};
 use crate::shared::{Command, Shared};
+use crate::slots::Slots;
 use crate::ws::Ws;
 use crate::{ServerConfig, proxy};
 use ringwire_conn::handshake::{self, Accept, HandshakeLimits, Request};
 use ringwire_conn::{CloseCode, ConnInfo, Connection, Event, PreparedMessage, Role};
 use ringwire_io::{ConnId, Io};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +41,7 @@ pub(crate) struct Worker<H> {
     limits: HandshakeLimits,
     /// One connection config shared by every connection of this worker.
     conn_config: Arc<ringwire_conn::Config>,
-    slots: HashMap<ConnId, Slot>,
+    slots: Slots<Slot>,
     local_broadcast: Vec<PreparedMessage>,
     inbox: Vec<Command>,
     shutting_down: bool,
@@ -58,7 +58,7 @@ impl<H: Handler> Worker<H> {
             cfg,
             limits,
             conn_config,
-            slots: HashMap::new(),
+            slots: Slots::new(),
             local_broadcast: Vec::new(),
             inbox: Vec::new(),
             shutting_down: false,
@@ -207,7 +207,7 @@ impl<H: Handler> Worker<H> {
         }
         self.shutting_down = true;
         io.stop_accepting();
-        let ids: Vec<ConnId> = self.slots.keys().copied().collect();
+        let ids: Vec<ConnId> = self.slots.iter().map(|(id, _)| id).collect();
         for id in ids {
             match self.slots.get_mut(&id) {
                 Some(Slot::Handshake { .. }) => {
@@ -238,7 +238,7 @@ impl<H: Handler> Worker<H> {
         let ids: Vec<ConnId> = self
             .slots
             .iter()
-            .filter_map(|(id, s)| matches!(s, Slot::Open(o) if o.conn.connected()).then_some(*id))
+            .filter_map(|(id, s)| matches!(s, Slot::Open(o) if o.conn.connected()).then_some(id))
             .collect();
         for id in ids {
             if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
