@@ -112,6 +112,8 @@ fn checked_avx512(buf: &mut [u8], key: [u8; 4], offset: usize) {
 }
 
 /// SSE2, 16 bytes per vector. SSE2 is part of the x86-64 baseline, so this is safe.
+/// Inlined: [`apply_mask`] uses it for 64..256-byte payloads, where a call is ~1 ns of ~5.
+#[inline]
 fn mask_sse2(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let len = buf.len();
     // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU has it.
