@@ -13,6 +13,7 @@ if [ ! -x "$venv/bin/kosoku" ]; then
     "$venv/bin/pip" install --quiet 'kosoku==0.1.*'
 fi
 port=${AUTOBAHN_PORT:-9001}
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 out=$root/target/autobahn/$mode
 rm -rf "$out"; mkdir -p "$out"
 pids=()
@@ -31,7 +32,7 @@ case "$mode" in
 server)
     cargo build --release --quiet -p ringwire --bin ringwire
     # Limits large enough for the 9.x cases (16 MiB messages, 4 MiB frames).
-    "$root/target/release/ringwire" echo --addr "127.0.0.1:$port" --threads 2 \
+    "$bin/ringwire" echo --addr "127.0.0.1:$port" --threads 2 \
         --max-frame-size 16MiB --max-message-size 16MiB --max-buffered 64MiB \
         --keepalive-interval 0 --io "${RINGWIRE_IO:-auto}" >"$out/server.log" 2>&1 &
     pids+=($!)
@@ -43,7 +44,7 @@ client)
     timeout 1500 "$venv/bin/kosoku" -m fuzzingserver -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 &
     pids+=($!)
     wait_port
-    timeout 1400 "$root/target/release/examples/autobahn_client" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1
+    timeout 1400 "$bin/examples/autobahn_client" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1
     wait "${pids[0]}" || true
     ;;
 *) echo "usage: $0 server|client [kosoku args]" >&2; exit 2 ;;
