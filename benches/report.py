@@ -5,8 +5,11 @@ docs/benchmarks.md ("Frame path").
     python3 benches/report.py [CRITERION_DIR]
 
 CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion. Each
-cell is the median time's throughput (GB/s = 1e9 bytes/s; ns for size 0 and for the
-header group); a ratio is baseline time / ours time, so > 1 means ringwire is faster.
+cell is the throughput of the fastest of criterion's samples (GB/s = 1e9 bytes/s; ns
+for size 0 and for the header group): on a machine shared with other jobs, noise only
+ever adds time, and medians of the same loop were seen to swing 3x between groups.
+Set STAT=median for criterion's median instead. A ratio is baseline time / ours time,
+so > 1 means ringwire is faster.
 """
 import json
 import os
@@ -30,9 +33,14 @@ def load(root):
     groups = defaultdict(lambda: defaultdict(dict))  # group -> function -> size -> ns
     for bench in root.rglob("new/benchmark.json"):
         meta = json.loads(bench.read_text())
-        est = json.loads((bench.parent / "estimates.json").read_text())
         size = int(meta["value_str"])
-        groups[meta["group_id"]][meta["function_id"]][size] = est["median"]["point_estimate"]
+        if os.environ.get("STAT") == "median":
+            est = json.loads((bench.parent / "estimates.json").read_text())
+            ns = est["median"]["point_estimate"]
+        else:
+            sample = json.loads((bench.parent / "sample.json").read_text())
+            ns = min(t / n for t, n in zip(sample["times"], sample["iters"]))
+        groups[meta["group_id"]][meta["function_id"]][size] = ns
     return groups
 
 
