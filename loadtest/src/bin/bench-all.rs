@@ -677,7 +677,7 @@ fn run(args: Args) -> Result<(), String> {
         "machine": machine,
         "loadavg_at_end": load_end,
         "config": {
-            "duration_s": args.duration, "warmup_s": args.warmup, "reps": args.reps, "smoke": smoke,
+            "duration_s": args.duration, "warmup_s": args.warmup, "reps": args.reps, "smoke": args.smoke,
             "pinned": has_taskset, "idle": args.idle, "open_rates": args.open_rates,
             "open_file_limit": limit, "skipped_scenarios": skipped_scenarios,
         },
