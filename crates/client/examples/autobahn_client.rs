@@ -46,10 +46,10 @@ impl Autobahn {
             Phase::Report => format!("/updateReports?agent={AGENT}"),
             Phase::Count | Phase::Done => return,
         };
-        if let Phase::Case(n) = self.phase {
-            if n % 50 == 0 || n == 1 {
-                eprintln!("case {n}/{count}");
-            }
+        if let Phase::Case(n) = self.phase
+            && (n % 50 == 0 || n == 1)
+        {
+            eprintln!("case {n}/{count}");
         }
         if let Err(e) = ctl.connect(&format!("{}{path}", self.base), self.opts.clone()) {
             eprintln!("cannot connect to {}{path}: {e}", self.base);

@@ -29,11 +29,11 @@ impl Handler for Echo {
     }
 
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        if let Message::Text(t) = &message {
-            if let Some(code) = t.strip_prefix("close:") {
-                let _ = ws.close(CloseCode(code.parse().unwrap()), "server says bye");
-                return;
-            }
+        if let Message::Text(t) = &message
+            && let Some(code) = t.strip_prefix("close:")
+        {
+            let _ = ws.close(CloseCode(code.parse().unwrap()), "server says bye");
+            return;
         }
         let _ = ws.send(message, None);
     }

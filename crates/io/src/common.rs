@@ -167,11 +167,11 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn set(&mut self, id: ConnId, slot: &mut TimerSlot, at: Option<Instant>) {
         slot.deadline = at;
-        if let Some(at) = at {
-            if slot.in_heap.is_none_or(|h| at < h) {
-                slot.in_heap = Some(at);
-                self.heap.push(Reverse((at, id.idx, id.generation)));
-            }
+        if let Some(at) = at
+            && slot.in_heap.is_none_or(|h| at < h)
+        {
+            slot.in_heap = Some(at);
+            self.heap.push(Reverse((at, id.idx, id.generation)));
         }
     }
 

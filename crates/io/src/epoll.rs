@@ -118,11 +118,11 @@ pub(crate) struct Core {
 
 impl Core {
     fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(id) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(id);
-            }
+        if let Some(c) = self.conns.get_mut(id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
         }
     }
 
@@ -146,11 +146,11 @@ impl Io for Core {
     }
 
     fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing == Closing::Open {
-                c.queue.push(chunk);
-                self.mark_dirty(conn);
-            }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.closing == Closing::Open
+        {
+            c.queue.push(chunk);
+            self.mark_dirty(conn);
         }
     }
 
@@ -161,20 +161,20 @@ impl Io for Core {
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing == Closing::Open {
-                c.closing = Closing::Graceful;
-                self.mark_dirty(conn);
-            }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.closing == Closing::Open
+        {
+            c.closing = Closing::Graceful;
+            self.mark_dirty(conn);
         }
     }
 
     fn abort(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing != Closing::Teardown {
-                c.teardown(None);
-                self.mark_dirty(conn);
-            }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.closing != Closing::Teardown
+        {
+            c.teardown(None);
+            self.mark_dirty(conn);
         }
     }
 
@@ -185,12 +185,12 @@ impl Io for Core {
     }
 
     fn resume_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.paused {
-                c.paused = false;
-                if c.read_ready {
-                    self.readable.push(conn);
-                }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.paused
+        {
+            c.paused = false;
+            if c.read_ready {
+                self.readable.push(conn);
             }
         }
     }
@@ -350,11 +350,11 @@ impl EpollLoop {
             // Lingering closes whose peer did not close in time.
             self.core.linger_timers.expired(self.core.now, &mut self.core.conns, linger_timer, &mut expired);
             for id in expired.drain(..) {
-                if let Some(c) = self.core.conns.get_mut(id) {
-                    if c.closing == Closing::Lingering {
-                        c.teardown(None);
-                        self.core.mark_dirty(id);
-                    }
+                if let Some(c) = self.core.conns.get_mut(id)
+                    && c.closing == Closing::Lingering
+                {
+                    c.teardown(None);
+                    self.core.mark_dirty(id);
                 }
             }
             self.expired = expired;

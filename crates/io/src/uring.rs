@@ -351,11 +351,11 @@ pub(crate) struct Core {
 
 impl Core {
     fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(id) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(id);
-            }
+        if let Some(c) = self.conns.get_mut(id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
         }
     }
 
@@ -453,11 +453,11 @@ impl Io for Core {
     }
 
     fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing == Closing::Open {
-                c.queue.push(chunk);
-                self.mark_dirty(conn);
-            }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.closing == Closing::Open
+        {
+            c.queue.push(chunk);
+            self.mark_dirty(conn);
         }
     }
 
@@ -468,51 +468,51 @@ impl Io for Core {
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing == Closing::Open {
-                c.closing = Closing::Graceful;
-                self.mark_dirty(conn);
-            }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.closing == Closing::Open
+        {
+            c.closing = Closing::Graceful;
+            self.mark_dirty(conn);
         }
     }
 
     fn abort(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing != Closing::Teardown {
-                c.teardown(None);
-                self.mark_dirty(conn);
-            }
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.closing != Closing::Teardown
+        {
+            c.teardown(None);
+            self.mark_dirty(conn);
         }
     }
 
     fn pause_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if !c.paused {
-                c.paused = true;
-                if c.recv_armed && !c.recv_cancel {
-                    let target = user_data(KIND_RECV, conn.idx, conn.generation);
-                    let e = opcode::AsyncCancel::new(target).build().user_data(user_data(
-                        KIND_CANCEL,
-                        conn.idx,
-                        conn.generation,
-                    ));
-                    self.sqes.push(e);
-                    c.recv_cancel = true;
-                    c.ops += 1;
-                }
+        if let Some(c) = self.conns.get_mut(conn)
+            && !c.paused
+        {
+            c.paused = true;
+            if c.recv_armed && !c.recv_cancel {
+                let target = user_data(KIND_RECV, conn.idx, conn.generation);
+                let e = opcode::AsyncCancel::new(target).build().user_data(user_data(
+                    KIND_CANCEL,
+                    conn.idx,
+                    conn.generation,
+                ));
+                self.sqes.push(e);
+                c.recv_cancel = true;
+                c.ops += 1;
             }
         }
     }
 
     fn resume_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.paused {
-                c.paused = false;
-                if !c.stash.is_empty() || c.eof {
-                    self.deliver.push(conn);
-                }
-                self.mark_dirty(conn);
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.paused
+        {
+            c.paused = false;
+            if !c.stash.is_empty() || c.eof {
+                self.deliver.push(conn);
             }
+            self.mark_dirty(conn);
         }
     }
 
@@ -645,16 +645,17 @@ impl UringLoop {
         }
         if self.core.accepting {
             for (i, l) in self.core.listeners.iter_mut().enumerate() {
-                if let Some(s) = &l.sock {
-                    if !l.armed && l.retry_at.is_none_or(|t| t <= now) {
-                        let e = opcode::AcceptMulti::new(Fd(s.as_raw_fd()))
-                            .flags(libc::SOCK_CLOEXEC)
-                            .build()
-                            .user_data(user_data(KIND_ACCEPT, i as u32, 0));
-                        self.core.sqes.push(e);
-                        l.armed = true;
-                        l.retry_at = None;
-                    }
+                if let Some(s) = &l.sock
+                    && !l.armed
+                    && l.retry_at.is_none_or(|t| t <= now)
+                {
+                    let e = opcode::AcceptMulti::new(Fd(s.as_raw_fd()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                        .user_data(user_data(KIND_ACCEPT, i as u32, 0));
+                    self.core.sqes.push(e);
+                    l.armed = true;
+                    l.retry_at = None;
                 }
             }
         }
@@ -738,11 +739,11 @@ impl UringLoop {
             // Lingering closes whose peer did not close in time.
             self.core.linger_timers.expired(self.core.now, &mut self.core.conns, linger_timer, &mut expired);
             for id in expired.drain(..) {
-                if let Some(c) = self.core.conns.get_mut(id) {
-                    if c.closing == Closing::Lingering {
-                        c.teardown(None);
-                        self.core.mark_dirty(id);
-                    }
+                if let Some(c) = self.core.conns.get_mut(id)
+                    && c.closing == Closing::Lingering
+                {
+                    c.teardown(None);
+                    self.core.mark_dirty(id);
                 }
             }
             self.expired = expired;
@@ -780,12 +781,12 @@ impl UringLoop {
             if !data.is_empty() {
                 handler.on_data(&mut self.core, id, &mut data);
             }
-            if eof {
-                if let Some(c) = self.core.conns.get_mut(id) {
-                    if c.closing == Closing::Open && !c.paused {
-                        c.closing = Closing::Graceful;
-                    }
-                }
+            if eof
+                && let Some(c) = self.core.conns.get_mut(id)
+                && c.closing == Closing::Open
+                && !c.paused
+            {
+                c.closing = Closing::Graceful;
             }
             self.core.mark_dirty(id);
         }
@@ -949,11 +950,11 @@ impl Drop for UringLoop {
             }
         }
         for id in self.core.conns.ids() {
-            if let Some(c) = self.core.conns.remove(id) {
-                if !c.close_sent {
-                    // SAFETY: the connection owns this fd and its CLOSE op never completed.
-                    drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
-                }
+            if let Some(c) = self.core.conns.remove(id)
+                && !c.close_sent
+            {
+                // SAFETY: the connection owns this fd and its CLOSE op never completed.
+                drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
             }
         }
     }

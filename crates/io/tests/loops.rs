@@ -740,7 +740,7 @@ impl Handler for Churn {
         }
         self.got.extend_from_slice(data);
         self.calls += 1;
-        if self.calls % 3 == 0 {
+        if self.calls.is_multiple_of(3) {
             self.paused = true;
             io.pause_read(conn);
             io.set_timer(conn, Some(io.now() + Duration::from_millis(1)));
@@ -749,7 +749,7 @@ impl Handler for Churn {
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
         self.paused = false;
         io.resume_read(conn);
-        if self.calls % 2 == 0 {
+        if self.calls.is_multiple_of(2) {
             // Pause and resume again in the same turn: must be harmless.
             io.pause_read(conn);
             io.resume_read(conn);

@@ -121,10 +121,10 @@ impl<H: Handler> Worker<H> {
         let open = Box::new(Open { conn, armed: None, reading: true, socket_closing: false, close_reported: false });
         self.slots.insert(id, Slot::Open(open));
         self.with_open(io, id, |h, ws| h.on_open(ws));
-        if !rest.is_empty() {
-            if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
-                open.conn.handle_read(rest, now);
-            }
+        if !rest.is_empty()
+            && let Some(Slot::Open(open)) = self.slots.get_mut(&id)
+        {
+            open.conn.handle_read(rest, now);
         }
         self.pump(io, id);
     }

@@ -15,14 +15,14 @@ struct Recorder(mpsc::Sender<String>);
 
 impl Handler for Recorder {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        if let Message::Text(t) = &message {
-            if &**t == "close-me" {
-                for i in 0..3 {
-                    let _ = ws.send_text(format!("last {i}"), None);
-                }
-                ws.close(CloseCode(4000), "asked").unwrap();
-                return;
+        if let Message::Text(t) = &message
+            && &**t == "close-me"
+        {
+            for i in 0..3 {
+                let _ = ws.send_text(format!("last {i}"), None);
             }
+            ws.close(CloseCode(4000), "asked").unwrap();
+            return;
         }
         let _ = ws.send(message, None);
     }

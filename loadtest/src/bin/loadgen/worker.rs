@@ -135,11 +135,11 @@ impl Worker {
                 self.on_start();
             }
             let timeout = self.timeout(started, ready);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.note_error(format!("poll: {e}"));
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                self.note_error(format!("poll: {e}"));
+                break;
             }
             let measuring = self.shared.measuring.load(Ordering::Relaxed);
             let now = Instant::now();
@@ -485,10 +485,8 @@ impl Worker {
             counts.sent += 1;
             queued = true;
         }
-        if queued {
-            if let Err(e) = c.flush() {
-                self.fail(p, format!("write: {e}"));
-            }
+        if queued && let Err(e) = c.flush() {
+            self.fail(p, format!("write: {e}"));
         }
     }
 
