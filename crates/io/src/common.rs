@@ -8,6 +8,80 @@ use bytes::Bytes;
 
 use crate::ConnId;
 
+/// Where a connection is in its shutdown, the same in both backends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Closing {
+    Open,
+    /// close() or peer EOF: flush the queue, then `shutdown(WR)`.
+    Graceful,
+    /// Output written and shut down: read and drop input until the peer's EOF or the linger
+    /// deadline, then close.
+    Lingering,
+    /// Stop now: cancel what is in flight, close the fd, report.
+    Teardown,
+}
+
+/// What both backends keep per connection for the rules of `Io::{send, queued, close,
+/// abort}`; [`Slab`]'s methods below apply those rules once for both.
+pub(crate) trait LoopConn {
+    fn closing(&self) -> Closing;
+    fn closing_mut(&mut self) -> &mut Closing;
+    fn queue(&self) -> &SendQueue;
+    fn queue_mut(&mut self) -> &mut SendQueue;
+    /// Whether the connection is already on the turn's dirty list.
+    fn dirty_mut(&mut self) -> &mut bool;
+    /// Moves to [`Closing::Teardown`]; each backend decides what may stay in flight.
+    fn teardown(&mut self, error: Option<std::io::Error>);
+}
+
+impl<C: LoopConn> Slab<C> {
+    /// Puts `id` on the turn's `dirty` list once, so the backend moves it forward at the end.
+    pub(crate) fn mark_dirty(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if let Some(c) = self.get_mut(id)
+            && !*c.dirty_mut()
+        {
+            *c.dirty_mut() = true;
+            dirty.push(id);
+        }
+    }
+
+    /// `Io::send`: output is taken only while the connection is open.
+    pub(crate) fn queue_send(&mut self, id: ConnId, chunk: Bytes, dirty: &mut Vec<ConnId>) {
+        if let Some(c) = self.get_mut(id)
+            && c.closing() == Closing::Open
+        {
+            c.queue_mut().push(chunk);
+            self.mark_dirty(id, dirty);
+        }
+    }
+
+    /// `Io::queued`: after an abort the queue no longer counts, even while a send of it is
+    /// still in flight (io_uring frees it when that send completes).
+    pub(crate) fn queued(&self, id: ConnId) -> usize {
+        self.get(id).map_or(0, |c| if c.closing() == Closing::Teardown { 0 } else { c.queue().len() })
+    }
+
+    /// `Io::close`: an open connection starts its graceful close.
+    pub(crate) fn begin_close(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if let Some(c) = self.get_mut(id)
+            && c.closing() == Closing::Open
+        {
+            *c.closing_mut() = Closing::Graceful;
+            self.mark_dirty(id, dirty);
+        }
+    }
+
+    /// `Io::abort`: tear down now, whatever the state, once.
+    pub(crate) fn abort(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if let Some(c) = self.get_mut(id)
+            && c.closing() != Closing::Teardown
+        {
+            c.teardown(None);
+            self.mark_dirty(id, dirty);
+        }
+    }
+}
+
 /// At most this many iovecs go into one vectored send (Linux `IOV_MAX`).
 pub(crate) const IOV_MAX: usize = 1024;
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::common::{IOV_MAX, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{Closing, IOV_MAX, LoopConn, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
@@ -28,17 +28,6 @@ const GEN_MASK: u32 = 0x7FFF_FFFF;
 
 fn conn_token(id: ConnId) -> Token {
     Token((((id.generation & GEN_MASK) as usize) << 32) | id.idx as usize)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Closing {
-    Open,
-    /// close() or peer EOF: flush the queue, then `shutdown(WR)`.
-    Graceful,
-    /// Output written and shut down: read and drop input until the peer's EOF or the linger
-    /// deadline, then close.
-    Lingering,
-    Teardown,
 }
 
 struct EConn {
@@ -95,6 +84,32 @@ impl EConn {
     }
 }
 
+impl LoopConn for EConn {
+    fn closing(&self) -> Closing {
+        self.closing
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        &mut self.closing
+    }
+
+    fn queue(&self) -> &SendQueue {
+        &self.queue
+    }
+
+    fn queue_mut(&mut self) -> &mut SendQueue {
+        &mut self.queue
+    }
+
+    fn dirty_mut(&mut self) -> &mut bool {
+        &mut self.dirty
+    }
+
+    fn teardown(&mut self, error: Option<io::Error>) {
+        self.teardown(error)
+    }
+}
+
 struct Listener {
     sock: mio::net::TcpListener,
     retry_at: Option<Instant>,
@@ -118,12 +133,7 @@ pub(crate) struct Core {
 
 impl Core {
     fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(id)
-            && !c.dirty
-        {
-            c.dirty = true;
-            self.dirty.push(id);
-        }
+        self.conns.mark_dirty(id, &mut self.dirty);
     }
 
     fn register(&mut self, stream: TcpStream, peer: Option<SocketAddr>, connecting: bool) -> io::Result<ConnId> {
@@ -146,36 +156,19 @@ impl Io for Core {
     }
 
     fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.closing == Closing::Open
-        {
-            c.queue.push(chunk);
-            self.mark_dirty(conn);
-        }
+        self.conns.queue_send(conn, chunk, &mut self.dirty);
     }
 
     fn queued(&self, conn: ConnId) -> usize {
-        // After abort the queue is discarded (on io_uring it is freed once an in-flight send
-        // completes, but it no longer counts).
-        self.conns.get(conn).map_or(0, |c| if c.closing == Closing::Teardown { 0 } else { c.queue.len() })
+        self.conns.queued(conn)
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.closing == Closing::Open
-        {
-            c.closing = Closing::Graceful;
-            self.mark_dirty(conn);
-        }
+        self.conns.begin_close(conn, &mut self.dirty);
     }
 
     fn abort(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.closing != Closing::Teardown
-        {
-            c.teardown(None);
-            self.mark_dirty(conn);
-        }
+        self.conns.abort(conn, &mut self.dirty);
     }
 
     fn pause_read(&mut self, conn: ConnId) {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use crate::common::{IOV_MAX, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{Closing, IOV_MAX, LoopConn, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, ENV_URING_DENY, Handler, Io, LoopConfig, Waker, WakerInner, env_flag};
 
 const KIND_ACCEPT: u64 = 1;
@@ -236,18 +236,6 @@ impl Drop for BufRing {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Closing {
-    Open,
-    /// close() or peer EOF: flush the queue, then `shutdown(WR)`.
-    Graceful,
-    /// Output written and shut down: read and drop input until the peer's EOF or the linger
-    /// deadline, then tear down.
-    Lingering,
-    /// Cancel everything, close the fd, report.
-    Teardown,
-}
-
 /// The `msghdr` and iovecs of the send in flight; boxed so their address is stable.
 struct SendBuf {
     iov: Vec<libc::iovec>,
@@ -327,6 +315,32 @@ impl UConn {
     }
 }
 
+impl LoopConn for UConn {
+    fn closing(&self) -> Closing {
+        self.closing
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        &mut self.closing
+    }
+
+    fn queue(&self) -> &SendQueue {
+        &self.queue
+    }
+
+    fn queue_mut(&mut self) -> &mut SendQueue {
+        &mut self.queue
+    }
+
+    fn dirty_mut(&mut self) -> &mut bool {
+        &mut self.dirty
+    }
+
+    fn teardown(&mut self, error: Option<io::Error>) {
+        self.teardown(error)
+    }
+}
+
 struct Listener {
     sock: Option<TcpListener>,
     armed: bool,
@@ -351,12 +365,7 @@ pub(crate) struct Core {
 
 impl Core {
     fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(id)
-            && !c.dirty
-        {
-            c.dirty = true;
-            self.dirty.push(id);
-        }
+        self.conns.mark_dirty(id, &mut self.dirty);
     }
 
     /// Moves a connection forward at the end of a turn: arm recv, start a send, shut down,
@@ -453,36 +462,19 @@ impl Io for Core {
     }
 
     fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.closing == Closing::Open
-        {
-            c.queue.push(chunk);
-            self.mark_dirty(conn);
-        }
+        self.conns.queue_send(conn, chunk, &mut self.dirty);
     }
 
     fn queued(&self, conn: ConnId) -> usize {
-        // After abort the queue is discarded (on io_uring it is freed once an in-flight send
-        // completes, but it no longer counts).
-        self.conns.get(conn).map_or(0, |c| if c.closing == Closing::Teardown { 0 } else { c.queue.len() })
+        self.conns.queued(conn)
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.closing == Closing::Open
-        {
-            c.closing = Closing::Graceful;
-            self.mark_dirty(conn);
-        }
+        self.conns.begin_close(conn, &mut self.dirty);
     }
 
     fn abort(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.closing != Closing::Teardown
-        {
-            c.teardown(None);
-            self.mark_dirty(conn);
-        }
+        self.conns.abort(conn, &mut self.dirty);
     }
 
     fn pause_read(&mut self, conn: ConnId) {
