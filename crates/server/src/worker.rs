@@ -26,6 +26,8 @@ enum Slot {
 
 struct Open {
     conn: Connection,
+    /// `on_open` has been called: the first thing `pump` delivers for a connection.
+    announced: bool,
     /// The deadline currently armed in the loop (only ever moved earlier, see `sync`).
     armed: Option<Instant>,
     reading: bool,
@@ -118,9 +120,15 @@ impl<H: Handler> Worker<H> {
         let conn = Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now);
         io.send(id, response.into());
         io.set_timer(id, None);
-        let open = Box::new(Open { conn, armed: None, reading: true, socket_closing: false, close_reported: false });
+        let open = Box::new(Open {
+            conn,
+            announced: false,
+            armed: None,
+            reading: true,
+            socket_closing: false,
+            close_reported: false,
+        });
         self.slots.insert(id, Slot::Open(open));
-        self.with_open(io, id, |h, ws| h.on_open(ws));
         if !rest.is_empty()
             && let Some(Slot::Open(open)) = self.slots.get_mut(&id)
         {
@@ -129,24 +137,12 @@ impl<H: Handler> Worker<H> {
         self.pump(io, id);
     }
 
-    /// Runs `f` with a [`Ws`] for connection `id` if it is open.
-    fn with_open(&mut self, _io: &mut impl Io, id: ConnId, f: impl FnOnce(&mut H, &mut Ws<'_>)) {
-        if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
-            let mut ws = Ws {
-                conn: &mut open.conn,
-                id,
-                worker: self.index,
-                shared: &self.shared,
-                local_broadcast: &mut self.local_broadcast,
-            };
-            f(&mut self.handler, &mut ws);
-        }
-    }
-
-    /// Delivers the connection's events to the handler, moves its output to the loop,
+    /// Delivers the connection's events to the handler (`on_open` first, once), moves its
+    /// output to the loop,
     /// and syncs reading, the timer and the socket's fate with the state machine.
     fn pump(&mut self, io: &mut impl Io, id: ConnId) {
         let Some(Slot::Open(open)) = self.slots.get_mut(&id) else { return };
+        let announce = !std::mem::replace(&mut open.announced, true);
         let mut ws = Ws {
             conn: &mut open.conn,
             id,
@@ -154,6 +150,9 @@ impl<H: Handler> Worker<H> {
             shared: &self.shared,
             local_broadcast: &mut self.local_broadcast,
         };
+        if announce {
+            self.handler.on_open(&mut ws);
+        }
         while let Some(event) = ws.conn.poll_event() {
             let h = &mut self.handler;
             match event {

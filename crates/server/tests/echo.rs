@@ -91,3 +91,46 @@ fn cancelled_auto_pong_sends_no_pong() {
         server.shutdown().unwrap();
     }
 }
+
+/// Greets on open, then echoes.
+#[derive(Clone)]
+struct Greeter;
+
+impl ringwire_server::Handler for Greeter {
+    fn on_open(&mut self, ws: &mut Ws<'_>) {
+        let _ = ws.send_text("welcome", None);
+    }
+    fn on_message(&mut self, ws: &mut Ws<'_>, message: ringwire_conn::Message) {
+        let _ = ws.send(message, None);
+    }
+}
+
+#[test]
+fn on_open_comes_before_a_message_sent_with_the_upgrade_request() {
+    use std::io::Write;
+    for io in BACKENDS {
+        let server = start(config(io), Greeter);
+        let addr = server.local_addr();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        // The upgrade request and the first frame in one write: the frame is parsed from the
+        // bytes left after the request, yet the handler hears of the connection first.
+        let mut bytes = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        let mut payload = b"early".to_vec();
+        ringwire_frame::apply_mask(&mut payload, KEY, 0);
+        bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+        bytes.extend_from_slice(&KEY);
+        bytes.extend_from_slice(&payload);
+        stream.write_all(&bytes).unwrap();
+        let head = read_http_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut raw = Raw { stream };
+        assert_eq!(raw.read_frame(), (true, 0x1, b"welcome".to_vec()), "{io:?}: on_open first");
+        assert_eq!(raw.read_frame(), (true, 0x1, b"early".to_vec()), "{io:?}");
+        server.shutdown().unwrap();
+    }
+}
