@@ -3,14 +3,15 @@
 
 use crate::ws::Ws;
 use bytes::Bytes;
-use ringwire_conn::handshake::{Request, SetCookie};
+use ringwire_conn::handshake::{Accept, Request};
 use ringwire_conn::{CloseCode, ConnError, Frame, Message, SendToken};
 
 /// What to do with an upgrade request.
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// Complete the handshake.
-    Accept(AcceptOptions),
+    /// Complete the handshake with these choices: WebSocket-Node's
+    /// `accept(protocol, origin, cookies)`, plus extra response headers.
+    Accept(Accept),
     /// Refuse it with an HTTP status, a reason (sent as `X-WebSocket-Reject-Reason`
     /// and as the body) and extra headers.
     Reject {
@@ -26,26 +27,13 @@ pub enum Decision {
 impl Decision {
     /// Accept with the given subprotocol (it must be one the client offered).
     pub fn accept(protocol: Option<&str>) -> Self {
-        Self::Accept(AcceptOptions { protocol: protocol.map(str::to_owned), ..AcceptOptions::default() })
+        Self::Accept(Accept { protocol: protocol.map(str::to_owned), ..Accept::default() })
     }
 
     /// Reject with a status and reason.
     pub fn reject(status: u16, reason: impl Into<String>) -> Self {
         Self::Reject { status, reason: reason.into(), headers: Vec::new() }
     }
-}
-
-/// The choices made when accepting: WebSocket-Node's `accept(protocol, origin, cookies)`.
-#[derive(Debug, Clone, Default)]
-pub struct AcceptOptions {
-    /// The subprotocol to answer with; must be among those the client offered.
-    pub protocol: Option<String>,
-    /// Echoed as `Origin` (v13) / `Sec-WebSocket-Origin` (v8) when set.
-    pub origin: Option<String>,
-    /// Cookies to set (`Set-Cookie` headers), validated against RFC 6265.
-    pub cookies: Vec<SetCookie>,
-    /// Extra response headers.
-    pub headers: Vec<(String, String)>,
 }
 
 /// How a send made with a [`SendToken`] ended.

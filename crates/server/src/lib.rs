@@ -47,7 +47,7 @@ mod worker;
 mod ws;
 
 pub use config::ServerConfig;
-pub use handler::{AcceptOptions, Decision, Handler, SendOutcome};
+pub use handler::{Decision, Handler, SendOutcome};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
 pub use signal::shutdown_on_signals;
 pub use ws::{Remote, Ws};

@@ -6,7 +6,7 @@ use crate::shared::{Command, Shared};
 use crate::slots::Slots;
 use crate::ws::Ws;
 use crate::{ServerConfig, proxy};
-use ringwire_conn::handshake::{self, Accept, HandshakeLimits, Request};
+use ringwire_conn::handshake::{self, HandshakeLimits, Request};
 use ringwire_conn::{CloseCode, ConnInfo, Connection, Event, PreparedMessage, Role};
 use ringwire_io::{ConnId, Io};
 use std::net::SocketAddr;
@@ -88,19 +88,13 @@ impl<H: Handler> Worker<H> {
                 return self.refuse(io, id, handshake::reject_response(403, Some(&reason), &[]));
             }
         }
-        let opts = match self.handler.on_request(&req, &self.cfg.subprotocols) {
+        let accept = match self.handler.on_request(&req, &self.cfg.subprotocols) {
             Decision::Reject { status, reason, headers } => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let reason = (!reason.is_empty()).then_some(reason.as_str());
                 return self.refuse(io, id, handshake::reject_response(status, reason, &headers));
             }
-            Decision::Accept(opts) => opts,
-        };
-        let accept = Accept {
-            protocol: opts.protocol.clone(),
-            origin: opts.origin,
-            cookies: opts.cookies,
-            extra_headers: opts.headers,
+            Decision::Accept(accept) => accept,
         };
         let response = match req.accept(&accept) {
             Ok(r) => r,
@@ -112,7 +106,7 @@ impl<H: Handler> Worker<H> {
         let (remote_address, remote_addresses) =
             proxy::remote_addresses(peer.ip(), &req.x_forwarded_for, &self.cfg.trusted_proxies);
         let mut info = ConnInfo::new();
-        info.protocol = opts.protocol;
+        info.protocol = accept.protocol;
         info.version = req.version;
         info.remote_address = Some(remote_address);
         info.remote_addresses = remote_addresses;
