@@ -88,6 +88,20 @@ fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
         return Err(io::Error::from_raw_os_error(libc::EPERM));
     }
     let cq = entries.saturating_mul(2);
+    // DEFER_TASKRUN (6.1+): completions are produced only while this thread waits in
+    // io_uring_enter, in one batch, instead of interrupting it; it needs SINGLE_ISSUER, which
+    // holds because a loop is created and run on one thread.
+    let deferred = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_cqsize(cq)
+        .build(entries);
+    match deferred {
+        Ok(r) => return Ok((r, "SINGLE_ISSUER|DEFER_TASKRUN")),
+        Err(e) if e.raw_os_error() != Some(libc::EINVAL) => return Err(e),
+        Err(_) => {}
+    }
     let flagged = IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_cqsize(cq).build(entries);
     match flagged {
         Ok(r) => Ok((r, "SINGLE_ISSUER|COOP_TASKRUN")),
@@ -148,10 +162,24 @@ pub(crate) fn probe() -> io::Result<String> {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "io_uring NOP round trip did not complete within 1 s"));
     }
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string());
-    Ok(format!("kernel {}; {flags}; multishot accept/recv, pbuf ring, sendmsg", kernel.as_deref().unwrap_or("unknown")))
+    Ok(format!(
+        "kernel {}; {flags}; multishot accept/recv, pbuf ring (adaptive window), sendmsg",
+        kernel.as_deref().unwrap_or("unknown")
+    ))
 }
 
+/// Buffers the kernel may hold at start; [`BufRing::exhausted`] doubles it up to the count.
+const INITIAL_WINDOW: u16 = 32;
+
 /// The provided-buffer ring: `count` buffers of `size` bytes, registered as group [`BGID`].
+///
+/// Only a window of the buffers is in the kernel's hands at any time; the rest wait on a
+/// LIFO free list, and each turn [`BufRing::top_up`] hands the most recently returned
+/// (cache-hot) ones back. The window starts small and doubles whenever a multishot recv ends
+/// with ENOBUFS, so it settles at what the traffic needs: a few connections keep reusing a
+/// few buffers that stay in cache, and a worker with few receivers never touches (never makes
+/// resident) most of the buffer memory. Without the window the kernel would walk through all
+/// `count` buffers in turn (a ring is FIFO), touching every page of them.
 struct BufRing {
     entries: *mut BufRingEntry,
     entries_layout: Layout,
@@ -160,6 +188,12 @@ struct BufRing {
     size: u32,
     count: u16,
     tail: u16,
+    /// Buffers published to the kernel and not handed back in a CQE yet.
+    lent: u16,
+    /// How many buffers the kernel should have available after a top-up.
+    window: u16,
+    /// Buffers neither lent nor in use, most recently returned last.
+    free: Vec<u16>,
 }
 
 impl BufRing {
@@ -181,11 +215,38 @@ impl BufRing {
             unsafe { dealloc(entries.cast(), entries_layout) };
             return Err(oom());
         }
-        let mut r = BufRing { entries, entries_layout, bufs, bufs_layout, size, count, tail: 0 };
-        for bid in 0..count {
-            r.push(bid);
-        }
+        // Highest id first on the stack's bottom, so buffer 0 is lent first.
+        let free = (0..count).rev().collect();
+        let window = INITIAL_WINDOW.min(count);
+        let mut r = BufRing { entries, entries_layout, bufs, bufs_layout, size, count, tail: 0, lent: 0, window, free };
+        r.top_up();
         Ok(r)
+    }
+
+    /// Publishes free buffers until the kernel holds `window` of them (or none are free).
+    fn top_up(&mut self) {
+        while self.lent < self.window {
+            let Some(bid) = self.free.pop() else { break };
+            self.push(bid);
+            self.lent += 1;
+        }
+    }
+
+    /// The kernel handed buffer `bid` back in a CQE.
+    fn taken(&mut self) {
+        self.lent = self.lent.saturating_sub(1);
+    }
+
+    /// We are done with buffer `bid`: it goes on the free list for the next top-up.
+    fn release(&mut self, bid: u16) {
+        debug_assert!(bid < self.count);
+        self.free.push(bid);
+    }
+
+    /// A recv found no buffer: lend more from now on (and at once).
+    fn exhausted(&mut self) {
+        self.window = self.window.saturating_mul(2).min(self.count);
+        self.top_up();
     }
 
     fn register(&self, ring: &IoUring) -> io::Result<()> {
@@ -195,7 +256,7 @@ impl BufRing {
         unsafe { ring.submitter().register_buf_ring_with_flags(self.entries as u64, self.count, BGID, 0) }
     }
 
-    /// Gives buffer `bid` (back) to the kernel.
+    /// Publishes buffer `bid` to the kernel at the ring's tail.
     fn push(&mut self, bid: u16) {
         let mask = self.count - 1;
         // SAFETY: `tail & mask < count`, so the entry is inside the allocation; the kernel only
@@ -627,6 +688,7 @@ impl UringLoop {
     /// Pushes every pending SQE into the submission queue, submitting when it is full.
     fn push_sqes(&mut self) -> io::Result<()> {
         let now = self.core.now;
+        self.bufs.top_up();
         if !self.wake_armed {
             let buf: *mut u64 = &mut *self.wake_buf;
             let e = opcode::Read::new(Fd(self.wake_fd.as_raw_fd()), buf.cast(), 8)
@@ -802,7 +864,8 @@ impl UringLoop {
                 let Some(id) = self.core.conns.id_at(idx, generation, GEN_MASK) else {
                     // Cannot happen: a slot is freed only after its last CQE. Return any buffer.
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                        self.bufs.push(bid);
+                        self.bufs.taken();
+                        self.bufs.release(bid);
                     }
                     return;
                 };
@@ -855,6 +918,7 @@ impl UringLoop {
                 }
                 if res > 0 {
                     let bid = cqueue::buffer_select(flags).expect("recv CQE without a buffer");
+                    self.bufs.taken();
                     let data = self.bufs.slice(bid, res as usize);
                     // While closing, input is no longer wanted; while paused (or while older
                     // kept data waits for delivery) it is kept, in order.
@@ -865,7 +929,7 @@ impl UringLoop {
                     if direct {
                         handler.on_data(core, id, data);
                     }
-                    self.bufs.push(bid);
+                    self.bufs.release(bid);
                 } else if res == 0 {
                     c.eof = true;
                     if c.closing == Closing::Open && !c.paused && c.stash.is_empty() {
@@ -873,7 +937,9 @@ impl UringLoop {
                     } else if c.closing == Closing::Lingering {
                         c.teardown(None);
                     }
-                } else if -res != libc::ENOBUFS && -res != libc::ECANCELED {
+                } else if -res == libc::ENOBUFS {
+                    self.bufs.exhausted();
+                } else if -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));
                 }
                 // ENOBUFS / ECANCELED / the end of a multishot: advance() re-arms if wanted.
@@ -949,5 +1015,55 @@ impl Drop for UringLoop {
                 drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buffer ids published to the kernel, oldest first (what its head would take next).
+    fn published(r: &BufRing, from: u16) -> Vec<u16> {
+        let mask = r.count - 1;
+        (from..r.tail)
+            .map(|i| {
+                // SAFETY: i & mask < count, inside the entries allocation.
+                unsafe { (*r.entries.add(usize::from(i & mask))).bid() }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn buffer_window_starts_small_and_reuses_the_hottest_buffer() {
+        let mut r = BufRing::new(256, 512).unwrap();
+        assert_eq!((r.lent, r.window, r.tail), (INITIAL_WINDOW, INITIAL_WINDOW, INITIAL_WINDOW));
+        assert_eq!(published(&r, 0), (0..INITIAL_WINDOW).collect::<Vec<_>>());
+        // The kernel fills buffer 0, we consume and release it: it is the next one lent.
+        r.taken();
+        r.release(0);
+        r.top_up();
+        assert_eq!(published(&r, INITIAL_WINDOW), vec![0]);
+        assert_eq!(r.lent, INITIAL_WINDOW);
+        // Two taken and released: the last released goes out first after a top-up.
+        r.taken();
+        r.taken();
+        r.release(1);
+        r.release(2);
+        r.top_up();
+        assert_eq!(published(&r, INITIAL_WINDOW + 1), vec![2, 1]);
+    }
+
+    #[test]
+    fn buffer_window_doubles_on_enobufs_up_to_the_count() {
+        let mut r = BufRing::new(128, 512).unwrap();
+        r.exhausted();
+        assert_eq!((r.window, r.lent), (2 * INITIAL_WINDOW, 2 * INITIAL_WINDOW));
+        r.exhausted();
+        r.exhausted();
+        assert_eq!((r.window, r.lent, r.tail), (128, 128, 128));
+        assert!(r.free.is_empty());
+        // Fewer buffers than the initial window: all of them are lent.
+        let small = BufRing::new(8, 512).unwrap();
+        assert_eq!((small.lent, small.window), (8, 8));
     }
 }
