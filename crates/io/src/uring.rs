@@ -170,6 +170,8 @@ pub(crate) fn probe() -> io::Result<String> {
 
 /// Buffers the kernel may hold at start; [`BufRing::exhausted`] doubles it up to the count.
 const INITIAL_WINDOW: u16 = 32;
+/// How often the window is checked against the traffic it served (see [`BufRing::end_turn`]).
+const WINDOW_PERIOD: Duration = Duration::from_millis(500);
 
 /// The provided-buffer ring: `count` buffers of `size` bytes, registered as group [`BGID`].
 ///
@@ -180,11 +182,18 @@ const INITIAL_WINDOW: u16 = 32;
 /// few buffers that stay in cache, and a worker with few receivers never touches (never makes
 /// resident) most of the buffer memory. Without the window the kernel would walk through all
 /// `count` buffers in turn (a ring is FIFO), touching every page of them.
+///
+/// After a burst (say 10,000 handshakes at once) the window would stay large and every
+/// buffer in it resident, so each [`WINDOW_PERIOD`] the loop compares the window with the
+/// most buffers one turn took; when that peak is under a quarter of the window the ring is
+/// re-registered with a smaller window and the buffer pages go back to the kernel
+/// ([`BufRing::reclaim`]).
 struct BufRing {
     entries: *mut BufRingEntry,
     entries_layout: Layout,
+    /// `count * size` bytes, an anonymous private mapping of our own (see `reclaim`).
     bufs: *mut u8,
-    bufs_layout: Layout,
+    bufs_len: usize,
     size: u32,
     count: u16,
     tail: u16,
@@ -194,6 +203,12 @@ struct BufRing {
     window: u16,
     /// Buffers neither lent nor in use, most recently returned last.
     free: Vec<u16>,
+    /// Buffers taken in the current turn, and the most taken in one turn this period.
+    taken_turn: u16,
+    peak: u16,
+    /// A recv found no buffer this period.
+    starved: bool,
+    period_end: Instant,
 }
 
 impl BufRing {
@@ -202,25 +217,96 @@ impl BufRing {
         let entries_layout =
             Layout::from_size_align((usize::from(count) * std::mem::size_of::<BufRingEntry>()).max(4096), 4096)
                 .map_err(|_| oom())?;
-        let bufs_layout = Layout::from_size_align(usize::from(count) * size as usize, 4096).map_err(|_| oom())?;
-        // SAFETY: both layouts have a non-zero size (at least 4096 and count*size >= 512).
+        let bufs_len = usize::from(count) * size as usize;
+        // SAFETY: the layout has a non-zero size (at least 4096).
         let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<BufRingEntry>();
         if entries.is_null() {
             return Err(oom());
         }
-        // SAFETY: as above; zeroed memory is lazily mapped, so idle buffers cost no RSS.
-        let bufs = unsafe { alloc_zeroed(bufs_layout) };
-        if bufs.is_null() {
+        // SAFETY: a fresh anonymous private mapping (bufs_len >= 512); the result is checked.
+        // Its pages are mapped lazily, so buffers never used cost no RSS.
+        let bufs = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bufs_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if bufs == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
             // SAFETY: allocated just above with this layout.
             unsafe { dealloc(entries.cast(), entries_layout) };
-            return Err(oom());
+            return Err(e);
         }
-        // Highest id first on the stack's bottom, so buffer 0 is lent first.
-        let free = (0..count).rev().collect();
-        let window = INITIAL_WINDOW.min(count);
-        let mut r = BufRing { entries, entries_layout, bufs, bufs_layout, size, count, tail: 0, lent: 0, window, free };
-        r.top_up();
+        let mut r = BufRing {
+            entries,
+            entries_layout,
+            bufs: bufs.cast(),
+            bufs_len,
+            size,
+            count,
+            tail: 0,
+            lent: 0,
+            window: 0,
+            free: Vec::new(),
+            taken_turn: 0,
+            peak: 0,
+            starved: false,
+            period_end: Instant::now() + WINDOW_PERIOD,
+        };
+        r.reset(INITIAL_WINDOW);
         Ok(r)
+    }
+
+    /// Every buffer free, none lent, and the free ones lent up to `window`.
+    fn reset(&mut self, window: u16) {
+        self.tail = 0;
+        self.lent = 0;
+        // Highest id at the stack's bottom, so buffer 0 is lent first.
+        self.free.clear();
+        self.free.extend((0..self.count).rev());
+        self.window = window.min(self.count);
+        self.top_up();
+    }
+
+    /// Ends a turn (every buffer taken in it has been released). Returns the smaller window
+    /// to [`reclaim`](Self::reclaim) down to when this period's peak used under a quarter of
+    /// the window and nothing starved.
+    fn end_turn(&mut self, now: Instant) -> Option<u16> {
+        self.peak = self.peak.max(self.taken_turn);
+        self.taken_turn = 0;
+        if now < self.period_end {
+            return None;
+        }
+        let (peak, starved) = (self.peak, self.starved);
+        self.peak = 0;
+        self.starved = false;
+        self.period_end = now + WINDOW_PERIOD;
+        let want = (u32::from(peak) * 2).next_power_of_two().max(u32::from(INITIAL_WINDOW));
+        (!starved && want * 2 <= u32::from(self.window)).then(|| want.min(u32::from(self.count)) as u16)
+    }
+
+    /// When the loop must wake to check the window even if nothing happens.
+    fn check_at(&self) -> Option<Instant> {
+        (self.window > INITIAL_WINDOW).then_some(self.period_end)
+    }
+
+    /// Takes every buffer back from the kernel, returns their pages to it, and lends again
+    /// with a window of `window`. Call only between turns, with every taken buffer released,
+    /// and only on a DEFER_TASKRUN ring: then no recv runs (so none can fill a buffer) until
+    /// this thread next enters io_uring_enter, and a multishot recv that would run between
+    /// the unregister and the register just ends with ENOBUFS and is re-armed.
+    fn reclaim(&mut self, ring: &IoUring, window: u16) -> io::Result<()> {
+        debug_assert_eq!(usize::from(self.lent) + self.free.len(), usize::from(self.count));
+        ring.submitter().unregister_buf_ring(BGID)?;
+        // SAFETY: the range is our own anonymous mapping and the kernel no longer holds any
+        // buffer of it (unregistered above); its contents are not needed (no buffer is in use).
+        unsafe { libc::madvise(self.bufs.cast(), self.bufs_len, libc::MADV_DONTNEED) };
+        self.reset(window);
+        self.register(ring)
     }
 
     /// Publishes free buffers until the kernel holds `window` of them (or none are free).
@@ -235,6 +321,7 @@ impl BufRing {
     /// The kernel handed buffer `bid` back in a CQE.
     fn taken(&mut self) {
         self.lent = self.lent.saturating_sub(1);
+        self.taken_turn = self.taken_turn.saturating_add(1);
     }
 
     /// We are done with buffer `bid`: it goes on the free list for the next top-up.
@@ -245,6 +332,7 @@ impl BufRing {
 
     /// A recv found no buffer: lend more from now on (and at once).
     fn exhausted(&mut self) {
+        self.starved = true;
         self.window = self.window.saturating_mul(2).min(self.count);
         self.top_up();
     }
@@ -292,7 +380,7 @@ impl Drop for BufRing {
         // ring was unregistered or destroyed first).
         unsafe {
             dealloc(self.entries.cast(), self.entries_layout);
-            dealloc(self.bufs, self.bufs_layout);
+            libc::munmap(self.bufs.cast(), self.bufs_len);
         }
     }
 }
@@ -634,11 +722,13 @@ pub(crate) struct UringLoop {
     inflight: usize,
     cqes: Vec<cqueue::Entry>,
     expired: Vec<ConnId>,
+    /// Set up with DEFER_TASKRUN: the buffer window may shrink (see [`BufRing::reclaim`]).
+    deferred: bool,
 }
 
 impl UringLoop {
     pub(crate) fn new(cfg: &LoopConfig) -> io::Result<(Box<UringLoop>, Waker)> {
-        let (ring, _) =
+        let (ring, flags) =
             build_ring(cfg.ring_entries).map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
         let bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
         bufs.register(&ring).map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
@@ -673,6 +763,7 @@ impl UringLoop {
             inflight: 0,
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
+            deferred: flags.contains("DEFER_TASKRUN"),
         });
         Ok((l, waker))
     }
@@ -753,6 +844,9 @@ impl UringLoop {
             self.push_sqes()?;
             // Wait for completions, a timer, or nothing if work is pending.
             let mut deadline = earliest(self.core.timers.next(), self.core.linger_timers.next());
+            if self.deferred {
+                deadline = earliest(deadline, self.bufs.check_at());
+            }
             for l in &self.core.listeners {
                 if let Some(t) = l.retry_at {
                     deadline = Some(deadline.map_or(t, |d| d.min(t)));
@@ -804,6 +898,13 @@ impl UringLoop {
             self.deliver_stashes(handler);
             handler.on_turn_end(&mut self.core);
             self.flush_dirty();
+            if let Some(window) = self.bufs.end_turn(self.core.now)
+                && self.deferred
+            {
+                self.bufs.reclaim(&self.ring, window).map_err(|e| {
+                    io::Error::new(e.kind(), describe("re-registering the buffer ring (IORING_REGISTER_PBUF_RING)", &e))
+                })?;
+            }
             if self.core.stopped {
                 self.push_sqes()?;
                 self.ring.submit()?;
@@ -1051,6 +1152,33 @@ mod tests {
         r.release(2);
         r.top_up();
         assert_eq!(published(&r, INITIAL_WINDOW + 1), vec![2, 1]);
+    }
+
+    #[test]
+    fn buffer_window_shrinks_after_a_quiet_period_but_not_after_starving() {
+        let mut r = BufRing::new(1024, 512).unwrap();
+        for _ in 0..5 {
+            r.exhausted();
+        }
+        assert_eq!(r.window, 1024);
+        let t0 = r.period_end;
+        // A period that starved keeps the window.
+        assert_eq!(r.end_turn(t0), None);
+        // A busy turn: 300 buffers taken and released.
+        for bid in 0..300 {
+            r.taken();
+            r.release(bid);
+        }
+        assert_eq!(r.end_turn(t0), None, "not a period yet");
+        assert_eq!(r.end_turn(t0 + WINDOW_PERIOD), None, "peak 300 needs 1024");
+        // A quiet period: shrink to twice the peak, at least the initial window.
+        r.taken();
+        r.release(7);
+        assert_eq!(r.end_turn(t0 + 2 * WINDOW_PERIOD), Some(INITIAL_WINDOW));
+        assert_eq!(r.check_at(), Some(t0 + 3 * WINDOW_PERIOD));
+        r.reset(INITIAL_WINDOW);
+        assert_eq!((r.lent, r.tail, r.free.len()), (INITIAL_WINDOW, INITIAL_WINDOW, 1024 - 32));
+        assert_eq!(r.check_at(), None, "no need to wake at the initial window");
     }
 
     #[test]
