@@ -118,6 +118,7 @@ const NEEDED: &[(u8, &str)] = &[
     (opcode::AcceptMulti::CODE, "ACCEPT"),
     (opcode::RecvMulti::CODE, "RECV"),
     (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::Send::CODE, "SEND"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::Close::CODE, "CLOSE"),
     (opcode::Timeout::CODE, "TIMEOUT"),
@@ -591,16 +592,21 @@ fn start_send(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
     sb.iov.extend(
         c.queue.segments(IOV_MAX).map(|s| libc::iovec { iov_base: s.as_ptr().cast_mut().cast(), iov_len: s.len() }),
     );
-    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
-    sb.msg = unsafe { std::mem::zeroed() };
-    sb.msg.msg_iov = sb.iov.as_mut_ptr();
-    sb.msg.msg_iovlen = sb.iov.len() as _;
-    let e = opcode::SendMsg::new(Fd(c.fd), &sb.msg).flags(libc::MSG_NOSIGNAL as u32).build().user_data(user_data(
-        KIND_SEND,
-        id.idx,
-        id.generation,
-    ));
-    sqes.push(e);
+    let ud = user_data(KIND_SEND, id.idx, id.generation);
+    let e = if let [one] = sb.iov[..] {
+        // One segment (the common case: a reply encoded in one piece): a plain send, which
+        // spares the kernel copying in and walking a msghdr and an iovec array. A partial
+        // send (also of a segment over 4 GiB, capped here) continues from the queue.
+        let len = one.iov_len.min(u32::MAX as usize) as u32;
+        opcode::Send::new(Fd(c.fd), one.iov_base.cast_const().cast(), len).flags(libc::MSG_NOSIGNAL).build()
+    } else {
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+        sb.msg = unsafe { std::mem::zeroed() };
+        sb.msg.msg_iov = sb.iov.as_mut_ptr();
+        sb.msg.msg_iovlen = sb.iov.len() as _;
+        opcode::SendMsg::new(Fd(c.fd), &sb.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+    };
+    sqes.push(e.user_data(ud));
     c.send_inflight = true;
     c.ops += 1;
 }
@@ -1049,7 +1055,7 @@ impl UringLoop {
                 c.send_inflight = false;
                 if res == 0 && c.closing != Closing::Teardown {
                     // A stream socket that takes no bytes of a non-empty send would loop forever.
-                    c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "sendmsg wrote 0 bytes")));
+                    c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "send wrote 0 bytes")));
                 } else if res >= 0 {
                     c.queue.advance(res as usize);
                     if c.closing == Closing::Teardown {
