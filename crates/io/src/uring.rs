@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use crate::common::{Closing, IOV_MAX, LoopConn, SendQueue, Slab, TimerSlot, Timers, earliest};
@@ -173,6 +173,22 @@ pub(crate) fn probe() -> io::Result<String> {
 const INITIAL_WINDOW: u16 = 32;
 /// How often the window is checked against the traffic it served (see [`BufRing::end_turn`]).
 const WINDOW_PERIOD: Duration = Duration::from_millis(500);
+
+/// Registers a sparse file table as large as RLIMIT_NOFILE allows (at most [`MAX_SLOTS`]);
+/// returns its size, 0 when the kernel refuses (before 5.19), and connections then use
+/// their plain descriptors.
+fn register_file_table(ring: &IoUring) -> u32 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let n = lim.rlim_cur.min(MAX_SLOTS) as u32;
+    match ring.submitter().register_files_sparse(n) {
+        Ok(()) => n,
+        Err(_) => 0,
+    }
+}
 
 /// The provided-buffer ring: `count` buffers of `size` bytes, registered as group [`BGID`].
 ///
@@ -386,6 +402,25 @@ impl Drop for BufRing {
     }
 }
 
+/// [`UConn::slot`] of a connection without a registered file.
+const NO_SLOT: u32 = u32::MAX;
+/// Registered file table size at most (also capped by RLIMIT_NOFILE, as the kernel requires).
+const MAX_SLOTS: u64 = 1 << 16;
+
+/// Evaluates `$e` with `$t` naming the connection's socket: its registered file when it has
+/// one, its descriptor otherwise (the opcodes take either, as different types).
+macro_rules! on_socket {
+    ($c:expr, $t:ident => $e:expr) => {
+        if $c.slot != NO_SLOT {
+            let $t = Fixed($c.slot);
+            $e
+        } else {
+            let $t = Fd($c.fd);
+            $e
+        }
+    };
+}
+
 /// The `msghdr` and iovecs of the send in flight; boxed so their address is stable.
 struct SendBuf {
     iov: Vec<libc::iovec>,
@@ -394,6 +429,9 @@ struct SendBuf {
 
 struct UConn {
     fd: RawFd,
+    /// The connection's slot in the ring's registered file table ([`NO_SLOT`]: none); ops
+    /// name it instead of `fd`, which spares the kernel an fget/fput per op.
+    slot: u32,
     peer: Option<SocketAddr>,
     connecting: bool,
     connect_addr: Option<Box<socket2::SockAddr>>,
@@ -428,6 +466,7 @@ impl UConn {
     fn new(fd: RawFd, peer: Option<SocketAddr>) -> UConn {
         UConn {
             fd,
+            slot: NO_SLOT,
             peer,
             connecting: false,
             connect_addr: None,
@@ -553,11 +592,9 @@ impl Core {
         }
         if c.closing == Closing::Teardown {
             if (c.recv_armed || c.send_inflight || c.connecting) && !c.teardown_cancel {
-                let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(c.fd)).all()).build().user_data(user_data(
-                    KIND_CANCEL,
-                    id.idx,
-                    id.generation,
-                ));
+                let e = on_socket!(c, t => opcode::AsyncCancel2::new(CancelBuilder::fd(t).all()))
+                    .build()
+                    .user_data(user_data(KIND_CANCEL, id.idx, id.generation));
                 sqes.push(e);
                 c.teardown_cancel = true;
                 c.ops += 1;
@@ -577,7 +614,11 @@ fn arm_recv(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
     if c.recv_armed || c.eof {
         return;
     }
-    let e = opcode::RecvMulti::new(Fd(c.fd), BGID).build().user_data(user_data(KIND_RECV, id.idx, id.generation));
+    let e = on_socket!(c, t => opcode::RecvMulti::new(t, BGID).build()).user_data(user_data(
+        KIND_RECV,
+        id.idx,
+        id.generation,
+    ));
     sqes.push(e);
     c.recv_armed = true;
     c.ops += 1;
@@ -598,13 +639,13 @@ fn start_send(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
         // spares the kernel copying in and walking a msghdr and an iovec array. A partial
         // send (also of a segment over 4 GiB, capped here) continues from the queue.
         let len = one.iov_len.min(u32::MAX as usize) as u32;
-        opcode::Send::new(Fd(c.fd), one.iov_base.cast_const().cast(), len).flags(libc::MSG_NOSIGNAL).build()
+        on_socket!(c, t => opcode::Send::new(t, one.iov_base.cast_const().cast(), len).flags(libc::MSG_NOSIGNAL).build())
     } else {
         // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
         sb.msg = unsafe { std::mem::zeroed() };
         sb.msg.msg_iov = sb.iov.as_mut_ptr();
         sb.msg.msg_iovlen = sb.iov.len() as _;
-        opcode::SendMsg::new(Fd(c.fd), &sb.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+        on_socket!(c, t => opcode::SendMsg::new(t, &sb.msg).flags(libc::MSG_NOSIGNAL as u32).build())
     };
     sqes.push(e.user_data(ud));
     c.send_inflight = true;
@@ -730,6 +771,8 @@ pub(crate) struct UringLoop {
     expired: Vec<ConnId>,
     /// Set up with DEFER_TASKRUN: the buffer window may shrink (see [`BufRing::reclaim`]).
     deferred: bool,
+    /// Size of the registered file table (0: none could be registered).
+    slots: u32,
 }
 
 impl UringLoop {
@@ -746,7 +789,7 @@ impl UringLoop {
         // SAFETY: `efd` is a fresh descriptor we own.
         let wake_fd = Arc::new(File::from(unsafe { OwnedFd::from_raw_fd(efd) }));
         let waker = Waker(WakerInner::Eventfd(wake_fd.clone()));
-        let l = Box::new(UringLoop {
+        let mut l = Box::new(UringLoop {
             ring,
             bufs,
             core: Core {
@@ -770,7 +813,9 @@ impl UringLoop {
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
             deferred: flags.contains("DEFER_TASKRUN"),
+            slots: 0,
         });
+        l.slots = register_file_table(&l.ring);
         Ok((l, waker))
     }
 
@@ -1007,8 +1052,20 @@ impl UringLoop {
             let _ = sock.set_tcp_nodelay(true);
         }
         let id = self.core.conns.insert(UConn::new(sock.into_raw_fd(), Some(peer)));
+        self.register_file(id);
         self.core.mark_dirty(id);
         handler.on_accept(&mut self.core, id, peer);
+    }
+
+    /// Puts an accepted connection's socket in the registered file table, at its slab index.
+    fn register_file(&mut self, id: ConnId) {
+        if id.idx >= self.slots {
+            return;
+        }
+        let Some(c) = self.core.conns.get_mut(id) else { return };
+        if self.ring.submitter().register_files_update(id.idx, &[c.fd]).is_ok() {
+            c.slot = id.idx;
+        }
     }
 
     fn on_conn_cqe<H: Handler>(&mut self, handler: &mut H, id: ConnId, kind: u64, res: i32, more: bool, flags: u32) {
@@ -1086,6 +1143,11 @@ impl UringLoop {
             KIND_CANCEL => {}
             KIND_CLOSE => {
                 let c = core.conns.remove(id).expect("live id");
+                if c.slot != NO_SLOT {
+                    // The descriptor is closed; drop the table's reference too, which is what
+                    // releases the socket. The slot is reused with the slab index.
+                    let _ = self.ring.submitter().register_files_update(c.slot, &[-1]);
+                }
                 handler.on_closed(core, id, c.error);
                 return;
             }
