@@ -1,6 +1,6 @@
 //! [`Connection`]: the sans-IO state machine.
 
-use crate::recv::{Inbound, Recv};
+use crate::recv::{Inbound, Limits, Recv};
 use crate::send::Outbound;
 use crate::timers::{Fired, Timers};
 use crate::{
@@ -65,15 +65,25 @@ pub struct Connection {
     timers: Timers,
     now: Instant,
     close_code: Option<CloseCode>,
-    close_description: Option<String>,
+    close_description: Option<Box<str>>,
     paused: bool,
     /// Received bytes not parsed yet: held while paused, and the rest of a read after
-    /// a finding, parsed once the application has taken the events before it.
-    pending: BytesMut,
+    /// a finding, parsed once the application has taken the events before it. `None`
+    /// when there are none (boxed and released, so an idle connection holds nothing).
+    pending: Option<Box<BytesMut>>,
+    /// Pings received and their owed pongs; `None` while no ping is outstanding.
+    pings: Option<Box<Pings>>,
+}
+
+/// Ping bookkeeping, created when a ping arrives and dropped once every ping was
+/// polled and no pong is owed (the numbering then restarts at zero, which nothing can
+/// tell apart: a number only matters while its pong is owed).
+#[derive(Debug, Default)]
+struct Pings {
     /// Pongs owed for received pings, not yet queued: `(ping number, payload)`.
     pongs: VecDeque<(u64, Bytes)>,
-    pings_received: u64,
-    pings_polled: u64,
+    received: u64,
+    polled: u64,
 }
 
 impl Connection {
@@ -81,11 +91,10 @@ impl Connection {
     /// config as an `Arc<Config>` to share one among many connections (a server does).
     pub fn new(role: Role, config: impl Into<Arc<Config>>, info: ConnInfo, now: Instant) -> Self {
         let config = config.into();
-        let dcfg = DecodeConfig::new(role, config.max_received_frame_size as u64);
         Self {
             role,
-            recv: Recv::new(dcfg, config.max_received_message_size, config.assemble_fragments),
-            timers: Timers::new(config.keepalive, config.idle_timeout, now),
+            recv: Recv::new(),
+            timers: Timers::new(&config, now),
             config,
             info,
             state: State::Open,
@@ -95,10 +104,8 @@ impl Connection {
             close_code: None,
             close_description: None,
             paused: false,
-            pending: BytesMut::new(),
-            pongs: VecDeque::new(),
-            pings_received: 0,
-            pings_polled: 0,
+            pending: None,
+            pings: None,
         }
     }
 
@@ -113,30 +120,31 @@ impl Connection {
             return;
         }
         if self.state == State::Open {
-            self.timers.on_receive(now);
+            self.timers.on_receive(&self.config, now);
         }
-        if self.paused || !self.pending.is_empty() || !self.events.is_empty() {
+        if self.paused || self.pending.is_some() || !self.events.is_empty() {
             // Earlier input or events come first: keep this for `poll_event`.
-            self.pending.extend_from_slice(data);
+            self.pending.get_or_insert_with(Box::default).extend_from_slice(data);
             return;
         }
         let used = self.feed(data);
         if used < data.len() {
-            self.pending.extend_from_slice(&data[used..]);
+            self.pending.get_or_insert_with(Box::default).extend_from_slice(&data[used..]);
         }
     }
 
     /// Parses held input until it yields an event, runs out, or reading stops.
     fn parse_pending(&mut self) {
-        while self.events.is_empty() && !self.paused && !self.pending.is_empty() {
+        while self.events.is_empty() && !self.paused {
+            let Some(mut held) = self.pending.take() else { return };
             if self.state == State::Closed || self.recv.done {
-                self.pending = BytesMut::new();
                 return;
             }
-            let mut held = std::mem::take(&mut self.pending);
             let used = self.feed(&held);
             held.advance(used);
-            self.pending = held;
+            if !held.is_empty() {
+                self.pending = Some(held);
+            }
         }
     }
 
@@ -145,17 +153,23 @@ impl Connection {
         // Data, pings and pongs become events in stream order right here; a close frame
         // or an error ends the stream, so it is handled after.
         let owe_pongs = self.config.auto_pong && self.state == State::Open;
-        let (events, pongs, pings) = (&mut self.events, &mut self.pongs, &mut self.pings_received);
+        let lim = Limits {
+            dcfg: DecodeConfig::new(self.role, self.config.max_received_frame_size as u64),
+            max_message: self.config.max_received_message_size,
+            assemble: self.config.assemble_fragments,
+        };
+        let (events, pings) = (&mut self.events, &mut self.pings);
         let mut last = None;
-        let used = self.recv.feed(data, &mut |item| match item {
+        let used = self.recv.feed(&lim, data, &mut |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
             Inbound::Frame(f) => events.push_back(Event::Frame(f)),
             Inbound::Pong(p) => events.push_back(Event::Pong(p)),
             Inbound::Ping(p) => {
+                let pings = pings.get_or_insert_with(Box::default);
                 if owe_pongs {
-                    pongs.push_back((*pings, p.clone()));
+                    pings.pongs.push_back((pings.received, p.clone()));
                 }
-                *pings += 1;
+                pings.received += 1;
                 events.push_back(Event::Ping(p));
             }
             end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
@@ -171,7 +185,7 @@ impl Connection {
     pub fn handle_written(&mut self, n: usize, now: Instant) {
         self.now = now;
         if n > 0 && self.state == State::Open {
-            self.timers.on_activity(now);
+            self.timers.on_activity(&self.config, now);
         }
         self.out.on_written(n, &mut self.events);
         if self.out.drain_owed && self.out.buffered() <= self.config.low_water_mark {
@@ -189,11 +203,11 @@ impl Connection {
     pub fn handle_eof(&mut self, now: Instant) {
         self.now = now;
         self.recv.done = true;
-        self.pongs.clear();
+        self.clear_pongs();
         self.out.clear(&mut self.events);
         if self.state == State::Open {
             self.close_code = Some(CloseCode::ABNORMAL);
-            self.close_description = Some("Connection dropped by remote peer.".to_owned());
+            self.close_description = Some("Connection dropped by remote peer.".into());
         }
         if self.state != State::Closed {
             self.finish_close();
@@ -223,7 +237,7 @@ impl Connection {
                 }
                 Fired::KeepalivePing if self.state == State::Open => {
                     self.out.push_control(OpCode::Ping, &[]);
-                    self.timers.on_ping_sent(now);
+                    self.timers.on_ping_sent(&self.config, now);
                 }
                 Fired::Idle if self.state == State::Open => {
                     self.start_close(CloseCode::GOING_AWAY, "Idle timeout");
@@ -332,10 +346,13 @@ impl Connection {
     /// [`poll_event`](Self::poll_event) (Node's `cancel()` in the `'ping'` handler).
     /// Call it before the next `poll_transmit`; later it has no effect.
     pub fn cancel_pong(&mut self) {
-        if self.pings_polled > 0 {
-            let seq = self.pings_polled - 1;
-            self.pongs.retain(|(s, _)| *s != seq);
+        if let Some(p) = &mut self.pings
+            && p.polled > 0
+        {
+            let seq = p.polled - 1;
+            p.pongs.retain(|(s, _)| *s != seq);
         }
+        self.release_pings();
     }
 
     /// Starts the close handshake (Node `close`): the close frame goes after
@@ -361,7 +378,7 @@ impl Connection {
         self.out.push_close(ClosePayload::new(code, reason).as_bytes());
         self.state = State::Ending;
         self.close_code = Some(code);
-        self.close_description = Some(reason.to_owned());
+        self.close_description = Some(reason.into());
         self.timers.stop_open_timers();
         self.timers.close = Some(self.now + self.config.close_timeout);
     }
@@ -375,14 +392,14 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        self.pongs.clear();
+        self.clear_pongs();
         self.out.discard_unhanded(&mut self.events);
         if !skip_close_frame && !self.out.close_queued && !self.out.close_written {
             let payload = if code.is_allowed_on_wire() { ClosePayload::new(code, reason) } else { ClosePayload::EMPTY };
             self.out.push_close(payload.as_bytes());
         }
         self.close_code = Some(code);
-        self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).to_owned());
+        self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).into());
         self.finish_close();
     }
 
@@ -412,9 +429,16 @@ impl Connection {
         if self.events.is_empty() {
             self.parse_pending();
         }
-        let e = self.events.pop_front()?;
+        let Some(e) = self.events.pop_front() else {
+            // Drained: an idle connection keeps no event queue.
+            self.events = VecDeque::new();
+            return None;
+        };
         if matches!(e, Event::Ping(_)) {
-            self.pings_polled += 1;
+            if let Some(p) = &mut self.pings {
+                p.polled += 1;
+            }
+            self.release_pings();
         }
         Some(e)
     }
@@ -444,7 +468,7 @@ impl Connection {
 
     /// Whether there are chunks waiting for [`poll_transmit`](Self::poll_transmit).
     pub fn wants_write(&self) -> bool {
-        self.out.has_unhanded() || !self.pongs.is_empty()
+        self.out.has_unhanded() || self.pings.as_ref().is_some_and(|p| !p.pongs.is_empty())
     }
 
     /// True once the connection is `Closed` and everything queued was written (or
@@ -526,7 +550,7 @@ impl Connection {
     /// Bytes received and held for frames not yet complete (plus any input held
     /// while paused).
     pub fn received_held(&self) -> usize {
-        self.recv.held() + self.pending.len()
+        self.recv.held() + self.pending.as_ref().map_or(0, |p| p.len())
     }
 
     // ---- internals --------------------------------------------------------------
@@ -555,7 +579,7 @@ impl Connection {
                 self.out.push_close(payload.as_bytes());
                 let (code, reason) = peer.unwrap_or((CloseCode::NOT_PROVIDED, String::new()));
                 self.close_code = Some(code);
-                self.close_description = Some(reason);
+                self.close_description = Some(reason.into());
                 self.state = State::PeerRequestedClose;
                 self.timers.stop_open_timers();
                 self.timers.close = Some(self.now + self.config.close_timeout);
@@ -580,7 +604,7 @@ impl Connection {
             self.out.push_close(ClosePayload::new(code, reason).as_bytes());
         }
         self.close_code = Some(code);
-        self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).to_owned());
+        self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).into());
         self.finish_close();
     }
 
@@ -594,18 +618,105 @@ impl Connection {
             // `close_timeout` to be written; then `is_finished` turns true regardless.
             self.timers.close = Some(self.now + self.config.close_timeout);
         }
-        self.pending = BytesMut::new();
+        self.pending = None;
         let code = *self.close_code.get_or_insert(CloseCode::ABNORMAL);
-        let description = self.close_description.get_or_insert_with(String::new).clone();
+        let description = self.close_description.get_or_insert_with(Box::default).to_string();
         self.events.push_back(Event::Close { code, description });
     }
 
     /// Queues the pongs owed (those not cancelled).
     fn flush_pongs(&mut self) {
-        while let Some((_, p)) = self.pongs.pop_front() {
+        let Some(pings) = &mut self.pings else { return };
+        while let Some((_, p)) = pings.pongs.pop_front() {
             if self.state == State::Open && !self.out.close_queued {
                 self.out.push_control(OpCode::Pong, &p);
             }
         }
+        self.release_pings();
+    }
+
+    /// Drops every owed pong.
+    fn clear_pongs(&mut self) {
+        if let Some(p) = &mut self.pings {
+            p.pongs.clear();
+        }
+        self.release_pings();
+    }
+
+    /// Drops the ping bookkeeping once every ping was polled and no pong is owed.
+    fn release_pings(&mut self) {
+        if self.pings.as_ref().is_some_and(|p| p.pongs.is_empty() && p.received == p.polled) {
+            self.pings = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+    use crate::Message;
+
+    /// A masked client frame.
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let key = [1, 2, 3, 4];
+        let mut f = vec![if fin { 0x80 } else { 0 } | opcode, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        f
+    }
+
+    fn holds_nothing(c: &Connection) -> bool {
+        c.events.capacity() == 0
+            && c.pending.is_none()
+            && c.pings.is_none()
+            && c.out.is_empty()
+            && c.recv.held() == 0
+            && c.close_description.is_none()
+    }
+
+    #[test]
+    fn idle_connection_is_small() {
+        // Every server connection is one of these; see docs/scaling.md before raising it.
+        assert!(std::mem::size_of::<Connection>() <= 368, "Connection is {} bytes", std::mem::size_of::<Connection>());
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffers_after_traffic() {
+        let now = Instant::now();
+        let mut c = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
+        assert!(holds_nothing(&c));
+        // A message split across reads, a fragmented one, and a ping in the middle.
+        let whole = masked(0x1, true, b"hello");
+        c.handle_read(&whole[..3], now);
+        c.handle_read(&whole[3..], now);
+        let mut input = masked(0x2, false, b"ab");
+        input.extend(masked(0x9, true, b"p"));
+        input.extend(masked(0x0, true, b"cd"));
+        c.handle_read(&input, now);
+        let mut got = Vec::new();
+        while let Some(e) = c.poll_event() {
+            got.push(e);
+        }
+        assert_eq!(
+            got,
+            [
+                Event::Message(Message::Text("hello".into())),
+                Event::Ping(Bytes::from_static(b"p")),
+                Event::Message(Message::Binary(Bytes::from_static(b"abcd"))),
+            ]
+        );
+        let _ = c.send_text("reply", None).unwrap();
+        let mut n = 0;
+        while let Some(chunk) = c.poll_transmit() {
+            n += chunk.len();
+        }
+        assert_eq!(n, 3 + 7, "pong and reply");
+        c.handle_written(n, now);
+        assert!(c.poll_event().is_none());
+        assert!(holds_nothing(&c), "{c:?}");
+        // And the state it keeps still works: another ping is answered.
+        c.handle_read(&masked(0x9, true, b"q"), now);
+        assert_eq!(c.poll_event(), Some(Event::Ping(Bytes::from_static(b"q"))));
+        assert_eq!(&c.poll_transmit().unwrap()[..], b"\x8a\x01q");
     }
 }

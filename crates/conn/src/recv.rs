@@ -45,42 +45,56 @@ struct Msg {
     utf8: Utf8Validator,
 }
 
-#[derive(Debug)]
-pub(crate) struct Recv {
-    dcfg: DecodeConfig,
-    max_message: usize,
-    assemble: bool,
-    hdr: [u8; MAX_HEADER_LEN],
-    hdr_len: usize,
-    cur: Option<Cur>,
-    msg: Option<Msg>,
+/// The receive limits, from the connection's shared config (not copied into every
+/// connection).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) dcfg: DecodeConfig,
+    pub(crate) max_message: usize,
+    pub(crate) assemble: bool,
+}
+
+/// Payload bytes kept across reads: only while a frame or a fragmented message is split
+/// between reads, so an idle connection holds none (boxed, created on first use).
+#[derive(Debug, Default)]
+struct Held {
     /// The message (or, without assembly, the frame) being received.
     buf: BytesMut,
     /// A control frame's payload being received.
     ctrl: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Recv {
+    hdr: [u8; MAX_HEADER_LEN],
+    hdr_len: u8,
     /// A close frame or an error was seen: the rest of the input is ignored.
     pub(crate) done: bool,
+    cur: Option<Cur>,
+    msg: Option<Msg>,
+    held: Option<Box<Held>>,
 }
 
 impl Recv {
-    pub(crate) fn new(dcfg: DecodeConfig, max_message: usize, assemble: bool) -> Self {
-        Self {
-            dcfg,
-            max_message,
-            assemble,
-            hdr: [0; MAX_HEADER_LEN],
-            hdr_len: 0,
-            cur: None,
-            msg: None,
-            buf: BytesMut::new(),
-            ctrl: Vec::new(),
-            done: false,
-        }
+    pub(crate) fn new() -> Self {
+        Self { hdr: [0; MAX_HEADER_LEN], hdr_len: 0, done: false, cur: None, msg: None, held: None }
     }
 
     /// Bytes held for frames not yet complete.
     pub(crate) fn held(&self) -> usize {
-        self.hdr_len + self.buf.len() + self.ctrl.len()
+        usize::from(self.hdr_len) + self.held.as_ref().map_or(0, |h| h.buf.len() + h.ctrl.len())
+    }
+
+    fn held_mut(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
+    }
+
+    /// Lets go of the held buffers once nothing is in them (the message buffer may still
+    /// share the allocation of the message just handed out).
+    fn release_if_empty(&mut self) {
+        if self.held.as_ref().is_some_and(|h| h.buf.is_empty() && h.ctrl.is_empty()) {
+            self.held = None;
+        }
     }
 
     /// Consumes `data`, calling `out` for each finding, until the input ends, a close
@@ -88,7 +102,7 @@ impl Recv {
     /// how many bytes it used, and the caller feeds the rest once the application has
     /// taken the events. Yielding after every finding keeps the application's reply to
     /// a message ahead of the failure a later frame causes (Autobahn 3.2, 5.15).
-    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Inbound)) -> usize {
+    pub(crate) fn feed(&mut self, lim: &Limits, mut data: &[u8], out: &mut impl FnMut(Inbound)) -> usize {
         let len = data.len();
         let found = std::cell::Cell::new(false);
         let mut out = |item: Inbound| {
@@ -100,10 +114,10 @@ impl Recv {
                 if data.is_empty() {
                     break;
                 }
-                match self.next_header(data) {
+                match self.next_header(lim, data) {
                     Ok(Some((h, used))) => {
                         data = &data[used..];
-                        if let Err(e) = self.begin(h) {
+                        if let Err(e) = self.begin(lim, h) {
                             self.fail(e, &mut out);
                         }
                     }
@@ -113,19 +127,19 @@ impl Recv {
                 continue;
             };
             let need = cur.len - cur.got;
-            if cur.got == 0 && data.len() >= need && !self.is_continuing(cur) {
+            if cur.got == 0 && data.len() >= need && !(cur.opcode == OpCode::Continuation && lim.assemble) {
                 // Fast path: the whole payload is in the caller's slice.
                 let (payload, rest) = data.split_at(need);
                 data = rest;
                 self.cur = None;
-                if let Err(e) = self.whole(cur, payload, &mut out) {
+                if let Err(e) = self.whole(lim, cur, payload, &mut out) {
                     self.fail(e, &mut out);
                 }
             } else if need == 0 || !data.is_empty() {
                 let take = need.min(data.len());
                 let (part, rest) = data.split_at(take);
                 data = rest;
-                if let Err(e) = self.partial(part, &mut out) {
+                if let Err(e) = self.partial(lim, part, &mut out) {
                     self.fail(e, &mut out);
                 }
             } else {
@@ -135,26 +149,18 @@ impl Recv {
         if self.done { len } else { len - data.len() }
     }
 
-    /// Whether `cur` appends to a message already in the buffer (then it takes the
-    /// buffered path even when whole).
-    #[inline]
-    fn is_continuing(&self, cur: Cur) -> bool {
-        cur.opcode == OpCode::Continuation && self.assemble
-    }
-
     fn fail(&mut self, e: ProtocolError, out: &mut impl FnMut(Inbound)) {
         self.done = true;
         self.cur = None;
         self.msg = None;
-        self.buf = BytesMut::new();
-        self.ctrl = Vec::new();
+        self.held = None;
         out(Inbound::Error(e));
     }
 
     /// The next header, from the partial-header array or straight from `data`.
     /// `Ok(None)`: `data` was all taken and the header is still incomplete.
-    fn next_header(&mut self, data: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
-        self.next_header_inner(data).map_err(|e| match e {
+    fn next_header(&mut self, lim: &Limits, data: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        self.next_header_inner(lim, data).map_err(|e| match e {
             // The decoder reports the extended length only when those bytes are in;
             // report the 7-bit field always, so the error is the same for any split.
             ProtocolError::Frame(FrameError::ControlFrameTooLong(n)) => {
@@ -164,22 +170,24 @@ impl Recv {
         })
     }
 
-    fn next_header_inner(&mut self, data: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+    fn next_header_inner(&mut self, lim: &Limits, data: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         if self.hdr_len == 0 {
-            return match decode_header(data, &self.dcfg)? {
+            return match decode_header(data, &lim.dcfg)? {
                 Decoded::Header(h, n) => Ok(Some((h, n))),
                 Decoded::NeedMore(_) => {
                     self.hdr[..data.len()].copy_from_slice(data);
-                    self.hdr_len = data.len();
+                    // NeedMore: fewer than MAX_HEADER_LEN bytes.
+                    self.hdr_len = data.len() as u8;
                     Ok(None)
                 }
             };
         }
         let mut used = 0;
         loop {
-            match decode_header(&self.hdr[..self.hdr_len], &self.dcfg)? {
+            let hdr_len = usize::from(self.hdr_len);
+            match decode_header(&self.hdr[..hdr_len], &lim.dcfg)? {
                 Decoded::Header(h, n) => {
-                    debug_assert_eq!(n, self.hdr_len);
+                    debug_assert_eq!(n, hdr_len);
                     self.hdr_len = 0;
                     return Ok(Some((h, used)));
                 }
@@ -188,8 +196,9 @@ impl Recv {
                     if take == 0 {
                         return Ok(None);
                     }
-                    self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[used..used + take]);
-                    self.hdr_len += take;
+                    self.hdr[hdr_len..hdr_len + take].copy_from_slice(&data[used..used + take]);
+                    // At most MAX_HEADER_LEN in total.
+                    self.hdr_len += take as u8;
                     used += take;
                 }
             }
@@ -197,22 +206,22 @@ impl Recv {
     }
 
     /// Checks a header against the message in progress and the message limit.
-    fn begin(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {
+    fn begin(&mut self, lim: &Limits, h: FrameHeader) -> Result<(), ProtocolError> {
         let len = h.payload_len;
         match h.opcode {
             OpCode::Continuation => {
                 let Some(m) = &mut self.msg else { return Err(ProtocolError::UnexpectedContinuation) };
                 m.total = m.total.saturating_add(len);
-                if self.assemble && m.total > self.max_message as u64 {
-                    return Err(ProtocolError::MessageTooBig { size: m.total, max: self.max_message });
+                if lim.assemble && m.total > lim.max_message as u64 {
+                    return Err(ProtocolError::MessageTooBig { size: m.total, max: lim.max_message });
                 }
             }
             OpCode::Text | OpCode::Binary => {
                 if self.msg.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                if self.assemble && len > self.max_message as u64 {
-                    return Err(ProtocolError::MessageTooBig { size: len, max: self.max_message });
+                if lim.assemble && len > lim.max_message as u64 {
+                    return Err(ProtocolError::MessageTooBig { size: len, max: lim.max_message });
                 }
                 self.msg = Some(Msg { text: h.opcode == OpCode::Text, total: len, utf8: Utf8Validator::new() });
             }
@@ -225,7 +234,13 @@ impl Recv {
     }
 
     /// A whole frame payload, straight from the input.
-    fn whole(&mut self, cur: Cur, payload: &[u8], out: &mut impl FnMut(Inbound)) -> Result<(), ProtocolError> {
+    fn whole(
+        &mut self,
+        lim: &Limits,
+        cur: Cur,
+        payload: &[u8],
+        out: &mut impl FnMut(Inbound),
+    ) -> Result<(), ProtocolError> {
         if cur.opcode.is_control() {
             let mut p = payload.to_vec();
             if let Some(k) = cur.mask {
@@ -239,16 +254,16 @@ impl Recv {
             apply_mask(&mut b, k, 0);
         }
         let msg = self.msg.as_mut().expect("begin() set the message");
-        if self.assemble {
+        if lim.assemble {
             // A single-frame message (continuations take the buffered path).
-            debug_assert!(cur.fin || self.buf.is_empty());
+            debug_assert!(cur.fin || self.held.as_ref().is_none_or(|h| h.buf.is_empty()));
             if !cur.fin {
                 // The first fragment: it starts the message buffer (empty here, so
                 // `unsplit` just moves `b` in).
                 if msg.text {
                     msg.utf8.feed(&b).map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
-                self.buf.unsplit(b);
+                self.held_mut().buf.unsplit(b);
                 return Ok(());
             }
             let text = msg.text;
@@ -269,16 +284,17 @@ impl Recv {
     }
 
     /// Part of a frame payload; emits when the frame is complete.
-    fn partial(&mut self, part: &[u8], out: &mut impl FnMut(Inbound)) -> Result<(), ProtocolError> {
+    fn partial(&mut self, lim: &Limits, part: &[u8], out: &mut impl FnMut(Inbound)) -> Result<(), ProtocolError> {
         let cur = self.cur.as_mut().expect("a frame in progress");
         let offset = cur.got;
         cur.got += part.len();
         let cur = *cur;
         if cur.opcode.is_control() {
-            self.ctrl.extend_from_slice(part);
+            self.held_mut().ctrl.extend_from_slice(part);
             if cur.got == cur.len {
                 self.cur = None;
-                let mut p = core::mem::take(&mut self.ctrl);
+                let mut p = core::mem::take(&mut self.held_mut().ctrl);
+                self.release_if_empty();
                 if let Some(k) = cur.mask {
                     apply_mask(&mut p, k, 0);
                 }
@@ -286,35 +302,38 @@ impl Recv {
             }
             return Ok(());
         }
-        let start = self.buf.len();
+        let buf = &mut self.held.get_or_insert_with(Box::default).buf;
+        let start = buf.len();
         // Room for the rest of the frame (bounded by the frame limit, and by 1 MiB per
         // step so an announced but unsent payload does not reserve it all at once).
         let rest = cur.len - offset;
-        if self.buf.capacity() - start < rest {
-            self.buf.reserve(rest.min(1 << 20));
+        if buf.capacity() - start < rest {
+            buf.reserve(rest.min(1 << 20));
         }
-        self.buf.extend_from_slice(part);
+        buf.extend_from_slice(part);
         if let Some(k) = cur.mask {
-            apply_mask(&mut self.buf[start..], k, offset);
+            apply_mask(&mut buf[start..], k, offset);
         }
         let msg = self.msg.as_mut().expect("begin() set the message");
         if msg.text {
-            msg.utf8.feed(&self.buf[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            msg.utf8.feed(&buf[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if cur.got < cur.len {
             return Ok(());
         }
         self.cur = None;
-        if !self.assemble {
-            let b = self.buf.split().freeze();
+        if !lim.assemble {
+            let b = buf.split().freeze();
+            self.release_if_empty();
             return self.end_frame_unassembled(cur, b, out);
         }
         if !cur.fin {
             return Ok(());
         }
+        let bytes = buf.split().freeze();
+        self.release_if_empty();
         let msg = self.msg.take().expect("message");
         let mut utf8 = msg.utf8;
-        let bytes = self.buf.split().freeze();
         out(Inbound::Message(if msg.text {
             utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| ProtocolError::InvalidUtf8)?)
@@ -348,7 +367,7 @@ impl Recv {
                 let parsed = parse_close_payload(&payload).map_err(ProtocolError::InvalidClosePayload)?;
                 self.done = true;
                 self.msg = None;
-                self.buf = BytesMut::new();
+                self.held = None;
                 out(Inbound::Close(parsed.map(|(c, r)| (c, r.to_owned()))));
             }
         }

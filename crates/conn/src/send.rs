@@ -31,18 +31,27 @@ struct Chunk {
     close: bool,
 }
 
-#[derive(Debug)]
-pub(crate) struct Outbound {
-    role: Role,
-    rng: Option<Rng>,
-    queue: VecDeque<Chunk>,
-    /// Bytes of `queue[0]` already written.
+/// What is queued: present only while something is, so an idle connection holds no
+/// queue, no framing block and no bookkeeping for them.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of `chunks[0]` already written.
     head_written: usize,
     /// Chunks from the front of the queue already handed to the driver.
     handed: usize,
+    /// The framing block headers and small frames are written into.
+    arena: BytesMut,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// The masking-key generator: present for the client role only.
+    rng: Option<Rng>,
+    /// `None` whenever nothing is queued (released as soon as the queue empties).
+    queue: Option<Box<Queue>>,
     /// Unwritten bytes in the queue.
     buffered: usize,
-    arena: BytesMut,
     /// A send saw the buffered amount above the high-water mark: Drain is owed.
     pub(crate) drain_owed: bool,
     /// Our close frame is queued (or written).
@@ -54,13 +63,9 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub(crate) fn new(role: Role) -> Self {
         Self {
-            role,
             rng: (role == Role::Client).then(Rng::from_entropy),
-            queue: VecDeque::new(),
-            head_written: 0,
-            handed: 0,
+            queue: None,
             buffered: 0,
-            arena: BytesMut::new(),
             drain_owed: false,
             close_queued: false,
             close_written: false,
@@ -76,18 +81,25 @@ impl Outbound {
     /// Nothing left to hand out or to write.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_none()
     }
 
     /// Whether a chunk is waiting to be handed out.
     #[inline]
     pub(crate) fn has_unhanded(&self) -> bool {
-        self.handed < self.queue.len()
+        self.queue.as_ref().is_some_and(|q| q.handed < q.chunks.len())
+    }
+
+    /// Drops the queue (its block included) once it holds no chunk.
+    fn release_if_empty(&mut self) {
+        if self.queue.as_ref().is_some_and(|q| q.chunks.is_empty()) {
+            self.queue = None;
+        }
     }
 
     /// The wire size of a message of `len` payload bytes framed with `threshold`.
     pub(crate) fn wire_len(&self, len: usize, threshold: Option<usize>) -> usize {
-        let mask = if self.role == Role::Client { 4 } else { 0 };
+        let mask = if self.rng.is_some() { 4 } else { 0 };
         let hdr = |n: usize| {
             2 + mask
                 + if n < 126 {
@@ -107,43 +119,33 @@ impl Outbound {
         }
     }
 
-    fn arena_reserve(&mut self, n: usize) {
-        if self.arena.capacity() - self.arena.len() < n {
-            self.arena.reserve(n.max(ARENA_BLOCK));
-        }
-    }
-
-    fn push(&mut self, bytes: Bytes, frame_start: bool) {
-        self.buffered += bytes.len();
-        self.queue.push_back(Chunk { bytes, token: None, frame_start, priority: false, close: false });
-    }
-
     /// Frames one frame of `payload` at the back of the queue.
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: &Bytes) {
         let mut h = FrameHeader { fin, ..FrameHeader::new(opcode, payload.len() as u64) };
+        let q = self.queue.get_or_insert_with(Box::default);
         if let Some(rng) = &mut self.rng {
             let key = rng.mask_key();
             h.mask = Some(key);
             let enc = h.encode();
-            self.arena_reserve(enc.len() + payload.len());
-            self.arena.extend_from_slice(enc.as_bytes());
-            let start = self.arena.len();
-            self.arena.extend_from_slice(payload);
-            apply_mask(&mut self.arena[start..], key, 0);
-            let b = self.arena.split().freeze();
-            self.push(b, true);
+            q.arena_reserve(enc.len() + payload.len());
+            q.arena.extend_from_slice(enc.as_bytes());
+            let start = q.arena.len();
+            q.arena.extend_from_slice(payload);
+            apply_mask(&mut q.arena[start..], key, 0);
+            let b = q.arena.split().freeze();
+            q.push(&mut self.buffered, b, true);
         } else {
             let enc = h.encode();
             let inline = payload.len() <= INLINE_PAYLOAD;
-            self.arena_reserve(enc.len() + if inline { payload.len() } else { 0 });
-            self.arena.extend_from_slice(enc.as_bytes());
+            q.arena_reserve(enc.len() + if inline { payload.len() } else { 0 });
+            q.arena.extend_from_slice(enc.as_bytes());
             if inline {
-                self.arena.extend_from_slice(payload);
+                q.arena.extend_from_slice(payload);
             }
-            let b = self.arena.split().freeze();
-            self.push(b, true);
+            let b = q.arena.split().freeze();
+            q.push(&mut self.buffered, b, true);
             if !inline {
-                self.push(payload.clone(), false);
+                q.push(&mut self.buffered, payload.clone(), false);
             }
         }
     }
@@ -174,12 +176,12 @@ impl Outbound {
 
     /// Queues already-framed wire bytes (a prepared message).
     pub(crate) fn push_wire(&mut self, wire: Bytes, token: Option<SendToken>) {
-        self.push(wire, true);
+        self.queue.get_or_insert_with(Box::default).push(&mut self.buffered, wire, true);
         self.set_last_token(token);
     }
 
     fn set_last_token(&mut self, token: Option<SendToken>) {
-        if let (Some(t), Some(last)) = (token, self.queue.back_mut()) {
+        if let (Some(t), Some(last)) = (token, self.queue.as_mut().and_then(|q| q.chunks.back_mut())) {
             last.token = Some(t);
         }
     }
@@ -187,21 +189,24 @@ impl Outbound {
     /// Queues a ping or pong ahead of data frames not yet handed out, behind other
     /// control frames and never inside a frame.
     pub(crate) fn push_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        let at = (self.handed..self.queue.len())
-            .find(|&i| self.queue[i].frame_start && !self.queue[i].priority)
-            .unwrap_or(self.queue.len());
-        let before = self.queue.len();
+        let at = self.queue.as_ref().map_or(0, |q| {
+            (q.handed..q.chunks.len())
+                .find(|&i| q.chunks[i].frame_start && !q.chunks[i].priority)
+                .unwrap_or(q.chunks.len())
+        });
+        let before = self.queue.as_ref().map_or(0, |q| q.chunks.len());
         self.push_frame(opcode, true, &Bytes::copy_from_slice(payload));
-        debug_assert_eq!(self.queue.len(), before + 1, "control frames are inline");
-        let mut c = self.queue.pop_back().expect("just pushed");
+        let q = self.queue.as_mut().expect("just pushed");
+        debug_assert_eq!(q.chunks.len(), before + 1, "control frames are inline");
+        let mut c = q.chunks.pop_back().expect("just pushed");
         c.priority = true;
-        self.queue.insert(at, c);
+        q.chunks.insert(at, c);
     }
 
     /// Queues our close frame at the very end: everything queued before it goes first.
     pub(crate) fn push_close(&mut self, payload: &[u8]) {
         self.push_frame(OpCode::Close, true, &Bytes::copy_from_slice(payload));
-        if let Some(c) = self.queue.back_mut() {
+        if let Some(c) = self.queue.as_mut().and_then(|q| q.chunks.back_mut()) {
             c.close = true;
         }
         self.close_queued = true;
@@ -209,28 +214,30 @@ impl Outbound {
 
     /// The next chunk to write. Each chunk is handed out once, in order.
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
-        let c = self.queue.get(self.handed)?;
-        let out = if self.handed == 0 { c.bytes.slice(self.head_written..) } else { c.bytes.clone() };
-        self.handed += 1;
+        let q = self.queue.as_mut()?;
+        let c = q.chunks.get(q.handed)?;
+        let out = if q.handed == 0 { c.bytes.slice(q.head_written..) } else { c.bytes.clone() };
+        q.handed += 1;
         Some(out)
     }
 
     /// The driver wrote `n` bytes of what was handed out. Reports finished tokens.
     /// More than was handed out is clamped to what was handed out.
     pub(crate) fn on_written(&mut self, mut n: usize, events: &mut VecDeque<Event>) {
-        while n > 0 && self.handed > 0 {
-            let Some(c) = self.queue.front() else { break };
-            let rest = c.bytes.len() - self.head_written;
+        let Some(q) = self.queue.as_mut() else { return };
+        while n > 0 && q.handed > 0 {
+            let Some(c) = q.chunks.front() else { break };
+            let rest = c.bytes.len() - q.head_written;
             if n < rest {
-                self.head_written += n;
+                q.head_written += n;
                 self.buffered -= n;
                 return;
             }
             n -= rest;
             self.buffered -= rest;
-            self.head_written = 0;
-            self.handed -= 1;
-            let c = self.queue.pop_front().expect("front exists");
+            q.head_written = 0;
+            q.handed -= 1;
+            let c = q.chunks.pop_front().expect("front exists");
             if c.close {
                 self.close_written = true;
             }
@@ -238,18 +245,17 @@ impl Outbound {
                 events.push_back(Event::SendComplete(t));
             }
         }
-        if self.queue.is_empty() {
-            // Everything is written: let go of the framing block rather than hold up to
-            // 8 KiB per idle connection; the next send starts a fresh one.
-            self.arena = BytesMut::new();
-        }
+        // Everything is written: let go of the queue and its framing block rather than
+        // hold them (up to 8 KiB) per idle connection; the next send starts fresh ones.
+        self.release_if_empty();
     }
 
     /// Drops every chunk not yet handed out, keeping the rest of a frame whose start
     /// was handed out (the driver will write it; a frame is never cut). Fails tokens.
     pub(crate) fn discard_unhanded(&mut self, events: &mut VecDeque<Event>) {
-        let keep = (self.handed..self.queue.len()).find(|&i| self.queue[i].frame_start).unwrap_or(self.queue.len());
-        for c in self.queue.drain(keep..) {
+        let Some(q) = self.queue.as_mut() else { return };
+        let keep = (q.handed..q.chunks.len()).find(|&i| q.chunks[i].frame_start).unwrap_or(q.chunks.len());
+        for c in q.chunks.drain(keep..) {
             self.buffered -= c.bytes.len();
             if c.close {
                 self.close_queued = false;
@@ -258,18 +264,32 @@ impl Outbound {
                 events.push_back(Event::SendFailed(t));
             }
         }
+        self.release_if_empty();
     }
 
     /// The connection is gone: nothing more will be written. Fails every token.
     pub(crate) fn clear(&mut self, events: &mut VecDeque<Event>) {
-        for c in self.queue.drain(..) {
-            if let Some(t) = c.token {
-                events.push_back(Event::SendFailed(t));
+        if let Some(q) = self.queue.take() {
+            for c in q.chunks {
+                if let Some(t) = c.token {
+                    events.push_back(Event::SendFailed(t));
+                }
             }
         }
         self.buffered = 0;
-        self.handed = 0;
-        self.head_written = 0;
+    }
+}
+
+impl Queue {
+    fn arena_reserve(&mut self, n: usize) {
+        if self.arena.capacity() - self.arena.len() < n {
+            self.arena.reserve(n.max(ARENA_BLOCK));
+        }
+    }
+
+    fn push(&mut self, buffered: &mut usize, bytes: Bytes, frame_start: bool) {
+        *buffered += bytes.len();
+        self.chunks.push_back(Chunk { bytes, token: None, frame_start, priority: false, close: false });
     }
 }
 

@@ -1,7 +1,7 @@
 //! Deadlines: close handshake, keepalive ping and grace period, idle timeout.
 //! The connection never reads a clock; every `now` comes from the driver.
 
-use crate::Keepalive;
+use crate::{Config, Keepalive};
 use std::time::{Duration, Instant};
 
 /// What fired in [`Timers::expired`], in the order the connection handles them.
@@ -19,51 +19,56 @@ pub(crate) enum Fired {
 
 const MIN: Duration = Duration::from_millis(1);
 
+/// The four deadlines. The keepalive and idle intervals are read from the shared
+/// [`Config`] rather than copied into every connection.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Timers {
     pub(crate) close: Option<Instant>,
     pub(crate) ping: Option<Instant>,
     pub(crate) grace: Option<Instant>,
     pub(crate) idle: Option<Instant>,
-    keepalive: Option<Keepalive>,
-    idle_timeout: Option<Duration>,
+}
+
+/// The keepalive of `cfg`; a zero duration would fire on every call, so a millisecond
+/// is the floor.
+fn keepalive(cfg: &Config) -> Option<Keepalive> {
+    cfg.keepalive.map(|k| Keepalive { interval: k.interval.max(MIN), grace_period: k.grace_period.max(MIN), ..k })
+}
+
+/// The idle timeout of `cfg`, with the same floor.
+fn idle_timeout(cfg: &Config) -> Option<Duration> {
+    cfg.idle_timeout.map(|d| d.max(MIN))
 }
 
 impl Timers {
-    pub(crate) fn new(keepalive: Option<Keepalive>, idle_timeout: Option<Duration>, now: Instant) -> Self {
-        // A zero duration would fire on every call; a millisecond is the floor.
-        let keepalive =
-            keepalive.map(|k| Keepalive { interval: k.interval.max(MIN), grace_period: k.grace_period.max(MIN), ..k });
-        let idle_timeout = idle_timeout.map(|d| d.max(MIN));
+    pub(crate) fn new(cfg: &Config, now: Instant) -> Self {
         Self {
             close: None,
-            ping: keepalive.map(|k| now + k.interval),
+            ping: keepalive(cfg).map(|k| now + k.interval),
             grace: None,
-            idle: idle_timeout.map(|d| now + d),
-            keepalive,
-            idle_timeout,
+            idle: idle_timeout(cfg).map(|d| now + d),
         }
     }
 
     /// The peer sent something: it is alive, and the connection is not idle.
-    pub(crate) fn on_receive(&mut self, now: Instant) {
-        if let Some(k) = self.keepalive {
+    pub(crate) fn on_receive(&mut self, cfg: &Config, now: Instant) {
+        if let Some(k) = keepalive(cfg) {
             self.ping = Some(now + k.interval);
             self.grace = None;
         }
-        self.on_activity(now);
+        self.on_activity(cfg, now);
     }
 
     /// Bytes moved (either way): the connection is not idle.
-    pub(crate) fn on_activity(&mut self, now: Instant) {
-        if let Some(d) = self.idle_timeout {
+    pub(crate) fn on_activity(&mut self, cfg: &Config, now: Instant) {
+        if let Some(d) = idle_timeout(cfg) {
             self.idle = Some(now + d);
         }
     }
 
     /// We sent a keepalive ping at `now`.
-    pub(crate) fn on_ping_sent(&mut self, now: Instant) {
-        if let Some(k) = self.keepalive {
+    pub(crate) fn on_ping_sent(&mut self, cfg: &Config, now: Instant) {
+        if let Some(k) = keepalive(cfg) {
             self.ping = Some(now + k.interval);
             if k.drop_on_timeout && self.grace.is_none() {
                 self.grace = Some(now + k.grace_period);

@@ -2,7 +2,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Instant;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -85,10 +86,19 @@ impl<C: LoopConn> Slab<C> {
 /// At most this many iovecs go into one vectored send (Linux `IOV_MAX`).
 pub(crate) const IOV_MAX: usize = 1024;
 
+/// Slots per chunk of a [`Slab`].
+const SLAB_CHUNK: usize = 256;
+
 /// A slab of connection slots; an id is (index, generation), and a slot's generation moves on
 /// when it is freed, so a stale id never reaches the next connection in that slot.
+///
+/// The slots live in fixed chunks rather than one doubling `Vec`: growing never copies the
+/// connections nor leaves the old copy behind in the allocator, and the unused tail is at
+/// most one chunk.
 pub(crate) struct Slab<T> {
-    slots: Vec<Slot<T>>,
+    chunks: Vec<Box<[Slot<T>]>>,
+    /// Slots handed out so far (the next fresh index).
+    used: usize,
     free: Vec<u32>,
     len: usize,
 }
@@ -100,7 +110,23 @@ struct Slot<T> {
 
 impl<T> Slab<T> {
     pub(crate) fn new() -> Self {
-        Slab { slots: Vec::new(), free: Vec::new(), len: 0 }
+        Slab { chunks: Vec::new(), used: 0, free: Vec::new(), len: 0 }
+    }
+
+    fn slot(&self, idx: u32) -> Option<&Slot<T>> {
+        let i = idx as usize;
+        if i >= self.used {
+            return None;
+        }
+        Some(&self.chunks[i / SLAB_CHUNK][i % SLAB_CHUNK])
+    }
+
+    fn slot_mut(&mut self, idx: u32) -> Option<&mut Slot<T>> {
+        let i = idx as usize;
+        if i >= self.used {
+            return None;
+        }
+        Some(&mut self.chunks[i / SLAB_CHUNK][i % SLAB_CHUNK])
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -110,25 +136,29 @@ impl<T> Slab<T> {
     pub(crate) fn insert(&mut self, value: T) -> ConnId {
         self.len += 1;
         if let Some(idx) = self.free.pop() {
-            let slot = &mut self.slots[idx as usize];
+            let slot = self.slot_mut(idx).expect("freed slots exist");
             slot.value = Some(value);
             ConnId { idx, generation: slot.generation }
         } else {
-            let idx = u32::try_from(self.slots.len()).expect("more than 2^32 connections");
-            self.slots.push(Slot { generation: 0, value: Some(value) });
+            let idx = u32::try_from(self.used).expect("more than 2^32 connections");
+            if self.used == self.chunks.len() * SLAB_CHUNK {
+                self.chunks.push((0..SLAB_CHUNK).map(|_| Slot { generation: 0, value: None }).collect());
+            }
+            self.used += 1;
+            self.slot_mut(idx).expect("just made").value = Some(value);
             ConnId { idx, generation: 0 }
         }
     }
 
     pub(crate) fn get(&self, id: ConnId) -> Option<&T> {
-        match self.slots.get(id.idx as usize) {
+        match self.slot(id.idx) {
             Some(s) if s.generation == id.generation => s.value.as_ref(),
             _ => None,
         }
     }
 
     pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut T> {
-        match self.slots.get_mut(id.idx as usize) {
+        match self.slot_mut(id.idx) {
             Some(s) if s.generation == id.generation => s.value.as_mut(),
             _ => None,
         }
@@ -137,13 +167,13 @@ impl<T> Slab<T> {
     /// The live id of slot `idx`, if it holds a connection whose generation matches the low
     /// `bits` bits of `generation` (the io_uring user_data only carries 24 bits of it).
     pub(crate) fn id_at(&self, idx: u32, generation: u32, mask: u32) -> Option<ConnId> {
-        let s = self.slots.get(idx as usize)?;
+        let s = self.slot(idx)?;
         (s.value.is_some() && (s.generation & mask) == (generation & mask))
             .then_some(ConnId { idx, generation: s.generation })
     }
 
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<T> {
-        let s = self.slots.get_mut(id.idx as usize)?;
+        let s = self.slot_mut(id.idx)?;
         if s.generation != id.generation {
             return None;
         }
@@ -155,8 +185,10 @@ impl<T> Slab<T> {
     }
 
     pub(crate) fn ids(&self) -> Vec<ConnId> {
-        self.slots
+        self.chunks
             .iter()
+            .flat_map(|c| c.iter())
+            .take(self.used)
             .enumerate()
             .filter(|(_, s)| s.value.is_some())
             .map(|(i, s)| ConnId { idx: i as u32, generation: s.generation })
@@ -211,35 +243,61 @@ impl SendQueue {
                 n = 0;
             }
         }
+        if self.chunks.is_empty() {
+            // All written: an idle connection keeps no queue storage.
+            self.chunks = VecDeque::new();
+        }
     }
 
     pub(crate) fn clear(&mut self) {
-        self.chunks.clear();
+        self.chunks = VecDeque::new();
         self.head_off = 0;
         self.len = 0;
     }
 }
 
+/// A deadline as nanoseconds after its [`Timers`]' epoch, plus one (so `Option<Tick>` is
+/// 8 bytes, half an `Option<Instant>`). Deadlines before the epoch are the epoch: both are
+/// in the past for every `now` the loop sees.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) struct Tick(NonZeroU64);
+
 /// Per-connection timer state, kept in the connection.
 #[derive(Default)]
 pub(crate) struct TimerSlot {
     /// The deadline the handler asked for.
-    pub(crate) deadline: Option<Instant>,
+    deadline: Option<Tick>,
     /// The earliest entry for this connection that is live in the heap.
-    pub(crate) in_heap: Option<Instant>,
+    in_heap: Option<Tick>,
 }
 
 /// One heap of deadlines per loop, with lazy deletion: clearing or moving a deadline later
 /// leaves the old entry in the heap, and it is checked against the connection when it pops.
 /// A connection adds an entry only when its deadline moves earlier, so a timer reset on every
 /// message does not grow the heap.
-#[derive(Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    epoch: Instant,
+    heap: BinaryHeap<Reverse<(Tick, u32, u32)>>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers { epoch: Instant::now(), heap: BinaryHeap::new() }
+    }
 }
 
 impl Timers {
+    fn tick(&self, at: Instant) -> Tick {
+        let nanos = u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1);
+        Tick(NonZeroU64::MIN.saturating_add(nanos))
+    }
+
+    fn instant(&self, t: Tick) -> Instant {
+        self.epoch + Duration::from_nanos(t.0.get() - 1)
+    }
+
     pub(crate) fn set(&mut self, id: ConnId, slot: &mut TimerSlot, at: Option<Instant>) {
+        let at = at.map(|at| self.tick(at));
         slot.deadline = at;
         if let Some(at) = at
             && slot.in_heap.is_none_or(|h| at < h)
@@ -251,7 +309,7 @@ impl Timers {
 
     /// The earliest entry (maybe stale: waking early for it is harmless).
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+        self.heap.peek().map(|Reverse((t, _, _))| self.instant(*t))
     }
 
     /// Pops entries due at `now` and pushes the connections whose deadline passed to `out`
@@ -263,6 +321,7 @@ impl Timers {
         slot: fn(&mut T) -> &mut TimerSlot,
         out: &mut Vec<ConnId>,
     ) {
+        let now = self.tick(now);
         while let Some(&Reverse((t, idx, generation))) = self.heap.peek() {
             if t > now {
                 break;
@@ -287,6 +346,11 @@ impl Timers {
                 None => {}
             }
         }
+        // Stale entries (deadlines cleared or moved later) left the heap: give back the
+        // room a burst of them (a handshake timer per new connection) took.
+        if self.heap.capacity() > 64 && self.heap.len() < self.heap.capacity() / 4 {
+            self.heap.shrink_to(self.heap.len() * 2);
+        }
     }
 }
 
@@ -295,5 +359,67 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_spans_chunks_and_reuses_slots() {
+        let mut s: Slab<usize> = Slab::new();
+        let ids: Vec<ConnId> = (0..SLAB_CHUNK * 2 + 3).map(|i| s.insert(i)).collect();
+        assert_eq!(s.len(), ids.len());
+        assert_eq!(s.chunks.len(), 3, "grows a chunk at a time");
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(s.get(*id), Some(&i));
+        }
+        let last = *ids.last().unwrap();
+        assert_eq!(s.remove(last), Some(ids.len() - 1));
+        assert_eq!(s.get(last), None);
+        assert_eq!(s.id_at(last.idx, last.generation, u32::MAX), None);
+        let again = s.insert(7);
+        assert_eq!(again.idx, last.idx);
+        assert_ne!(again.generation, last.generation);
+        assert_eq!(s.get(last), None, "a stale id does not reach the new connection");
+        assert_eq!(s.ids().len(), ids.len());
+        assert_eq!(s.get(ConnId { idx: (SLAB_CHUNK * 3) as u32, generation: 0 }), None);
+    }
+
+    #[test]
+    fn send_queue_lets_go_of_its_storage_when_written() {
+        let mut q = SendQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"de"));
+        q.advance(4);
+        assert_eq!(q.segments(8).collect::<Vec<_>>(), [&b"e"[..]]);
+        assert!(q.chunks.capacity() > 0);
+        q.advance(1);
+        assert!(q.is_empty());
+        assert_eq!(q.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn timer_ticks_round_trip_and_pop_in_order() {
+        let mut t = Timers::default();
+        let mut s: Slab<TimerSlot> = Slab::new();
+        let a = s.insert(TimerSlot::default());
+        let b = s.insert(TimerSlot::default());
+        let at = t.epoch + Duration::from_millis(5);
+        t.set(a, s.get_mut(a).unwrap(), Some(at + Duration::from_nanos(1)));
+        t.set(b, s.get_mut(b).unwrap(), Some(at));
+        assert_eq!(t.next(), Some(at), "nanosecond exact");
+        let mut out = Vec::new();
+        t.expired(at, &mut s, |c| c, &mut out);
+        assert_eq!(out, [b]);
+        t.expired(at + Duration::from_nanos(1), &mut s, |c| c, &mut out);
+        assert_eq!(out, [b, a]);
+        // A deadline before the epoch is simply due.
+        let early = t.epoch.checked_sub(Duration::from_secs(1)).unwrap_or(t.epoch);
+        t.set(a, s.get_mut(a).unwrap(), Some(early));
+        out.clear();
+        t.expired(t.epoch, &mut s, |c| c, &mut out);
+        assert_eq!(out, [a]);
     }
 }

@@ -556,3 +556,15 @@ fn copy_error(e: &io::Error) -> io::Error {
         None => io::Error::new(e.kind(), e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_is_small() {
+        // One per connection, in the loop's slab; see docs/scaling.md before raising it.
+        let n = std::mem::size_of::<EConn>();
+        assert!(n <= 144, "EConn is {n} bytes");
+    }
+}

@@ -2,9 +2,10 @@
 //! provided-buffer ring per loop, one vectored `sendmsg` in flight per connection, eventfd
 //! wakeups, timers through the wait timeout of `io_uring_enter`.
 //!
-//! Ownership rule: every SQE that points at memory (the send `msghdr` and iovecs, the queued
-//! `Bytes`, the connect address, the eventfd read buffer) points into something owned by the
-//! connection or the loop that is not freed or moved before that SQE's last CQE. Per-connection
+//! Ownership rule: every SQE that points at memory (the send `msghdr` and iovecs, lent to the
+//! connection from the loop's pool until the send completes; the queued `Bytes`, the connect
+//! address, the eventfd read buffer) points into something owned by the connection or the
+//! loop that is not freed or moved before that SQE's last CQE. Per-connection
 //! state is freed only after all of its operations completed and its fd was closed.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
@@ -427,6 +428,39 @@ struct SendBuf {
     msg: libc::msghdr,
 }
 
+impl SendBuf {
+    fn new() -> Box<SendBuf> {
+        Box::new(SendBuf {
+            iov: Vec::new(),
+            // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+}
+
+/// Buffers kept in the loop's pool for the next sends; the rest are freed.
+const SEND_POOL_MAX: usize = 256;
+
+/// A connection's [`SendBuf`]: held only while a send is in flight. `advance` lends it one
+/// from the loop's pool before a send may start, and the send's completion gives it back, so
+/// an idle connection holds none (and no iovec array).
+struct SendSlot(Option<Box<SendBuf>>);
+
+impl std::ops::Deref for SendSlot {
+    type Target = SendBuf;
+
+    fn deref(&self) -> &SendBuf {
+        self.0.as_deref().expect("no send buffer lent")
+    }
+}
+
+impl std::ops::DerefMut for SendSlot {
+    fn deref_mut(&mut self) -> &mut SendBuf {
+        // `advance` lends one before every send; allocating here is only a fallback.
+        self.0.get_or_insert_with(SendBuf::new)
+    }
+}
+
 struct UConn {
     fd: RawFd,
     /// The connection's slot in the ring's registered file table ([`NO_SLOT`]: none); ops
@@ -445,7 +479,7 @@ struct UConn {
     eof: bool,
     stash: Vec<u8>,
     queue: SendQueue,
-    send: Box<SendBuf>,
+    send: SendSlot,
     send_inflight: bool,
     teardown_cancel: bool,
     close_sent: bool,
@@ -479,11 +513,7 @@ impl UConn {
             eof: false,
             stash: Vec::new(),
             queue: SendQueue::default(),
-            send: Box::new(SendBuf {
-                iov: Vec::new(),
-                // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
-                msg: unsafe { std::mem::zeroed() },
-            }),
+            send: SendSlot(None),
             send_inflight: false,
             teardown_cancel: false,
             close_sent: false,
@@ -550,6 +580,10 @@ pub(crate) struct Core {
     stopped: bool,
     nodelay: bool,
     close_linger: Duration,
+    /// Send buffers not lent to any connection (see [`SendSlot`]). Boxed: a lent buffer's
+    /// address must not change while the kernel reads it.
+    #[allow(clippy::vec_box)]
+    send_pool: Vec<Box<SendBuf>>,
 }
 
 impl Core {
@@ -562,6 +596,9 @@ impl Core {
     fn advance(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else { return };
         c.dirty = false;
+        if c.send.0.is_none() && !c.send_inflight && !c.queue.is_empty() {
+            c.send.0 = Some(self.send_pool.pop().unwrap_or_else(SendBuf::new));
+        }
         let sqes = &mut self.sqes;
         let want_recv = match c.closing {
             Closing::Open => !c.connecting && !c.paused && c.stash.is_empty(),
@@ -805,6 +842,7 @@ impl UringLoop {
                 stopped: false,
                 nodelay: cfg.nodelay,
                 close_linger: cfg.close_linger,
+                send_pool: Vec::new(),
             },
             wake_fd,
             wake_buf: Box::new(0),
@@ -1110,6 +1148,14 @@ impl UringLoop {
             }
             KIND_SEND => {
                 c.send_inflight = false;
+                // The kernel is done with the msghdr and iovecs: back to the pool.
+                if let Some(mut b) = c.send.0.take()
+                    && core.send_pool.len() < SEND_POOL_MAX
+                {
+                    // A pooled buffer keeps room for a few iovecs, not a burst's worth.
+                    b.iov.shrink_to(16);
+                    core.send_pool.push(b);
+                }
                 if res == 0 && c.closing != Closing::Teardown {
                     // A stream socket that takes no bytes of a non-empty send would loop forever.
                     c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "send wrote 0 bytes")));
@@ -1261,5 +1307,15 @@ mod tests {
         // Fewer buffers than the initial window: all of them are lent.
         let small = BufRing::new(8, 512).unwrap();
         assert_eq!((small.lent, small.window), (8, 8));
+    }
+
+    #[test]
+    fn per_connection_state_is_small() {
+        // One per connection, in the loop's slab; see docs/scaling.md before raising it.
+        let n = std::mem::size_of::<UConn>();
+        assert!(n <= 184, "UConn is {n} bytes");
+        assert_eq!(std::mem::size_of::<TimerSlot>(), 16);
+        // An idle connection lends no send buffer.
+        assert!(UConn::new(-1, None).send.0.is_none());
     }
 }

@@ -2,42 +2,58 @@
 
 use ringwire_io::ConnId;
 
+/// Entries per chunk of the table.
+const CHUNK: usize = 256;
+
+/// One slot: the id it holds and its state.
+type Entry<T> = Option<(ConnId, T)>;
+
 /// Per-connection state stored at `id.index()`, checked against the full id (index and
 /// generation) so a stale id never reaches a newer connection in the same slot.
 /// Cheaper than a hash map on the per-message path, and 8 bytes of key per entry.
+///
+/// The table grows in fixed chunks rather than by doubling one vector: growing never
+/// copies the entries nor leaves the old copy behind in the allocator, and the unused
+/// tail is at most one chunk.
 pub(crate) struct Slots<T> {
-    entries: Vec<Option<(ConnId, T)>>,
+    chunks: Vec<Box<[Entry<T>]>>,
     len: usize,
 }
 
 impl<T> Slots<T> {
     pub(crate) fn new() -> Self {
-        Self { entries: Vec::new(), len: 0 }
+        Self { chunks: Vec::new(), len: 0 }
+    }
+
+    fn entry_mut(&mut self, i: usize) -> Option<&mut Entry<T>> {
+        self.chunks.get_mut(i / CHUNK).map(|c| &mut c[i % CHUNK])
     }
 
     /// Stores `value` for `id`, replacing what `id` (or a stale id in its slot) had.
     pub(crate) fn insert(&mut self, id: ConnId, value: T) {
         let i = id.index();
-        if i >= self.entries.len() {
-            self.entries.resize_with(i + 1, || None);
+        while self.chunks.len() <= i / CHUNK {
+            self.chunks.push((0..CHUNK).map(|_| None).collect());
         }
-        if self.entries[i].replace((id, value)).is_none() {
+        let e = self.entry_mut(i).expect("chunk just added");
+        if e.replace((id, value)).is_none() {
             self.len += 1;
         }
     }
 
     pub(crate) fn get_mut(&mut self, id: &ConnId) -> Option<&mut T> {
-        match self.entries.get_mut(id.index()) {
+        match self.entry_mut(id.index()) {
             Some(Some((stored, value))) if stored == id => Some(value),
             _ => None,
         }
     }
 
     pub(crate) fn remove(&mut self, id: &ConnId) -> Option<T> {
-        let slot = self.entries.get_mut(id.index())?;
+        let slot = self.entry_mut(id.index())?;
         if slot.as_ref().is_some_and(|(stored, _)| stored == id) {
+            let value = slot.take().map(|(_, v)| v);
             self.len -= 1;
-            slot.take().map(|(_, v)| v)
+            value
         } else {
             None
         }
@@ -49,6 +65,6 @@ impl<T> Slots<T> {
 
     /// Every stored (id, value), in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnId, &T)> {
-        self.entries.iter().filter_map(|e| e.as_ref().map(|(id, v)| (*id, v)))
+        self.chunks.iter().flat_map(|c| c.iter()).filter_map(|e| e.as_ref().map(|(id, v)| (*id, v)))
     }
 }

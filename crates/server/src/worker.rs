@@ -14,11 +14,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A connection's phase as this worker sees it.
+// Open is by far the largest and the common case: boxing it would cost every connection
+// an allocation rounded up to the allocator's size class, boxing the others saves nothing.
+#[allow(clippy::large_enum_variant)]
 enum Slot {
     /// Reading the upgrade request.
     Handshake { buf: Vec<u8>, peer: SocketAddr },
-    /// Upgraded: the state machine runs.
-    Open(Box<Open>),
+    /// Upgraded: the state machine runs. Stored inline: a box would round every
+    /// connection up to the allocator's next size class.
+    Open(Open),
     /// Refused (or shut down); the socket is closing, input is ignored. `admitted`:
     /// whether it holds one of the server's connection slots.
     Closing { admitted: bool },
@@ -114,14 +118,8 @@ impl<H: Handler> Worker<H> {
         let conn = Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now);
         io.send(id, response.into());
         io.set_timer(id, None);
-        let open = Box::new(Open {
-            conn,
-            announced: false,
-            armed: None,
-            reading: true,
-            socket_closing: false,
-            close_reported: false,
-        });
+        let open =
+            Open { conn, announced: false, armed: None, reading: true, socket_closing: false, close_reported: false };
         self.slots.insert(id, Slot::Open(open));
         if !rest.is_empty()
             && let Some(Slot::Open(open)) = self.slots.get_mut(&id)
@@ -373,5 +371,18 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
 
     fn on_turn_end(&mut self, io: &mut impl Io) {
         self.flush_broadcasts(io);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_is_small() {
+        // One per connection, inline in the slot table; see docs/scaling.md.
+        let entry = std::mem::size_of::<Option<(ConnId, Slot)>>();
+        assert!(entry <= 400, "slot entry is {entry} bytes");
+        assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Open>() + 8);
     }
 }
