@@ -62,8 +62,8 @@ pub struct Connection {
     recv: Recv,
     out: Outbound,
     events: VecDeque<Event>,
+    /// The deadlines and the last `now` given.
     timers: Timers,
-    now: Instant,
     close_code: Option<CloseCode>,
     close_description: Option<Box<str>>,
     paused: bool,
@@ -100,7 +100,6 @@ impl Connection {
             state: State::Open,
             out: Outbound::new(role),
             events: VecDeque::new(),
-            now,
             close_code: None,
             close_description: None,
             paused: false,
@@ -115,7 +114,7 @@ impl Connection {
     /// (partial frames) is copied, so `data` can be reused at once. Ignored once the
     /// connection no longer reads; buffered (not parsed) while paused.
     pub fn handle_read(&mut self, data: &[u8], now: Instant) {
-        self.now = now;
+        self.timers.set_now(now);
         if self.state == State::Closed || self.recv.done || data.is_empty() {
             return;
         }
@@ -183,7 +182,7 @@ impl Connection {
     /// The driver wrote `n` bytes of the chunks [`poll_transmit`](Self::poll_transmit)
     /// handed out (more than was handed out counts as all of it).
     pub fn handle_written(&mut self, n: usize, now: Instant) {
-        self.now = now;
+        self.timers.set_now(now);
         if n > 0 && self.state == State::Open {
             self.timers.on_activity(&self.config, now);
         }
@@ -201,7 +200,7 @@ impl Connection {
     /// connection is already closed, it closes now: with the peer's code if its close
     /// frame arrived, with ours if we were closing, else with 1006.
     pub fn handle_eof(&mut self, now: Instant) {
-        self.now = now;
+        self.timers.set_now(now);
         self.recv.done = true;
         self.clear_pongs();
         self.out.clear(&mut self.events);
@@ -217,7 +216,7 @@ impl Connection {
     /// Time passed: fires every deadline at or before `now` (close timeout, keepalive,
     /// idle timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
+        self.timers.set_now(now);
         // Each of the four timers fires at most once per call, even with a zero interval.
         for _ in 0..4 {
             let Some(fired) = self.timers.expired(now) else { break };
@@ -380,7 +379,7 @@ impl Connection {
         self.close_code = Some(code);
         self.close_description = Some(reason.into());
         self.timers.stop_open_timers();
-        self.timers.close = Some(self.now + self.config.close_timeout);
+        self.timers.start_close(self.config.close_timeout);
     }
 
     /// Closes at once (Node `drop`): data not yet handed out is discarded (its tokens
@@ -582,7 +581,7 @@ impl Connection {
                 self.close_description = Some(reason.into());
                 self.state = State::PeerRequestedClose;
                 self.timers.stop_open_timers();
-                self.timers.close = Some(self.now + self.config.close_timeout);
+                self.timers.start_close(self.config.close_timeout);
                 if self.out.close_written {
                     self.finish_close();
                 }
@@ -616,7 +615,7 @@ impl Connection {
         if !self.out.is_empty() {
             // What is left (a close frame, data queued before a protocol error) gets
             // `close_timeout` to be written; then `is_finished` turns true regardless.
-            self.timers.close = Some(self.now + self.config.close_timeout);
+            self.timers.start_close(self.config.close_timeout);
         }
         self.pending = None;
         let code = *self.close_code.get_or_insert(CloseCode::ABNORMAL);
@@ -677,7 +676,7 @@ mod memory {
     #[test]
     fn idle_connection_is_small() {
         // Every server connection is one of these; see docs/scaling.md before raising it.
-        assert!(std::mem::size_of::<Connection>() <= 368, "Connection is {} bytes", std::mem::size_of::<Connection>());
+        assert!(std::mem::size_of::<Connection>() <= 344, "Connection is {} bytes", std::mem::size_of::<Connection>());
     }
 
     #[test]

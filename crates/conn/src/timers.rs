@@ -2,6 +2,7 @@
 //! The connection never reads a clock; every `now` comes from the driver.
 
 use crate::{Config, Keepalive};
+use std::num::NonZeroI64;
 use std::time::{Duration, Instant};
 
 /// What fired in [`Timers::expired`], in the order the connection handles them.
@@ -19,14 +20,40 @@ pub(crate) enum Fired {
 
 const MIN: Duration = Duration::from_millis(1);
 
-/// The four deadlines. The keepalive and idle intervals are read from the shared
-/// [`Config`] rather than copied into every connection.
-#[derive(Debug, Clone, Default)]
+/// The four deadlines and the last `now` the driver gave. The keepalive and idle
+/// intervals are read from the shared [`Config`] rather than copied into every connection.
+///
+/// Instants are kept as signed nanoseconds from `epoch` (the `now` the connection was
+/// created with), 8 bytes each instead of 16: exact for any instant within 292 years
+/// either side of it, so deadlines fire exactly when they did as `Option<Instant>`.
+#[derive(Debug, Clone)]
 pub(crate) struct Timers {
-    pub(crate) close: Option<Instant>,
-    pub(crate) ping: Option<Instant>,
-    pub(crate) grace: Option<Instant>,
-    pub(crate) idle: Option<Instant>,
+    epoch: Instant,
+    now: Nanos,
+    close: Option<Deadline>,
+    ping: Option<Deadline>,
+    grace: Option<Deadline>,
+    idle: Option<Deadline>,
+}
+
+/// An instant as nanoseconds after (negative: before) the epoch.
+type Nanos = i64;
+
+/// A deadline, [`Nanos`] stored so that `Option<Deadline>` takes 8 bytes: 0 is skipped by
+/// shifting the non-negative values up by one, which keeps the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline(NonZeroI64);
+
+impl Deadline {
+    fn new(n: Nanos) -> Self {
+        let v = if n >= 0 { n.saturating_add(1) } else { n };
+        Deadline(NonZeroI64::new(v).expect("non-zero by construction"))
+    }
+
+    fn nanos(self) -> Nanos {
+        let v = self.0.get();
+        if v > 0 { v - 1 } else { v }
+    }
 }
 
 /// The keepalive of `cfg`; a zero duration would fire on every call, so a millisecond
@@ -42,18 +69,47 @@ fn idle_timeout(cfg: &Config) -> Option<Duration> {
 
 impl Timers {
     pub(crate) fn new(cfg: &Config, now: Instant) -> Self {
-        Self {
-            close: None,
-            ping: keepalive(cfg).map(|k| now + k.interval),
-            grace: None,
-            idle: idle_timeout(cfg).map(|d| now + d),
+        let mut t = Self { epoch: now, now: 0, close: None, ping: None, grace: None, idle: None };
+        t.ping = keepalive(cfg).map(|k| t.deadline(now + k.interval));
+        t.idle = idle_timeout(cfg).map(|d| t.deadline(now + d));
+        t
+    }
+
+    fn nanos(&self, at: Instant) -> Nanos {
+        let clamp = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        if at >= self.epoch { clamp(at - self.epoch) } else { -clamp(self.epoch - at) }
+    }
+
+    fn instant(&self, n: Nanos) -> Instant {
+        if n >= 0 {
+            self.epoch + Duration::from_nanos(n.unsigned_abs())
+        } else {
+            self.epoch - Duration::from_nanos(n.unsigned_abs())
         }
+    }
+
+    fn deadline(&self, at: Instant) -> Deadline {
+        Deadline::new(self.nanos(at))
+    }
+
+    /// The last `now` given by the driver.
+    pub(crate) fn now(&self) -> Instant {
+        self.instant(self.now)
+    }
+
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = self.nanos(now);
+    }
+
+    /// Starts the close handshake timeout: `timeout` after the last `now`.
+    pub(crate) fn start_close(&mut self, timeout: Duration) {
+        self.close = Some(self.deadline(self.now() + timeout));
     }
 
     /// The peer sent something: it is alive, and the connection is not idle.
     pub(crate) fn on_receive(&mut self, cfg: &Config, now: Instant) {
         if let Some(k) = keepalive(cfg) {
-            self.ping = Some(now + k.interval);
+            self.ping = Some(self.deadline(now + k.interval));
             self.grace = None;
         }
         self.on_activity(cfg, now);
@@ -62,16 +118,16 @@ impl Timers {
     /// Bytes moved (either way): the connection is not idle.
     pub(crate) fn on_activity(&mut self, cfg: &Config, now: Instant) {
         if let Some(d) = idle_timeout(cfg) {
-            self.idle = Some(now + d);
+            self.idle = Some(self.deadline(now + d));
         }
     }
 
     /// We sent a keepalive ping at `now`.
     pub(crate) fn on_ping_sent(&mut self, cfg: &Config, now: Instant) {
         if let Some(k) = keepalive(cfg) {
-            self.ping = Some(now + k.interval);
+            self.ping = Some(self.deadline(now + k.interval));
             if k.drop_on_timeout && self.grace.is_none() {
-                self.grace = Some(now + k.grace_period);
+                self.grace = Some(self.deadline(now + k.grace_period));
             }
         }
     }
@@ -90,12 +146,13 @@ impl Timers {
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        [self.close, self.grace, self.ping, self.idle].into_iter().flatten().min()
+        [self.close, self.grace, self.ping, self.idle].into_iter().flatten().min().map(|d| self.instant(d.nanos()))
     }
 
     /// The first deadline at or before `now`, cleared.
     pub(crate) fn expired(&mut self, now: Instant) -> Option<Fired> {
-        let due = |t: &mut Option<Instant>| t.is_some_and(|t| t <= now).then(|| *t = None).is_some();
+        let now = self.nanos(now);
+        let due = |t: &mut Option<Deadline>| t.is_some_and(|t| t.nanos() <= now).then(|| *t = None).is_some();
         if due(&mut self.close) {
             Some(Fired::Close)
         } else if due(&mut self.grace) {
@@ -107,5 +164,44 @@ impl Timers {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_round_trip_exactly_either_side_of_the_epoch() {
+        let epoch = Instant::now() + Duration::from_secs(3600);
+        let t = Timers::new(&Config::server(), epoch);
+        for d in [0, 1, 999, 1_000_000_007, 86_400_000_000_000] {
+            for at in [epoch + Duration::from_nanos(d), epoch - Duration::from_nanos(d)] {
+                let dl = t.deadline(at);
+                assert_eq!(t.instant(dl.nanos()), at);
+            }
+        }
+        // Order is kept across zero.
+        let (a, b, c) = (
+            t.deadline(epoch - Duration::from_nanos(1)),
+            t.deadline(epoch),
+            t.deadline(epoch + Duration::from_nanos(1)),
+        );
+        assert!(a < b && b < c);
+        assert_eq!(std::mem::size_of::<Option<Deadline>>(), 8);
+    }
+
+    #[test]
+    fn a_deadline_fires_at_its_instant_not_a_nanosecond_before() {
+        let epoch = Instant::now();
+        let mut t = Timers::new(&Config::server(), epoch);
+        t.stop_all();
+        t.set_now(epoch + Duration::from_nanos(5));
+        t.start_close(Duration::from_nanos(10));
+        let at = epoch + Duration::from_nanos(15);
+        assert_eq!(t.next(), Some(at));
+        assert_eq!(t.expired(at - Duration::from_nanos(1)), None);
+        assert_eq!(t.expired(at), Some(Fired::Close));
+        assert_eq!(t.next(), None);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,31 @@ pub(crate) enum Closing {
     Lingering,
     /// Stop now: cancel what is in flight, close the fd, report.
     Teardown,
+}
+
+/// An IPv4 peer address packed into 8 bytes (a quarter of an `Option<SocketAddr>`): the
+/// address in bits 16..48, the port in bits 0..16 and bit 48 set. 0 means no IPv4 address;
+/// a backend keeps any other address (IPv6) in its connection's rarely used state.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct PeerV4(u64);
+
+impl PeerV4 {
+    const SET: u64 = 1 << 48;
+
+    /// Packs an IPv4 address; returns any other address back to be kept elsewhere.
+    pub(crate) fn pack(peer: Option<SocketAddr>) -> (PeerV4, Option<SocketAddr>) {
+        match peer {
+            Some(SocketAddr::V4(a)) => {
+                (PeerV4(Self::SET | u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())), None)
+            }
+            other => (PeerV4(0), other),
+        }
+    }
+
+    pub(crate) fn get(self) -> Option<SocketAddr> {
+        (self.0 & Self::SET != 0)
+            .then(|| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from_bits((self.0 >> 16) as u32), self.0 as u16)))
+    }
 }
 
 /// What both backends keep per connection for the rules of `Io::{send, queued, close,
@@ -365,6 +391,19 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_v4_round_trips_and_leaves_other_addresses() {
+        for a in ["1.2.3.4:80", "0.0.0.0:0", "255.255.255.255:65535", "127.0.0.1:24111"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let (p, rest) = PeerV4::pack(Some(a));
+            assert_eq!((p.get(), rest), (Some(a), None));
+        }
+        let v6: SocketAddr = "[::ffff:1.2.3.4]:443".parse().unwrap();
+        assert_eq!(PeerV4::pack(Some(v6)), (PeerV4(0), Some(v6)));
+        assert_eq!(PeerV4::pack(None), (PeerV4(0), None));
+        assert_eq!(PeerV4::default().get(), None);
+    }
 
     #[test]
     fn slab_spans_chunks_and_reuses_slots() {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::common::{Closing, IOV_MAX, LoopConn, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{Closing, IOV_MAX, LoopConn, PeerV4, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
@@ -32,10 +32,10 @@ fn conn_token(id: ConnId) -> Token {
 
 struct EConn {
     stream: Option<TcpStream>,
-    peer: Option<SocketAddr>,
+    /// The peer's address when it is IPv4; any other is in `cold`.
+    peer: PeerV4,
     connecting: bool,
     closing: Closing,
-    error: Option<io::Error>,
     paused: bool,
     /// The socket may have unread input (an edge was seen and WouldBlock not yet reached).
     read_ready: bool,
@@ -45,6 +45,16 @@ struct EConn {
     /// The peer's EOF was read.
     eof: bool,
     timer: TimerSlot,
+    /// What an open connection with an IPv4 peer never needs, created on first use.
+    cold: Option<Box<Cold>>,
+}
+
+/// The rarely used part of an [`EConn`], boxed so an idle connection does not carry it.
+#[derive(Default)]
+struct Cold {
+    /// A peer address that is not IPv4.
+    peer: Option<SocketAddr>,
+    error: Option<io::Error>,
     linger: TimerSlot,
 }
 
@@ -53,17 +63,17 @@ fn user_timer(c: &mut EConn) -> &mut TimerSlot {
 }
 
 fn linger_timer(c: &mut EConn) -> &mut TimerSlot {
-    &mut c.linger
+    &mut c.cold_mut().linger
 }
 
 impl EConn {
     fn new(stream: TcpStream, peer: Option<SocketAddr>) -> EConn {
+        let (peer, other) = PeerV4::pack(peer);
         EConn {
             stream: Some(stream),
             peer,
             connecting: false,
             closing: Closing::Open,
-            error: None,
             paused: false,
             read_ready: true,
             queue: SendQueue::default(),
@@ -71,13 +81,28 @@ impl EConn {
             reported: false,
             eof: false,
             timer: TimerSlot::default(),
-            linger: TimerSlot::default(),
+            cold: other.map(|peer| Box::new(Cold { peer: Some(peer), ..Cold::default() })),
         }
     }
 
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer.get().or_else(|| self.cold.as_ref().and_then(|c| c.peer))
+    }
+
+    /// The error the connection ended with, if any.
+    fn into_error(self) -> Option<io::Error> {
+        self.cold.and_then(|c| c.error)
+    }
+
     fn teardown(&mut self, error: Option<io::Error>) {
-        if self.error.is_none() {
-            self.error = error;
+        if let Some(error) = error
+            && self.cold.as_ref().is_none_or(|c| c.error.is_none())
+        {
+            self.cold_mut().error = Some(error);
         }
         self.closing = Closing::Teardown;
         self.queue.clear();
@@ -220,7 +245,7 @@ impl Io for Core {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).and_then(|c| c.peer)
+        self.conns.get(conn).and_then(EConn::peer)
     }
 }
 
@@ -483,7 +508,7 @@ impl EpollLoop {
             }
             for id in std::mem::take(&mut self.closed) {
                 if let Some(c) = self.core.conns.remove(id) {
-                    handler.on_closed(&mut self.core, id, c.error);
+                    handler.on_closed(&mut self.core, id, c.into_error());
                 }
             }
         }
@@ -501,7 +526,11 @@ impl EpollLoop {
                     c.closing = Closing::Teardown;
                 } else {
                     c.closing = Closing::Lingering;
-                    self.core.linger_timers.set(id, &mut c.linger, Some(self.core.now + self.core.close_linger));
+                    self.core.linger_timers.set(
+                        id,
+                        &mut c.cold_mut().linger,
+                        Some(self.core.now + self.core.close_linger),
+                    );
                     // Input that arrived before the shutdown has no edge left: look now.
                     c.read_ready = true;
                     self.core.readable.push(id);
@@ -565,6 +594,6 @@ mod tests {
     fn per_connection_state_is_small() {
         // One per connection, in the loop's slab; see docs/scaling.md before raising it.
         let n = std::mem::size_of::<EConn>();
-        assert!(n <= 144, "EConn is {n} bytes");
+        assert!(n <= 104, "EConn is {n} bytes");
     }
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use crate::common::{Closing, IOV_MAX, LoopConn, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{Closing, IOV_MAX, LoopConn, PeerV4, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, ENV_URING_DENY, Handler, Io, LoopConfig, Waker, WakerInner, env_flag};
 
 const KIND_ACCEPT: u64 = 1;
@@ -466,18 +466,16 @@ struct UConn {
     /// The connection's slot in the ring's registered file table ([`NO_SLOT`]: none); ops
     /// name it instead of `fd`, which spares the kernel an fget/fput per op.
     slot: u32,
-    peer: Option<SocketAddr>,
+    /// The peer's address when it is IPv4; any other is in `cold`.
+    peer: PeerV4,
     connecting: bool,
-    connect_addr: Option<Box<socket2::SockAddr>>,
     closing: Closing,
-    error: Option<io::Error>,
     /// SQEs of this connection whose last CQE has not arrived.
     ops: u32,
     recv_armed: bool,
     recv_cancel: bool,
     paused: bool,
     eof: bool,
-    stash: Vec<u8>,
     queue: SendQueue,
     send: SendSlot,
     send_inflight: bool,
@@ -485,6 +483,20 @@ struct UConn {
     close_sent: bool,
     dirty: bool,
     timer: TimerSlot,
+    /// What an open, unpaused connection with an IPv4 peer never needs, created on first use.
+    cold: Option<Box<Cold>>,
+}
+
+/// The rarely used part of a [`UConn`], boxed so an idle connection does not carry it.
+#[derive(Default)]
+struct Cold {
+    /// A peer address that is not IPv4.
+    peer: Option<SocketAddr>,
+    /// The address a CONNECT op in flight points to (so it must not move until it completes).
+    connect_addr: Option<Box<socket2::SockAddr>>,
+    error: Option<io::Error>,
+    /// Input received while paused (or while older kept input waits), delivered on resume.
+    stash: Vec<u8>,
     linger: TimerSlot,
 }
 
@@ -493,25 +505,23 @@ fn user_timer(c: &mut UConn) -> &mut TimerSlot {
 }
 
 fn linger_timer(c: &mut UConn) -> &mut TimerSlot {
-    &mut c.linger
+    &mut c.cold_mut().linger
 }
 
 impl UConn {
     fn new(fd: RawFd, peer: Option<SocketAddr>) -> UConn {
+        let (peer, other) = PeerV4::pack(peer);
         UConn {
             fd,
             slot: NO_SLOT,
             peer,
             connecting: false,
-            connect_addr: None,
             closing: Closing::Open,
-            error: None,
             ops: 0,
             recv_armed: false,
             recv_cancel: false,
             paused: false,
             eof: false,
-            stash: Vec::new(),
             queue: SendQueue::default(),
             send: SendSlot(None),
             send_inflight: false,
@@ -519,13 +529,32 @@ impl UConn {
             close_sent: false,
             dirty: false,
             timer: TimerSlot::default(),
-            linger: TimerSlot::default(),
+            cold: other.map(|peer| Box::new(Cold { peer: Some(peer), ..Cold::default() })),
         }
     }
 
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer.get().or_else(|| self.cold.as_ref().and_then(|c| c.peer))
+    }
+
+    fn stash_is_empty(&self) -> bool {
+        self.cold.as_ref().is_none_or(|c| c.stash.is_empty())
+    }
+
+    /// The error the connection ended with, if any.
+    fn into_error(self) -> Option<io::Error> {
+        self.cold.and_then(|c| c.error)
+    }
+
     fn teardown(&mut self, error: Option<io::Error>) {
-        if self.error.is_none() {
-            self.error = error;
+        if let Some(error) = error
+            && self.cold.as_ref().is_none_or(|c| c.error.is_none())
+        {
+            self.cold_mut().error = Some(error);
         }
         self.closing = Closing::Teardown;
         if !self.send_inflight {
@@ -601,7 +630,7 @@ impl Core {
         }
         let sqes = &mut self.sqes;
         let want_recv = match c.closing {
-            Closing::Open => !c.connecting && !c.paused && c.stash.is_empty(),
+            Closing::Open => !c.connecting && !c.paused && c.stash_is_empty(),
             Closing::Lingering => true,
             Closing::Graceful | Closing::Teardown => false,
         };
@@ -620,7 +649,7 @@ impl Core {
                     c.closing = Closing::Teardown;
                 } else {
                     c.closing = Closing::Lingering;
-                    self.linger_timers.set(id, &mut c.linger, Some(self.now + self.close_linger));
+                    self.linger_timers.set(id, &mut c.cold_mut().linger, Some(self.now + self.close_linger));
                     arm_recv(c, id, sqes);
                 }
             } else {
@@ -734,7 +763,7 @@ impl Io for Core {
             && c.paused
         {
             c.paused = false;
-            if !c.stash.is_empty() || c.eof {
+            if !c.stash_is_empty() || c.eof {
                 self.deliver.push(conn);
             }
             self.mark_dirty(conn);
@@ -756,7 +785,7 @@ impl Io for Core {
         let mut c = UConn::new(s.into_raw_fd(), Some(addr));
         let sa = Box::new(socket2::SockAddr::from(addr));
         let e = opcode::Connect::new(Fd(c.fd), sa.as_ptr().cast(), sa.len());
-        c.connect_addr = Some(sa);
+        c.cold_mut().connect_addr = Some(sa);
         c.connecting = true;
         c.ops = 1;
         let id = self.conns.insert(c);
@@ -789,7 +818,7 @@ impl Io for Core {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).and_then(|c| c.peer)
+        self.conns.get(conn).and_then(UConn::peer)
     }
 }
 
@@ -1020,7 +1049,7 @@ impl UringLoop {
             if c.paused || c.closing != Closing::Open {
                 continue;
             }
-            let mut data = std::mem::take(&mut c.stash);
+            let mut data = c.cold.as_mut().map(|c| std::mem::take(&mut c.stash)).unwrap_or_default();
             let eof = c.eof;
             if !data.is_empty() {
                 handler.on_data(&mut self.core, id, &mut data);
@@ -1124,9 +1153,9 @@ impl UringLoop {
                     let data = self.bufs.slice(bid, res as usize);
                     // While closing, input is no longer wanted; while paused (or while older
                     // kept data waits for delivery) it is kept, in order.
-                    let direct = c.closing == Closing::Open && !c.paused && c.stash.is_empty();
+                    let direct = c.closing == Closing::Open && !c.paused && c.stash_is_empty();
                     if !direct && c.closing == Closing::Open {
-                        c.stash.extend_from_slice(data);
+                        c.cold_mut().stash.extend_from_slice(data);
                     }
                     if direct {
                         handler.on_data(core, id, data);
@@ -1134,7 +1163,7 @@ impl UringLoop {
                     self.bufs.release(bid);
                 } else if res == 0 {
                     c.eof = true;
-                    if c.closing == Closing::Open && !c.paused && c.stash.is_empty() {
+                    if c.closing == Closing::Open && !c.paused && c.stash_is_empty() {
                         c.closing = Closing::Graceful;
                     } else if c.closing == Closing::Lingering {
                         c.teardown(None);
@@ -1175,7 +1204,9 @@ impl UringLoop {
             }
             KIND_CONNECT => {
                 c.connecting = false;
-                c.connect_addr = None;
+                if let Some(cold) = c.cold.as_mut() {
+                    cold.connect_addr = None;
+                }
                 if c.closing == Closing::Teardown {
                     // Aborted while connecting: no on_connect, on_closed follows.
                 } else if res == 0 {
@@ -1194,7 +1225,7 @@ impl UringLoop {
                     // releases the socket. The slot is reused with the slab index.
                     let _ = self.ring.submitter().register_files_update(c.slot, &[-1]);
                 }
-                handler.on_closed(core, id, c.error);
+                handler.on_closed(core, id, c.into_error());
                 return;
             }
             _ => {}
@@ -1313,7 +1344,7 @@ mod tests {
     fn per_connection_state_is_small() {
         // One per connection, in the loop's slab; see docs/scaling.md before raising it.
         let n = std::mem::size_of::<UConn>();
-        assert!(n <= 184, "UConn is {n} bytes");
+        assert!(n <= 112, "UConn is {n} bytes");
         assert_eq!(std::mem::size_of::<TimerSlot>(), 16);
         // An idle connection lends no send buffer.
         assert!(UConn::new(-1, None).send.0.is_none());

@@ -32,15 +32,28 @@ struct Open {
     conn: Connection,
     /// `on_open` has been called: the first thing `pump` delivers for a connection.
     announced: bool,
-    /// The deadline currently armed in the loop (only ever moved earlier, see `sync`).
-    armed: Option<Instant>,
+    /// The deadline currently armed in the loop (only ever moved earlier, see `pump`), as
+    /// nanoseconds from the worker's epoch ([`NOT_ARMED`]: none); 8 bytes, not 16.
+    armed: i64,
     reading: bool,
     socket_closing: bool,
     close_reported: bool,
 }
 
+/// `Open::armed` when no deadline is armed; [`nanos_since`] never returns it.
+const NOT_ARMED: i64 = i64::MIN;
+
+/// `at` as signed nanoseconds from `epoch`: exact within 292 years either side, so
+/// comparing two of them is comparing the instants.
+fn nanos_since(epoch: Instant, at: Instant) -> i64 {
+    let clamp = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    if at >= epoch { clamp(at - epoch) } else { -clamp(epoch - at) }
+}
+
 pub(crate) struct Worker<H> {
     index: usize,
+    /// What `Open::armed` counts from.
+    epoch: Instant,
     handler: H,
     shared: Arc<Shared>,
     cfg: Arc<ServerConfig>,
@@ -59,6 +72,7 @@ impl<H: Handler> Worker<H> {
         let conn_config = Arc::new(cfg.connection.clone());
         Self {
             index,
+            epoch: Instant::now(),
             handler,
             shared,
             cfg,
@@ -118,8 +132,14 @@ impl<H: Handler> Worker<H> {
         let conn = Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now);
         io.send(id, response.into());
         io.set_timer(id, None);
-        let open =
-            Open { conn, announced: false, armed: None, reading: true, socket_closing: false, close_reported: false };
+        let open = Open {
+            conn,
+            announced: false,
+            armed: NOT_ARMED,
+            reading: true,
+            socket_closing: false,
+            close_reported: false,
+        };
         self.slots.insert(id, Slot::Open(open));
         if !rest.is_empty()
             && let Some(Slot::Open(open)) = self.slots.get_mut(&id)
@@ -181,10 +201,12 @@ impl<H: Handler> Worker<H> {
         // Deadlines only move earlier in the loop; a timer that fires early is harmless
         // (handle_timeout checks) and re-arms. This keeps a keepalive that slides with
         // every message from costing a timer operation per message.
-        let next = open.conn.poll_timeout();
-        if next.is_some() && (open.armed.is_none() || next < open.armed) {
-            open.armed = next;
-            io.set_timer(id, next);
+        if let Some(next) = open.conn.poll_timeout() {
+            let at = nanos_since(self.epoch, next);
+            if open.armed == NOT_ARMED || at < open.armed {
+                open.armed = at;
+                io.set_timer(id, Some(next));
+            }
         }
         if open.conn.is_finished() {
             open.socket_closing = true;
@@ -299,7 +321,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                 self.refuse(io, id, handshake::reject_response(408, Some("handshake timed out"), &[]));
             }
             Some(Slot::Open(open)) => {
-                open.armed = None;
+                open.armed = NOT_ARMED;
                 open.conn.handle_timeout(io.now());
                 self.pump(io, id);
             }
@@ -382,7 +404,18 @@ mod tests {
     fn per_connection_state_is_small() {
         // One per connection, inline in the slot table; see docs/scaling.md.
         let entry = std::mem::size_of::<Option<(ConnId, Slot)>>();
-        assert!(entry <= 400, "slot entry is {entry} bytes");
+        assert!(entry <= 368, "slot entry is {entry} bytes");
         assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Open>() + 8);
+    }
+
+    #[test]
+    fn armed_deadlines_compare_as_their_instants() {
+        let epoch = Instant::now() + std::time::Duration::from_secs(60);
+        let ns = std::time::Duration::from_nanos;
+        let points = [epoch - ns(2), epoch - ns(1), epoch, epoch + ns(1), epoch + ns(1_000_000_000)];
+        for w in points.windows(2) {
+            assert!(nanos_since(epoch, w[0]) < nanos_since(epoch, w[1]));
+        }
+        assert!(points.iter().all(|&p| nanos_since(epoch, p) != NOT_ARMED));
     }
 }
