@@ -246,7 +246,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
         v.push(Scenario {
             name: format!("idle-{n}"),
             description: format!(
-                "{n} idle connections (handshake done, then nothing for 2 s): growth of server RSS per connection; \
+                "{n} idle connections (handshake done, then nothing for 2 s): growth of server RSS per connection, read at the end of the 2 s; \
                  each connection then echoes one message to prove it was alive."
             ),
             loadgen: s(&["--mode", "idle", "--conns", &n.to_string(), "--hold", "2", "--connect-timeout", "120"]),

@@ -75,7 +75,8 @@ pub(crate) struct Args {
     /// Seconds of load before measuring starts.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Idle: seconds to hold the connections after they are all open.
+    /// Idle: seconds to hold the connections after they are all open; the server's RSS is
+    /// read at the end of the hold (at least 0.5 s).
     #[arg(long, default_value_t = 2.0)]
     hold: f64,
     /// Seconds allowed for opening all connections.
@@ -305,13 +306,13 @@ fn run(mut args: Args) -> Result<Output, String> {
 
     let mut idle_rss_after = None;
     if args.mode == Mode::Idle {
-        // Let the server settle, read its memory, hold, then check every connection
-        // still echoes.
-        std::thread::sleep(Duration::from_millis(500));
+        // Hold the connections idle, read the server's memory at the end of the hold (idle
+        // memory, not what a server still holds right after the burst of handshakes), then
+        // check every connection still echoes.
+        sleep_with_progress(args.hold.max(0.5), &args, &stats, "holding");
         if let Some(pid) = args.server_pid {
             idle_rss_after = Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb);
         }
-        sleep_with_progress(args.hold, &args, &stats, "holding");
         shared.phase.store(PHASE_RUN, Ordering::Release);
         wake_all();
         let verify_deadline = Instant::now() + Duration::from_secs(20);
