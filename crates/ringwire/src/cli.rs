@@ -83,7 +83,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub recv_buffers: u16,
     /// Size of each io_uring receive buffer (epoll reads into one buffer of this size).
-    #[arg(long, default_value = "16KiB", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, default_value = "32KiB", value_name = "SIZE", value_parser = parse_size)]
     pub recv_buffer_size: usize,
     /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
     #[arg(long = "trust-proxy", value_name = "IP", value_delimiter = ',')]
