@@ -25,7 +25,7 @@ pub(crate) enum Closing {
 
 /// An IPv4 peer address packed into 8 bytes (a quarter of an `Option<SocketAddr>`): the
 /// address in bits 16..48, the port in bits 0..16 and bit 48 set. 0 means no IPv4 address;
-/// a backend keeps any other address (IPv6) in its connection's rarely used state.
+/// [`Rare`] keeps any other address (IPv6) in its box.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub(crate) struct PeerV4(u64);
 
@@ -45,6 +45,68 @@ impl PeerV4 {
     pub(crate) fn get(self) -> Option<SocketAddr> {
         (self.0 & Self::SET != 0)
             .then(|| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from_bits((self.0 >> 16) as u32), self.0 as u16)))
+    }
+}
+
+/// A connection's peer address and what it rarely needs, for both backends: an IPv4 peer
+/// packed in 8 bytes, and behind one box created on first use any other peer address
+/// (IPv6), the error the connection ended with, its close-linger timer slot, and the
+/// backend's own rarely used state `X`. An open connection with an IPv4 peer has no box.
+pub(crate) struct Rare<X> {
+    peer: PeerV4,
+    cold: Option<Box<Cold<X>>>,
+}
+
+/// The boxed part of [`Rare`].
+#[derive(Default)]
+pub(crate) struct Cold<X> {
+    /// A peer address that is not IPv4.
+    peer: Option<SocketAddr>,
+    /// The first error the connection ended with.
+    error: Option<std::io::Error>,
+    /// The close-linger deadline.
+    pub(crate) linger: TimerSlot,
+    /// The backend's own rarely used state.
+    pub(crate) more: X,
+}
+
+impl<X: Default> Rare<X> {
+    pub(crate) fn new(peer: Option<SocketAddr>) -> Self {
+        let (peer, other) = PeerV4::pack(peer);
+        Rare { peer, cold: other.map(|peer| Box::new(Cold { peer: Some(peer), ..Cold::default() })) }
+    }
+
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer.get().or_else(|| self.cold.as_ref().and_then(|c| c.peer))
+    }
+
+    /// The boxed part, if it was ever needed.
+    pub(crate) fn cold(&self) -> Option<&Cold<X>> {
+        self.cold.as_deref()
+    }
+
+    /// The boxed part, if it was ever needed, without creating it.
+    pub(crate) fn cold_if_any(&mut self) -> Option<&mut Cold<X>> {
+        self.cold.as_deref_mut()
+    }
+
+    /// The boxed part, created now if need be.
+    pub(crate) fn cold_mut(&mut self) -> &mut Cold<X> {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// Keeps `error` unless the connection already ended with one.
+    pub(crate) fn keep_first_error(&mut self, error: Option<std::io::Error>) {
+        if let Some(error) = error
+            && self.cold.as_ref().is_none_or(|c| c.error.is_none())
+        {
+            self.cold_mut().error = Some(error);
+        }
+    }
+
+    /// The error the connection ended with, if any.
+    pub(crate) fn into_error(self) -> Option<std::io::Error> {
+        self.cold.and_then(|c| c.error)
     }
 }
 
@@ -403,6 +465,24 @@ mod tests {
         assert_eq!(PeerV4::pack(Some(v6)), (PeerV4(0), Some(v6)));
         assert_eq!(PeerV4::pack(None), (PeerV4(0), None));
         assert_eq!(PeerV4::default().get(), None);
+    }
+
+    #[test]
+    fn rare_state_is_boxed_only_when_needed_and_keeps_the_first_error() {
+        let v4: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let mut r: Rare<Vec<u8>> = Rare::new(Some(v4));
+        assert!(r.cold().is_none(), "an IPv4 peer needs no box");
+        assert_eq!(r.peer(), Some(v4));
+        r.keep_first_error(None);
+        assert!(r.cold().is_none());
+        r.keep_first_error(Some(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        r.keep_first_error(Some(std::io::Error::from(std::io::ErrorKind::BrokenPipe)));
+        assert_eq!(r.into_error().map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionReset));
+        let v6: SocketAddr = "[2001:db8::1]:8080".parse().unwrap();
+        let r: Rare<()> = Rare::new(Some(v6));
+        assert_eq!(r.peer(), Some(v6));
+        assert!(r.into_error().is_none());
+        assert_eq!(Rare::<()>::new(None).peer(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::common::{Closing, IOV_MAX, LoopConn, PeerV4, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
@@ -32,8 +32,6 @@ fn conn_token(id: ConnId) -> Token {
 
 struct EConn {
     stream: Option<TcpStream>,
-    /// The peer's address when it is IPv4; any other is in `cold`.
-    peer: PeerV4,
     connecting: bool,
     closing: Closing,
     paused: bool,
@@ -45,17 +43,8 @@ struct EConn {
     /// The peer's EOF was read.
     eof: bool,
     timer: TimerSlot,
-    /// What an open connection with an IPv4 peer never needs, created on first use.
-    cold: Option<Box<Cold>>,
-}
-
-/// The rarely used part of an [`EConn`], boxed so an idle connection does not carry it.
-#[derive(Default)]
-struct Cold {
-    /// A peer address that is not IPv4.
-    peer: Option<SocketAddr>,
-    error: Option<io::Error>,
-    linger: TimerSlot,
+    /// The peer, and what an open connection never needs (see [`Rare`]).
+    rare: Rare<()>,
 }
 
 fn user_timer(c: &mut EConn) -> &mut TimerSlot {
@@ -63,15 +52,13 @@ fn user_timer(c: &mut EConn) -> &mut TimerSlot {
 }
 
 fn linger_timer(c: &mut EConn) -> &mut TimerSlot {
-    &mut c.cold_mut().linger
+    &mut c.rare.cold_mut().linger
 }
 
 impl EConn {
     fn new(stream: TcpStream, peer: Option<SocketAddr>) -> EConn {
-        let (peer, other) = PeerV4::pack(peer);
         EConn {
             stream: Some(stream),
-            peer,
             connecting: false,
             closing: Closing::Open,
             paused: false,
@@ -81,29 +68,12 @@ impl EConn {
             reported: false,
             eof: false,
             timer: TimerSlot::default(),
-            cold: other.map(|peer| Box::new(Cold { peer: Some(peer), ..Cold::default() })),
+            rare: Rare::new(peer),
         }
-    }
-
-    fn cold_mut(&mut self) -> &mut Cold {
-        self.cold.get_or_insert_with(Box::default)
-    }
-
-    fn peer(&self) -> Option<SocketAddr> {
-        self.peer.get().or_else(|| self.cold.as_ref().and_then(|c| c.peer))
-    }
-
-    /// The error the connection ended with, if any.
-    fn into_error(self) -> Option<io::Error> {
-        self.cold.and_then(|c| c.error)
     }
 
     fn teardown(&mut self, error: Option<io::Error>) {
-        if let Some(error) = error
-            && self.cold.as_ref().is_none_or(|c| c.error.is_none())
-        {
-            self.cold_mut().error = Some(error);
-        }
+        self.rare.keep_first_error(error);
         self.closing = Closing::Teardown;
         self.queue.clear();
     }
@@ -245,7 +215,7 @@ impl Io for Core {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).and_then(EConn::peer)
+        self.conns.get(conn).and_then(|c| c.rare.peer())
     }
 }
 
@@ -508,7 +478,7 @@ impl EpollLoop {
             }
             for id in std::mem::take(&mut self.closed) {
                 if let Some(c) = self.core.conns.remove(id) {
-                    handler.on_closed(&mut self.core, id, c.into_error());
+                    handler.on_closed(&mut self.core, id, c.rare.into_error());
                 }
             }
         }
@@ -528,7 +498,7 @@ impl EpollLoop {
                     c.closing = Closing::Lingering;
                     self.core.linger_timers.set(
                         id,
-                        &mut c.cold_mut().linger,
+                        &mut c.rare.cold_mut().linger,
                         Some(self.core.now + self.core.close_linger),
                     );
                     // Input that arrived before the shutdown has no edge left: look now.

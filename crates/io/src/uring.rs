@@ -1,6 +1,8 @@
 //! The io_uring backend: multishot accept per listener, multishot recv per connection into one
-//! provided-buffer ring per loop, one vectored `sendmsg` in flight per connection, eventfd
-//! wakeups, timers through the wait timeout of `io_uring_enter`.
+//! provided-buffer ring per loop (lent through an adaptive window, see [`BufRing`]), one send
+//! (`send`, or a vectored `sendmsg`) in flight per connection, accepted sockets in a
+//! registered file table, eventfd wakeups, timers through the wait timeout of
+//! `io_uring_enter`.
 //!
 //! Ownership rule: every SQE that points at memory (the send `msghdr` and iovecs, lent to the
 //! connection from the loop's pool until the send completes; the queued `Bytes`, the connect
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use crate::common::{Closing, IOV_MAX, LoopConn, PeerV4, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest};
 use crate::{ConnId, ENV_URING_DENY, Handler, Io, LoopConfig, Waker, WakerInner, env_flag};
 
 const KIND_ACCEPT: u64 = 1;
@@ -83,8 +85,17 @@ fn describe(what: &str, e: &io::Error) -> String {
     s
 }
 
-/// Creates a ring with the loop's flags, retrying with plain flags on EINVAL.
-fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
+/// How a ring was set up.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// The flags, for the start-up line.
+    label: &'static str,
+    /// DEFER_TASKRUN: no recv runs while the loop is in user space (see [`BufRing::reclaim`]).
+    deferred: bool,
+}
+
+/// Creates a ring with the loop's flags, retrying with fewer flags on EINVAL.
+fn build_ring(entries: u32) -> io::Result<(IoUring, Setup)> {
     if env_flag(ENV_URING_DENY) {
         return Err(io::Error::from_raw_os_error(libc::EPERM));
     }
@@ -99,16 +110,16 @@ fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
         .setup_cqsize(cq)
         .build(entries);
     match deferred {
-        Ok(r) => return Ok((r, "SINGLE_ISSUER|DEFER_TASKRUN")),
+        Ok(r) => return Ok((r, Setup { label: "SINGLE_ISSUER|DEFER_TASKRUN", deferred: true })),
         Err(e) if e.raw_os_error() != Some(libc::EINVAL) => return Err(e),
         Err(_) => {}
     }
     let flagged = IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_cqsize(cq).build(entries);
     match flagged {
-        Ok(r) => Ok((r, "SINGLE_ISSUER|COOP_TASKRUN")),
+        Ok(r) => Ok((r, Setup { label: "SINGLE_ISSUER|COOP_TASKRUN", deferred: false })),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((
             IoUring::builder().setup_cqsize(cq).build(entries)?,
-            "plain flags (SINGLE_ISSUER|COOP_TASKRUN gave EINVAL)",
+            Setup { label: "plain flags (SINGLE_ISSUER|COOP_TASKRUN gave EINVAL)", deferred: false },
         )),
         Err(e) => Err(e),
     }
@@ -132,7 +143,7 @@ const NEEDED: &[(u8, &str)] = &[
 /// start-up line; `Err` carries the reason io_uring cannot be used.
 pub(crate) fn probe() -> io::Result<String> {
     let fail = |what: &str, e: io::Error| io::Error::new(e.kind(), describe(what, &e));
-    let (mut ring, flags) = build_ring(8).map_err(|e| fail("io_uring_setup", e))?;
+    let (mut ring, setup) = build_ring(8).map_err(|e| fail("io_uring_setup", e))?;
     if !ring.params().is_feature_ext_arg() {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks IORING_FEAT_EXT_ARG (kernel < 5.11)"));
     }
@@ -165,8 +176,9 @@ pub(crate) fn probe() -> io::Result<String> {
     }
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string());
     Ok(format!(
-        "kernel {}; {flags}; multishot accept/recv, pbuf ring (adaptive window), sendmsg",
-        kernel.as_deref().unwrap_or("unknown")
+        "kernel {}; {}; multishot accept/recv, pbuf ring (adaptive window), send/sendmsg, registered files",
+        kernel.as_deref().unwrap_or("unknown"),
+        setup.label
     ))
 }
 
@@ -466,8 +478,6 @@ struct UConn {
     /// The connection's slot in the ring's registered file table ([`NO_SLOT`]: none); ops
     /// name it instead of `fd`, which spares the kernel an fget/fput per op.
     slot: u32,
-    /// The peer's address when it is IPv4; any other is in `cold`.
-    peer: PeerV4,
     connecting: bool,
     closing: Closing,
     /// SQEs of this connection whose last CQE has not arrived.
@@ -483,21 +493,17 @@ struct UConn {
     close_sent: bool,
     dirty: bool,
     timer: TimerSlot,
-    /// What an open, unpaused connection with an IPv4 peer never needs, created on first use.
-    cold: Option<Box<Cold>>,
+    /// The peer, and what an open, unpaused connection never needs (see [`Rare`]).
+    rare: Rare<UringCold>,
 }
 
-/// The rarely used part of a [`UConn`], boxed so an idle connection does not carry it.
+/// This backend's part of a connection's rarely used state.
 #[derive(Default)]
-struct Cold {
-    /// A peer address that is not IPv4.
-    peer: Option<SocketAddr>,
+struct UringCold {
     /// The address a CONNECT op in flight points to (so it must not move until it completes).
     connect_addr: Option<Box<socket2::SockAddr>>,
-    error: Option<io::Error>,
     /// Input received while paused (or while older kept input waits), delivered on resume.
     stash: Vec<u8>,
-    linger: TimerSlot,
 }
 
 fn user_timer(c: &mut UConn) -> &mut TimerSlot {
@@ -505,16 +511,14 @@ fn user_timer(c: &mut UConn) -> &mut TimerSlot {
 }
 
 fn linger_timer(c: &mut UConn) -> &mut TimerSlot {
-    &mut c.cold_mut().linger
+    &mut c.rare.cold_mut().linger
 }
 
 impl UConn {
     fn new(fd: RawFd, peer: Option<SocketAddr>) -> UConn {
-        let (peer, other) = PeerV4::pack(peer);
         UConn {
             fd,
             slot: NO_SLOT,
-            peer,
             connecting: false,
             closing: Closing::Open,
             ops: 0,
@@ -529,33 +533,16 @@ impl UConn {
             close_sent: false,
             dirty: false,
             timer: TimerSlot::default(),
-            cold: other.map(|peer| Box::new(Cold { peer: Some(peer), ..Cold::default() })),
+            rare: Rare::new(peer),
         }
-    }
-
-    fn cold_mut(&mut self) -> &mut Cold {
-        self.cold.get_or_insert_with(Box::default)
-    }
-
-    fn peer(&self) -> Option<SocketAddr> {
-        self.peer.get().or_else(|| self.cold.as_ref().and_then(|c| c.peer))
     }
 
     fn stash_is_empty(&self) -> bool {
-        self.cold.as_ref().is_none_or(|c| c.stash.is_empty())
-    }
-
-    /// The error the connection ended with, if any.
-    fn into_error(self) -> Option<io::Error> {
-        self.cold.and_then(|c| c.error)
+        self.rare.cold().is_none_or(|c| c.more.stash.is_empty())
     }
 
     fn teardown(&mut self, error: Option<io::Error>) {
-        if let Some(error) = error
-            && self.cold.as_ref().is_none_or(|c| c.error.is_none())
-        {
-            self.cold_mut().error = Some(error);
-        }
+        self.rare.keep_first_error(error);
         self.closing = Closing::Teardown;
         if !self.send_inflight {
             self.queue.clear();
@@ -649,7 +636,7 @@ impl Core {
                     c.closing = Closing::Teardown;
                 } else {
                     c.closing = Closing::Lingering;
-                    self.linger_timers.set(id, &mut c.cold_mut().linger, Some(self.now + self.close_linger));
+                    self.linger_timers.set(id, &mut c.rare.cold_mut().linger, Some(self.now + self.close_linger));
                     arm_recv(c, id, sqes);
                 }
             } else {
@@ -785,7 +772,7 @@ impl Io for Core {
         let mut c = UConn::new(s.into_raw_fd(), Some(addr));
         let sa = Box::new(socket2::SockAddr::from(addr));
         let e = opcode::Connect::new(Fd(c.fd), sa.as_ptr().cast(), sa.len());
-        c.cold_mut().connect_addr = Some(sa);
+        c.rare.cold_mut().more.connect_addr = Some(sa);
         c.connecting = true;
         c.ops = 1;
         let id = self.conns.insert(c);
@@ -818,7 +805,7 @@ impl Io for Core {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).and_then(UConn::peer)
+        self.conns.get(conn).and_then(|c| c.rare.peer())
     }
 }
 
@@ -843,7 +830,7 @@ pub(crate) struct UringLoop {
 
 impl UringLoop {
     pub(crate) fn new(cfg: &LoopConfig) -> io::Result<(Box<UringLoop>, Waker)> {
-        let (ring, flags) =
+        let (ring, setup) =
             build_ring(cfg.ring_entries).map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
         let bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
         bufs.register(&ring).map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
@@ -879,7 +866,7 @@ impl UringLoop {
             inflight: 0,
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
-            deferred: flags.contains("DEFER_TASKRUN"),
+            deferred: setup.deferred,
             slots: 0,
         });
         l.slots = register_file_table(&l.ring);
@@ -1049,7 +1036,7 @@ impl UringLoop {
             if c.paused || c.closing != Closing::Open {
                 continue;
             }
-            let mut data = c.cold.as_mut().map(|c| std::mem::take(&mut c.stash)).unwrap_or_default();
+            let mut data = c.rare.cold_if_any().map(|c| std::mem::take(&mut c.more.stash)).unwrap_or_default();
             let eof = c.eof;
             if !data.is_empty() {
                 handler.on_data(&mut self.core, id, &mut data);
@@ -1155,7 +1142,7 @@ impl UringLoop {
                     // kept data waits for delivery) it is kept, in order.
                     let direct = c.closing == Closing::Open && !c.paused && c.stash_is_empty();
                     if !direct && c.closing == Closing::Open {
-                        c.cold_mut().stash.extend_from_slice(data);
+                        c.rare.cold_mut().more.stash.extend_from_slice(data);
                     }
                     if direct {
                         handler.on_data(core, id, data);
@@ -1204,8 +1191,8 @@ impl UringLoop {
             }
             KIND_CONNECT => {
                 c.connecting = false;
-                if let Some(cold) = c.cold.as_mut() {
-                    cold.connect_addr = None;
+                if let Some(cold) = c.rare.cold_if_any() {
+                    cold.more.connect_addr = None;
                 }
                 if c.closing == Closing::Teardown {
                     // Aborted while connecting: no on_connect, on_closed follows.
@@ -1225,7 +1212,7 @@ impl UringLoop {
                     // releases the socket. The slot is reused with the slab index.
                     let _ = self.ring.submitter().register_files_update(c.slot, &[-1]);
                 }
-                handler.on_closed(core, id, c.into_error());
+                handler.on_closed(core, id, c.rare.into_error());
                 return;
             }
             _ => {}
