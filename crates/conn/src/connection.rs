@@ -268,8 +268,10 @@ impl Connection {
     }
 
     /// Sends a message framed once for many connections (broadcast). A server queues
-    /// the shared wire bytes without copying; a client must mask, so it frames the
-    /// payload itself. Not fragmented.
+    /// the shared wire bytes without copying them, except that a small message (up to
+    /// 526 wire bytes) is copied next to the other small frames queued, so that a burst
+    /// goes out as one write; a client must mask, so it frames the payload itself. Not
+    /// fragmented.
     pub fn send_prepared(
         &mut self,
         frame: &PreparedMessage,

@@ -4,12 +4,14 @@
 //! Chunks are handed out in order by [`Outbound::poll_transmit`] and are never handed
 //! twice; [`Outbound::on_written`] reports how many of the handed bytes the driver
 //! wrote. Payloads are shared, not copied, on the server; headers and small frames are
-//! written into a per-connection arena so they cost no allocation of their own.
+//! written into a per-connection arena so they cost no allocation of their own, and
+//! consecutive ones that are not handed out yet stay one chunk: a burst of small
+//! messages reaches the driver as one contiguous write, not a scatter list.
 
 use crate::rng::Rng;
 use crate::{Event, OpCode, Role, SendToken};
 use bytes::{Bytes, BytesMut};
-use ringwire_frame::{FrameHeader, apply_mask};
+use ringwire_frame::{FrameHeader, MAX_HEADER_LEN, apply_mask};
 use std::collections::VecDeque;
 
 /// Frames with a payload up to this size are copied next to their header, as one
@@ -20,7 +22,7 @@ const ARENA_BLOCK: usize = 8 << 10;
 
 #[derive(Debug)]
 struct Chunk {
-    bytes: Bytes,
+    bytes: Body,
     /// Reported complete when this chunk is fully written.
     token: Option<SendToken>,
     /// The chunk starts a frame (a header), so a control frame may go before it.
@@ -29,6 +31,34 @@ struct Chunk {
     priority: bool,
     /// The chunk holds our close frame.
     close: bool,
+}
+
+/// A chunk's bytes: still open in the arena (more small frames may be appended) until it
+/// is handed out, then frozen.
+#[derive(Debug)]
+enum Body {
+    Arena(BytesMut),
+    Shared(Bytes),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Arena(b) => b.len(),
+            Body::Shared(b) => b.len(),
+        }
+    }
+
+    /// Closes an open chunk (it is being handed out: nothing joins it any more).
+    fn freeze(&mut self) -> &Bytes {
+        if let Body::Arena(open) = self {
+            *self = Body::Shared(std::mem::take(open).freeze());
+        }
+        match self {
+            Body::Shared(b) => b,
+            Body::Arena(_) => unreachable!("frozen just above"),
+        }
+    }
 }
 
 /// What is queued: present only while something is, so an idle connection holds no
@@ -119,9 +149,12 @@ impl Outbound {
         }
     }
 
-    /// Frames one frame of `payload` at the back of the queue.
+    /// Frames one frame of `payload` at the back of the queue. A data frame that fits
+    /// the arena joins the open chunk at the back when there is one (see
+    /// [`Queue::push_arena`]); control frames always get a chunk of their own.
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: &Bytes) {
         let mut h = FrameHeader { fin, ..FrameHeader::new(opcode, payload.len() as u64) };
+        let join = !opcode.is_control();
         let q = self.queue.get_or_insert_with(Box::default);
         if let Some(rng) = &mut self.rng {
             let key = rng.mask_key();
@@ -132,8 +165,7 @@ impl Outbound {
             let start = q.arena.len();
             q.arena.extend_from_slice(payload);
             apply_mask(&mut q.arena[start..], key, 0);
-            let b = q.arena.split().freeze();
-            q.push(&mut self.buffered, b, true);
+            q.push_arena(&mut self.buffered, join);
         } else {
             let enc = h.encode();
             let inline = payload.len() <= INLINE_PAYLOAD;
@@ -142,10 +174,9 @@ impl Outbound {
             if inline {
                 q.arena.extend_from_slice(payload);
             }
-            let b = q.arena.split().freeze();
-            q.push(&mut self.buffered, b, true);
+            q.push_arena(&mut self.buffered, join);
             if !inline {
-                q.push(&mut self.buffered, payload.clone(), false);
+                q.push(&mut self.buffered, Body::Shared(payload.clone()), false);
             }
         }
     }
@@ -174,9 +205,17 @@ impl Outbound {
         self.set_last_token(token);
     }
 
-    /// Queues already-framed wire bytes (a prepared message).
+    /// Queues already-framed wire bytes (a prepared message): shared, or copied into the
+    /// arena when small, so that a burst of broadcasts is one write.
     pub(crate) fn push_wire(&mut self, wire: Bytes, token: Option<SendToken>) {
-        self.queue.get_or_insert_with(Box::default).push(&mut self.buffered, wire, true);
+        let q = self.queue.get_or_insert_with(Box::default);
+        if wire.len() <= INLINE_PAYLOAD + MAX_HEADER_LEN {
+            q.arena_reserve(wire.len());
+            q.arena.extend_from_slice(&wire);
+            q.push_arena(&mut self.buffered, true);
+        } else {
+            q.push(&mut self.buffered, Body::Shared(wire), true);
+        }
         self.set_last_token(token);
     }
 
@@ -215,8 +254,9 @@ impl Outbound {
     /// The next chunk to write. Each chunk is handed out once, in order.
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
         let q = self.queue.as_mut()?;
-        let c = q.chunks.get(q.handed)?;
-        let out = if q.handed == 0 { c.bytes.slice(q.head_written..) } else { c.bytes.clone() };
+        let c = q.chunks.get_mut(q.handed)?;
+        let bytes = c.bytes.freeze();
+        let out = if q.handed == 0 { bytes.slice(q.head_written..) } else { bytes.clone() };
         q.handed += 1;
         Some(out)
     }
@@ -287,15 +327,39 @@ impl Queue {
         }
     }
 
-    fn push(&mut self, buffered: &mut usize, bytes: Bytes, frame_start: bool) {
+    fn push(&mut self, buffered: &mut usize, bytes: Body, frame_start: bool) {
         *buffered += bytes.len();
         self.chunks.push_back(Chunk { bytes, token: None, frame_start, priority: false, close: false });
+    }
+
+    /// Queues what was written into the arena since the last split (whole frames, or a
+    /// header whose payload follows). With `join`, it is appended to the chunk at the
+    /// back if that one is still open: not handed out, no token to report (a token
+    /// reports its own message, so nothing may be appended after it), not a control or
+    /// close frame. It must also end where the new bytes start, i.e. the arena did not
+    /// move to a new block in between, which makes the append O(1) (`unsplit` of two
+    /// neighbours in one block); after a move, the new bytes start a chunk of their own.
+    fn push_arena(&mut self, buffered: &mut usize, join: bool) {
+        let new = self.arena.split();
+        let handed = self.handed;
+        if join
+            && self.chunks.len() > handed
+            && let Some(back) = self.chunks.back_mut()
+            && let (Body::Arena(open), None, false, false) = (&mut back.bytes, &back.token, back.priority, back.close)
+            && open.as_ptr_range().end == new.as_ptr()
+        {
+            *buffered += new.len();
+            open.unsplit(new);
+            return;
+        }
+        self.push(buffered, Body::Arena(new), true);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PreparedMessage;
 
     fn drain(o: &mut Outbound) -> Vec<u8> {
         let mut v = Vec::new();
@@ -316,6 +380,81 @@ mod tests {
         let p = o.poll_transmit().unwrap();
         assert_eq!(p.as_ptr(), big.as_ptr(), "payload shared, not copied");
         assert_eq!(o.buffered(), 4 + 4 + 1000);
+    }
+
+    #[test]
+    fn a_burst_of_small_frames_is_one_chunk_until_handed_out() {
+        let mut o = Outbound::new(Role::Server);
+        for _ in 0..3 {
+            o.push_message(OpCode::Text, Bytes::from_static(b"hi"), None, None);
+        }
+        o.push_wire(PreparedMessage::binary(Bytes::from_static(b"pm")).wire().clone(), None);
+        // A large frame's header joins too; its shared payload is a chunk of its own.
+        let big = Bytes::from(vec![7u8; 600]);
+        o.push_message(OpCode::Binary, big.clone(), None, None);
+        let first = o.poll_transmit().unwrap();
+        assert_eq!(&first[..], b"\x81\x02hi\x81\x02hi\x81\x02hi\x82\x02pm\x82\x7e\x02\x58");
+        assert_eq!(o.poll_transmit().unwrap().as_ptr(), big.as_ptr(), "payload shared, not copied");
+        assert!(o.poll_transmit().is_none());
+        // Handed out: what comes next starts a new chunk.
+        o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None);
+        assert_eq!(&o.poll_transmit().unwrap()[..], b"\x81\x01a\x81\x01b");
+        assert_eq!(o.buffered(), first.len() + 600 + 6);
+        let mut ev = VecDeque::new();
+        o.on_written(o.buffered(), &mut ev);
+        assert!(o.is_empty() && ev.is_empty());
+    }
+
+    #[test]
+    fn nothing_joins_a_token_a_control_frame_or_the_close() {
+        let mut o = Outbound::new(Role::Server);
+        o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, Some(SendToken(1)));
+        o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None);
+        o.push_control(OpCode::Ping, b"p");
+        o.push_message(OpCode::Text, Bytes::from_static(b"c"), None, None);
+        o.push_close(b"");
+        o.push_message(OpCode::Text, Bytes::from_static(b"d"), None, None);
+        let chunks: Vec<Bytes> = std::iter::from_fn(|| o.poll_transmit()).collect();
+        // `c` was framed after the ping, which now lies between it and `b` in the arena.
+        let want: [&[u8]; 6] = [b"\x89\x01p", b"\x81\x01a", b"\x81\x01b", b"\x81\x01c", b"\x88\x00", b"\x81\x01d"];
+        assert_eq!(chunks, want);
+        // The token is reported when its own message is written, not later.
+        let mut ev = VecDeque::new();
+        o.on_written(3 + 3, &mut ev);
+        assert_eq!(ev, [Event::SendComplete(SendToken(1))]);
+        o.on_written(3 + 3 + 2, &mut ev);
+        assert!(o.close_written);
+    }
+
+    #[test]
+    fn masked_frames_join_and_each_has_its_own_key() {
+        let mut o = Outbound::new(Role::Client);
+        o.push_message(OpCode::Text, Bytes::from_static(b"Hello"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"World"), None, None);
+        let w = o.poll_transmit().unwrap();
+        assert!(o.poll_transmit().is_none());
+        assert_eq!(w.len(), 2 * 11);
+        for (f, want) in w.chunks(11).zip([b"Hello", b"World"]) {
+            assert_eq!(&f[..2], b"\x81\x85");
+            let mut p = f[6..].to_vec();
+            apply_mask(&mut p, [f[2], f[3], f[4], f[5]], 0);
+            assert_eq!(&p, want);
+        }
+    }
+
+    #[test]
+    fn joining_across_a_new_arena_block_keeps_every_byte() {
+        let mut o = Outbound::new(Role::Server);
+        let mut want = Vec::new();
+        for i in 0..100u8 {
+            let p = Bytes::from(vec![i; 300]);
+            o.push_message(OpCode::Binary, p, None, None);
+            want.extend_from_slice(&[0x82, 0x7e, 0x01, 0x2c]);
+            want.extend_from_slice(&[i; 300]);
+        }
+        assert_eq!(drain(&mut o), want, "30 KiB crosses several 8 KiB blocks");
+        assert_eq!(o.buffered(), want.len());
     }
 
     #[test]

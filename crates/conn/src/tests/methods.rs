@@ -53,23 +53,40 @@ fn send_bytes_sends_binary() {
 
 #[test]
 fn send_prepared_frames_once_for_many_servers_and_reframes_for_clients() {
-    let msg = crate::PreparedMessage::text("broadcast");
+    let long = "broadcast ".repeat(100);
+    let msg = crate::PreparedMessage::text(long.clone());
     let mut a = Pair::std();
     let mut b = Pair::std();
     let _ = a.server.send_prepared(&msg, Some(SendToken(1))).unwrap();
     let _ = b.server.send_prepared(&msg, None).unwrap();
     let chunk = a.server.poll_transmit().unwrap();
-    assert_eq!(chunk.as_ptr(), msg.wire().as_ptr(), "the same bytes, not a copy");
+    assert_eq!(chunk.as_ptr(), msg.wire().as_ptr(), "a large message: the same bytes, not a copy");
     a.server.handle_written(chunk.len(), a.now);
     a.to_client.extend(&chunk[..]);
     a.drive();
     b.drive();
-    assert_eq!(a.client_events(), [text("broadcast")]);
-    assert_eq!(b.client_events(), [text("broadcast")]);
+    assert_eq!(a.client_events(), [text(&long)]);
+    assert_eq!(b.client_events(), [text(&long)]);
     assert_eq!(a.server_events(), [Event::SendComplete(SendToken(1))]);
     let _ = a.client.send_prepared(&msg, None).unwrap();
     a.drive();
-    assert_eq!(a.server_events(), [text("broadcast")]);
+    assert_eq!(a.server_events(), [text(&long)]);
+}
+
+#[test]
+fn small_prepared_messages_are_copied_next_to_each_other() {
+    let msg = crate::PreparedMessage::text("tick");
+    let mut p = Pair::std();
+    for _ in 0..3 {
+        let _ = p.server.send_prepared(&msg, None).unwrap();
+    }
+    let chunk = p.server.poll_transmit().unwrap();
+    assert_eq!(&chunk[..], &msg.wire().repeat(3)[..], "one write for the burst");
+    assert!(p.server.poll_transmit().is_none());
+    p.server.handle_written(chunk.len(), p.now);
+    p.to_client.extend(&chunk[..]);
+    p.drive();
+    assert_eq!(p.client_events(), [text("tick"), text("tick"), text("tick")]);
 }
 
 #[test]
