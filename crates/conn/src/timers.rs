@@ -3,6 +3,7 @@
 
 use crate::{Config, Keepalive};
 use std::num::NonZeroI64;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What fired in [`Timers::expired`], in the order the connection handles them.
@@ -23,12 +24,11 @@ const MIN: Duration = Duration::from_millis(1);
 /// The four deadlines and the last `now` the driver gave. The keepalive and idle
 /// intervals are read from the shared [`Config`] rather than copied into every connection.
 ///
-/// Instants are kept as signed nanoseconds from `epoch` (the `now` the connection was
-/// created with), 8 bytes each instead of 16: exact for any instant within 292 years
-/// either side of it, so deadlines fire exactly when they did as `Option<Instant>`.
+/// Instants are kept as signed nanoseconds from the process-wide [`epoch`], 8 bytes each
+/// instead of 16 and no epoch of its own: exact for any instant within 292 years either
+/// side of it, so deadlines fire exactly when they did as `Option<Instant>`.
 #[derive(Debug, Clone)]
 pub(crate) struct Timers {
-    epoch: Instant,
     now: Nanos,
     close: Option<Deadline>,
     ping: Option<Deadline>,
@@ -36,8 +36,28 @@ pub(crate) struct Timers {
     idle: Option<Deadline>,
 }
 
-/// An instant as nanoseconds after (negative: before) the epoch.
+/// An instant as nanoseconds after (negative: before) the [`epoch`].
 type Nanos = i64;
+
+/// What every connection's instants count from: one instant for the whole process, fixed
+/// when it is first needed (the offsets only have to share a base, not start at zero).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `at` as [`Nanos`].
+fn nanos(at: Instant) -> Nanos {
+    let epoch = epoch();
+    let clamp = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    if at >= epoch { clamp(at - epoch) } else { -clamp(epoch - at) }
+}
+
+/// The instant `n` stands for.
+fn instant(n: Nanos) -> Instant {
+    let d = Duration::from_nanos(n.unsigned_abs());
+    if n >= 0 { epoch() + d } else { epoch() - d }
+}
 
 /// A deadline, [`Nanos`] stored so that `Option<Deadline>` takes 8 bytes: 0 is skipped by
 /// shifting the non-negative values up by one, which keeps the order.
@@ -48,6 +68,10 @@ impl Deadline {
     fn new(n: Nanos) -> Self {
         let v = if n >= 0 { n.saturating_add(1) } else { n };
         Deadline(NonZeroI64::new(v).expect("non-zero by construction"))
+    }
+
+    fn at(at: Instant) -> Self {
+        Self::new(nanos(at))
     }
 
     fn nanos(self) -> Nanos {
@@ -69,47 +93,33 @@ fn idle_timeout(cfg: &Config) -> Option<Duration> {
 
 impl Timers {
     pub(crate) fn new(cfg: &Config, now: Instant) -> Self {
-        let mut t = Self { epoch: now, now: 0, close: None, ping: None, grace: None, idle: None };
-        t.ping = keepalive(cfg).map(|k| t.deadline(now + k.interval));
-        t.idle = idle_timeout(cfg).map(|d| t.deadline(now + d));
-        t
-    }
-
-    fn nanos(&self, at: Instant) -> Nanos {
-        let clamp = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        if at >= self.epoch { clamp(at - self.epoch) } else { -clamp(self.epoch - at) }
-    }
-
-    fn instant(&self, n: Nanos) -> Instant {
-        if n >= 0 {
-            self.epoch + Duration::from_nanos(n.unsigned_abs())
-        } else {
-            self.epoch - Duration::from_nanos(n.unsigned_abs())
+        Self {
+            now: nanos(now),
+            close: None,
+            ping: keepalive(cfg).map(|k| Deadline::at(now + k.interval)),
+            grace: None,
+            idle: idle_timeout(cfg).map(|d| Deadline::at(now + d)),
         }
-    }
-
-    fn deadline(&self, at: Instant) -> Deadline {
-        Deadline::new(self.nanos(at))
     }
 
     /// The last `now` given by the driver.
     pub(crate) fn now(&self) -> Instant {
-        self.instant(self.now)
+        instant(self.now)
     }
 
     pub(crate) fn set_now(&mut self, now: Instant) {
-        self.now = self.nanos(now);
+        self.now = nanos(now);
     }
 
     /// Starts the close handshake timeout: `timeout` after the last `now`.
     pub(crate) fn start_close(&mut self, timeout: Duration) {
-        self.close = Some(self.deadline(self.now() + timeout));
+        self.close = Some(Deadline::at(self.now() + timeout));
     }
 
     /// The peer sent something: it is alive, and the connection is not idle.
     pub(crate) fn on_receive(&mut self, cfg: &Config, now: Instant) {
         if let Some(k) = keepalive(cfg) {
-            self.ping = Some(self.deadline(now + k.interval));
+            self.ping = Some(Deadline::at(now + k.interval));
             self.grace = None;
         }
         self.on_activity(cfg, now);
@@ -118,16 +128,16 @@ impl Timers {
     /// Bytes moved (either way): the connection is not idle.
     pub(crate) fn on_activity(&mut self, cfg: &Config, now: Instant) {
         if let Some(d) = idle_timeout(cfg) {
-            self.idle = Some(self.deadline(now + d));
+            self.idle = Some(Deadline::at(now + d));
         }
     }
 
     /// We sent a keepalive ping at `now`.
     pub(crate) fn on_ping_sent(&mut self, cfg: &Config, now: Instant) {
         if let Some(k) = keepalive(cfg) {
-            self.ping = Some(self.deadline(now + k.interval));
+            self.ping = Some(Deadline::at(now + k.interval));
             if k.drop_on_timeout && self.grace.is_none() {
-                self.grace = Some(self.deadline(now + k.grace_period));
+                self.grace = Some(Deadline::at(now + k.grace_period));
             }
         }
     }
@@ -146,12 +156,12 @@ impl Timers {
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        [self.close, self.grace, self.ping, self.idle].into_iter().flatten().min().map(|d| self.instant(d.nanos()))
+        [self.close, self.grace, self.ping, self.idle].into_iter().flatten().min().map(|d| instant(d.nanos()))
     }
 
     /// The first deadline at or before `now`, cleared.
     pub(crate) fn expired(&mut self, now: Instant) -> Option<Fired> {
-        let now = self.nanos(now);
+        let now = nanos(now);
         let due = |t: &mut Option<Deadline>| t.is_some_and(|t| t.nanos() <= now).then(|| *t = None).is_some();
         if due(&mut self.close) {
             Some(Fired::Close)
@@ -173,19 +183,21 @@ mod tests {
 
     #[test]
     fn instants_round_trip_exactly_either_side_of_the_epoch() {
-        let epoch = Instant::now() + Duration::from_secs(3600);
-        let t = Timers::new(&Config::server(), epoch);
+        let created = Instant::now() + Duration::from_secs(3600);
+        let t = Timers::new(&Config::server(), created);
+        assert_eq!(t.now(), created, "a connection's first now is kept exactly");
+        let epoch = epoch();
         for d in [0, 1, 999, 1_000_000_007, 86_400_000_000_000] {
             for at in [epoch + Duration::from_nanos(d), epoch - Duration::from_nanos(d)] {
-                let dl = t.deadline(at);
-                assert_eq!(t.instant(dl.nanos()), at);
+                let dl = Deadline::at(at);
+                assert_eq!(instant(dl.nanos()), at);
             }
         }
         // Order is kept across zero.
         let (a, b, c) = (
-            t.deadline(epoch - Duration::from_nanos(1)),
-            t.deadline(epoch),
-            t.deadline(epoch + Duration::from_nanos(1)),
+            Deadline::at(epoch - Duration::from_nanos(1)),
+            Deadline::at(epoch),
+            Deadline::at(epoch + Duration::from_nanos(1)),
         );
         assert!(a < b && b < c);
         assert_eq!(std::mem::size_of::<Option<Deadline>>(), 8);
