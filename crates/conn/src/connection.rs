@@ -1,5 +1,6 @@
 //! [`Connection`]: the sans-IO state machine.
 
+use crate::info::Info;
 use crate::recv::{Inbound, Limits, Recv};
 use crate::send::Outbound;
 use crate::timers::{Fired, Timers};
@@ -11,6 +12,7 @@ use bytes::Buf as _;
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, truncate_utf8};
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,7 +59,8 @@ use std::time::Instant;
 pub struct Connection {
     role: Role,
     config: Arc<Config>,
-    info: ConnInfo,
+    /// The handshake facts: no strings while they are just the peer's IP address.
+    info: Info,
     state: State,
     recv: Recv,
     out: Outbound,
@@ -96,7 +99,7 @@ impl Connection {
             recv: Recv::new(),
             timers: Timers::new(&config, now),
             config,
-            info,
+            info: Info::new(info),
             state: State::Open,
             out: Outbound::new(role),
             events: VecDeque::new(),
@@ -106,6 +109,28 @@ impl Connection {
             pending: None,
             pings: None,
         }
+    }
+
+    /// Sets the peer's IP address as the only address ([`remote_address`](Self::remote_address)
+    /// and [`remote_addresses`](Self::remote_addresses)), replacing any in the [`ConnInfo`]
+    /// given to [`new`](Self::new), as [`ConnInfo::with_remote_address`] does with its text.
+    /// A server uses this for a peer that is not a trusted proxy: the address is written
+    /// as text only if asked for, so an idle connection holds no strings for it.
+    ///
+    /// ```
+    /// use ringwire_conn::{Config, ConnInfo, Connection, Role};
+    /// use std::net::Ipv4Addr;
+    /// use std::time::Instant;
+    ///
+    /// let c = Connection::new(Role::Server, Config::server(), ConnInfo::new(), Instant::now())
+    ///     .with_remote_address(Ipv4Addr::new(192, 0, 2, 1).into());
+    /// assert_eq!(c.remote_address(), Some("192.0.2.1"));
+    /// assert_eq!(c.remote_addresses(), ["192.0.2.1"]);
+    /// ```
+    #[must_use]
+    pub fn with_remote_address(mut self, addr: IpAddr) -> Self {
+        self.info = self.info.with_peer(addr);
+        self
     }
 
     // ---- (B) inputs -------------------------------------------------------------
@@ -515,32 +540,34 @@ impl Connection {
 
     /// The negotiated subprotocol (Node `protocol`).
     pub fn protocol(&self) -> Option<&str> {
-        self.info.protocol.as_deref()
+        self.info.protocol()
     }
 
     /// Negotiated extensions (Node `extensions`; always empty for now).
     pub fn extensions(&self) -> &[String] {
-        &self.info.extensions
+        self.info.extensions()
     }
 
     /// The protocol version, 13 or 8 (Node `webSocketVersion`).
     pub fn version(&self) -> u8 {
-        self.info.version
+        self.info.version()
     }
 
-    /// The peer's address (Node `remoteAddress`).
+    /// The peer's address (Node `remoteAddress`). The first call may write it as text.
     pub fn remote_address(&self) -> Option<&str> {
-        self.info.remote_address.as_deref()
+        self.info.full().remote_address.as_deref()
     }
 
     /// All addresses: `X-Forwarded-For` entries, then the peer (Node `remoteAddresses`).
+    /// The first call may write them as text.
     pub fn remote_addresses(&self) -> &[String] {
-        &self.info.remote_addresses
+        &self.info.full().remote_addresses
     }
 
-    /// The handshake facts.
+    /// The handshake facts. The first call may build them from the compact form the
+    /// connection keeps (see [`with_remote_address`](Self::with_remote_address)).
     pub fn info(&self) -> &ConnInfo {
-        &self.info
+        self.info.full()
     }
 
     /// Bytes queued and not yet written, frame headers included.
@@ -678,7 +705,7 @@ mod memory {
     #[test]
     fn idle_connection_is_small() {
         // Every server connection is one of these; see docs/scaling.md before raising it.
-        assert!(std::mem::size_of::<Connection>() <= 328, "Connection is {} bytes", std::mem::size_of::<Connection>());
+        assert!(std::mem::size_of::<Connection>() <= 264, "Connection is {} bytes", std::mem::size_of::<Connection>());
     }
 
     #[test]

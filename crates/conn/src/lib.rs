@@ -65,6 +65,7 @@ mod connection;
 mod error;
 mod event;
 pub mod handshake;
+mod info;
 mod prepared;
 mod recv;
 mod rng;

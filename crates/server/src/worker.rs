@@ -121,15 +121,22 @@ impl<H: Handler> Worker<H> {
                 return self.refuse(io, id, handshake::reject_response(500, Some(&e.to_string()), &[]));
             }
         };
-        let (remote_address, remote_addresses) =
-            proxy::remote_addresses(peer.ip(), &req.x_forwarded_for, &self.cfg.trusted_proxies);
         let mut info = ConnInfo::new();
         info.protocol = accept.protocol;
         info.version = req.version;
-        info.remote_address = Some(remote_address);
-        info.remote_addresses = remote_addresses;
+        let forwarded = proxy::forwarded(peer.ip(), &req.x_forwarded_for, &self.cfg.trusted_proxies);
         let now = io.now();
-        let conn = Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now);
+        let conn = match forwarded {
+            Some((remote_address, remote_addresses)) => {
+                info.remote_address = Some(remote_address);
+                info.remote_addresses = remote_addresses;
+                Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now)
+            }
+            // The peer's address is kept as an IpAddr, not as strings.
+            None => {
+                Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now).with_remote_address(peer.ip())
+            }
+        };
         io.send(id, response.into());
         io.set_timer(id, None);
         let open = Open {
@@ -404,7 +411,7 @@ mod tests {
     fn per_connection_state_is_small() {
         // One per connection, inline in the slot table; see docs/scaling.md.
         let entry = std::mem::size_of::<Option<(ConnId, Slot)>>();
-        assert!(entry <= 368, "slot entry is {entry} bytes");
+        assert!(entry <= 288, "slot entry is {entry} bytes");
         assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Open>() + 8);
     }
 

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use ringwire_server::IoChoice;
+use ringwire_server::{Handler, IoChoice, Ws};
 
 fn upgrade(addr: std::net::SocketAddr, extra: &str, version: &str) -> String {
     http(
@@ -92,4 +92,49 @@ fn connection_limit_gives_503_and_handshake_timeout_gives_408() {
     assert_eq!(status(&r), "408", "{r}");
     assert!(silent.elapsed() >= std::time::Duration::from_millis(250));
     server.shutdown().unwrap();
+}
+
+/// Sends the addresses the connection reports as its first message.
+#[derive(Clone)]
+struct Addresses;
+
+impl Handler for Addresses {
+    fn on_open(&mut self, ws: &mut Ws<'_>) {
+        let text = format!("{}|{}", ws.remote_address().unwrap_or("-"), ws.remote_addresses().join(","));
+        let _ = ws.send(text, None);
+    }
+}
+
+/// The upgrade with `extra` headers, then the first message's text.
+fn first_message(addr: std::net::SocketAddr, extra: &str) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let head = read_http_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut raw = Raw { stream };
+    String::from_utf8(raw.read_frame().2).unwrap()
+}
+
+#[test]
+fn remote_addresses_are_the_peer_unless_it_is_a_trusted_proxy() {
+    for io in BACKENDS {
+        let server = start(config(io), Addresses);
+        let addr = server.local_addr();
+        assert_eq!(first_message(addr, ""), "127.0.0.1|127.0.0.1");
+        let xff = "X-Forwarded-For: 203.0.113.9\r\n";
+        assert_eq!(first_message(addr, xff), "127.0.0.1|127.0.0.1", "an untrusted peer's XFF is ignored");
+        server.shutdown().unwrap();
+
+        let cfg = config(io).with_trusted_proxies(vec!["127.0.0.1".parse().unwrap()]);
+        let server = start(cfg, Addresses);
+        assert_eq!(first_message(server.local_addr(), xff), "203.0.113.9|203.0.113.9,127.0.0.1");
+        server.shutdown().unwrap();
+    }
 }
