@@ -7,7 +7,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Clone)]
+/// `Default` is an unseeded generator, for a connection that never masks.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Rng(u64);
 
 impl Rng {

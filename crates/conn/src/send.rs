@@ -70,18 +70,20 @@ struct Queue {
     head_written: usize,
     /// Chunks from the front of the queue already handed to the driver.
     handed: usize,
+    /// Unwritten bytes in the queue (none once it is released).
+    buffered: usize,
     /// The framing block headers and small frames are written into.
     arena: BytesMut,
 }
 
 #[derive(Debug)]
 pub(crate) struct Outbound {
-    /// The masking-key generator: present for the client role only.
-    rng: Option<Rng>,
+    /// The masking-key generator, seeded for the client role only.
+    rng: Rng,
     /// `None` whenever nothing is queued (released as soon as the queue empties).
     queue: Option<Box<Queue>>,
-    /// Unwritten bytes in the queue.
-    buffered: usize,
+    /// Frames are masked (the client role).
+    mask: bool,
     /// A send saw the buffered amount above the high-water mark: Drain is owed.
     pub(crate) drain_owed: bool,
     /// Our close frame is queued (or written).
@@ -93,9 +95,9 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub(crate) fn new(role: Role) -> Self {
         Self {
-            rng: (role == Role::Client).then(Rng::from_entropy),
+            rng: if role == Role::Client { Rng::from_entropy() } else { Rng::default() },
             queue: None,
-            buffered: 0,
+            mask: role == Role::Client,
             drain_owed: false,
             close_queued: false,
             close_written: false,
@@ -105,7 +107,7 @@ impl Outbound {
     /// Unwritten bytes, handed or not.
     #[inline]
     pub(crate) fn buffered(&self) -> usize {
-        self.buffered
+        self.queue.as_ref().map_or(0, |q| q.buffered)
     }
 
     /// Nothing left to hand out or to write.
@@ -123,13 +125,14 @@ impl Outbound {
     /// Drops the queue (its block included) once it holds no chunk.
     fn release_if_empty(&mut self) {
         if self.queue.as_ref().is_some_and(|q| q.chunks.is_empty()) {
+            debug_assert_eq!(self.buffered(), 0, "an empty queue has nothing unwritten");
             self.queue = None;
         }
     }
 
     /// The wire size of a message of `len` payload bytes framed with `threshold`.
     pub(crate) fn wire_len(&self, len: usize, threshold: Option<usize>) -> usize {
-        let mask = if self.rng.is_some() { 4 } else { 0 };
+        let mask = if self.mask { 4 } else { 0 };
         let hdr = |n: usize| {
             2 + mask
                 + if n < 126 {
@@ -156,8 +159,8 @@ impl Outbound {
         let mut h = FrameHeader { fin, ..FrameHeader::new(opcode, payload.len() as u64) };
         let join = !opcode.is_control();
         let q = self.queue.get_or_insert_with(Box::default);
-        if let Some(rng) = &mut self.rng {
-            let key = rng.mask_key();
+        if self.mask {
+            let key = self.rng.mask_key();
             h.mask = Some(key);
             let enc = h.encode();
             q.arena_reserve(enc.len() + payload.len());
@@ -165,7 +168,7 @@ impl Outbound {
             let start = q.arena.len();
             q.arena.extend_from_slice(payload);
             apply_mask(&mut q.arena[start..], key, 0);
-            q.push_arena(&mut self.buffered, join);
+            q.push_arena(join);
         } else {
             let enc = h.encode();
             let inline = payload.len() <= INLINE_PAYLOAD;
@@ -174,9 +177,9 @@ impl Outbound {
             if inline {
                 q.arena.extend_from_slice(payload);
             }
-            q.push_arena(&mut self.buffered, join);
+            q.push_arena(join);
             if !inline {
-                q.push(&mut self.buffered, Body::Shared(payload.clone()), false);
+                q.push(Body::Shared(payload.clone()), false);
             }
         }
     }
@@ -212,9 +215,9 @@ impl Outbound {
         if wire.len() <= INLINE_PAYLOAD + MAX_HEADER_LEN {
             q.arena_reserve(wire.len());
             q.arena.extend_from_slice(&wire);
-            q.push_arena(&mut self.buffered, true);
+            q.push_arena(true);
         } else {
-            q.push(&mut self.buffered, Body::Shared(wire), true);
+            q.push(Body::Shared(wire), true);
         }
         self.set_last_token(token);
     }
@@ -270,11 +273,11 @@ impl Outbound {
             let rest = c.bytes.len() - q.head_written;
             if n < rest {
                 q.head_written += n;
-                self.buffered -= n;
+                q.buffered -= n;
                 return;
             }
             n -= rest;
-            self.buffered -= rest;
+            q.buffered -= rest;
             q.head_written = 0;
             q.handed -= 1;
             let c = q.chunks.pop_front().expect("front exists");
@@ -296,7 +299,7 @@ impl Outbound {
         let Some(q) = self.queue.as_mut() else { return };
         let keep = (q.handed..q.chunks.len()).find(|&i| q.chunks[i].frame_start).unwrap_or(q.chunks.len());
         for c in q.chunks.drain(keep..) {
-            self.buffered -= c.bytes.len();
+            q.buffered -= c.bytes.len();
             if c.close {
                 self.close_queued = false;
             }
@@ -316,7 +319,6 @@ impl Outbound {
                 }
             }
         }
-        self.buffered = 0;
     }
 }
 
@@ -327,8 +329,8 @@ impl Queue {
         }
     }
 
-    fn push(&mut self, buffered: &mut usize, bytes: Body, frame_start: bool) {
-        *buffered += bytes.len();
+    fn push(&mut self, bytes: Body, frame_start: bool) {
+        self.buffered += bytes.len();
         self.chunks.push_back(Chunk { bytes, token: None, frame_start, priority: false, close: false });
     }
 
@@ -339,7 +341,7 @@ impl Queue {
     /// close frame. It must also end where the new bytes start, i.e. the arena did not
     /// move to a new block in between, which makes the append O(1) (`unsplit` of two
     /// neighbours in one block); after a move, the new bytes start a chunk of their own.
-    fn push_arena(&mut self, buffered: &mut usize, join: bool) {
+    fn push_arena(&mut self, join: bool) {
         let new = self.arena.split();
         let handed = self.handed;
         if join
@@ -348,11 +350,11 @@ impl Queue {
             && let (Body::Arena(open), None, false, false) = (&mut back.bytes, &back.token, back.priority, back.close)
             && open.as_ptr_range().end == new.as_ptr()
         {
-            *buffered += new.len();
+            self.buffered += new.len();
             open.unsplit(new);
             return;
         }
-        self.push(buffered, Body::Arena(new), true);
+        self.push(Body::Arena(new), true);
     }
 }
 

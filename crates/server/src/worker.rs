@@ -411,7 +411,7 @@ mod tests {
     fn per_connection_state_is_small() {
         // One per connection, inline in the slot table; see docs/scaling.md.
         let entry = std::mem::size_of::<Option<(ConnId, Slot)>>();
-        assert!(entry <= 240, "slot entry is {entry} bytes");
+        assert!(entry <= 224, "slot entry is {entry} bytes");
         assert!(std::mem::size_of::<Slot>() <= std::mem::size_of::<Open>() + 8);
     }
 
