@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes};
 
 use crate::ConnId;
 
@@ -284,12 +284,12 @@ impl<T> Slab<T> {
     }
 }
 
-/// Output queued for one connection: shared `Bytes` chunks written in order.
+/// Output queued for one connection: shared `Bytes` chunks written in order. The front
+/// chunk, once partly written, is narrowed to what is left (`Bytes::advance`: its storage
+/// does not move, so a send in flight still points at valid bytes).
 #[derive(Default)]
 pub(crate) struct SendQueue {
     chunks: VecDeque<Bytes>,
-    /// Bytes of the front chunk already written.
-    head_off: usize,
     /// Bytes queued and not yet written (including any in flight).
     len: usize,
 }
@@ -312,7 +312,7 @@ impl SendQueue {
 
     /// The unwritten bytes, as up to `max` slices in order.
     pub(crate) fn segments(&self, max: usize) -> impl Iterator<Item = &[u8]> {
-        self.chunks.iter().take(max).enumerate().map(|(i, c)| if i == 0 { &c[self.head_off..] } else { &c[..] })
+        self.chunks.iter().take(max).map(|c| &c[..])
     }
 
     /// `n` bytes were written: drop the chunks that are done.
@@ -321,13 +321,12 @@ impl SendQueue {
         n = n.min(self.len);
         self.len -= n;
         while n > 0 {
-            let front = self.chunks.front().expect("advance past the queue").len() - self.head_off;
-            if n >= front {
-                n -= front;
+            let front = self.chunks.front_mut().expect("advance past the queue");
+            if n >= front.len() {
+                n -= front.len();
                 self.chunks.pop_front();
-                self.head_off = 0;
             } else {
-                self.head_off += n;
+                front.advance(n);
                 n = 0;
             }
         }
@@ -339,7 +338,6 @@ impl SendQueue {
 
     pub(crate) fn clear(&mut self) {
         self.chunks = VecDeque::new();
-        self.head_off = 0;
         self.len = 0;
     }
 }

@@ -564,6 +564,6 @@ mod tests {
     fn per_connection_state_is_small() {
         // One per connection, in the loop's slab; see docs/scaling.md before raising it.
         let n = std::mem::size_of::<EConn>();
-        assert!(n <= 104, "EConn is {n} bytes");
+        assert!(n <= 96, "EConn is {n} bytes");
     }
 }
