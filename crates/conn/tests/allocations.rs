@@ -2,7 +2,8 @@
 //! a whole frame in one read must not cost more allocations than it does now (the
 //! message's own buffer and the event queue), however the idle state is laid out.
 
-use ringwire_conn::{Config, ConnInfo, Connection, Event, Role};
+use ringwire_conn::{Config, ConnInfo, Connection, Event, OpCode, Role};
+use ringwire_frame::{FrameHeader, apply_mask};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Instant;
@@ -45,20 +46,11 @@ fn allocations(f: impl FnOnce()) -> usize {
 
 /// `count` masked text frames of `size` bytes, as a client sends them.
 fn client_wire(size: usize, count: usize) -> Vec<u8> {
-    let now = Instant::now();
-    let mut cfg = Config::client();
-    cfg.fragment_outgoing_messages = false;
-    cfg.max_buffered = None;
-    let mut c = Connection::new(Role::Client, cfg, ConnInfo::new(), now);
-    let msg = "x".repeat(size);
-    let mut wire = Vec::new();
-    for _ in 0..count {
-        let _ = c.send_text(msg.as_str(), None).expect("open");
-        while let Some(chunk) = c.poll_transmit() {
-            wire.extend_from_slice(&chunk);
-        }
-    }
-    wire
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let header = FrameHeader { mask: Some(key), ..FrameHeader::new(OpCode::Text, size as u64) };
+    let mut payload = vec![b'x'; size];
+    apply_mask(&mut payload, key, 0);
+    [header.encode().as_bytes(), &payload[..]].concat().repeat(count)
 }
 
 /// Allocations for `reads` fed one by one to a server connection, each drained of its
