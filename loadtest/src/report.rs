@@ -188,6 +188,55 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
     rows
 }
 
+/// Per scenario, a sentence on ringwire's CPU per message paired within each repetition:
+/// over the best peer's (by median CPU) and over the TCP floor's, run back to back in the
+/// same repetition. On a host whose speed drifts between minutes, a slow spell hits both
+/// servers of a pair alike more often than it hits the medians of two separate sets.
+pub fn paired_notes(runs: &[RunRecord], rows: &[SummaryRow]) -> BTreeMap<String, String> {
+    let cpu = |scenario: &str, server: &str, rep: u32| -> Option<f64> {
+        runs.iter()
+            .filter(|r| r.scenario == scenario && r.server == server && r.rep == rep && r.failure.is_none())
+            .find_map(|r| r.metrics.and_then(|m| m.cpu_us_per_msg))
+    };
+    let mut notes = BTreeMap::new();
+    for s in dedup(rows.iter().map(|r| r.scenario.clone())) {
+        let sc = s.as_str();
+        let in_s = |kind: ServerKind| rows.iter().filter(move |r| r.scenario == sc && r.kind == Some(kind));
+        let Some(rw) = in_s(ServerKind::Ringwire).next() else { continue };
+        let peer = in_s(ServerKind::Peer)
+            .filter(|r| r.median.cpu_us_per_msg.is_some())
+            .min_by(|a, b| a.median.cpu_us_per_msg.partial_cmp(&b.median.cpu_us_per_msg).expect("finite"));
+        let floor = in_s(ServerKind::Floor).next();
+        let mut reps: Vec<u32> = runs.iter().filter(|r| r.scenario == s).map(|r| r.rep).collect();
+        reps.sort_unstable();
+        reps.dedup();
+        let mut parts = Vec::new();
+        for (other, what) in [(peer, None), (floor, Some("the TCP floor's"))] {
+            let Some(other) = other else { continue };
+            let ratios: Vec<f64> =
+                reps.iter().filter_map(|&rep| Some(cpu(&s, &rw.server, rep)? / cpu(&s, &other.server, rep)?)).collect();
+            let Some(med) = median(ratios.clone()) else { continue };
+            let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+            let whose = what.map_or_else(|| possessive(&other.server), String::from);
+            parts.push(format!("over {whose} {} (median {med:.2}x)", list.join(", ")));
+        }
+        if !parts.is_empty() {
+            let note = format!(
+                "Paired by repetition, {} server CPU per message {}.",
+                possessive(&rw.server),
+                parts.join("; ")
+            );
+            notes.insert(s, note);
+        }
+    }
+    notes
+}
+
+/// `bun's`, `fastwebsockets'`.
+fn possessive(name: &str) -> String {
+    if name.ends_with('s') { format!("{name}'") } else { format!("{name}'s") }
+}
+
 fn dedup(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for s in it {
@@ -224,11 +273,13 @@ fn ratio_cell(v: Option<f64>) -> String {
 
 /// The markdown section: a heading, `preamble` (machine facts and method, already
 /// formatted), then one table per scenario. `descriptions` maps scenario names to a
-/// one-line description; `chart` is the SVG's file name, linked when given.
+/// one-line description; `notes` a line to print under a scenario's table (see
+/// [`paired_notes`]); `chart` is the SVG's file name, linked when given.
 pub fn markdown(
     preamble: &str,
     rows: &[SummaryRow],
     descriptions: &BTreeMap<String, String>,
+    notes: &BTreeMap<String, String>,
     chart: Option<&str>,
 ) -> String {
     let mut md = String::new();
@@ -285,6 +336,9 @@ pub fn markdown(
                     r.median.errors
                 );
             }
+        }
+        if let Some(n) = notes.get(&s) {
+            let _ = writeln!(md, "\n{n}");
         }
     }
     if let Some(c) = chart {
@@ -420,12 +474,43 @@ mod tests {
         let b = rows.iter().find(|r| r.server == "b").unwrap();
         assert_eq!((b.ok_runs, b.runs), (1, 2));
         assert_eq!(b.median.msgs_per_s, Some(200.0));
-        let md = markdown("## results\n", &rows, &BTreeMap::new(), Some("x.svg"));
+        let md = markdown("## results\n", &rows, &BTreeMap::new(), &BTreeMap::new(), Some("x.svg"));
         assert!(md.contains("| rw | 300 | 1.50x |"), "{md}");
         assert!(md.contains("![messages per second and server CPU per message](x.svg)"));
         let chart = svg(&rows);
         assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
         assert_eq!(chart.matches("<rect").count(), 1 + 4 * 2);
+    }
+
+    #[test]
+    fn paired_ratios_divide_within_each_repetition() {
+        let at = |rep: u32, server: &str, kind: ServerKind, cpu: f64| RunRecord {
+            rep,
+            ..run("s", server, kind, 1.0, cpu, None)
+        };
+        let runs = vec![
+            at(1, "rw", ServerKind::Ringwire, 2.0),
+            at(1, "p", ServerKind::Peer, 4.0),
+            at(1, "q", ServerKind::Peer, 10.0),
+            at(1, "tcp", ServerKind::Floor, 1.0),
+            // A slow spell in rep 2 hits ringwire and its peer alike.
+            at(2, "rw", ServerKind::Ringwire, 6.0),
+            at(2, "p", ServerKind::Peer, 10.0),
+            at(2, "q", ServerKind::Peer, 1.0),
+            at(2, "tcp", ServerKind::Floor, 6.0),
+            at(3, "rw", ServerKind::Ringwire, 3.0),
+            RunRecord { failure: Some("errors".into()), ..at(3, "p", ServerKind::Peer, 1.0) },
+        ];
+        let rows = summarize(&runs);
+        let notes = paired_notes(&runs, &rows);
+        // The best peer by median CPU is q (5.5 against p's 7.0, whose rep 3 failed).
+        assert_eq!(
+            notes["s"],
+            "Paired by repetition, rw's server CPU per message over q's 0.20x, 6.00x (median 3.10x); \
+             over the TCP floor's 2.00x, 1.00x (median 1.50x)."
+        );
+        let md = markdown("", &rows, &BTreeMap::new(), &notes, None);
+        assert!(md.contains(&notes["s"]));
     }
 
     #[test]

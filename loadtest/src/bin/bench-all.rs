@@ -55,6 +55,10 @@ struct Args {
     /// List servers and scenarios, run nothing.
     #[arg(long)]
     list: bool,
+    /// Run nothing: rewrite `latest.md` and `latest.svg` in the output directory from its
+    /// `latest.json` (after a change to the report).
+    #[arg(long)]
+    render: bool,
 }
 
 struct Server {
@@ -92,6 +96,44 @@ fn main() {
         eprintln!("bench-all: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--render`: the report of a finished run again, from its JSON. The preamble is the
+/// JSON's (or, for a run recorded before it was kept there, the old markdown's text
+/// before its first scenario); the scenario descriptions are those of the sizes and
+/// rates the run used.
+fn render(args: &mut Args, out: &Path) -> Result<(), String> {
+    let read = |name: &str| {
+        let p = out.join(name);
+        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let mut json: serde_json::Value =
+        serde_json::from_str(&read("latest.json")?).map_err(|e| format!("latest.json: {e}"))?;
+    let runs: Vec<report::RunRecord> =
+        serde_json::from_value(json["runs"].take()).map_err(|e| format!("latest.json runs: {e}"))?;
+    let config = &json["config"];
+    if let Some(v) = config.get("idle").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.idle = v;
+    }
+    if let Some(v) = config.get("open_rates").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.open_rates = v;
+    }
+    let pre = match json.get("preamble").and_then(|p| p.as_str()) {
+        Some(p) => p.to_string(),
+        None => {
+            let md = read("latest.md")?;
+            md.split_once("\n### ").map_or(md.clone(), |(p, _)| format!("{p}\n"))
+        }
+    };
+    let rows = report::summarize(&runs);
+    let descriptions: BTreeMap<String, String> = scenarios(args).into_iter().map(|s| (s.name, s.description)).collect();
+    let md = report::markdown(&pre, &rows, &descriptions, &report::paired_notes(&runs, &rows), Some("latest.svg"));
+    for (name, text) in [("latest.md", md), ("latest.svg", report::svg(&rows))] {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    eprintln!("[bench-all] rewrote {}/latest.{{md,svg}} from latest.json ({} runs)", out.display(), runs.len());
+    Ok(())
 }
 
 fn exists(p: &Path) -> Result<(), String> {
@@ -453,10 +495,13 @@ fn fact<'a>(machine: &'a BTreeMap<String, String>, key: &str) -> &'a str {
     machine.get(key).map_or("unknown", String::as_str)
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(mut args: Args) -> Result<(), String> {
     let repo = args.repo.canonicalize().map_err(|e| format!("--repo {}: {e}", args.repo.display()))?;
     let bin = args.bin_dir.clone().unwrap_or_else(|| repo.join("target/release"));
     let out = args.out.clone().unwrap_or_else(|| repo.join("loadtest/results"));
+    if args.render {
+        return render(&mut args, &out);
+    }
     if args.reps == 0
         || !args.duration.is_finite()
         || args.duration <= 0.0
@@ -672,8 +717,9 @@ fn run(args: Args) -> Result<(), String> {
         pre.push_str(&format!("\nScenarios not run: {}.\n", skipped_scenarios.join("; ")));
     }
     let descriptions: BTreeMap<String, String> = scs.iter().map(|s| (s.name.clone(), s.description.clone())).collect();
-    let md = report::markdown(&pre, &rows, &descriptions, Some("latest.svg"));
+    let md = report::markdown(&pre, &rows, &descriptions, &report::paired_notes(&runs, &rows), Some("latest.svg"));
     let json = serde_json::json!({
+        "preamble": pre,
         "machine": machine,
         "loadavg_at_end": load_end,
         "config": {
