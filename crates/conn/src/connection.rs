@@ -683,15 +683,7 @@ impl Connection {
 mod memory {
     use super::*;
     use crate::Message;
-
-    /// A masked client frame.
-    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let key = [1, 2, 3, 4];
-        let mut f = vec![if fin { 0x80 } else { 0 } | opcode, 0x80 | payload.len() as u8];
-        f.extend_from_slice(&key);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        f
-    }
+    use crate::tests::cframe as masked;
 
     fn holds_nothing(c: &Connection) -> bool {
         c.events.capacity() == 0
@@ -714,12 +706,12 @@ mod memory {
         let mut c = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
         assert!(holds_nothing(&c));
         // A message split across reads, a fragmented one, and a ping in the middle.
-        let whole = masked(0x1, true, b"hello");
+        let whole = masked(OpCode::Text, true, b"hello");
         c.handle_read(&whole[..3], now);
         c.handle_read(&whole[3..], now);
-        let mut input = masked(0x2, false, b"ab");
-        input.extend(masked(0x9, true, b"p"));
-        input.extend(masked(0x0, true, b"cd"));
+        let mut input = masked(OpCode::Binary, false, b"ab");
+        input.extend(masked(OpCode::Ping, true, b"p"));
+        input.extend(masked(OpCode::Continuation, true, b"cd"));
         c.handle_read(&input, now);
         let mut got = Vec::new();
         while let Some(e) = c.poll_event() {
@@ -743,7 +735,7 @@ mod memory {
         assert!(c.poll_event().is_none());
         assert!(holds_nothing(&c), "{c:?}");
         // And the state it keeps still works: another ping is answered.
-        c.handle_read(&masked(0x9, true, b"q"), now);
+        c.handle_read(&masked(OpCode::Ping, true, b"q"), now);
         assert_eq!(c.poll_event(), Some(Event::Ping(Bytes::from_static(b"q"))));
         assert_eq!(&c.poll_transmit().unwrap()[..], b"\x8a\x01q");
     }
