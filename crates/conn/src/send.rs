@@ -336,16 +336,15 @@ impl Queue {
 
     /// Queues what was written into the arena since the last split (whole frames, or a
     /// header whose payload follows). With `join`, it is appended to the chunk at the
-    /// back if that one is still open: not handed out, no token to report (a token
-    /// reports its own message, so nothing may be appended after it), not a control or
-    /// close frame. It must also end where the new bytes start, i.e. the arena did not
-    /// move to a new block in between, which makes the append O(1) (`unsplit` of two
-    /// neighbours in one block); after a move, the new bytes start a chunk of their own.
+    /// back if that one is still open (`Body::Arena`: `poll_transmit` freezes a chunk as
+    /// it hands it out), has no token to report (a token reports its own message, so
+    /// nothing may be appended after it) and is not a control or close frame. It must
+    /// also end where the new bytes start, i.e. the arena did not move to a new block in
+    /// between, which makes the append O(1) (`unsplit` of two neighbours in one block);
+    /// after a move, the new bytes start a chunk of their own.
     fn push_arena(&mut self, join: bool) {
         let new = self.arena.split();
-        let handed = self.handed;
         if join
-            && self.chunks.len() > handed
             && let Some(back) = self.chunks.back_mut()
             && let (Body::Arena(open), None, false, false) = (&mut back.bytes, &back.token, back.priority, back.close)
             && open.as_ptr_range().end == new.as_ptr()
