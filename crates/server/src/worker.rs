@@ -125,18 +125,15 @@ impl<H: Handler> Worker<H> {
         info.protocol = accept.protocol;
         info.version = req.version;
         let forwarded = proxy::forwarded(peer.ip(), &req.x_forwarded_for, &self.cfg.trusted_proxies);
+        let peer_only = forwarded.is_none();
+        if let Some((remote_address, remote_addresses)) = forwarded {
+            info.remote_address = Some(remote_address);
+            info.remote_addresses = remote_addresses;
+        }
         let now = io.now();
-        let conn = match forwarded {
-            Some((remote_address, remote_addresses)) => {
-                info.remote_address = Some(remote_address);
-                info.remote_addresses = remote_addresses;
-                Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now)
-            }
-            // The peer's address is kept as an IpAddr, not as strings.
-            None => {
-                Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now).with_remote_address(peer.ip())
-            }
-        };
+        let conn = Connection::new(Role::Server, Arc::clone(&self.conn_config), info, now);
+        // The peer alone is kept as an IpAddr, not as strings.
+        let conn = if peer_only { conn.with_remote_address(peer.ip()) } else { conn };
         io.send(id, response.into());
         io.set_timer(id, None);
         let open = Open {
