@@ -8,7 +8,7 @@
 //! consecutive ones that are not handed out yet stay one chunk: a burst of small
 //! messages reaches the driver as one contiguous write, not a scatter list.
 
-use crate::rng::Rng;
+use crate::rng;
 use crate::{Event, OpCode, Role, SendToken};
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::{FrameHeader, MAX_HEADER_LEN, apply_mask};
@@ -78,8 +78,6 @@ struct Queue {
 
 #[derive(Debug)]
 pub(crate) struct Outbound {
-    /// The masking-key generator, seeded for the client role only.
-    rng: Rng,
     /// `None` whenever nothing is queued (released as soon as the queue empties).
     queue: Option<Box<Queue>>,
     /// Frames are masked (the client role).
@@ -95,7 +93,6 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub(crate) fn new(role: Role) -> Self {
         Self {
-            rng: if role == Role::Client { Rng::from_entropy() } else { Rng::default() },
             queue: None,
             mask: role == Role::Client,
             drain_owed: false,
@@ -160,7 +157,7 @@ impl Outbound {
         let join = !opcode.is_control();
         let q = self.queue.get_or_insert_with(Box::default);
         if self.mask {
-            let key = self.rng.mask_key();
+            let key = rng::mask_key();
             h.mask = Some(key);
             let enc = h.encode();
             q.arena_reserve(enc.len() + payload.len());
@@ -442,6 +439,21 @@ mod tests {
             apply_mask(&mut p, [f[2], f[3], f[4], f[5]], 0);
             assert_eq!(&p, want);
         }
+    }
+
+    #[test]
+    fn masking_keys_differ_across_frames_and_connections() {
+        fn key(o: &mut Outbound) -> [u8; 4] {
+            o.push_message(OpCode::Binary, Bytes::from_static(b"x"), None, None);
+            let w = o.poll_transmit().expect("a frame");
+            let mut ev = VecDeque::new();
+            o.on_written(w.len(), &mut ev);
+            [w[2], w[3], w[4], w[5]]
+        }
+        let (mut a, mut b) = (Outbound::new(Role::Client), Outbound::new(Role::Client));
+        let keys: std::collections::HashSet<[u8; 4]> = (0..64).flat_map(|_| [key(&mut a), key(&mut b)]).collect();
+        // 128 draws of 32 bits: two collisions have a chance of about 1e-12.
+        assert!(keys.len() >= 127, "{} distinct keys of 128", keys.len());
     }
 
     #[test]
