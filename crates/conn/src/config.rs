@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Keepalive: ping a silent peer, and drop it if it stays silent.
 ///
 /// Any received byte resets both timers (WebSocket-Node does the same); our own sends
-/// do not, since they say nothing about whether the peer is alive.
+/// do not, since they say nothing about whether the peer is alive. The exception: while
+/// the connection does not read because its output is above
+/// [`Config::high_water_mark`], bytes written reset them (the peer is taking them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Keepalive {
@@ -85,18 +87,33 @@ pub struct Config {
     /// Close with 1001 after this long with nothing received and nothing written (off).
     pub idle_timeout: Option<Duration>,
     /// A send that leaves more than this many bytes buffered returns
-    /// [`SendStatus::BufferFull`](crate::SendStatus) (Node's `false`) (64 KiB).
+    /// [`SendStatus::BufferFull`](crate::SendStatus) (Node's `false`) (64 KiB). While
+    /// more than this is buffered (control frames count), the connection also stops
+    /// reading: [`Connection::wants_read`](crate::Connection::wants_read) is false until
+    /// the amount falls to [`low_water_mark`](Self::low_water_mark), so a peer that
+    /// does not read what we answer cannot keep making us answer.
     pub high_water_mark: usize,
     /// After a `BufferFull`, [`Event::Drain`](crate::Event) is emitted once the buffered
-    /// amount falls to this many bytes or fewer (16 KiB; see `docs/conn.md`).
+    /// amount falls to this many bytes or fewer, and reading stopped at the high-water
+    /// mark starts again (16 KiB; see `docs/conn.md`).
     pub low_water_mark: usize,
-    /// Hard limit on buffered bytes; a send that would exceed it is refused and
-    /// [`buffered_limit_policy`](Self::buffered_limit_policy) applies (64 MiB). `None`: no limit.
+    /// Hard limit on buffered bytes, control frames included; a send, [`ping`] or
+    /// [`pong`] that would exceed it is refused and
+    /// [`buffered_limit_policy`](Self::buffered_limit_policy) applies (64 MiB). An
+    /// automatic pong that does not fit waits until it does; a keepalive ping that does
+    /// not fit is skipped (its grace period still runs). Only our close frame (and a
+    /// pong owed just before it) may go over. `None`: no limit.
+    ///
+    /// [`ping`]: crate::Connection::ping
+    /// [`pong`]: crate::Connection::pong
     pub max_buffered: Option<usize>,
     /// What happens at [`max_buffered`](Self::max_buffered) (drop the peer with 1008).
     pub buffered_limit_policy: BufferedLimitPolicy,
     /// Answer pings automatically (the application can still cancel one pong with
-    /// [`Connection::cancel_pong`](crate::Connection::cancel_pong)) (true).
+    /// [`Connection::cancel_pong`](crate::Connection::cancel_pong)) (true). At most one
+    /// pong is owed: pings that arrive before it is handed out get one pong, for the
+    /// latest (RFC 6455 5.5.3), and while one is being written the next waits for it,
+    /// so a ping flood costs one pong, not one per ping.
     pub auto_pong: bool,
 }
 

@@ -74,7 +74,7 @@ pub struct Connection {
     /// a finding, parsed once the application has taken the events before it. `None`
     /// when there are none (boxed and released, so an idle connection holds nothing).
     pending: Option<Box<BytesMut>>,
-    /// Pings received and their owed pongs; `None` while no ping is outstanding.
+    /// Pings received and the pong owed; `None` while no ping is outstanding.
     pings: Option<Box<Pings>>,
 }
 
@@ -83,8 +83,10 @@ pub struct Connection {
 /// tell apart: a number only matters while its pong is owed).
 #[derive(Debug, Default)]
 struct Pings {
-    /// Pongs owed for received pings, not yet queued: `(ping number, payload)`.
-    pongs: VecDeque<(u64, Bytes)>,
+    /// The pong owed for the latest ping, not queued yet: `(ping number, payload)`.
+    /// One at most: a newer ping replaces it (RFC 6455 5.5.3 lets an endpoint answer
+    /// only the most recent of the pings it has not answered yet).
+    owed: Option<(u64, Bytes)>,
     received: u64,
     polled: u64,
 }
@@ -146,8 +148,9 @@ impl Connection {
         if self.state == State::Open {
             self.timers.on_receive(&self.config, now);
         }
-        if self.paused || self.pending.is_some() || !self.events.is_empty() {
-            // Earlier input or events come first: keep this for `poll_event`.
+        if self.paused || self.output_full() || self.pending.is_some() || !self.events.is_empty() {
+            // Reading is stopped, or earlier input or events come first: keep this for
+            // `poll_event`.
             self.pending.get_or_insert_with(Box::default).extend_from_slice(data);
             return;
         }
@@ -159,7 +162,7 @@ impl Connection {
 
     /// Parses held input until it yields an event, runs out, or reading stops.
     fn parse_pending(&mut self) {
-        while self.events.is_empty() && !self.paused {
+        while self.events.is_empty() && !self.paused && !self.output_full() {
             let Some(mut held) = self.pending.take() else { return };
             if self.state == State::Closed || self.recv.done {
                 return;
@@ -182,7 +185,7 @@ impl Connection {
             max_message: self.config.max_received_message_size,
             assemble: self.config.assemble_fragments,
         };
-        let (events, pings) = (&mut self.events, &mut self.pings);
+        let (events, pings, out) = (&mut self.events, &mut self.pings, &mut self.out);
         let mut last = None;
         let used = self.recv.feed(&lim, data, &mut |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
@@ -191,7 +194,10 @@ impl Connection {
             Inbound::Ping(p) => {
                 let pings = pings.get_or_insert_with(Box::default);
                 if owe_pongs {
-                    pings.pongs.push_back((pings.received, p.clone()));
+                    // Only the latest ping is answered: its pong replaces one owed and
+                    // one queued but not handed out yet.
+                    out.drop_unhanded_auto_pong();
+                    pings.owed = Some((pings.received, p.clone()));
                 }
                 pings.received += 1;
                 events.push_back(Event::Ping(p));
@@ -206,15 +212,29 @@ impl Connection {
 
     /// The driver wrote `n` bytes of the chunks [`poll_transmit`](Self::poll_transmit)
     /// handed out (more than was handed out counts as all of it).
+    ///
+    /// While reading is stopped because the output is above the high-water mark (see
+    /// [`wants_read`](Self::wants_read)), bytes written also count as a sign of life
+    /// for keepalive: the peer is taking our output, and we are not looking at its.
     pub fn handle_written(&mut self, n: usize, now: Instant) {
         self.timers.set_now(now);
         if n > 0 && self.state == State::Open {
-            self.timers.on_activity(&self.config, now);
+            if self.output_full() {
+                self.timers.on_receive(&self.config, now);
+            } else {
+                self.timers.on_activity(&self.config, now);
+            }
+        }
+        if self.out.buffered() > self.config.high_water_mark {
+            self.out.read_blocked = true;
         }
         self.out.on_written(n, &mut self.events);
-        if self.out.drain_owed && self.out.buffered() <= self.config.low_water_mark {
-            self.out.drain_owed = false;
-            self.events.push_back(Event::Drain);
+        if self.out.buffered() <= self.config.low_water_mark {
+            self.out.read_blocked = false;
+            if self.out.drain_owed {
+                self.out.drain_owed = false;
+                self.events.push_back(Event::Drain);
+            }
         }
         if self.state == State::PeerRequestedClose && self.out.close_written {
             self.finish_close();
@@ -260,7 +280,11 @@ impl Connection {
                     self.drop_connection(CloseCode::ABNORMAL, "Peer not responding.", true);
                 }
                 Fired::KeepalivePing if self.state == State::Open => {
-                    self.out.push_control(OpCode::Ping, &[]);
+                    // Over `max_buffered` the ping is skipped; the grace period runs
+                    // all the same.
+                    if self.fits(self.out.wire_len(0, None)) {
+                        self.out.push_control(OpCode::Ping, &[]);
+                    }
                     self.timers.on_ping_sent(&self.config, now);
                 }
                 Fired::Idle if self.state == State::Open => {
@@ -347,11 +371,16 @@ impl Connection {
     }
 
     /// Sends a ping (Node `ping`). A payload over 125 bytes is an error, not cut.
+    /// Counted in [`buffered_amount`](Self::buffered_amount) and held to
+    /// [`Config::max_buffered`] like data: over it, the ping is refused and
+    /// [`Config::buffered_limit_policy`] applies.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         self.send_control(OpCode::Ping, payload)
     }
 
-    /// Sends an unsolicited pong (Node `pong`); pings are answered automatically.
+    /// Sends an unsolicited pong (Node `pong`); pings are answered automatically. Held
+    /// to [`Config::max_buffered`] as [`ping`](Self::ping) is. Unlike an automatic
+    /// pong, it is never replaced by a later one.
     pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
         self.send_control(OpCode::Pong, payload)
     }
@@ -364,19 +393,22 @@ impl Connection {
             return Err(SendError::NotOpen(self.state));
         }
         self.flush_pongs();
+        self.check_send(self.out.wire_len(payload.len(), None))?;
         self.out.push_control(op, payload);
         Ok(())
     }
 
     /// Suppresses the automatic pong for the last [`Event::Ping`] returned by
     /// [`poll_event`](Self::poll_event) (Node's `cancel()` in the `'ping'` handler).
-    /// Call it before the next `poll_transmit`; later it has no effect.
+    /// Call it before the next `poll_transmit`; once the pong is queued it has no
+    /// effect. A ping whose pong was replaced by a later ping's (only the latest ping
+    /// is answered) has no pong left to cancel.
     pub fn cancel_pong(&mut self) {
         if let Some(p) = &mut self.pings
             && p.polled > 0
+            && p.owed.as_ref().is_some_and(|(seq, _)| *seq == p.polled - 1)
         {
-            let seq = p.polled - 1;
-            p.pongs.retain(|(s, _)| *s != seq);
+            p.owed = None;
         }
         self.release_pings();
     }
@@ -400,7 +432,7 @@ impl Connection {
     }
 
     fn start_close(&mut self, code: CloseCode, reason: &str) {
-        self.flush_pongs();
+        self.flush_pongs_before_close();
         self.out.push_close(ClosePayload::new(code, reason).as_bytes());
         self.state = State::Ending;
         self.close_code = Some(code);
@@ -487,14 +519,24 @@ impl Connection {
     }
 
     /// Whether the driver should read from the socket: false while paused, after a
-    /// close frame or a protocol error was received, and once closed.
+    /// close frame or a protocol error was received, once closed, and while the output
+    /// is backed up.
+    ///
+    /// Backed up: when [`buffered_amount`](Self::buffered_amount) (everything queued
+    /// and not yet written, control frames included) goes above
+    /// [`Config::high_water_mark`], reading stops until it falls to
+    /// [`Config::low_water_mark`] (the hysteresis of [`Event::Drain`]), so a peer that
+    /// sends without reading what we answer cannot make us hold more than
+    /// [`Config::max_buffered`] plus one read. No event marks it, and it is independent
+    /// of [`pause`](Self::pause): reading needs both to allow it. Bytes handed in
+    /// anyway are kept, not parsed, until then.
     pub fn wants_read(&self) -> bool {
-        !self.paused && !self.recv.done && self.state != State::Closed
+        !self.paused && !self.output_full() && !self.recv.done && self.state != State::Closed
     }
 
     /// Whether there are chunks waiting for [`poll_transmit`](Self::poll_transmit).
     pub fn wants_write(&self) -> bool {
-        self.out.has_unhanded() || self.pings.as_ref().is_some_and(|p| !p.pongs.is_empty())
+        self.out.has_unhanded() || self.pong_ready()
     }
 
     /// True once the connection is `Closed` and everything queued was written (or
@@ -599,7 +641,7 @@ impl Connection {
     fn on_peer_close(&mut self, peer: Option<(CloseCode, String)>) {
         match self.state {
             State::Open => {
-                self.flush_pongs();
+                self.flush_pongs_before_close();
                 let payload = match &peer {
                     Some((code, _)) => ClosePayload::new(*code, ""),
                     None => ClosePayload::EMPTY,
@@ -626,8 +668,8 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        // Pongs owed for pings read before the fault still go out, before the close.
-        self.flush_pongs();
+        // The pong owed for a ping read before the fault still goes out, before the close.
+        self.flush_pongs_before_close();
         if !self.out.close_queued {
             self.out.push_close(ClosePayload::new(code, reason).as_bytes());
         }
@@ -652,28 +694,69 @@ impl Connection {
         self.events.push_back(Event::Close { code, description });
     }
 
-    /// Queues the pongs owed (those not cancelled).
+    /// Reading stops: the output went above the high-water mark and has not fallen to
+    /// the low-water mark since (see [`wants_read`](Self::wants_read)).
+    fn output_full(&self) -> bool {
+        self.out.read_blocked || self.out.buffered() > self.config.high_water_mark
+    }
+
+    /// `wire` more bytes stay within [`Config::max_buffered`].
+    fn fits(&self, wire: usize) -> bool {
+        self.config.max_buffered.is_none_or(|limit| self.out.buffered() + wire <= limit)
+    }
+
+    /// The owed pong may be queued now: the connection is open, no earlier automatic
+    /// pong is still being written, and it fits in `max_buffered`.
+    fn pong_ready(&self) -> bool {
+        self.pings.as_ref().and_then(|p| p.owed.as_ref()).is_some_and(|(_, p)| {
+            self.state == State::Open
+                && !self.out.close_queued
+                && !self.out.auto_pong_queued
+                && self.fits(self.out.wire_len(p.len(), None))
+        })
+    }
+
+    /// Queues the owed pong when it may go (see [`pong_ready`](Self::pong_ready));
+    /// otherwise it stays owed (a newer ping may still replace it), or is dropped once
+    /// the connection is no longer open.
     fn flush_pongs(&mut self) {
-        let Some(pings) = &mut self.pings else { return };
-        while let Some((_, p)) = pings.pongs.pop_front() {
-            if self.state == State::Open && !self.out.close_queued {
-                self.out.push_control(OpCode::Pong, &p);
-            }
+        if self.pings.is_none() {
+            return;
+        }
+        if self.pong_ready() {
+            let (_, p) = self.pings.as_mut().and_then(|p| p.owed.take()).expect("pong_ready");
+            self.out.push_auto_pong(&p);
+        } else if self.state != State::Open || self.out.close_queued {
+            self.clear_pongs();
+            return;
         }
         self.release_pings();
     }
 
-    /// Drops every owed pong.
+    /// Right before our close frame is queued: the owed pong goes now or never, so it
+    /// is queued even behind a pong still being written or over `max_buffered` (once).
+    fn flush_pongs_before_close(&mut self) {
+        let owed = self.pings.as_mut().and_then(|p| p.owed.take());
+        if let Some((_, p)) = owed
+            && self.state == State::Open
+            && !self.out.close_queued
+        {
+            self.out.push_control(OpCode::Pong, &p);
+        }
+        self.release_pings();
+    }
+
+    /// Drops the owed pong.
     fn clear_pongs(&mut self) {
         if let Some(p) = &mut self.pings {
-            p.pongs.clear();
+            p.owed = None;
         }
         self.release_pings();
     }
 
     /// Drops the ping bookkeeping once every ping was polled and no pong is owed.
     fn release_pings(&mut self) {
-        if self.pings.as_ref().is_some_and(|p| p.pongs.is_empty() && p.received == p.polled) {
+        if self.pings.as_ref().is_some_and(|p| p.owed.is_none() && p.received == p.polled) {
             self.pings = None;
         }
     }

@@ -1,62 +1,79 @@
-//! The masking-key generator for the client role: wyrand, seeded once per connection
-//! from the standard library's per-process random hash keys (themselves from the OS).
-//! RFC 6455 section 5.3 asks for keys the application cannot predict, not for
-//! cryptographic strength; this needs no syscall per frame and no dependency.
+//! Masking keys for the client role and the handshake nonce, from a CSPRNG.
+//!
+//! RFC 6455 section 5.3: the masking key "MUST be derived from a strong source of
+//! entropy", and a server or proxy that sees some keys must not be able to predict the
+//! next. Each thread keeps one ChaCha20 generator (`chacha20::ChaCha20Rng`), seeded with
+//! 32 bytes from the OS (`getrandom(2)`) the first time the thread needs a key; it
+//! computes the keystream a few 64-byte blocks at a time (16 keys a block) and hands it
+//! out 4 bytes per key: no syscall per frame, and no generator in each connection (an
+//! idle connection's size is budgeted, see `docs/scaling.md`).
+//!
+//! A process that `fork`s after drawing keys leaves the child with the parent's
+//! generator state for that thread: both would then draw the same keys. ringwire does not
+//! fork; a program that does should draw its first key in the child.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use chacha20::ChaCha20Rng;
+use chacha20::rand_core::{Rng as _, SeedableRng as _};
+use std::cell::RefCell;
 
-/// `Default` is an unseeded generator, for a connection that never masks.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    /// A generator with a fresh, unpredictable seed.
-    pub(crate) fn from_entropy() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        Self(h.finish())
-    }
-
-    #[inline]
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
-    }
-
-    #[inline]
-    pub(crate) fn mask_key(&mut self) -> [u8; 4] {
-        (self.next_u64() as u32).to_ne_bytes()
-    }
-
-    pub(crate) fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let v = self.next_u64().to_ne_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
+thread_local! {
+    /// This thread's generator, seeded on first use.
+    static RNG: RefCell<ChaCha20Rng> = RefCell::new(seeded());
 }
 
-/// 16 fresh random bytes for a client handshake's `Sec-WebSocket-Key`.
+/// A generator seeded from the OS. Without an OS random source there is no safe key to
+/// give: that is a panic, as in `rand`'s thread generator.
+fn seeded() -> ChaCha20Rng {
+    let mut seed = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        panic!("ringwire-conn: the OS random source failed ({e}); no masking key can be made");
+    }
+    ChaCha20Rng::from_seed(seed)
+}
+
+/// A fresh masking key for one client frame.
+#[inline]
+pub(crate) fn mask_key() -> [u8; 4] {
+    RNG.with(|r| r.borrow_mut().next_u32().to_ne_bytes())
+}
+
+/// 16 fresh random bytes for a client handshake's `Sec-WebSocket-Key`, from the same
+/// generator as the masking keys.
 pub fn random_key() -> [u8; 16] {
     let mut k = [0u8; 16];
-    Rng::from_entropy().fill(&mut k);
+    RNG.with(|r| r.borrow_mut().fill_bytes(&mut k));
     k
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
-    fn seeds_differ_and_keys_vary() {
-        let (mut a, mut b) = (Rng::from_entropy(), Rng::from_entropy());
-        assert_ne!(a.next_u64(), b.next_u64());
-        let keys: std::collections::HashSet<[u8; 4]> = (0..1000).map(|_| a.mask_key()).collect();
-        assert!(keys.len() > 990);
+    fn keys_vary_and_cover_every_byte_value() {
+        let keys: Vec<[u8; 4]> = (0..4096).map(|_| mask_key()).collect();
+        let distinct: HashSet<[u8; 4]> = keys.iter().copied().collect();
+        // 4096 draws from 2^32 values collide with probability about 0.2%; a generator
+        // stuck on a cycle or a constant fails.
+        assert!(distinct.len() >= 4090, "{} distinct keys of 4096", distinct.len());
+        // 16 KiB of uniform bytes miss a given value with probability e^-64.
+        let mut seen = [false; 256];
+        let mut ones = 0u32;
+        for b in keys.iter().flatten() {
+            seen[usize::from(*b)] = true;
+            ones += b.count_ones();
+        }
+        assert!(seen.iter().all(|s| *s), "some byte value never appears in 16 KiB of keys");
+        // 131072 bits: the count of ones is 65536 +- 181 (one sigma); allow ten sigma.
+        assert!((63_726..=67_346).contains(&ones), "{ones} one bits of 131072");
         assert_ne!(random_key(), random_key());
+    }
+
+    #[test]
+    fn each_thread_has_its_own_seed() {
+        let here: Vec<[u8; 4]> = (0..4).map(|_| mask_key()).collect();
+        let there = std::thread::spawn(|| (0..4).map(|_| mask_key()).collect::<Vec<_>>()).join().unwrap();
+        assert_ne!(here, there);
     }
 }

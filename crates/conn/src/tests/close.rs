@@ -242,3 +242,96 @@ fn handle_written_beyond_what_was_handed_out_is_clamped() {
     assert_eq!(p.server_events(), [Event::SendComplete(SendToken(1))]);
     assert_eq!(p.server.buffered_amount(), 5, "the second frame was not handed out, so not written");
 }
+
+/// The states a connection can be in when its handler fails, each with what makes a
+/// close hard: output the peer does not take, input held, a pong owed, a message half
+/// received, a close handshake under way, or over.
+fn in_state(setup: usize) -> Pair {
+    let mut p = Pair::std();
+    match setup {
+        0 => {}
+        1 => {
+            // Open, paused, output above the high-water mark and not taken, a ping
+            // answered but not written, a fragmented message half in.
+            p.server_write_blocked = true;
+            p.server.pause();
+            let _ = p.server.send_binary(vec![0u8; 100_000], Some(SendToken(1))).unwrap();
+            p.inject_to_server(&[cframe(OpCode::Ping, true, b"p"), cframe(OpCode::Text, false, b"half")].concat());
+        }
+        2 => {
+            // Open, the output handed out and never written.
+            let _ = p.server.send_binary(vec![0u8; 100_000], None).unwrap();
+            let _ = std::iter::from_fn(|| p.server.poll_transmit()).count();
+            p.server_write_blocked = true;
+        }
+        3 => {
+            p.server_write_blocked = true;
+            p.server.close(CloseCode::NORMAL, "").unwrap(); // Ending, close frame not handed out
+        }
+        4 => {
+            p.server_write_blocked = true;
+            p.inject_to_server(&cframe(OpCode::Close, true, &close_payload(4002, "bye")));
+            assert_eq!(p.server.state(), State::PeerRequestedClose);
+        }
+        _ => {
+            p.server.drop_connection(CloseCode::GOING_AWAY, "", false);
+            p.drive();
+            assert_eq!(p.server.state(), State::Closed);
+        }
+    }
+    p
+}
+
+#[test]
+fn internal_error_1011_closes_from_any_state() {
+    // What a server does when a handler panics: close or drop with 1011, whatever the
+    // connection was doing. Either way it reaches Closed and is_finished, within two
+    // close timeouts at most even if the peer takes nothing, without a panic.
+    for setup in 0..6 {
+        for drop in [false, true] {
+            // Setup 2 handed its output to a socket that lost it: the peer never reads.
+            for peer_reads in [false, true].into_iter().filter(|r| !*r || setup != 2) {
+                let case = format!("setup {setup} drop {drop} peer_reads {peer_reads}");
+                let mut p = in_state(setup);
+                let before = p.server.state();
+                let _ = p.server_events();
+                p.server_write_blocked = !peer_reads;
+                if drop {
+                    p.server.drop_connection(CloseCode::INTERNAL_SERVER_ERROR, "handler panicked", false);
+                    assert_eq!(p.server.state(), State::Closed, "{case}: dropped at once");
+                } else {
+                    assert_eq!(p.server.close(CloseCode::INTERNAL_SERVER_ERROR, "handler panicked"), Ok(()));
+                }
+                p.drive();
+                let mut closes: Vec<Event> = p.server_events();
+                p.advance(std::time::Duration::from_secs(5));
+                p.advance(std::time::Duration::from_secs(5));
+                closes.extend(p.server_events());
+                closes.retain(|e| matches!(e, Event::Close { .. }));
+                assert_eq!(p.server.state(), State::Closed, "{case}");
+                assert!(p.server.is_finished(), "{case}");
+                // 1011 wins whenever the connection was still open; once closing, a
+                // close() is a no-op while a drop still reports 1011; once closed, both
+                // are no-ops (Close was reported before).
+                let want_1011 = before == State::Open || (drop && before != State::Closed);
+                if want_1011 {
+                    assert_eq!(closes, [close_event(1011, "handler panicked")], "{case}");
+                } else if before == State::Closed {
+                    assert_eq!(closes, [], "{case}");
+                } else {
+                    assert_eq!(closes.len(), 1, "{case}");
+                }
+                if peer_reads {
+                    // One close frame on the wire, last: 1011 if the call took effect.
+                    let sent = frames(&p.server_wire, Role::Server);
+                    assert_eq!(sent.iter().filter(|f| f.op == OpCode::Close).count(), 1, "{case}");
+                    let last = sent.last().expect("a close frame");
+                    assert_eq!(last.op, OpCode::Close, "{case}");
+                    if want_1011 {
+                        assert_eq!(last.payload, close_payload(1011, "handler panicked"), "{case}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -104,6 +104,63 @@ fn max_buffered_report_policy_refuses_without_dropping() {
 }
 
 #[test]
+fn pings_and_pongs_are_held_to_max_buffered_like_data() {
+    let mut cfg = Config::server();
+    cfg.max_buffered = Some(1000);
+    cfg.buffered_limit_policy = BufferedLimitPolicy::Report;
+    let mut p = Pair::new(Config::client(), cfg.clone());
+    let _ = p.server.send_binary(vec![0u8; 900], None).unwrap();
+    p.server.ping(&[0; 90]).unwrap();
+    assert_eq!(p.server.buffered_amount(), 904 + 92, "counted like data");
+    let refused = SendError::BufferLimitExceeded { buffered: 996, len: 7, limit: 1000 };
+    assert_eq!(p.server.ping(b"12345"), Err(refused.clone()));
+    assert_eq!(p.server.pong(b"12345"), Err(refused));
+    assert_eq!(p.server.state(), State::Open);
+    // With the Drop policy, a control frame over the limit drops the peer as data does.
+    cfg.buffered_limit_policy = BufferedLimitPolicy::Drop;
+    let mut p = Pair::new(Config::client(), cfg);
+    let _ = p.server.send_binary(vec![0u8; 995], None).unwrap();
+    assert!(p.server.ping(b"").is_err());
+    assert_eq!(p.server.state(), State::Closed);
+    assert_eq!(p.server_events().last(), Some(&close_event(1008, "Send buffer limit exceeded.")));
+}
+
+#[test]
+fn an_auto_pong_over_max_buffered_waits_until_it_fits() {
+    let mut cfg = Config::server();
+    cfg.max_buffered = Some(1000);
+    cfg.high_water_mark = 2000; // reading goes on: only the limit holds the pong back
+    let mut p = Pair::new(Config::client(), cfg);
+    p.server_write_blocked = true;
+    let _ = p.server.send_binary(vec![0u8; 991], None).unwrap();
+    p.client.ping(b"late").unwrap();
+    p.drive();
+    assert_eq!(p.server_events(), [Event::Ping(Bytes::from_static(b"late"))]);
+    let handed: usize = std::iter::from_fn(|| p.server.poll_transmit()).map(|c| c.len()).sum();
+    assert_eq!((handed, p.server.buffered_amount()), (995, 995), "the 6-byte pong does not fit");
+    assert!(!p.server.wants_write());
+    p.server.handle_written(995, p.now);
+    assert!(p.server.wants_write());
+    assert_eq!(&p.server.poll_transmit().unwrap()[..], b"\x8a\x04late");
+}
+
+#[test]
+fn a_keepalive_ping_over_max_buffered_is_skipped_and_the_grace_period_runs() {
+    let mut cfg = Config::server();
+    cfg.max_buffered = Some(1000);
+    cfg.keepalive = Some(Keepalive::new(Duration::from_secs(20), Duration::from_secs(10)));
+    let mut p = Pair::new(Config::client(), cfg);
+    p.server_write_blocked = true;
+    p.client_write_blocked = true;
+    let _ = p.server.send_binary(vec![0u8; 995], None).unwrap();
+    p.advance(Duration::from_secs(20));
+    assert_eq!(p.server.buffered_amount(), 999, "no ping queued");
+    p.advance(Duration::from_secs(10));
+    let ev = p.server_events();
+    assert_eq!(ev, [Event::Error(ConnError::KeepaliveTimeout), close_event(1006, "Peer not responding.")]);
+}
+
+#[test]
 fn fragment_outgoing_messages_at_the_threshold() {
     let mut cfg = Config::server();
     cfg.fragmentation_threshold = 4;

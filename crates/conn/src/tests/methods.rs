@@ -135,15 +135,38 @@ fn pong_sends_an_unsolicited_pong() {
 fn ping_event_cancel_suppresses_the_auto_pong() {
     let mut p = Pair::std();
     p.client.ping(b"1").unwrap();
+    p.drive();
+    assert_eq!(p.server.poll_event(), None, "drive() took the Ping event");
+    // Act as the handler of the next ping: cancel its pong.
     p.client.ping(b"2").unwrap();
-    // Deliver both pings, then act as the handler: cancel only the second.
     let wire: Vec<u8> = std::iter::from_fn(|| p.client.poll_transmit()).flat_map(|b| b.to_vec()).collect();
     p.server.handle_read(&wire, p.now);
-    assert_eq!(p.server.poll_event(), Some(Event::Ping(Bytes::from_static(b"1"))));
     assert_eq!(p.server.poll_event(), Some(Event::Ping(Bytes::from_static(b"2"))));
     p.server.cancel_pong();
     p.drive();
     assert_eq!(frames(&p.server_wire, Role::Server), [F { fin: true, op: OpCode::Pong, payload: b"1".to_vec() }]);
+}
+
+#[test]
+fn only_the_latest_of_pings_read_together_is_answered() {
+    // RFC 6455 5.5.3: pings that arrive before their pongs went out get one pong, for
+    // the most recent; cancelling it leaves none (the earlier ones were superseded).
+    for cancel_second in [false, true] {
+        let mut p = Pair::std();
+        p.client.ping(b"1").unwrap();
+        p.client.ping(b"2").unwrap();
+        let wire: Vec<u8> = std::iter::from_fn(|| p.client.poll_transmit()).flat_map(|b| b.to_vec()).collect();
+        p.server.handle_read(&wire, p.now);
+        assert_eq!(p.server.poll_event(), Some(Event::Ping(Bytes::from_static(b"1"))));
+        p.server.cancel_pong(); // the first ping's pong: replaced anyway
+        assert_eq!(p.server.poll_event(), Some(Event::Ping(Bytes::from_static(b"2"))));
+        if cancel_second {
+            p.server.cancel_pong();
+        }
+        p.drive();
+        let want = if cancel_second { vec![] } else { vec![F { fin: true, op: OpCode::Pong, payload: b"2".to_vec() }] };
+        assert_eq!(frames(&p.server_wire, Role::Server), want, "cancel_second {cancel_second}");
+    }
 }
 
 #[test]

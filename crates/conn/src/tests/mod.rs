@@ -4,6 +4,7 @@
 
 mod close;
 mod flow;
+mod hostile;
 mod methods;
 mod props;
 mod protocol;
