@@ -57,7 +57,7 @@ pub struct Running<H> {
 
 pub fn small_config() -> LoopConfig {
     // Few small buffers, so the io_uring buffer ring runs dry (ENOBUFS) under load.
-    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, nodelay: true, close_linger: Duration::from_secs(2) }
+    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, ..LoopConfig::default() }
 }
 
 /// Starts a loop on `backend` with one listener on 127.0.0.1 and runs `h` on it.
@@ -187,5 +187,16 @@ pub fn echo_scenario(r: &Running<Echo>) {
     assert!(back == data, "16 MiB echo differs");
     for t in threads {
         t.join().unwrap();
+    }
+}
+
+/// Whether io_uring works here; prints why a test variant is skipped when it does not.
+pub fn uring_available() -> bool {
+    match ringwire_io::detect(ringwire_io::IoChoice::Uring) {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipped: io_uring unavailable here: {e}");
+            false
+        }
     }
 }
