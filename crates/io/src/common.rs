@@ -338,31 +338,39 @@ impl AcceptErrors {
         if accept_failure(errno) == AcceptFailure::Transient {
             return None;
         }
-        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY) {
-            self.suppressed += 1;
-        } else {
-            let listener = listener.map_or_else(|| "a listener".to_string(), |a| a.to_string());
-            let e = io::Error::from_raw_os_error(errno);
-            let advice = match errno {
-                libc::EMFILE | libc::ENFILE => {
-                    "out of file descriptors: raise the open-file limit: ulimit -n / LimitNOFILE="
-                }
-                libc::ENOBUFS | libc::ENOMEM => "out of memory for new sockets",
-                _ => "unexpected error",
-            };
-            let suppressed = match self.suppressed {
-                0 => String::new(),
-                n => format!("; {n} more accept errors since the last line were not logged"),
-            };
-            tracing::warn!(
-                "accept on {listener} failed: {e} ({}): {advice}; accepting again in {} ms{suppressed}",
-                errno_name(errno),
-                ACCEPT_BACKOFF.as_millis()
-            );
-            self.last_log = Some(now);
-            self.suppressed = 0;
+        if let Some(line) = self.line(now, errno, listener) {
+            tracing::warn!("{line}");
         }
         Some(now + ACCEPT_BACKOFF)
+    }
+
+    /// The line to log for a failure that backs off, or `None` when one was logged less than
+    /// [`ACCEPT_LOG_EVERY`] ago (it is counted, and the next line says how many).
+    fn line(&mut self, now: Instant, errno: i32, listener: Option<SocketAddr>) -> Option<String> {
+        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        let listener = listener.map_or_else(|| "a listener".to_string(), |a| a.to_string());
+        let e = io::Error::from_raw_os_error(errno).to_string();
+        let e = e.split(" (os error").next().unwrap_or(&e);
+        let advice = match errno {
+            libc::EMFILE | libc::ENFILE => {
+                "out of file descriptors: raise the open-file limit: ulimit -n / LimitNOFILE="
+            }
+            libc::ENOBUFS | libc::ENOMEM => "out of memory for new sockets",
+            _ => "unexpected error",
+        };
+        let suppressed = match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!("; {n} more accept errors since the last line were not logged"),
+        };
+        self.last_log = Some(now);
+        Some(format!(
+            "accept on {listener} failed: {e} ({}, errno {errno}): {advice}; accepting again in {} ms{suppressed}",
+            errno_name(errno),
+            ACCEPT_BACKOFF.as_millis()
+        ))
     }
 }
 
@@ -727,6 +735,33 @@ mod tests {
         assert_eq!(s.get(last), None, "a stale id does not reach the new connection");
         assert_eq!(s.ids().len(), ids.len());
         assert_eq!(s.get(ConnId { idx: (SLAB_CHUNK * 3) as u32, generation: 0 }), None);
+    }
+
+    #[test]
+    fn accept_errors_back_off_and_log_at_most_once_per_period() {
+        let mut a = AcceptErrors::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for e in [libc::ECONNABORTED, libc::EPROTO, libc::EPERM, libc::EINTR, libc::EAGAIN, libc::ENETUNREACH] {
+            assert_eq!(a.failed(t0, e, None), None, "errno {e} is transient");
+        }
+        assert_eq!(a.last_log, None, "transient errors are not logged");
+        let listener: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let first = a.line(t0, libc::EMFILE, Some(listener)).expect("the first error is logged");
+        assert!(
+            first.starts_with("accept on 127.0.0.1:8080 failed: Too many open files (EMFILE, errno 24)"),
+            "{first}"
+        );
+        assert!(first.contains("ulimit -n / LimitNOFILE="), "{first}");
+        assert!(!first.contains("not logged"), "{first}");
+        assert_eq!(a.line(at(1), libc::ENFILE, None), None);
+        assert_eq!(a.failed(at(2), libc::EINVAL, None), Some(at(2) + ACCEPT_BACKOFF), "unknown errors back off");
+        assert_eq!(a.failed(at(3), libc::ENOMEM, None), Some(at(3) + ACCEPT_BACKOFF));
+        assert_eq!(a.suppressed, 3);
+        let next = a.line(t0 + ACCEPT_LOG_EVERY, libc::EBADF, None).expect("a line per period");
+        assert!(next.contains("EBADF") && next.contains("unexpected error"), "{next}");
+        assert!(next.ends_with("; 3 more accept errors since the last line were not logged"), "{next}");
+        assert_eq!(a.suppressed, 0);
     }
 
     #[test]

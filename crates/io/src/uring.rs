@@ -1122,7 +1122,9 @@ impl UringLoop {
     /// ring may be reset: the CQ is empty, the kernel's overflow list is empty, and where the
     /// kernel reports the ring's head (6.8+), every buffer it took came back in a CQE we read.
     fn bufs_settled(&mut self) -> bool {
-        self.ring.completion().is_empty() && !self.ring.submission().cq_overflow() && self.bufs.kernel_caught_up(&self.ring)
+        self.ring.completion().is_empty()
+            && !self.ring.submission().cq_overflow()
+            && self.bufs.kernel_caught_up(&self.ring)
     }
 
     fn flush_dirty(&mut self) {
@@ -1496,6 +1498,162 @@ mod tests {
         // Fewer buffers than the initial window: all of them are lent.
         let small = BufRing::new(8, 512).unwrap();
         assert_eq!((small.lent, small.window), (8, 8));
+    }
+
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+
+    /// `IORING_CQE_F_BUFFER`: the CQE names a provided buffer in its upper 16 flag bits.
+    const IORING_CQE_F_BUFFER: u32 = 1;
+
+    /// Echoes; once `expect` connections closed, waits `quiet` on the first (idle)
+    /// connection's timer and stops.
+    struct ChurnThenQuiet {
+        expect: usize,
+        quiet: Duration,
+        idle: Option<ConnId>,
+        closed: usize,
+        errors: usize,
+    }
+
+    impl Handler for ChurnThenQuiet {
+        fn on_accept(&mut self, _io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+            self.idle.get_or_insert(conn);
+        }
+        fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+            io.send(conn, Bytes::copy_from_slice(data));
+        }
+        fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<io::Error>) {
+            self.closed += 1;
+            self.errors += usize::from(error.is_some());
+            if self.closed == self.expect {
+                let idle = self.idle.expect("the idle connection came first");
+                io.set_timer(idle, Some(io.now() + self.quiet));
+            }
+        }
+        fn on_timer(&mut self, io: &mut impl Io, _conn: ConnId) {
+            io.stop();
+        }
+    }
+
+    fn listen(l: &mut UringLoop) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        l.add_listener(listener).unwrap();
+        addr
+    }
+
+    /// A completion queue of 16 for 200 connections that send, then all close at once, half
+    /// of them with a reset: the kernel's overflow list is drained every turn, every buffer
+    /// any completion carried (data, EOF or error) is back, the kernel's view of the buffer
+    /// ring agrees with ours, and in the quiet that follows the window shrinks (the settled
+    /// check does not block it for good).
+    #[test]
+    fn buffers_come_back_after_a_burst_of_closes_and_resets() {
+        let n = 200;
+        let cfg =
+            LoopConfig { ring_entries: 8, cq_entries: 16, buf_count: 1024, buf_size: 1024, ..LoopConfig::default() };
+        let (mut l, _waker) = UringLoop::new(&cfg).unwrap();
+        let addr = listen(&mut l);
+        let clients = std::thread::spawn(move || {
+            let idle = TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // accepted first
+            let mut conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            let msg: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+            for s in &mut conns {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s.write_all(&msg).unwrap();
+            }
+            for s in &mut conns {
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back).unwrap();
+                assert!(back == msg);
+            }
+            // More input, then everyone leaves at once: half with RST, half with FIN (and
+            // they read what is echoed until the server's FIN).
+            let mut polite = Vec::new();
+            for (i, mut s) in conns.into_iter().enumerate() {
+                s.write_all(&msg).unwrap();
+                if i % 2 == 0 {
+                    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+                } else {
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    polite.push(s);
+                }
+            }
+            for mut s in polite {
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+            idle
+        });
+        let mut h = ChurnThenQuiet { expect: n, quiet: 3 * WINDOW_PERIOD, idle: None, closed: 0, errors: 0 };
+        l.run(&mut h).unwrap();
+        drop(clients.join().unwrap());
+        println!(
+            "{} closed ({} with an error), {} turns flushed the CQ overflow list, {} window shrinks",
+            h.closed, h.errors, l.overflow_flushes, l.reclaims
+        );
+        assert!(l.overflow_flushes > 0, "the CQ never overflowed: the test does not test it");
+        assert_eq!(usize::from(l.bufs.lent) + l.bufs.free.len(), usize::from(l.bufs.count));
+        match pbuf_head(&l.ring) {
+            Some(head) => {
+                assert_eq!(head, l.bufs.tail.wrapping_sub(l.bufs.lent), "a buffer the kernel took never came back")
+            }
+            None => println!("kernel head not checked: IORING_REGISTER_PBUF_STATUS needs Linux 6.8"),
+        }
+        if l.deferred {
+            assert!(l.reclaims > 0, "the window never shrank after the burst");
+        }
+    }
+
+    /// A recv completion that carries a buffer gives it back whatever its result: an EOF or
+    /// an error with a buffer (which the kernel may attach) must not lose it for good.
+    #[test]
+    fn a_recv_completion_without_data_still_returns_its_buffer() {
+        let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
+        for (bid, res) in [(0u16, 0), (1, -libc::ECONNRESET)] {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let id = l.core.conns.insert(UConn::new(sock.into_raw_fd(), None));
+            let (lent, free) = (l.bufs.lent, l.bufs.free.len());
+            let flags = IORING_CQE_F_BUFFER | u32::from(bid) << 16;
+            let mut h = StopOnAccept;
+            l.on_conn_cqe(&mut h, id, KIND_RECV, res, true, flags);
+            assert_eq!((l.bufs.lent, l.bufs.free.len()), (lent - 1, free + 1), "result {res}");
+            assert_eq!(l.bufs.free.last(), Some(&bid));
+            let c = l.core.conns.get(id).unwrap();
+            assert_ne!(c.closing, Closing::Open, "result {res} ends the connection");
+        }
+    }
+
+    /// Leaves a multishot recv and the eventfd read in flight.
+    struct StopOnAccept;
+
+    impl Handler for StopOnAccept {
+        fn on_accept(&mut self, io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {
+            io.stop();
+        }
+        fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+        fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<io::Error>) {}
+    }
+
+    /// A loop dropped while the kernel still has its operations leaks their memory instead of
+    /// freeing it; a loop whose drain completes frees it.
+    #[test]
+    fn drop_leaks_only_when_the_kernel_may_still_use_the_memory() {
+        for (bound, leaks) in [(Duration::ZERO, true), (DRAIN_BOUND, false)] {
+            let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
+            let addr = listen(&mut l);
+            let client = TcpStream::connect(addr).unwrap();
+            l.run(&mut StopOnAccept).unwrap();
+            assert!(l.inflight >= 2, "recv and wake read in flight: {}", l.inflight);
+            l.drain_bound = bound;
+            let before = LEAKED_LOOPS.load(Ordering::Relaxed);
+            drop(l);
+            assert_eq!(LEAKED_LOOPS.load(Ordering::Relaxed) > before, leaks, "drain bound {bound:?}");
+            drop(client);
+        }
     }
 
     #[test]
