@@ -996,6 +996,9 @@ impl UringLoop {
     }
 
     pub(crate) fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("this io_uring loop lost completions earlier and cannot run again"));
+        }
         self.core.stopped = false;
         self.core.now = Instant::now();
         // Connections added before run (connect) or left dirty by the last run.
