@@ -375,8 +375,8 @@ impl BufRing {
 
     fn register(&self, ring: &IoUring) -> io::Result<()> {
         // SAFETY: the entries memory is page aligned, holds `count` entries and lives until
-        // this BufRing is dropped, which happens only after the ring is gone (field order and
-        // Drop of UringLoop) or after unregistering (probe).
+        // this BufRing is dropped, which happens only after unregistering with no operation in
+        // flight (probe, Drop of UringLoop), or never (Drop of UringLoop leaks it otherwise).
         unsafe { ring.submitter().register_buf_ring_with_flags(self.entries as u64, self.count, BGID, 0) }
     }
 
