@@ -1,14 +1,17 @@
-//! Pieces shared by both backends: the connection slab, the send queue and the timer heap.
+//! Pieces shared by both backends: the connection slab, the send queue, the timer heap, the
+//! close deadlines and the accept-error policy.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU64;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
 
-use crate::ConnId;
+use crate::{ConnId, LoopConfig};
 
 /// Where a connection is in its shutdown, the same in both backends.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -64,8 +67,8 @@ pub(crate) struct Cold<X> {
     peer: Option<SocketAddr>,
     /// The first error the connection ended with.
     error: Option<std::io::Error>,
-    /// The close-linger deadline.
-    pub(crate) linger: TimerSlot,
+    /// The deadline of the close in progress (see [`CloseTimers`]).
+    pub(crate) close_timer: TimerSlot,
     /// The backend's own rarely used state.
     pub(crate) more: X,
 }
@@ -119,8 +122,39 @@ pub(crate) trait LoopConn {
     fn queue_mut(&mut self) -> &mut SendQueue;
     /// Whether the connection is already on the turn's dirty list.
     fn dirty_mut(&mut self) -> &mut bool;
+    /// The deadline of the close in progress (in the connection's boxed rare state).
+    fn close_timer(&mut self) -> &mut TimerSlot;
+    /// The socket's descriptor while the connection still owns it open.
+    fn fd(&self) -> Option<RawFd>;
     /// Moves to [`Closing::Teardown`]; each backend decides what may stay in flight.
     fn teardown(&mut self, error: Option<std::io::Error>);
+
+    /// Tears down with a reset: `SO_LINGER` {on, 0} first, so closing the descriptor drops
+    /// unsent data and sends RST instead of waiting on the peer.
+    fn abort(&mut self, error: Option<std::io::Error>) {
+        if let Some(fd) = self.fd() {
+            reset_on_close(fd);
+        }
+        self.teardown(error);
+    }
+}
+
+/// Sets `SO_LINGER` {on, 0} on `fd`: its close then discards unsent data and sends RST (no
+/// FIN, no TIME_WAIT, no orphan socket waiting on a peer that does not read). Best effort: a
+/// socket the peer already reset refuses nothing that matters here.
+pub(crate) fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a live local; a bad or closed
+    // fd only makes it fail, and the result is deliberately ignored.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 impl<C: LoopConn> Slab<C> {
@@ -150,7 +184,8 @@ impl<C: LoopConn> Slab<C> {
         self.get(id).map_or(0, |c| if c.closing() == Closing::Teardown { 0 } else { c.queue().len() })
     }
 
-    /// `Io::close`: an open connection starts its graceful close.
+    /// `Io::close`: an open connection starts its graceful close (its flush deadline is armed
+    /// when the backend moves it forward, see [`CloseTimers::flushing`]).
     pub(crate) fn begin_close(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
         if let Some(c) = self.get_mut(id)
             && c.closing() == Closing::Open
@@ -160,14 +195,205 @@ impl<C: LoopConn> Slab<C> {
         }
     }
 
-    /// `Io::abort`: tear down now, whatever the state, once.
+    /// `Io::abort`: tear down now with a reset, whatever the state, once.
     pub(crate) fn abort(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
         if let Some(c) = self.get_mut(id)
             && c.closing() != Closing::Teardown
         {
-            c.teardown(None);
+            c.abort(None);
             self.mark_dirty(id, dirty);
         }
+    }
+}
+
+/// The deadlines of closing connections, the same rules on both backends. A connection has
+/// one close deadline at a time, in [`Cold::close_timer`]:
+///
+/// - [`Closing::Graceful`] (after `Io::close` or the peer's EOF): the flush deadline,
+///   [`LoopConfig::flush_timeout`] after the close started. If the output is still not
+///   written and the write side shut down by then (a peer that does not read), the
+///   connection is aborted with a reset and reports `TimedOut`.
+/// - [`Closing::Lingering`] (written and shut down): the linger deadline,
+///   [`LoopConfig::close_linger`] after the shutdown; the fd is then closed normally.
+///
+/// So `close()` to `on_closed` takes at most `flush_timeout + close_linger` plus a turn.
+pub(crate) struct CloseTimers {
+    timers: Timers,
+    flush_timeout: Duration,
+    linger: Duration,
+}
+
+impl CloseTimers {
+    pub(crate) fn new(cfg: &LoopConfig) -> Self {
+        CloseTimers { timers: Timers::default(), flush_timeout: cfg.flush_timeout, linger: cfg.close_linger }
+    }
+
+    /// `c` is in its graceful close: arms its flush deadline, once, counted from `now` (the
+    /// turn in which the close started).
+    pub(crate) fn flushing<C: LoopConn>(&mut self, id: ConnId, c: &mut C, now: Instant) {
+        let slot = c.close_timer();
+        if !slot.is_set() {
+            // A timeout too large to add is no deadline at all.
+            self.timers.set(id, slot, now.checked_add(self.flush_timeout));
+        }
+    }
+
+    /// `c` wrote everything and shut down its write side: the linger deadline replaces the
+    /// flush deadline.
+    pub(crate) fn lingering<C: LoopConn>(&mut self, id: ConnId, c: &mut C, now: Instant) {
+        self.timers.set(id, c.close_timer(), now.checked_add(self.linger));
+    }
+
+    /// The earliest deadline (maybe stale: waking early for it is harmless).
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Acts on the deadlines that passed at `now` and puts the connections it tore down on
+    /// `dirty`; `scratch` is an empty list to reuse.
+    pub(crate) fn expired<C: LoopConn>(
+        &mut self,
+        now: Instant,
+        conns: &mut Slab<C>,
+        dirty: &mut Vec<ConnId>,
+        scratch: &mut Vec<ConnId>,
+    ) {
+        self.timers.expired(now, conns, C::close_timer, scratch);
+        for id in scratch.drain(..) {
+            let Some(c) = conns.get_mut(id) else { continue };
+            match c.closing() {
+                Closing::Graceful => c.abort(Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the graceful close did not write its output within flush_timeout ({:?}): reset",
+                        self.flush_timeout
+                    ),
+                ))),
+                Closing::Lingering => c.teardown(None),
+                Closing::Open | Closing::Teardown => continue,
+            }
+            conns.mark_dirty(id, dirty);
+        }
+    }
+}
+
+/// How long a loop stops accepting on a listener after an accept failed for lack of
+/// descriptors or memory, or with an error it does not know.
+///
+/// 100 ms, not nginx's 500 ms (its `accept_mutex_delay`, reused): while accepting pauses,
+/// new connections wait in the listen backlog, so the pause is added to their connect time
+/// once descriptors are free again; a retry that fails costs one `accept4` (or one io_uring
+/// ACCEPT) of a few microseconds, so ten a second per listener cost nothing measurable, while
+/// a loop that retried every turn would spin at 100% CPU on an error that persists.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one accept-error line per loop per this long; the next line says how many were
+/// left out.
+pub(crate) const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What an accept error means for the listener.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AcceptFailure {
+    /// A connection that died in the backlog (or a firewall refusing it), or an interrupted
+    /// call: accept the next one at once, log nothing.
+    Transient,
+    /// Out of descriptors, out of memory, or unknown: logged (rate-limited), and accepting
+    /// on that listener pauses for [`ACCEPT_BACKOFF`].
+    BackOff,
+}
+
+/// Sorts an accept errno. The transient ones are those accept(2) documents for a connection
+/// that failed while queued (Linux passes its pending network error to `accept`), plus EPERM
+/// (a firewall rule), EINTR and EAGAIN.
+pub(crate) fn accept_failure(errno: i32) -> AcceptFailure {
+    match errno {
+        libc::ECONNABORTED
+        | libc::EPROTO
+        | libc::EPERM
+        | libc::EINTR
+        | libc::EAGAIN
+        | libc::ENETDOWN
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETUNREACH => AcceptFailure::Transient,
+        _ => AcceptFailure::BackOff,
+    }
+}
+
+/// The accept-error policy of one loop (both backends): what to do after a failed accept,
+/// and its log lines, at most one per [`ACCEPT_LOG_EVERY`].
+#[derive(Default)]
+pub(crate) struct AcceptErrors {
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// An accept on `listener` failed with `errno` at `now`: logs it if it is worth a line
+    /// and none was logged lately, and returns when to accept on that listener again (`None`:
+    /// at once).
+    pub(crate) fn failed(&mut self, now: Instant, errno: i32, listener: Option<SocketAddr>) -> Option<Instant> {
+        if accept_failure(errno) == AcceptFailure::Transient {
+            return None;
+        }
+        if let Some(line) = self.line(now, errno, listener) {
+            tracing::warn!("{line}");
+        }
+        Some(now + ACCEPT_BACKOFF)
+    }
+
+    /// The line to log for a failure that backs off, or `None` when one was logged less than
+    /// [`ACCEPT_LOG_EVERY`] ago (it is counted, and the next line says how many).
+    fn line(&mut self, now: Instant, errno: i32, listener: Option<SocketAddr>) -> Option<String> {
+        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        let listener = listener.map_or_else(|| "a listener".to_string(), |a| a.to_string());
+        let e = io::Error::from_raw_os_error(errno).to_string();
+        let e = e.split(" (os error").next().unwrap_or(&e);
+        let advice = match errno {
+            libc::EMFILE | libc::ENFILE => {
+                "out of file descriptors: raise the open-file limit: ulimit -n / LimitNOFILE="
+            }
+            libc::ENOBUFS | libc::ENOMEM => "out of memory for new sockets",
+            _ => "unexpected error",
+        };
+        let suppressed = match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!("; {n} more accept errors since the last line were not logged"),
+        };
+        self.last_log = Some(now);
+        Some(format!(
+            "accept on {listener} failed: {e} ({}, errno {errno}): {advice}; accepting again in {} ms{suppressed}",
+            errno_name(errno),
+            ACCEPT_BACKOFF.as_millis()
+        ))
+    }
+}
+
+/// The symbolic name of the errnos the loop reports.
+pub(crate) fn errno_name(code: i32) -> &'static str {
+    match code {
+        libc::EPERM => "EPERM",
+        libc::ENOSYS => "ENOSYS",
+        libc::EINVAL => "EINVAL",
+        libc::ENOMEM => "ENOMEM",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ETIME => "ETIME",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EBADF => "EBADF",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::EBADR => "EBADR",
+        _ => "errno",
     }
 }
 
@@ -357,6 +583,13 @@ pub(crate) struct TimerSlot {
     in_heap: Option<Tick>,
 }
 
+impl TimerSlot {
+    /// Whether a deadline is set.
+    pub(crate) fn is_set(&self) -> bool {
+        self.deadline.is_some()
+    }
+}
+
 /// One heap of deadlines per loop, with lazy deletion: clearing or moving a deadline later
 /// leaves the old entry in the heap, and it is checked against the connection when it pops.
 /// A connection adds an entry only when its deadline moves earlier, so a timer reset on every
@@ -502,6 +735,33 @@ mod tests {
         assert_eq!(s.get(last), None, "a stale id does not reach the new connection");
         assert_eq!(s.ids().len(), ids.len());
         assert_eq!(s.get(ConnId { idx: (SLAB_CHUNK * 3) as u32, generation: 0 }), None);
+    }
+
+    #[test]
+    fn accept_errors_back_off_and_log_at_most_once_per_period() {
+        let mut a = AcceptErrors::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for e in [libc::ECONNABORTED, libc::EPROTO, libc::EPERM, libc::EINTR, libc::EAGAIN, libc::ENETUNREACH] {
+            assert_eq!(a.failed(t0, e, None), None, "errno {e} is transient");
+        }
+        assert_eq!(a.last_log, None, "transient errors are not logged");
+        let listener: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let first = a.line(t0, libc::EMFILE, Some(listener)).expect("the first error is logged");
+        assert!(
+            first.starts_with("accept on 127.0.0.1:8080 failed: Too many open files (EMFILE, errno 24)"),
+            "{first}"
+        );
+        assert!(first.contains("ulimit -n / LimitNOFILE="), "{first}");
+        assert!(!first.contains("not logged"), "{first}");
+        assert_eq!(a.line(at(1), libc::ENFILE, None), None);
+        assert_eq!(a.failed(at(2), libc::EINVAL, None), Some(at(2) + ACCEPT_BACKOFF), "unknown errors back off");
+        assert_eq!(a.failed(at(3), libc::ENOMEM, None), Some(at(3) + ACCEPT_BACKOFF));
+        assert_eq!(a.suppressed, 3);
+        let next = a.line(t0 + ACCEPT_LOG_EVERY, libc::EBADF, None).expect("a line per period");
+        assert!(next.contains("EBADF") && next.contains("unexpected error"), "{next}");
+        assert!(next.ends_with("; 3 more accept errors since the last line were not logged"), "{next}");
+        assert_eq!(a.suppressed, 0);
     }
 
     #[test]

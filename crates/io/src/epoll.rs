@@ -7,6 +7,7 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,17 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::common::{Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{
+    AcceptErrors, CloseTimers, Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest,
+};
 use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
 /// Reads per connection per turn before yielding to the others.
 const READS_PER_TURN: usize = 16;
+/// Transient accept errors in a row (connections that died in the backlog) before the rest
+/// wait for the next turn.
+const TRANSIENT_ACCEPT_ERRORS_PER_TURN: usize = 64;
 const WAKER_TOKEN: Token = Token(usize::MAX);
 const LISTENER_BIT: usize = 1 << 63;
 
@@ -49,10 +55,6 @@ struct EConn {
 
 fn user_timer(c: &mut EConn) -> &mut TimerSlot {
     &mut c.timer
-}
-
-fn linger_timer(c: &mut EConn) -> &mut TimerSlot {
-    &mut c.rare.cold_mut().linger
 }
 
 impl EConn {
@@ -100,6 +102,14 @@ impl LoopConn for EConn {
         &mut self.dirty
     }
 
+    fn close_timer(&mut self) -> &mut TimerSlot {
+        &mut self.rare.cold_mut().close_timer
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        self.stream.as_ref().map(|s| s.as_raw_fd())
+    }
+
     fn teardown(&mut self, error: Option<io::Error>) {
         self.teardown(error)
     }
@@ -116,14 +126,14 @@ pub(crate) struct Core {
     registry: Registry,
     conns: Slab<EConn>,
     timers: Timers,
-    linger_timers: Timers,
+    close_timers: CloseTimers,
     dirty: Vec<ConnId>,
     readable: Vec<ConnId>,
     listeners: Vec<Option<Listener>>,
+    accept_errors: AcceptErrors,
     accepting: bool,
     stopped: bool,
     nodelay: bool,
-    close_linger: Duration,
 }
 
 impl Core {
@@ -250,14 +260,14 @@ impl EpollLoop {
                 registry,
                 conns: Slab::new(),
                 timers: Timers::default(),
-                linger_timers: Timers::default(),
+                close_timers: CloseTimers::new(cfg),
                 dirty: Vec::new(),
                 readable: Vec::new(),
                 listeners: Vec::new(),
+                accept_errors: AcceptErrors::default(),
                 accepting: true,
                 stopped: false,
                 nodelay: cfg.nodelay,
-                close_linger: cfg.close_linger,
             },
             expired: Vec::new(),
             closed: Vec::new(),
@@ -285,7 +295,7 @@ impl EpollLoop {
         self.flush(handler);
         let mut evs: Vec<Ev> = Vec::with_capacity(1024);
         loop {
-            let mut deadline = earliest(self.core.timers.next(), self.core.linger_timers.next());
+            let mut deadline = earliest(self.core.timers.next(), self.core.close_timers.next());
             for l in self.core.listeners.iter().flatten() {
                 if let Some(t) = l.retry_at {
                     deadline = Some(deadline.map_or(t, |d| d.min(t)));
@@ -335,16 +345,9 @@ impl EpollLoop {
                     handler.on_timer(&mut self.core, id);
                 }
             }
-            // Lingering closes whose peer did not close in time.
-            self.core.linger_timers.expired(self.core.now, &mut self.core.conns, linger_timer, &mut expired);
-            for id in expired.drain(..) {
-                if let Some(c) = self.core.conns.get_mut(id)
-                    && c.closing == Closing::Lingering
-                {
-                    c.teardown(None);
-                    self.core.mark_dirty(id);
-                }
-            }
+            // Closes past their flush or linger deadline.
+            let core = &mut self.core;
+            core.close_timers.expired(core.now, &mut core.conns, &mut core.dirty, &mut expired);
             self.expired = expired;
             handler.on_turn_end(&mut self.core);
             self.flush(handler);
@@ -355,6 +358,7 @@ impl EpollLoop {
     }
 
     fn accept<H: Handler>(&mut self, handler: &mut H, i: usize) {
+        let mut transient = 0;
         loop {
             let Some(Some(l)) = self.core.listeners.get_mut(i) else { return };
             l.retry_at = None;
@@ -369,12 +373,24 @@ impl EpollLoop {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(_) => {
-                    // Out of descriptors or memory: the edge is consumed, so try again later.
-                    l.retry_at = Some(self.core.now + Duration::from_millis(100));
-                    return;
+                Err(e) => {
+                    // The edge is consumed: a listener that stops before WouldBlock must be
+                    // retried by the clock.
+                    let now = self.core.now;
+                    let errno = e.raw_os_error().unwrap_or(0);
+                    match self.core.accept_errors.failed(now, errno, l.sock.local_addr().ok()) {
+                        Some(at) => {
+                            l.retry_at = Some(at);
+                            return;
+                        }
+                        None => {
+                            transient += 1;
+                            if transient == TRANSIENT_ACCEPT_ERRORS_PER_TURN {
+                                l.retry_at = Some(now);
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -487,6 +503,9 @@ impl EpollLoop {
     fn advance<H: Handler>(&mut self, handler: &mut H, id: ConnId) {
         let Some(c) = self.core.conns.get_mut(id) else { return };
         c.dirty = false;
+        if c.closing == Closing::Graceful {
+            self.core.close_timers.flushing(id, c, self.core.now);
+        }
         let mut sent = 0;
         if matches!(c.closing, Closing::Open | Closing::Graceful) && !c.connecting {
             sent = write_out(c);
@@ -496,11 +515,7 @@ impl EpollLoop {
                     c.closing = Closing::Teardown;
                 } else {
                     c.closing = Closing::Lingering;
-                    self.core.linger_timers.set(
-                        id,
-                        &mut c.rare.cold_mut().linger,
-                        Some(self.core.now + self.core.close_linger),
-                    );
+                    self.core.close_timers.lingering(id, c, self.core.now);
                     // Input that arrived before the shutdown has no edge left: look now.
                     c.read_ready = true;
                     self.core.readable.push(id);

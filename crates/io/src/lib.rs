@@ -194,6 +194,12 @@ impl fmt::Display for ConnId {
 }
 
 /// Per-loop settings.
+///
+/// Every connection ends within a bounded time once its close starts: from [`Io::close`] (or
+/// the peer's EOF, which starts the same graceful close) to [`Handler::on_closed`] takes at
+/// most `flush_timeout + close_linger`, plus one loop turn. [`Io::abort`] takes one turn (on
+/// io_uring: until the kernel has let go of what it was doing on the socket, which the cancel
+/// makes quick).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoopConfig {
     /// Provided receive buffers per loop (io_uring); a power of two, at most 32768. Default 1024.
@@ -201,10 +207,22 @@ pub struct LoopConfig {
     /// Size of each receive buffer in bytes. Default 32 KiB: a 16 KiB message and its
     /// header arrive in one buffer (one completion) instead of two.
     pub buf_size: u32,
-    /// Submission queue entries (io_uring); the completion queue is twice that. Default 4096.
+    /// Submission queue entries (io_uring), 8..=32768. Default 4096.
     pub ring_entries: u32,
+    /// Completion queue entries (io_uring): 0 for twice `ring_entries` (the default), otherwise
+    /// `ring_entries..=65536` (the kernel rounds it up to a power of two). Completions that do
+    /// not fit wait in the kernel's overflow list, which the loop drains in the same turn, so
+    /// a small queue costs extra system calls, never data; size it for the connections one
+    /// loop serves (a broadcast completes one send per connection at once).
+    pub cq_entries: u32,
     /// Set `TCP_NODELAY` on new connections. Default true.
     pub nodelay: bool,
+    /// How long a graceful close ([`Io::close`], or the peer's EOF) may take to write the
+    /// queued output and shut down the write side. A peer that stops reading (a zero receive
+    /// window) would otherwise hold the connection forever; when the deadline passes, the
+    /// connection is aborted as by [`Io::abort`] (reset, queued output dropped) and
+    /// `on_closed` reports `TimedOut`. Default 5 s.
+    pub flush_timeout: Duration,
     /// After a graceful close wrote everything and shut down its write side, how long to keep
     /// reading (and dropping) input while waiting for the peer's EOF before closing the fd.
     /// Closing earlier while the peer still sends makes the kernel reset the connection, which
@@ -218,11 +236,16 @@ impl Default for LoopConfig {
             buf_count: 1024,
             buf_size: 32 << 10,
             ring_entries: 4096,
+            cq_entries: 0,
             nodelay: true,
+            flush_timeout: Duration::from_secs(5),
             close_linger: Duration::from_secs(2),
         }
     }
 }
+
+/// The largest completion queue the kernel accepts (`IORING_MAX_CQ_ENTRIES`).
+const MAX_CQ_ENTRIES: u32 = 65536;
 
 impl LoopConfig {
     fn validate(&self) -> io::Result<()> {
@@ -236,7 +259,18 @@ impl LoopConfig {
         if self.ring_entries < 8 || self.ring_entries > 32768 {
             return bad(format!("LoopConfig.ring_entries = {}: must be in 8..=32768", self.ring_entries));
         }
+        if self.cq_entries != 0 && !(self.ring_entries..=MAX_CQ_ENTRIES).contains(&self.cq_entries) {
+            return bad(format!(
+                "LoopConfig.cq_entries = {}: must be 0 (twice ring_entries) or in ring_entries ({})..={MAX_CQ_ENTRIES}",
+                self.cq_entries, self.ring_entries
+            ));
+        }
         Ok(())
+    }
+
+    /// The completion queue size asked of the kernel.
+    fn cq_size(&self) -> u32 {
+        if self.cq_entries == 0 { self.ring_entries * 2 } else { self.cq_entries }
     }
 }
 
@@ -252,8 +286,9 @@ pub trait Handler {
     /// `bytes` of the queued output of `conn` were written to the socket.
     fn on_sent(&mut self, _io: &mut impl Io, _conn: ConnId, _bytes: usize) {}
     /// The connection is gone: peer EOF (`None`, after queued output was written), reset or
-    /// error (`Some`), or the end of [`Io::close`] / [`Io::abort`]. Called exactly once per
-    /// connection; the id is dead afterwards.
+    /// error (`Some`), or the end of [`Io::close`] / [`Io::abort`] (`None`; `TimedOut` when a
+    /// graceful close missed [`LoopConfig::flush_timeout`] and was aborted). Called exactly
+    /// once per connection; the id is dead afterwards.
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>);
     /// The deadline set with [`Io::set_timer`] passed.
     fn on_timer(&mut self, _io: &mut impl Io, _conn: ConnId) {}
@@ -276,8 +311,17 @@ pub trait Io {
     /// the peer's EOF or [`LoopConfig::close_linger`], then close. `on_closed` follows. No
     /// `on_data` is delivered after `close`, and later `send`s are dropped; `on_timer` still
     /// fires until `on_closed`.
+    ///
+    /// Bounded: if the output is not all written and the write side shut down within
+    /// [`LoopConfig::flush_timeout`] (a peer that does not read), the connection is aborted
+    /// as by [`Io::abort`] and `on_closed` reports `TimedOut`. From `close` to `on_closed`
+    /// takes at most `flush_timeout + close_linger`, plus one loop turn. A peer's EOF starts
+    /// the same graceful close, with the same bound.
     fn close(&mut self, conn: ConnId);
-    /// Close now, discarding queued output. `on_closed` follows.
+    /// Close now, discarding queued output, with a reset: `SO_LINGER` {on, 0} is set before
+    /// the descriptor is closed, so the kernel drops unsent data at once and sends RST instead
+    /// of FIN (what nginx's `reset_timedout_connection` does); the socket and its buffers are
+    /// released promptly whatever the peer does. `on_closed` follows.
     fn abort(&mut self, conn: ConnId);
     /// Stop delivering `on_data` for `conn`. No byte is lost: data that arrives meanwhile is
     /// kept (io_uring) or left in the socket (epoll) and delivered after `resume_read`.
@@ -339,7 +383,10 @@ impl fmt::Debug for Waker {
 /// ring is set up SINGLE_ISSUER, bound to its creating thread).
 ///
 /// Dropping it closes every remaining connection and listener (in-flight io_uring operations
-/// are cancelled and waited for, bounded) without calling `on_closed`.
+/// are cancelled and waited for, bounded) without calling `on_closed`. If the kernel has not
+/// finished with every io_uring operation within that bound (2 s), the memory those
+/// operations may still read or write (receive buffers, queued output, send headers, connect
+/// addresses) is leaked on purpose, with a warning logged, rather than freed under the kernel.
 pub struct EventLoop {
     inner: Inner,
 }
@@ -474,5 +521,16 @@ mod tests {
         let e = bad.validate().unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
         assert!(LoopConfig::default().validate().is_ok());
+        assert_eq!(LoopConfig::default().cq_size(), 8192);
+        for cq in [4095, 65537] {
+            let e = LoopConfig { cq_entries: cq, ..LoopConfig::default() }.validate().unwrap_err();
+            assert!(e.to_string().contains("cq_entries"), "{e}");
+        }
+        for cq in [4096, 65536] {
+            let c = LoopConfig { cq_entries: cq, ..LoopConfig::default() };
+            assert!(c.validate().is_ok());
+            assert_eq!(c.cq_size(), cq);
+        }
+        assert_eq!(LoopConfig::default().flush_timeout, Duration::from_secs(5));
     }
 }

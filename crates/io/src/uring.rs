@@ -6,24 +6,38 @@
 //!
 //! Ownership rule: every SQE that points at memory (the send `msghdr` and iovecs, lent to the
 //! connection from the loop's pool until the send completes; the queued `Bytes`, the connect
-//! address, the eventfd read buffer) points into something owned by the connection or the
-//! loop that is not freed or moved before that SQE's last CQE. Per-connection
-//! state is freed only after all of its operations completed and its fd was closed.
+//! address, the eventfd read buffer; the provided receive buffers) points into something owned
+//! by the connection or the loop that is not freed or moved before that SQE's last CQE.
+//! Per-connection state is freed only after all of its operations completed and its fd was
+//! closed. When that cannot be known (the drop of the loop timed out waiting for the kernel),
+//! the memory is leaked, never freed.
+//!
+//! Completion queue overflow: completions that do not fit in the CQ wait in the kernel's
+//! overflow list (IORING_FEAT_NODROP). Each turn reads the CQ, and while the SQ ring's
+//! IORING_SQ_CQ_OVERFLOW flag is set, asks the kernel to move the overflow list into the CQ
+//! (io_uring_enter with GETEVENTS) and reads again, in the same turn. The buffer ring is only
+//! ever reset when no completion can be pending anywhere (see [`UringLoop::bufs_settled`]). A
+//! completion the kernel had to drop (no memory for the overflow list) is fatal: `run` fails
+//! and the loop's memory is leaked on drop.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use crate::common::{Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest};
+use crate::common::{
+    AcceptErrors, CloseTimers, Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest,
+    errno_name,
+};
 use crate::{ConnId, ENV_URING_DENY, Handler, Io, LoopConfig, Waker, WakerInner, env_flag};
 
 const KIND_ACCEPT: u64 = 1;
@@ -48,24 +62,6 @@ fn user_data(kind: u64, idx: u32, generation: u32) -> u64 {
 
 fn split_user_data(ud: u64) -> (u64, u32, u32) {
     (ud >> 56, ((ud >> 32) as u32) & GEN_MASK, ud as u32)
-}
-
-fn errno_name(code: i32) -> &'static str {
-    match code {
-        libc::EPERM => "EPERM",
-        libc::ENOSYS => "ENOSYS",
-        libc::EINVAL => "EINVAL",
-        libc::ENOMEM => "ENOMEM",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EMFILE => "EMFILE",
-        libc::ENFILE => "ENFILE",
-        libc::ETIME => "ETIME",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        _ => "errno",
-    }
 }
 
 fn describe(what: &str, e: &io::Error) -> String {
@@ -94,12 +90,12 @@ struct Setup {
     deferred: bool,
 }
 
-/// Creates a ring with the loop's flags, retrying with fewer flags on EINVAL.
-fn build_ring(entries: u32) -> io::Result<(IoUring, Setup)> {
+/// Creates a ring of `entries` SQEs and `cq` CQEs with the loop's flags, retrying with fewer
+/// flags on EINVAL.
+fn build_ring(entries: u32, cq: u32) -> io::Result<(IoUring, Setup)> {
     if env_flag(ENV_URING_DENY) {
         return Err(io::Error::from_raw_os_error(libc::EPERM));
     }
-    let cq = entries.saturating_mul(2);
     // DEFER_TASKRUN (6.1+): completions are produced only while this thread waits in
     // io_uring_enter, in one batch, instead of interrupting it; it needs SINGLE_ISSUER, which
     // holds because a loop is created and run on one thread.
@@ -143,7 +139,7 @@ const NEEDED: &[(u8, &str)] = &[
 /// start-up line; `Err` carries the reason io_uring cannot be used.
 pub(crate) fn probe() -> io::Result<String> {
     let fail = |what: &str, e: io::Error| io::Error::new(e.kind(), describe(what, &e));
-    let (mut ring, setup) = build_ring(8).map_err(|e| fail("io_uring_setup", e))?;
+    let (mut ring, setup) = build_ring(8, 16).map_err(|e| fail("io_uring_setup", e))?;
     if !ring.params().is_feature_ext_arg() {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks IORING_FEAT_EXT_ARG (kernel < 5.11)"));
     }
@@ -326,9 +322,12 @@ impl BufRing {
 
     /// Takes every buffer back from the kernel, returns their pages to it, and lends again
     /// with a window of `window`. Call only between turns, with every taken buffer released,
-    /// and only on a DEFER_TASKRUN ring: then no recv runs (so none can fill a buffer) until
-    /// this thread next enters io_uring_enter, and a multishot recv that would run between
-    /// the unregister and the register just ends with ENOBUFS and is re-armed.
+    /// no completion pending anywhere that could name a buffer ([`UringLoop::bufs_settled`]:
+    /// a recv CQE still in the kernel's overflow list would otherwise name a buffer that was
+    /// zeroed and lent out again), and only on a DEFER_TASKRUN ring: then no recv runs (so
+    /// none can fill a buffer) until this thread next enters io_uring_enter, and a multishot
+    /// recv that would run between the unregister and the register just ends with ENOBUFS and
+    /// is re-armed.
     fn reclaim(&mut self, ring: &IoUring, window: u16) -> io::Result<()> {
         debug_assert_eq!(usize::from(self.lent) + self.free.len(), usize::from(self.count));
         ring.submitter().unregister_buf_ring(BGID)?;
@@ -367,10 +366,17 @@ impl BufRing {
         self.top_up();
     }
 
+    /// Whether the kernel's head of the ring (where the kernel reports it) shows that every
+    /// buffer it took was handed back to us in a CQE we read: its head is our tail minus the
+    /// buffers still lent.
+    fn kernel_caught_up(&self, ring: &IoUring) -> bool {
+        pbuf_head(ring).is_none_or(|head| head == self.tail.wrapping_sub(self.lent))
+    }
+
     fn register(&self, ring: &IoUring) -> io::Result<()> {
         // SAFETY: the entries memory is page aligned, holds `count` entries and lives until
-        // this BufRing is dropped, which happens only after the ring is gone (field order and
-        // Drop of UringLoop) or after unregistering (probe).
+        // this BufRing is dropped, which happens only after unregistering with no operation in
+        // flight (probe, Drop of UringLoop), or never (Drop of UringLoop leaks it otherwise).
         unsafe { ring.submitter().register_buf_ring_with_flags(self.entries as u64, self.count, BGID, 0) }
     }
 
@@ -402,6 +408,29 @@ impl BufRing {
         // `&mut self` guarantees no other slice of it is alive.
         unsafe { std::slice::from_raw_parts_mut(self.bufs.add(usize::from(bid) * self.size as usize), len) }
     }
+}
+
+/// `IORING_REGISTER_PBUF_STATUS` (Linux 6.8+): reads the kernel's head of a buffer ring.
+const IORING_REGISTER_PBUF_STATUS: libc::c_long = 26;
+
+/// `struct io_uring_buf_status`.
+#[repr(C)]
+struct BufStatus {
+    buf_group: u32,
+    head: u32,
+    resv: [u32; 8],
+}
+
+/// The kernel's head of the loop's buffer ring: how many buffers (mod 2^16) it has taken
+/// since the ring was registered. `None` where the kernel cannot tell (before 6.8).
+fn pbuf_head(ring: &IoUring) -> Option<u16> {
+    let mut st = BufStatus { buf_group: u32::from(BGID), head: 0, resv: [0; 8] };
+    // SAFETY: PBUF_STATUS reads and writes one `io_uring_buf_status`, which `st` is (repr(C),
+    // the kernel's layout), alive for the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_io_uring_register, ring.as_raw_fd(), IORING_REGISTER_PBUF_STATUS, &raw mut st, 1)
+    };
+    (r == 0).then_some(st.head as u16)
 }
 
 impl Drop for BufRing {
@@ -510,10 +539,6 @@ fn user_timer(c: &mut UConn) -> &mut TimerSlot {
     &mut c.timer
 }
 
-fn linger_timer(c: &mut UConn) -> &mut TimerSlot {
-    &mut c.rare.cold_mut().linger
-}
-
 impl UConn {
     fn new(fd: RawFd, peer: Option<SocketAddr>) -> UConn {
         UConn {
@@ -571,6 +596,14 @@ impl LoopConn for UConn {
         &mut self.dirty
     }
 
+    fn close_timer(&mut self) -> &mut TimerSlot {
+        &mut self.rare.cold_mut().close_timer
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        (!self.close_sent).then_some(self.fd)
+    }
+
     fn teardown(&mut self, error: Option<io::Error>) {
         self.teardown(error)
     }
@@ -587,15 +620,15 @@ pub(crate) struct Core {
     now: Instant,
     conns: Slab<UConn>,
     timers: Timers,
-    linger_timers: Timers,
+    close_timers: CloseTimers,
     sqes: Vec<squeue::Entry>,
     dirty: Vec<ConnId>,
     deliver: Vec<ConnId>,
     listeners: Vec<Listener>,
+    accept_errors: AcceptErrors,
     accepting: bool,
     stopped: bool,
     nodelay: bool,
-    close_linger: Duration,
     /// Send buffers not lent to any connection (see [`SendSlot`]). Boxed: a lent buffer's
     /// address must not change while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -627,6 +660,9 @@ impl Core {
         if c.closing == Closing::Open && !c.connecting {
             start_send(c, id, sqes);
         }
+        if c.closing == Closing::Graceful {
+            self.close_timers.flushing(id, c, self.now);
+        }
         if c.closing == Closing::Graceful && !c.connecting {
             if c.queue.is_empty() && !c.send_inflight {
                 // SAFETY: the fd is owned by this connection and still open (closed only by
@@ -636,7 +672,7 @@ impl Core {
                     c.closing = Closing::Teardown;
                 } else {
                     c.closing = Closing::Lingering;
-                    self.linger_timers.set(id, &mut c.rare.cold_mut().linger, Some(self.now + self.close_linger));
+                    self.close_timers.lingering(id, c, self.now);
                     arm_recv(c, id, sqes);
                 }
             } else {
@@ -809,11 +845,21 @@ impl Io for Core {
     }
 }
 
+/// How long dropping a loop waits for the kernel to finish its cancelled operations.
+const DRAIN_BOUND: Duration = Duration::from_secs(2);
+/// Rounds of moving the kernel's CQ overflow list into the CQ per turn (each moves up to a
+/// CQ's worth); what is left is read in the next turn. Nothing that needs every completion
+/// read (resetting the buffer ring) runs while any is left.
+const MAX_OVERFLOW_FLUSHES: usize = 64;
+/// Loops whose drop leaked memory the kernel might still use (see [`UringLoop::drop`]).
+static LEAKED_LOOPS: AtomicUsize = AtomicUsize::new(0);
+
 /// One io_uring event loop.
 pub(crate) struct UringLoop {
-    // Field order matters for Drop: the ring goes before the buffers it points at.
     ring: IoUring,
-    bufs: BufRing,
+    /// Freed by Drop only once the kernel is known to be done with it (after the ring's
+    /// operations all completed and the ring was unregistered); leaked otherwise.
+    bufs: ManuallyDrop<BufRing>,
     pub(crate) core: Core,
     wake_fd: Arc<File>,
     wake_buf: Box<u64>,
@@ -826,12 +872,21 @@ pub(crate) struct UringLoop {
     deferred: bool,
     /// Size of the registered file table (0: none could be registered).
     slots: u32,
+    /// The kernel dropped completions (or the loop otherwise lost track of its operations):
+    /// nothing it lent the kernel may be freed.
+    broken: bool,
+    /// How long Drop waits for the kernel ([`DRAIN_BOUND`]; tests shorten it).
+    drain_bound: Duration,
+    /// Turns that had to move completions out of the kernel's overflow list, and times the
+    /// buffer window shrank (for tests and diagnostics).
+    overflow_flushes: u64,
+    reclaims: u64,
 }
 
 impl UringLoop {
     pub(crate) fn new(cfg: &LoopConfig) -> io::Result<(Box<UringLoop>, Waker)> {
-        let (ring, setup) =
-            build_ring(cfg.ring_entries).map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
+        let (ring, setup) = build_ring(cfg.ring_entries, cfg.cq_size())
+            .map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
         let bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
         bufs.register(&ring).map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
         // SAFETY: eventfd has no memory arguments; the result is checked below.
@@ -844,20 +899,20 @@ impl UringLoop {
         let waker = Waker(WakerInner::Eventfd(wake_fd.clone()));
         let mut l = Box::new(UringLoop {
             ring,
-            bufs,
+            bufs: ManuallyDrop::new(bufs),
             core: Core {
                 now: Instant::now(),
                 conns: Slab::new(),
                 timers: Timers::default(),
-                linger_timers: Timers::default(),
+                close_timers: CloseTimers::new(cfg),
                 sqes: Vec::new(),
                 dirty: Vec::new(),
                 deliver: Vec::new(),
                 listeners: Vec::new(),
+                accept_errors: AcceptErrors::default(),
                 accepting: true,
                 stopped: false,
                 nodelay: cfg.nodelay,
-                close_linger: cfg.close_linger,
                 send_pool: Vec::new(),
             },
             wake_fd,
@@ -868,6 +923,10 @@ impl UringLoop {
             expired: Vec::new(),
             deferred: setup.deferred,
             slots: 0,
+            broken: false,
+            drain_bound: DRAIN_BOUND,
+            overflow_flushes: 0,
+            reclaims: 0,
         });
         l.slots = register_file_table(&l.ring);
         Ok((l, waker))
@@ -925,7 +984,7 @@ impl UringLoop {
                         Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)) => {
                             break 'push;
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => return Err(self.enter_failed(e)),
                     },
                 }
             }
@@ -937,6 +996,9 @@ impl UringLoop {
     }
 
     pub(crate) fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("this io_uring loop lost completions earlier and cannot run again"));
+        }
         self.core.stopped = false;
         self.core.now = Instant::now();
         // Connections added before run (connect) or left dirty by the last run.
@@ -948,7 +1010,7 @@ impl UringLoop {
         loop {
             self.push_sqes()?;
             // Wait for completions, a timer, or nothing if work is pending.
-            let mut deadline = earliest(self.core.timers.next(), self.core.linger_timers.next());
+            let mut deadline = earliest(self.core.timers.next(), self.core.close_timers.next());
             if self.deferred {
                 deadline = earliest(deadline, self.bufs.check_at());
             }
@@ -968,9 +1030,48 @@ impl UringLoop {
             match res {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.enter_failed(e)),
             }
             self.core.now = Instant::now();
+            self.reap(handler)?;
+            // Timers.
+            let mut expired = std::mem::take(&mut self.expired);
+            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
+            for id in expired.drain(..) {
+                if self.core.conns.get(id).is_some_and(|c| c.closing != Closing::Teardown || !c.close_sent) {
+                    handler.on_timer(&mut self.core, id);
+                }
+            }
+            // Closes past their flush or linger deadline.
+            let core = &mut self.core;
+            core.close_timers.expired(core.now, &mut core.conns, &mut core.dirty, &mut expired);
+            self.expired = expired;
+            self.deliver_stashes(handler);
+            handler.on_turn_end(&mut self.core);
+            self.flush_dirty();
+            if let Some(window) = self.bufs.end_turn(self.core.now)
+                && self.deferred
+                && self.bufs_settled()
+            {
+                self.bufs.reclaim(&self.ring, window).map_err(|e| {
+                    io::Error::new(e.kind(), describe("re-registering the buffer ring (IORING_REGISTER_PBUF_RING)", &e))
+                })?;
+                self.reclaims += 1;
+            }
+            if self.core.stopped {
+                self.push_sqes()?;
+                self.ring.submit()?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads and handles every completion of this turn: the CQ, then, while the kernel has
+    /// more in its overflow list (the SQ ring's IORING_SQ_CQ_OVERFLOW flag), moves them into
+    /// the CQ and reads again ([`MAX_OVERFLOW_FLUSHES`] rounds at most).
+    fn reap<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        let mut flushes = 0;
+        loop {
             self.cqes.clear();
             self.cqes.extend(self.ring.completion());
             let cqes = std::mem::take(&mut self.cqes);
@@ -981,41 +1082,52 @@ impl UringLoop {
                 self.complete(handler, c);
             }
             self.cqes = cqes;
-            // Timers.
-            let mut expired = std::mem::take(&mut self.expired);
-            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
-            for id in expired.drain(..) {
-                if self.core.conns.get(id).is_some_and(|c| c.closing != Closing::Teardown || !c.close_sent) {
-                    handler.on_timer(&mut self.core, id);
-                }
+            if !self.ring.submission().cq_overflow() || flushes == MAX_OVERFLOW_FLUSHES {
+                break;
             }
-            // Lingering closes whose peer did not close in time.
-            self.core.linger_timers.expired(self.core.now, &mut self.core.conns, linger_timer, &mut expired);
-            for id in expired.drain(..) {
-                if let Some(c) = self.core.conns.get_mut(id)
-                    && c.closing == Closing::Lingering
-                {
-                    c.teardown(None);
-                    self.core.mark_dirty(id);
-                }
+            if flushes == 0 {
+                self.overflow_flushes += 1;
             }
-            self.expired = expired;
-            self.deliver_stashes(handler);
-            handler.on_turn_end(&mut self.core);
-            self.flush_dirty();
-            if let Some(window) = self.bufs.end_turn(self.core.now)
-                && self.deferred
-            {
-                self.bufs.reclaim(&self.ring, window).map_err(|e| {
-                    io::Error::new(e.kind(), describe("re-registering the buffer ring (IORING_REGISTER_PBUF_RING)", &e))
-                })?;
-            }
-            if self.core.stopped {
-                self.push_sqes()?;
-                self.ring.submit()?;
-                return Ok(());
+            flushes += 1;
+            // With the overflow flag set, the io-uring crate's submit_and_wait(0) enters with
+            // IORING_ENTER_GETEVENTS, and the kernel moves what fits from its overflow list
+            // into the CQ (on a DEFER_TASKRUN ring it also runs pending completions, which is
+            // fine: they are read here too). It also submits any SQE still queued.
+            match self.ring.submitter().submit_and_wait(0) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(self.enter_failed(e)),
             }
         }
+        // The kernel counts the completions it had to drop (no memory for its overflow list).
+        let dropped = self.ring.completion().overflow();
+        if dropped != 0 {
+            self.broken = true;
+            return Err(io::Error::other(format!(
+                "io_uring dropped {dropped} completions (the kernel had no memory for its CQ overflow list): \
+                 the loop lost track of its operations and cannot go on"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An io_uring_enter failed with something other than a wait that ended early: EBADR
+    /// means the kernel dropped completions (see [`UringLoop::reap`]).
+    fn enter_failed(&mut self, e: io::Error) -> io::Error {
+        if e.raw_os_error() == Some(libc::EBADR) {
+            self.broken = true;
+            return io::Error::new(e.kind(), describe("io_uring_enter: completions were dropped", &e));
+        }
+        e
+    }
+
+    /// Whether no completion that names a buffer of the ring can be pending anywhere, so the
+    /// ring may be reset: the CQ is empty, the kernel's overflow list is empty, and where the
+    /// kernel reports the ring's head (6.8+), every buffer it took came back in a CQE we read.
+    fn bufs_settled(&mut self) -> bool {
+        self.ring.completion().is_empty()
+            && !self.ring.submission().cq_overflow()
+            && self.bufs.kernel_caught_up(&self.ring)
     }
 
     fn flush_dirty(&mut self) {
@@ -1089,9 +1201,11 @@ impl UringLoop {
             }
         }
         if res < 0 {
-            if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
-                // Out of descriptors or memory: back off instead of spinning on the error.
-                l.retry_at = Some(self.core.now + Duration::from_millis(100));
+            // ECANCELED: stop_accepting cancelled it. Otherwise the shared policy: transient
+            // errors re-arm at the end of this turn, the others are logged and back off.
+            if -res != libc::ECANCELED {
+                let local = l.sock.as_ref().and_then(|s| s.local_addr().ok());
+                l.retry_at = self.core.accept_errors.failed(self.core.now, -res, local);
             }
             return;
         }
@@ -1134,9 +1248,14 @@ impl UringLoop {
                     c.recv_armed = false;
                     c.recv_cancel = false;
                 }
-                if res > 0 {
-                    let bid = cqueue::buffer_select(flags).expect("recv CQE without a buffer");
+                // A CQE that carries a buffer hands it back whatever its result (an EOF or an
+                // error can carry one too): the buffer returns to the ring below.
+                let bid = cqueue::buffer_select(flags);
+                if bid.is_some() {
                     self.bufs.taken();
+                }
+                if res > 0 {
+                    let bid = bid.expect("recv CQE with data but without a buffer");
                     let data = self.bufs.slice(bid, res as usize);
                     // While closing, input is no longer wanted; while paused (or while older
                     // kept data waits for delivery) it is kept, in order.
@@ -1147,7 +1266,6 @@ impl UringLoop {
                     if direct {
                         handler.on_data(core, id, data);
                     }
-                    self.bufs.release(bid);
                 } else if res == 0 {
                     c.eof = true;
                     if c.closing == Closing::Open && !c.paused && c.stash_is_empty() {
@@ -1159,6 +1277,9 @@ impl UringLoop {
                     self.bufs.exhausted();
                 } else if -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));
+                }
+                if let Some(bid) = bid {
+                    self.bufs.release(bid);
                 }
                 // ENOBUFS / ECANCELED / the end of a multishot: advance() re-arms if wanted.
             }
@@ -1221,18 +1342,31 @@ impl UringLoop {
     }
 }
 
-impl Drop for UringLoop {
-    fn drop(&mut self) {
-        // Cancel everything still in flight and wait (bounded) for the kernel to let go of the
-        // memory the SQEs point at, then close the remaining connection fds.
+impl UringLoop {
+    /// Cancels everything still in flight and waits, at most `drain_bound`, for the last
+    /// completion of every operation. True when the kernel is done with all of them.
+    fn drain(&mut self) -> bool {
+        if self.inflight == 0 {
+            return !self.broken;
+        }
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(user_data(KIND_NOP, 0, 0));
         // SAFETY: a cancel SQE references no memory.
-        if unsafe { self.ring.submission().push(&cancel) }.is_ok() {
-            self.inflight += 1;
+        let mut pushed = unsafe { self.ring.submission().push(&cancel) }.is_ok();
+        if !pushed {
+            // The submission queue is full of SQEs not submitted yet: submit them, then retry.
+            let _ = self.ring.submit();
+            // SAFETY: as above.
+            pushed = unsafe { self.ring.submission().push(&cancel) }.is_ok();
         }
-        let end = Instant::now() + Duration::from_secs(2);
+        if !pushed {
+            return false;
+        }
+        self.inflight += 1;
+        let end = Instant::now() + self.drain_bound;
         while self.inflight > 0 && Instant::now() < end {
-            let ts = Timespec::from(Duration::from_millis(50));
+            let left = end.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+            let ts = Timespec::from(left);
+            // want = 1 enters with GETEVENTS, which also moves the overflow list into the CQ.
             let _ = self.ring.submitter().submit_with_args(1, &SubmitArgs::new().timespec(&ts));
             for c in self.ring.completion() {
                 if !cqueue::more(c.flags()) {
@@ -1240,14 +1374,56 @@ impl Drop for UringLoop {
                 }
             }
         }
+        self.inflight == 0 && !self.broken
+    }
+}
+
+impl Drop for UringLoop {
+    fn drop(&mut self) {
+        if self.drain() {
+            // Every operation completed: the kernel holds nothing of ours but the buffer
+            // ring's registration, which goes first.
+            let _ = self.ring.submitter().unregister_buf_ring(BGID);
+            for id in self.core.conns.ids() {
+                if let Some(c) = self.core.conns.remove(id)
+                    && !c.close_sent
+                {
+                    // SAFETY: the connection owns this fd and its CLOSE op never completed.
+                    drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
+                }
+            }
+            // SAFETY: dropped once, here; the kernel no longer uses the ring (unregistered,
+            // no operation in flight).
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+            return;
+        }
+        // The kernel may still read or write memory its operations point at: the receive
+        // buffers and their ring, the send msghdr/iovecs and the queued Bytes they point
+        // into, the eventfd read buffer, connect addresses. Freeing any of it could hand the
+        // kernel memory that is reused for something else, so all of it is leaked on purpose
+        // (`bufs` is ManuallyDrop and stays undropped; the connections and the wake buffer are
+        // forgotten). The descriptors are closed: an operation in flight holds its own file
+        // reference, and the ring's teardown cancels it.
+        LEAKED_LOOPS.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "io_uring loop dropped with {} operations still in flight after {:?} (broken: {}): \
+             leaking its buffers ({} KiB) and {} connections' state instead of freeing memory the kernel may use",
+            self.inflight,
+            self.drain_bound,
+            self.broken,
+            self.bufs.bufs_len >> 10,
+            self.core.conns.len()
+        );
         for id in self.core.conns.ids() {
-            if let Some(c) = self.core.conns.remove(id)
-                && !c.close_sent
-            {
-                // SAFETY: the connection owns this fd and its CLOSE op never completed.
-                drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
+            if let Some(c) = self.core.conns.remove(id) {
+                if !c.close_sent {
+                    // SAFETY: the connection owns this fd and no CLOSE op was submitted for it.
+                    drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
+                }
+                std::mem::forget(c);
             }
         }
+        std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
     }
 }
 
@@ -1325,6 +1501,162 @@ mod tests {
         // Fewer buffers than the initial window: all of them are lent.
         let small = BufRing::new(8, 512).unwrap();
         assert_eq!((small.lent, small.window), (8, 8));
+    }
+
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+
+    /// `IORING_CQE_F_BUFFER`: the CQE names a provided buffer in its upper 16 flag bits.
+    const IORING_CQE_F_BUFFER: u32 = 1;
+
+    /// Echoes; once `expect` connections closed, waits `quiet` on the first (idle)
+    /// connection's timer and stops.
+    struct ChurnThenQuiet {
+        expect: usize,
+        quiet: Duration,
+        idle: Option<ConnId>,
+        closed: usize,
+        errors: usize,
+    }
+
+    impl Handler for ChurnThenQuiet {
+        fn on_accept(&mut self, _io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+            self.idle.get_or_insert(conn);
+        }
+        fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+            io.send(conn, Bytes::copy_from_slice(data));
+        }
+        fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<io::Error>) {
+            self.closed += 1;
+            self.errors += usize::from(error.is_some());
+            if self.closed == self.expect {
+                let idle = self.idle.expect("the idle connection came first");
+                io.set_timer(idle, Some(io.now() + self.quiet));
+            }
+        }
+        fn on_timer(&mut self, io: &mut impl Io, _conn: ConnId) {
+            io.stop();
+        }
+    }
+
+    fn listen(l: &mut UringLoop) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        l.add_listener(listener).unwrap();
+        addr
+    }
+
+    /// A completion queue of 16 for 200 connections that send, then all close at once, half
+    /// of them with a reset: the kernel's overflow list is drained every turn, every buffer
+    /// any completion carried (data, EOF or error) is back, the kernel's view of the buffer
+    /// ring agrees with ours, and in the quiet that follows the window shrinks (the settled
+    /// check does not block it for good).
+    #[test]
+    fn buffers_come_back_after_a_burst_of_closes_and_resets() {
+        let n = 200;
+        let cfg =
+            LoopConfig { ring_entries: 8, cq_entries: 16, buf_count: 1024, buf_size: 1024, ..LoopConfig::default() };
+        let (mut l, _waker) = UringLoop::new(&cfg).unwrap();
+        let addr = listen(&mut l);
+        let clients = std::thread::spawn(move || {
+            let idle = TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // accepted first
+            let mut conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            let msg: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+            for s in &mut conns {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s.write_all(&msg).unwrap();
+            }
+            for s in &mut conns {
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back).unwrap();
+                assert!(back == msg);
+            }
+            // More input, then everyone leaves at once: half with RST, half with FIN (and
+            // they read what is echoed until the server's FIN).
+            let mut polite = Vec::new();
+            for (i, mut s) in conns.into_iter().enumerate() {
+                s.write_all(&msg).unwrap();
+                if i % 2 == 0 {
+                    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+                } else {
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    polite.push(s);
+                }
+            }
+            for mut s in polite {
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+            idle
+        });
+        let mut h = ChurnThenQuiet { expect: n, quiet: 3 * WINDOW_PERIOD, idle: None, closed: 0, errors: 0 };
+        l.run(&mut h).unwrap();
+        drop(clients.join().unwrap());
+        println!(
+            "{} closed ({} with an error), {} turns flushed the CQ overflow list, {} window shrinks",
+            h.closed, h.errors, l.overflow_flushes, l.reclaims
+        );
+        assert!(l.overflow_flushes > 0, "the CQ never overflowed: the test does not test it");
+        assert_eq!(usize::from(l.bufs.lent) + l.bufs.free.len(), usize::from(l.bufs.count));
+        match pbuf_head(&l.ring) {
+            Some(head) => {
+                assert_eq!(head, l.bufs.tail.wrapping_sub(l.bufs.lent), "a buffer the kernel took never came back")
+            }
+            None => println!("kernel head not checked: IORING_REGISTER_PBUF_STATUS needs Linux 6.8"),
+        }
+        if l.deferred {
+            assert!(l.reclaims > 0, "the window never shrank after the burst");
+        }
+    }
+
+    /// A recv completion that carries a buffer gives it back whatever its result: an EOF or
+    /// an error with a buffer (which the kernel may attach) must not lose it for good.
+    #[test]
+    fn a_recv_completion_without_data_still_returns_its_buffer() {
+        let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
+        for (bid, res) in [(0u16, 0), (1, -libc::ECONNRESET)] {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let id = l.core.conns.insert(UConn::new(sock.into_raw_fd(), None));
+            let (lent, free) = (l.bufs.lent, l.bufs.free.len());
+            let flags = IORING_CQE_F_BUFFER | u32::from(bid) << 16;
+            let mut h = StopOnAccept;
+            l.on_conn_cqe(&mut h, id, KIND_RECV, res, true, flags);
+            assert_eq!((l.bufs.lent, l.bufs.free.len()), (lent - 1, free + 1), "result {res}");
+            assert_eq!(l.bufs.free.last(), Some(&bid));
+            let c = l.core.conns.get(id).unwrap();
+            assert_ne!(c.closing, Closing::Open, "result {res} ends the connection");
+        }
+    }
+
+    /// Leaves a multishot recv and the eventfd read in flight.
+    struct StopOnAccept;
+
+    impl Handler for StopOnAccept {
+        fn on_accept(&mut self, io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {
+            io.stop();
+        }
+        fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+        fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<io::Error>) {}
+    }
+
+    /// A loop dropped while the kernel still has its operations leaks their memory instead of
+    /// freeing it; a loop whose drain completes frees it.
+    #[test]
+    fn drop_leaks_only_when_the_kernel_may_still_use_the_memory() {
+        for (bound, leaks) in [(Duration::ZERO, true), (DRAIN_BOUND, false)] {
+            let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
+            let addr = listen(&mut l);
+            let client = TcpStream::connect(addr).unwrap();
+            l.run(&mut StopOnAccept).unwrap();
+            assert!(l.inflight >= 2, "recv and wake read in flight: {}", l.inflight);
+            l.drain_bound = bound;
+            let before = LEAKED_LOOPS.load(Ordering::Relaxed);
+            drop(l);
+            assert_eq!(LEAKED_LOOPS.load(Ordering::Relaxed) > before, leaks, "drain bound {bound:?}");
+            drop(client);
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct Running<H> {
 
 pub fn small_config() -> LoopConfig {
     // Few small buffers, so the io_uring buffer ring runs dry (ENOBUFS) under load.
-    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, nodelay: true, close_linger: Duration::from_secs(2) }
+    LoopConfig { buf_count: 8, buf_size: 4096, ring_entries: 64, ..LoopConfig::default() }
 }
 
 /// Starts a loop on `backend` with one listener on 127.0.0.1 and runs `h` on it.
@@ -73,11 +73,24 @@ pub fn start_with_listener<H: Handler + Send + 'static>(
     h: H,
     l: TcpListener,
 ) -> Running<H> {
+    start_logged(backend, cfg, h, l, None)
+}
+
+/// Like [`start_with_listener`]; with `log`, what the loop logs (tracing events on its
+/// thread) is kept there, one line per event.
+pub fn start_logged<H: Handler + Send + 'static>(
+    backend: Backend,
+    cfg: LoopConfig,
+    h: H,
+    l: TcpListener,
+    log: Option<Log>,
+) -> Running<H> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let stop2 = stop.clone();
     let addr = l.local_addr().unwrap();
     let join = std::thread::spawn(move || {
+        let _guard = log.map(|log| tracing::subscriber::set_default(capture(log)));
         let (mut ev, waker) = EventLoop::new(backend, &cfg).expect("EventLoop::new");
         assert_eq!(ev.backend(), backend);
         ev.add_listener(l).expect("add_listener");
@@ -188,4 +201,68 @@ pub fn echo_scenario(r: &Running<Echo>) {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+/// Whether io_uring works here; prints why a test variant is skipped when it does not.
+pub fn uring_available() -> bool {
+    match ringwire_io::detect(ringwire_io::IoChoice::Uring) {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipped: io_uring unavailable here: {e}");
+            false
+        }
+    }
+}
+
+/// Log lines captured from a loop thread.
+pub type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A tracing subscriber that keeps each event in `log` as "LEVEL message".
+pub fn capture(log: Log) -> impl tracing::Subscriber + Send + Sync {
+    Capture(log)
+}
+
+/// See [`capture`].
+struct Capture(Log);
+
+/// Takes the `message` field of an event.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        self.0.lock().unwrap().push(format!("{} {}", event.metadata().level(), m.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The TCP state (as in `/proc/net/tcp`, e.g. 1 established, 4 FIN_WAIT1) of the IPv4
+/// socket whose local port is `local` and remote port `remote`, if the kernel still has one.
+pub fn tcp_state(local: u16, remote: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 3 && port(f[1]) == Some(local) && port(f[2]) == Some(remote))
+            .then(|| u8::from_str_radix(f[3], 16).ok())
+            .flatten()
+    })
 }
