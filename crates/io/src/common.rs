@@ -322,12 +322,32 @@ pub(crate) fn accept_failure(errno: i32) -> AcceptFailure {
     }
 }
 
+/// A log line at most once per [`ACCEPT_LOG_EVERY`]: the events in between are counted, and
+/// the next line says how many were left out.
+#[derive(Default)]
+pub(crate) struct RateLimited {
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    /// Whether to log the event at `now`; `Some(n)`: yes, and `n` were left out since the
+    /// last line.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// The accept-error policy of one loop (both backends): what to do after a failed accept,
 /// and its log lines, at most one per [`ACCEPT_LOG_EVERY`].
 #[derive(Default)]
 pub(crate) struct AcceptErrors {
-    last_log: Option<Instant>,
-    suppressed: u64,
+    log: RateLimited,
 }
 
 impl AcceptErrors {
@@ -347,10 +367,7 @@ impl AcceptErrors {
     /// The line to log for a failure that backs off, or `None` when one was logged less than
     /// [`ACCEPT_LOG_EVERY`] ago (it is counted, and the next line says how many).
     fn line(&mut self, now: Instant, errno: i32, listener: Option<SocketAddr>) -> Option<String> {
-        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
+        let suppressed = self.log.admit(now)?;
         let listener = listener.map_or_else(|| "a listener".to_string(), |a| a.to_string());
         let e = io::Error::from_raw_os_error(errno).to_string();
         let e = e.split(" (os error").next().unwrap_or(&e);
@@ -361,11 +378,10 @@ impl AcceptErrors {
             libc::ENOBUFS | libc::ENOMEM => "out of memory for new sockets",
             _ => "unexpected error",
         };
-        let suppressed = match std::mem::take(&mut self.suppressed) {
+        let suppressed = match suppressed {
             0 => String::new(),
             n => format!("; {n} more accept errors since the last line were not logged"),
         };
-        self.last_log = Some(now);
         Some(format!(
             "accept on {listener} failed: {e} ({}, errno {errno}): {advice}; accepting again in {} ms{suppressed}",
             errno_name(errno),
@@ -745,7 +761,7 @@ mod tests {
         for e in [libc::ECONNABORTED, libc::EPROTO, libc::EPERM, libc::EINTR, libc::EAGAIN, libc::ENETUNREACH] {
             assert_eq!(a.failed(t0, e, None), None, "errno {e} is transient");
         }
-        assert_eq!(a.last_log, None, "transient errors are not logged");
+        assert_eq!(a.log.last_log, None, "transient errors are not logged");
         let listener: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let first = a.line(t0, libc::EMFILE, Some(listener)).expect("the first error is logged");
         assert!(
@@ -757,11 +773,11 @@ mod tests {
         assert_eq!(a.line(at(1), libc::ENFILE, None), None);
         assert_eq!(a.failed(at(2), libc::EINVAL, None), Some(at(2) + ACCEPT_BACKOFF), "unknown errors back off");
         assert_eq!(a.failed(at(3), libc::ENOMEM, None), Some(at(3) + ACCEPT_BACKOFF));
-        assert_eq!(a.suppressed, 3);
+        assert_eq!(a.log.suppressed, 3);
         let next = a.line(t0 + ACCEPT_LOG_EVERY, libc::EBADF, None).expect("a line per period");
         assert!(next.contains("EBADF") && next.contains("unexpected error"), "{next}");
         assert!(next.ends_with("; 3 more accept errors since the last line were not logged"), "{next}");
-        assert_eq!(a.suppressed, 0);
+        assert_eq!(a.log.suppressed, 0);
     }
 
     #[test]

@@ -35,8 +35,8 @@ use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timesp
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use crate::common::{
-    AcceptErrors, CloseTimers, Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest,
-    errno_name,
+    AcceptErrors, CloseTimers, Closing, IOV_MAX, LoopConn, Rare, RateLimited, SendQueue, Slab, TimerSlot, Timers,
+    earliest, errno_name,
 };
 use crate::{ConnId, ENV_URING_DENY, Handler, Io, LoopConfig, Waker, WakerInner, env_flag};
 
@@ -880,6 +880,8 @@ pub(crate) struct UringLoop {
     /// Turns that had to move completions out of the kernel's overflow list, and times the
     /// buffer window shrank (for tests and diagnostics).
     overflow_flushes: u64,
+    /// The overflow's warning, at most one line per 10 s.
+    overflow_log: RateLimited,
     reclaims: u64,
 }
 
@@ -926,6 +928,7 @@ impl UringLoop {
             broken: false,
             drain_bound: DRAIN_BOUND,
             overflow_flushes: 0,
+            overflow_log: RateLimited::default(),
             reclaims: 0,
         });
         l.slots = register_file_table(&l.ring);
@@ -1087,6 +1090,13 @@ impl UringLoop {
             }
             if flushes == 0 {
                 self.overflow_flushes += 1;
+                if let Some(left_out) = self.overflow_log.admit(self.core.now) {
+                    tracing::warn!(
+                        "io_uring completion queue overflowed ({left_out} more times since the last line): \
+                         handled, at the cost of extra system calls; a larger LoopConfig::cq_entries \
+                         (ringwire --ring-entries) avoids it"
+                    );
+                }
             }
             flushes += 1;
             // With the overflow flag set, the io-uring crate's submit_and_wait(0) enters with
