@@ -170,6 +170,7 @@ fn drop_connection_destroys_the_socket_of_a_peer_that_does_not_read() {
         let handle = server.handle();
         let mut raw = non_reader(server.local_addr());
         raw.frame(true, 0, OpCode::Text, b"flood", true);
+        std::thread::sleep(Duration::from_millis(200)); // the flood is handed to the loop
         raw.frame(true, 0, OpCode::Text, b"drop", true);
         assert_eq!(closes.recv_timeout(Duration::from_secs(10)).unwrap(), "1000 bye", "{io:?}");
         // Gracefully flushing would wait for the peer to read 16 MiB (or 60 s).
