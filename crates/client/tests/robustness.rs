@@ -72,7 +72,8 @@ fn a_panic_in_a_client_callback_closes_that_connection_with_1011_only() {
         run(&mut client, &mut h); // returns: both connections ended, the loop went on
         assert_eq!(h.echoes, 3, "{io:?}: the other connection kept working");
         assert_eq!(h.closes, [(other, 1000)], "{io:?}: no callback for the victim after its panic");
-        let mut codes: Vec<u16> = (0..2).map(|_| server_closes.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        let mut codes: Vec<u16> =
+            (0..2).map(|_| server_closes.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
         codes.sort_unstable();
         assert_eq!(codes, [1000, 1011], "{io:?}: the server saw the victim close with 1011");
         server.shutdown().unwrap();

@@ -262,8 +262,7 @@ mod tests {
 
     #[test]
     fn per_ip_counts_are_bounded_and_released() {
-        let mut cfg = crate::ServerConfig::default();
-        cfg.max_connections_per_ip = Some(2);
+        let mut cfg = crate::ServerConfig { max_connections_per_ip: Some(2), ..Default::default() };
         let s = Shared::new(1, &cfg);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();

@@ -269,11 +269,8 @@ impl<H: Handler> Worker<H> {
             match event {
                 Event::Message(m) => guarded(&mut ws, f, (), |ws| h.on_message(ws, m)),
                 Event::Frame(fr) => guarded(&mut ws, f, (), |ws| h.on_frame(ws, fr)),
-                Event::Ping(p) => {
-                    if !guarded(&mut ws, f, true, |ws| h.on_ping(ws, &p)) {
-                        ws.conn.cancel_pong();
-                    }
-                }
+                Event::Ping(p) if !guarded(&mut ws, f, true, |ws| h.on_ping(ws, &p)) => ws.conn.cancel_pong(),
+                Event::Ping(_) => {}
                 Event::Pong(p) => guarded(&mut ws, f, (), |ws| h.on_pong(ws, &p)),
                 Event::Drain => guarded(&mut ws, f, (), |ws| h.on_drain(ws)),
                 Event::Pause => guarded(&mut ws, f, (), |ws| h.on_pause(ws)),

@@ -37,7 +37,11 @@ fn by_default_browsers_may_connect_only_from_the_same_origin() {
             let host = addr.to_string();
             let r = upgrade(addr, &host, &format!("Origin: http://{addr}\r\n"));
             assert_eq!(status(&r), "101", "{io}: same origin: {r}");
-            let r = upgrade(addr, &format!("localhost:{}", addr.port()), &format!("Origin: http://localhost:{}\r\n", addr.port()));
+            let r = upgrade(
+                addr,
+                &format!("localhost:{}", addr.port()),
+                &format!("Origin: http://localhost:{}\r\n", addr.port()),
+            );
             assert_eq!(status(&r), "101", "{io}: same origin by name: {r}");
             let r = upgrade(addr, &host, "");
             assert_eq!(status(&r), "101", "{io}: no Origin (not a browser): {r}");
@@ -89,7 +93,12 @@ fn a_loopback_server_refuses_a_rebound_host_name() {
         |c| c,
         |addr, io| {
             let port = addr.port();
-            for ok in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("app.localhost:{port}"), "[::1]".into()] {
+            for ok in [
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("app.localhost:{port}"),
+                "[::1]".into(),
+            ] {
                 assert_eq!(status(&upgrade(addr, &ok, "")), "101", "{io}: {ok}");
             }
             let rebound = format!("attacker.example:{port}");
