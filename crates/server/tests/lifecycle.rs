@@ -7,7 +7,7 @@ use common::*;
 use ringwire_conn::handshake::{Accept, Request};
 use ringwire_conn::{CloseCode, Message, SendToken};
 use ringwire_frame::OpCode;
-use ringwire_server::{Decision, Handler, SendOutcome, ServerHandle, Ws};
+use ringwire_server::{Decision, Handler, SendOutcome, Ws};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
@@ -37,14 +37,6 @@ fn non_reader(addr: SocketAddr) -> Raw {
     stream.write_all(request(addr).as_bytes()).unwrap();
     assert!(read_http_head(&mut stream).starts_with("HTTP/1.1 101"));
     Raw { stream }
-}
-
-fn wait_for_count(handle: &ServerHandle, n: usize, within: Duration) {
-    let t0 = Instant::now();
-    while handle.connections() != n {
-        assert!(t0.elapsed() < within, "connections still {} after {within:?}", handle.connections());
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -174,7 +166,7 @@ fn drop_connection_destroys_the_socket_of_a_peer_that_does_not_read() {
         raw.frame(true, 0, OpCode::Text, b"drop", true);
         assert_eq!(closes.recv_timeout(Duration::from_secs(10)).unwrap(), "1000 bye", "{io:?}");
         // Gracefully flushing would wait for the peer to read 16 MiB (or 60 s).
-        wait_for_count(&handle, 0, Duration::from_secs(5));
+        wait_for_connections(&handle, 0);
         assert!(raw.at_eof(), "{io:?}: the socket is gone");
         server.shutdown().unwrap();
     }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use ringwire_conn::Message;
 use ringwire_frame::OpCode;
-use ringwire_server::{Handler, QueueError, Remote, Server, ServerError, ServerHandle, Ws};
+use ringwire_server::{Handler, QueueError, Remote, Server, ServerError, Ws};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -227,14 +227,6 @@ fn upgrade_from(from: &str, addr: SocketAddr) -> (TcpStream, String) {
     (s, head)
 }
 
-fn wait_for_count(handle: &ServerHandle, n: usize) {
-    let t0 = Instant::now();
-    while handle.connections() != n {
-        assert!(t0.elapsed() < Duration::from_secs(10), "connections stuck at {}", handle.connections());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn connections_per_address_are_capped_with_503() {
     for io in BACKENDS {
@@ -248,7 +240,7 @@ fn connections_per_address_are_capped_with_503() {
         assert!(head.starts_with("HTTP/1.1 101"), "{io:?}: {head}");
         // A handshaking connection counts too.
         let b = connect_from("127.0.0.1", addr);
-        wait_for_count(&handle, 2);
+        wait_for_connections(&handle, 2);
         let (_, head) = upgrade_from("127.0.0.1", addr);
         assert!(head.starts_with("HTTP/1.1 503"), "{io:?}: {head}");
         assert!(head.contains("too many connections from this address"), "{io:?}: {head}");
@@ -257,11 +249,11 @@ fn connections_per_address_are_capped_with_503() {
         assert!(head.starts_with("HTTP/1.1 101"), "{io:?}: {head}");
         // A closed connection frees its place.
         drop(b);
-        wait_for_count(&handle, 2);
+        wait_for_connections(&handle, 2);
         let (d, head) = upgrade_from("127.0.0.1", addr);
         assert!(head.starts_with("HTTP/1.1 101"), "{io:?}: {head}");
         drop((a, c, d));
-        wait_for_count(&handle, 0);
+        wait_for_connections(&handle, 0);
         server.shutdown().unwrap();
     }
 }

@@ -7,7 +7,7 @@ use ringwire_conn::{CloseCode, Message};
 use ringwire_frame::OpCode;
 use ringwire_server::{Decision, Handler, Ws};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Echoes; panics on "boom" (in on_message), on a request for `/boom` (in on_request)
 /// and on open when the path is `/boom-open` (via a subprotocol marker). Reports every
@@ -36,14 +36,6 @@ impl Handler for Fragile {
     }
 }
 
-fn wait_for_count(handle: &ringwire_server::ServerHandle, n: usize) {
-    let t0 = Instant::now();
-    while handle.connections() != n {
-        assert!(t0.elapsed() < Duration::from_secs(10), "connections stuck at {}", handle.connections());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_panic_in_on_message_closes_that_connection_with_1011_only() {
     for io in BACKENDS {
@@ -60,7 +52,7 @@ fn a_panic_in_on_message_closes_that_connection_with_1011_only() {
         victim.frame(true, 0, OpCode::Close, &1011u16.to_be_bytes(), true);
         assert!(victim.at_eof(), "{io:?}");
         drop(victim);
-        wait_for_count(&handle, 1); // the victim's admission slot was released
+        wait_for_connections(&handle, 1); // the victim's admission slot was released
         // The other connection on the same (only) worker goes on.
         for i in 0..3 {
             let text = format!("still here {i}");
@@ -69,7 +61,7 @@ fn a_panic_in_on_message_closes_that_connection_with_1011_only() {
         }
         bystander.frame(true, 0, OpCode::Close, &1000u16.to_be_bytes(), true);
         assert_eq!(bystander.read_close().0, 1000);
-        wait_for_count(&handle, 0);
+        wait_for_connections(&handle, 0);
         // on_close came for the bystander only: the victim's later events were not delivered.
         let closes: Vec<String> = rx.try_iter().collect();
         assert_eq!(closes.len(), 1, "{io:?}: {closes:?}");
@@ -115,7 +107,7 @@ fn a_panic_in_on_request_answers_500_and_in_on_open_closes_with_1011() {
         ok.frame(true, 0, OpCode::Text, b"fine", true);
         assert_eq!(ok.read_frame().2, b"fine", "{io:?}");
         drop((ok, raw));
-        wait_for_count(&server.handle(), 0);
+        wait_for_connections(&server.handle(), 0);
         server.shutdown().unwrap();
     }
 }
