@@ -1,7 +1,7 @@
 //! The blocking one-connection API: [`connect`] returns a [`WebSocket`] whose connection runs
 //! on a [`ClientLoop`] in a background thread; calls talk to it through channels.
 
-use crate::{ClientHandler, ClientId, ClientLoop, ClientWs, ConnectError, ConnectOptions, Ctl, LoopHandle};
+use crate::{ClientHandler, ClientId, ClientLoop, ClientWs, ConnectError, ConnectOptions, Ctl, LoopHandle, QueueError};
 use bytes::Bytes;
 use ringwire_conn::handshake::Response;
 use ringwire_conn::{CloseCode, ConnError, Message, Payload, SendError};
@@ -28,6 +28,11 @@ pub enum WsError {
     /// The call itself is invalid (a ping over 125 bytes, a close code that may not be sent).
     #[error(transparent)]
     Invalid(#[from] SendError),
+    /// The background loop has not taken the sends queued so far: it holds
+    /// [`ClientLoop::DEFAULT_INBOX_CAPACITY`] of them. Nothing was queued; wait (e.g.
+    /// for a reply) and try again.
+    #[error("the client loop's inbox is full; the message was not queued")]
+    Full,
 }
 
 enum Incoming {
@@ -170,13 +175,24 @@ impl WebSocket {
         }
     }
 
+    /// What a refused queue means here: `Full`, or the connection is over (its loop is gone).
+    fn queued(&self, result: Result<(), QueueError>) -> Result<(), WsError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(QueueError::Full) => Err(WsError::Full),
+            Err(_) => Err(self.closed.as_ref().map_or_else(
+                || WsError::Closed { code: CloseCode::ABNORMAL, reason: "the client thread ended".into() },
+                |_| self.not_open(),
+            )),
+        }
+    }
+
     /// Queues a message: text for strings, binary for bytes.
     pub fn send(&mut self, data: impl Into<Payload>) -> Result<(), WsError> {
         if self.closed.is_some() || self.closing {
             return Err(self.not_open());
         }
-        self.handle.send(self.id, data);
-        Ok(())
+        self.queued(self.handle.send(self.id, data))
     }
 
     /// Sends a ping (at most 125 bytes); the pong is skipped by [`recv`](Self::recv) and
@@ -188,8 +204,7 @@ impl WebSocket {
         if self.closed.is_some() || self.closing {
             return Err(self.not_open());
         }
-        self.handle.ping(self.id, Bytes::copy_from_slice(payload));
-        Ok(())
+        self.queued(self.handle.ping(self.id, Bytes::copy_from_slice(payload)))
     }
 
     /// Blocks for the next message. After the close, `Err(WsError::Closed)` with the code.
@@ -252,11 +267,13 @@ impl WebSocket {
         }
         if self.closed.is_none() && !self.closing {
             self.closing = true;
-            self.handle.close(self.id, code, reason);
+            // Queued even past the inbox's capacity: a lost close would leave the
+            // connection open for good. An error means the loop is gone: nothing to close.
+            let _ = self.handle.close_always(self.id, code, reason);
         }
         loop {
             match self.recv_event(None) {
-                Ok(_) | Err(WsError::Protocol(_) | WsError::Invalid(_)) => {}
+                Ok(_) | Err(WsError::Protocol(_) | WsError::Invalid(_) | WsError::Full) => {}
                 Err(WsError::Closed { code, reason }) => return Ok((code, reason)),
             }
         }
@@ -266,7 +283,7 @@ impl WebSocket {
 impl Drop for WebSocket {
     fn drop(&mut self) {
         if self.closed.is_none() && !self.closing {
-            self.handle.close(self.id, CloseCode::NORMAL, "");
+            let _ = self.handle.close_always(self.id, CloseCode::NORMAL, "");
         }
     }
 }

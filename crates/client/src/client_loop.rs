@@ -6,18 +6,25 @@ use crate::handshake::{self, Refusal, Step};
 use crate::ws::{ClientId, ClientWs, Cmd, Ctl, LoopHandle, Shared, Target};
 use crate::{ConnectError, ConnectOptions};
 use ringwire_conn::handshake::Response;
-use ringwire_conn::{ConnInfo, Connection, Event, Role};
+use ringwire_conn::{CloseCode, ConnInfo, Connection, Event, Role, State};
 use ringwire_io::{Backend, ConnId, Detected, EventLoop, Io, IoChoice, LoopConfig};
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Bodies of refusals (non-101 answers) are kept up to this size.
 const MAX_BODY: usize = 64 << 10;
 
 /// One event loop on the calling thread, running any number of client connections.
+///
+/// A panic in a [`ClientHandler`] callback is contained: it is logged with the
+/// connection id, that connection is closed with 1011 "internal error" and gets no
+/// further callback (not even `on_close`); the loop and the other connections go on (a
+/// panic in `on_connect_failed` is logged and dropped). This needs `panic = "unwind"`.
 ///
 /// ```no_run
 /// use ringwire_client::{ClientHandler, ClientLoop, ClientWs, ConnectOptions};
@@ -57,7 +64,7 @@ impl ClientLoop {
     pub fn with_config(io: IoChoice, cfg: &LoopConfig) -> std::io::Result<Self> {
         let detected = ringwire_io::detect(io)?;
         let (ev, waker) = EventLoop::new(detected.backend, cfg)?;
-        let shared = Arc::new(Shared { next_id: AtomicU64::new(1), inbox: Mutex::new(Vec::new()), waker });
+        let shared = Arc::new(Shared::new(waker, Self::DEFAULT_INBOX_CAPACITY));
         Ok(Self {
             ev,
             detected,
@@ -69,6 +76,18 @@ impl ClientLoop {
                 stop_when_idle: true,
             },
         })
+    }
+
+    /// The default [`set_inbox_capacity`](Self::set_inbox_capacity): 65,536 commands.
+    pub const DEFAULT_INBOX_CAPACITY: usize = 65_536;
+
+    /// Sets how many commands from other threads ([`LoopHandle`]'s `connect`, `send`,
+    /// `ping`, `close`, `pause`, `resume`) the loop holds before it takes them (default
+    /// [`DEFAULT_INBOX_CAPACITY`](Self::DEFAULT_INBOX_CAPACITY); at least 1). Beyond it
+    /// they return [`QueueError::Full`](crate::QueueError::Full); [`LoopHandle::stop`]
+    /// always gets through.
+    pub fn set_inbox_capacity(&mut self, capacity: usize) {
+        self.state.shared.capacity.store(capacity, Ordering::Relaxed);
     }
 
     /// The backend this loop runs on.
@@ -110,8 +129,7 @@ impl ClientLoop {
     /// Runs the loop, calling `handler`, until a stop is requested or (by default) no
     /// connection is left and none is requested.
     pub fn run<H: ClientHandler>(&mut self, handler: &mut H) -> std::io::Result<()> {
-        let pending = !self.state.cmds.is_empty()
-            || !self.state.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let pending = !self.state.cmds.is_empty() || self.state.shared.pending();
         if self.state.stop_when_idle && self.state.slots.is_empty() && !pending {
             return Ok(());
         }
@@ -119,6 +137,13 @@ impl ClientLoop {
         self.state.shared.waker.wake()?;
         let mut driver = Driver { st: &mut self.state, h: handler };
         self.ev.run(&mut driver)
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        // Handles that outlive the loop are told so (QueueError::Closed).
+        self.state.shared.close();
     }
 }
 
@@ -179,6 +204,39 @@ struct Open {
     reading: bool,
     socket_closing: bool,
     close_reported: bool,
+    /// A handler callback panicked: no further event is delivered to the handler.
+    faulted: bool,
+    /// Ended through a drop (the handler's `ClientWs::drop_connection`, or the
+    /// keepalive timeout): the socket is aborted, not flushed.
+    dropped: bool,
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic payload that is not a string)")
+}
+
+/// Runs one handler callback on `ws`. A panic is contained: it is logged with the
+/// connection id, the connection is closed with 1011, `*faulted` is set (the caller
+/// delivers nothing more to the handler for it) and `fallback` is returned.
+fn guarded<R>(ws: &mut ClientWs<'_>, faulted: &mut bool, fallback: R, f: impl FnOnce(&mut ClientWs<'_>) -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(|| f(&mut *ws))) {
+        Ok(r) => r,
+        Err(payload) => {
+            *faulted = true;
+            tracing::error!(
+                conn = %ws.id,
+                panic = panic_message(&*payload),
+                "client handler panicked; closing the connection with 1011"
+            );
+            let _ = ws.conn.close(CloseCode::INTERNAL_SERVER_ERROR, "internal error");
+            fallback
+        }
+    }
 }
 
 struct Driver<'a, H> {
@@ -191,7 +249,10 @@ impl<H: ClientHandler> Driver<'_, H> {
         tracing::debug!(%id, %error, "connect failed");
         self.st.ids.remove(&id);
         let mut ctl = Ctl { shared: &self.st.shared, cmds: &mut self.st.cmds };
-        self.h.on_connect_failed(&mut ctl, id, error);
+        let h = &mut *self.h;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| h.on_connect_failed(&mut ctl, id, error))) {
+            tracing::error!(conn = %id, panic = panic_message(&*payload), "on_connect_failed panicked");
+        }
     }
 
     /// Starts (or moves on to the next address of) an attempt.
@@ -260,9 +321,11 @@ impl<H: ClientHandler> Driver<'_, H> {
                     reading: true,
                     socket_closing: false,
                     close_reported: false,
+                    faulted: false,
+                    dropped: false,
                 };
                 self.st.slots.insert(conn, Slot::Open(Box::new(open)));
-                self.with_open(conn, |h, ws| h.on_open(ws));
+                self.announce(conn);
                 self.feed(io, conn, &buf[used..]);
             }
         }
@@ -277,15 +340,19 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
-    fn with_open(&mut self, conn: ConnId, f: impl FnOnce(&mut H, &mut ClientWs<'_>)) {
+    /// Calls `on_open`; the first [`pump`](Self::pump) (from `feed`) acts on what it did.
+    fn announce(&mut self, conn: ConnId) {
         if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
             let mut ws = ClientWs {
                 conn: &mut open.conn,
                 id: open.id,
                 response: &open.response,
                 ctl: Ctl { shared: &self.st.shared, cmds: &mut self.st.cmds },
+                dropped: false,
             };
-            f(self.h, &mut ws);
+            let h = &mut *self.h;
+            guarded(&mut ws, &mut open.faulted, (), |ws| h.on_open(ws));
+            open.dropped |= ws.dropped;
         }
     }
 
@@ -308,28 +375,38 @@ impl<H: ClientHandler> Driver<'_, H> {
             id: open.id,
             response: &open.response,
             ctl: Ctl { shared: &self.st.shared, cmds: &mut self.st.cmds },
+            dropped: false,
         };
+        let h = &mut *self.h;
         while let Some(event) = ws.conn.poll_event() {
-            let h = &mut *self.h;
+            if matches!(event, Event::Close { .. }) {
+                open.close_reported = true;
+            }
+            if open.faulted {
+                continue; // closing with 1011; the handler hears nothing more of it
+            }
+            let f = &mut open.faulted;
             match event {
-                Event::Message(m) => h.on_message(&mut ws, m),
-                Event::Frame(f) => h.on_frame(&mut ws, f),
-                Event::Ping(p) if !h.on_ping(&mut ws, &p) => ws.conn.cancel_pong(),
+                Event::Message(m) => guarded(&mut ws, f, (), |ws| h.on_message(ws, m)),
+                Event::Frame(fr) => guarded(&mut ws, f, (), |ws| h.on_frame(ws, fr)),
+                Event::Ping(p) if !guarded(&mut ws, f, true, |ws| h.on_ping(ws, &p)) => ws.conn.cancel_pong(),
                 Event::Ping(_) => {}
-                Event::Pong(p) => h.on_pong(&mut ws, &p),
-                Event::Drain => h.on_drain(&mut ws),
-                Event::Pause => h.on_pause(&mut ws),
-                Event::Resume => h.on_resume(&mut ws),
-                Event::SendComplete(t) => h.on_send_complete(&mut ws, t, SendOutcome::Written),
-                Event::SendFailed(t) => h.on_send_complete(&mut ws, t, SendOutcome::Failed),
-                Event::Error(e) => h.on_error(&mut ws, &e),
+                Event::Pong(p) => guarded(&mut ws, f, (), |ws| h.on_pong(ws, &p)),
+                Event::Drain => guarded(&mut ws, f, (), |ws| h.on_drain(ws)),
+                Event::Pause => guarded(&mut ws, f, (), |ws| h.on_pause(ws)),
+                Event::Resume => guarded(&mut ws, f, (), |ws| h.on_resume(ws)),
+                Event::SendComplete(t) => {
+                    guarded(&mut ws, f, (), |ws| h.on_send_complete(ws, t, SendOutcome::Written));
+                }
+                Event::SendFailed(t) => guarded(&mut ws, f, (), |ws| h.on_send_complete(ws, t, SendOutcome::Failed)),
+                Event::Error(e) => guarded(&mut ws, f, (), |ws| h.on_error(ws, &e)),
                 Event::Close { code, description } => {
-                    open.close_reported = true;
-                    h.on_close(&mut ws, code, &description);
+                    guarded(&mut ws, f, (), |ws| h.on_close(ws, code, &description));
                 }
                 _ => {}
             }
         }
+        open.dropped |= ws.dropped;
         if open.close_reported {
             self.st.ids.remove(&open.id);
         }
@@ -338,6 +415,13 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
         while let Some(chunk) = open.conn.poll_transmit() {
             io.send(conn, chunk);
+        }
+        if open.dropped && open.conn.state() == State::Closed {
+            // A drop destroys the socket at once: the close frame was just handed to the
+            // loop (best effort), the rest of the queue is not waited for.
+            open.socket_closing = true;
+            io.abort(conn);
+            return;
         }
         let wants_read = open.conn.wants_read();
         if wants_read != open.reading {
@@ -361,10 +445,11 @@ impl<H: ClientHandler> Driver<'_, H> {
     /// if `inbox`. Called after every callback: the loop may call some (`on_closed`,
     /// `on_sent`) after `on_turn_end`, just before it blocks.
     fn run_commands(&mut self, io: &mut impl Io, inbox: bool) {
+        let mut stop = false;
         loop {
             let mut cmds = std::mem::take(&mut self.st.cmds);
             if inbox {
-                cmds.append(&mut self.st.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+                stop |= self.st.shared.take(&mut cmds);
             }
             if cmds.is_empty() {
                 break;
@@ -403,6 +488,9 @@ impl<H: ClientHandler> Driver<'_, H> {
                     Cmd::Stop => io.stop(),
                 }
             }
+        }
+        if stop {
+            io.stop();
         }
     }
 
@@ -492,7 +580,11 @@ impl<H: ClientHandler> Driver<'_, H> {
             Some(Slot::Refused(attempt, refusal)) => self.give_up(io, conn, attempt, refusal.into_error(), false),
             Some(Slot::Open(mut open)) => {
                 open.armed = None;
+                let was_open = open.conn.state() == State::Open;
                 open.conn.handle_timeout(io.now());
+                // A timeout takes an open connection straight to Closed only through the
+                // keepalive's drop: destroy the socket rather than flush to a silent peer.
+                open.dropped |= was_open && open.conn.state() == State::Closed;
                 self.st.slots.insert(conn, Slot::Open(open));
                 self.pump(io, conn);
             }

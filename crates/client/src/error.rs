@@ -101,6 +101,26 @@ pub enum ConnectError {
     /// The client loop stopped (or could not start) before the connection opened.
     #[error("the client event loop stopped: {0}")]
     Loop(String),
+    /// [`LoopHandle::connect`](crate::LoopHandle::connect) could not queue the request:
+    /// the loop's inbox is full, or the loop is gone.
+    #[error("cannot queue the connect: {0}")]
+    Queue(QueueError),
+}
+
+/// Why a command from another thread was not queued for a
+/// [`ClientLoop`](crate::ClientLoop) (returned by [`LoopHandle`](crate::LoopHandle)'s
+/// methods). The loop's inbox holds at most
+/// [`inbox_capacity`](crate::ClientLoop::set_inbox_capacity) commands it has not taken
+/// yet: a caller that outpaces the loop is told so instead of growing it without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The inbox is at capacity (the loop is busy or not running); nothing was queued.
+    #[error("the client loop's inbox is full")]
+    Full,
+    /// The [`ClientLoop`](crate::ClientLoop) was dropped; nothing will run the command.
+    #[error("the client loop is gone")]
+    Closed,
 }
 
 fn body_hint(body: &[u8]) -> String {

@@ -67,7 +67,7 @@ mod ws;
 
 pub use blocking::{Received, WebSocket, WsError, connect, connect_with};
 pub use client_loop::ClientLoop;
-pub use error::ConnectError;
+pub use error::{ConnectError, QueueError};
 pub use handler::{ClientHandler, SendOutcome};
 pub use options::ConnectOptions;
 pub use url::{Host, UrlError, WsUrl};

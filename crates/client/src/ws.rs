@@ -2,16 +2,16 @@
 //! callback) and [`LoopHandle`] (the loop from any thread).
 
 use crate::handshake::Prepared;
-use crate::{ConnectError, ConnectOptions, WsUrl};
+use crate::{ConnectError, ConnectOptions, QueueError, WsUrl};
 use bytes::Bytes;
 use ringwire_conn::handshake::Response;
-use ringwire_conn::{CloseCode, Connection, Payload};
+use ringwire_conn::{CloseCode, Connection, Payload, State};
 use ringwire_io::Waker;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Identifies one connection of a [`ClientLoop`](crate::ClientLoop) from the moment it is
 /// requested: failures before the handshake are reported with it too.
@@ -49,18 +49,79 @@ pub(crate) enum Cmd {
     Stop,
 }
 
+/// Commands from other threads, not yet taken by the loop. A stop is a flag, not a
+/// queued command, so it is never refused for lack of room.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    cmds: Vec<Cmd>,
+    stop: bool,
+    /// The loop was dropped: pushes fail with `Closed`.
+    closed: bool,
+}
+
 /// What the loop shares with other threads.
 pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
-    pub(crate) inbox: Mutex<Vec<Cmd>>,
+    inbox: Mutex<Inbox>,
+    /// Most commands `inbox` holds.
+    pub(crate) capacity: AtomicUsize,
     pub(crate) waker: Waker,
 }
 
 impl Shared {
-    fn push(&self, cmd: Cmd) {
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(cmd);
-        // A failed wake means the loop is gone; the command then has no one to run it.
+    pub(crate) fn new(waker: Waker, capacity: usize) -> Self {
+        Self {
+            next_id: AtomicU64::new(1),
+            inbox: Mutex::new(Inbox::default()),
+            capacity: AtomicUsize::new(capacity),
+            waker,
+        }
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `cmd` for the loop unless the inbox is full (or `always`) or the loop is gone.
+    fn push(&self, cmd: Cmd, always: bool) -> Result<(), QueueError> {
+        {
+            let mut q = self.inbox();
+            if q.closed {
+                return Err(QueueError::Closed);
+            }
+            if !always && q.cmds.len() >= self.capacity.load(Ordering::Relaxed).max(1) {
+                return Err(QueueError::Full);
+            }
+            q.cmds.push(cmd);
+        }
         let _ = self.waker.wake();
+        Ok(())
+    }
+
+    fn push_stop(&self) {
+        self.inbox().stop = true;
+        let _ = self.waker.wake();
+    }
+
+    /// Moves the queued commands to the end of `out`; true if a stop was asked for (it
+    /// comes after them), which is then cleared.
+    pub(crate) fn take(&self, out: &mut Vec<Cmd>) -> bool {
+        let mut q = self.inbox();
+        out.append(&mut q.cmds);
+        std::mem::take(&mut q.stop)
+    }
+
+    /// Whether anything is waiting for the loop.
+    pub(crate) fn pending(&self) -> bool {
+        let q = self.inbox();
+        !q.cmds.is_empty() || q.stop
+    }
+
+    /// The loop is gone: refuse further commands and free what is queued.
+    pub(crate) fn close(&self) {
+        let mut q = self.inbox();
+        q.closed = true;
+        q.cmds = Vec::new();
     }
 
     /// Parses, resolves and builds the request; the id is allocated only on success.
@@ -118,7 +179,9 @@ impl Ctl<'_> {
 }
 
 /// Reaches a [`ClientLoop`](crate::ClientLoop) from any thread (`Send + Sync + Clone`):
-/// commands are queued and the loop is woken.
+/// commands are queued and the loop is woken. Each method but [`stop`](Self::stop) says
+/// whether the command was queued: [`QueueError::Full`] when the loop's inbox holds its
+/// capacity of commands not yet taken, [`QueueError::Closed`] once the loop was dropped.
 #[derive(Clone)]
 pub struct LoopHandle {
     pub(crate) shared: Arc<Shared>,
@@ -126,41 +189,49 @@ pub struct LoopHandle {
 
 impl LoopHandle {
     /// Like [`Ctl::connect`]; the lookup runs on the calling thread.
+    /// [`ConnectError::Queue`] when the loop's inbox is full or the loop is gone.
     pub fn connect(&self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
         let (id, target) = self.shared.prepare(url, opts)?;
-        self.shared.push(Cmd::Connect(id, target));
+        self.shared.push(Cmd::Connect(id, target), false).map_err(ConnectError::Queue)?;
         Ok(id)
     }
 
     /// Queues a message on an open connection (ignored if it is not open).
-    pub fn send(&self, id: ClientId, data: impl Into<Payload>) {
-        self.shared.push(Cmd::Send(id, data.into()));
+    pub fn send(&self, id: ClientId, data: impl Into<Payload>) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Send(id, data.into()), false)
     }
 
     /// Sends a ping on an open connection (ignored if it is not open or `payload` is over
     /// 125 bytes).
-    pub fn ping(&self, id: ClientId, payload: impl Into<Bytes>) {
-        self.shared.push(Cmd::Ping(id, payload.into()));
+    pub fn ping(&self, id: ClientId, payload: impl Into<Bytes>) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Ping(id, payload.into()), false)
     }
 
     /// Starts the close handshake on a connection.
-    pub fn close(&self, id: ClientId, code: CloseCode, reason: &str) {
-        self.shared.push(Cmd::Close(id, code, reason.to_owned()));
+    pub fn close(&self, id: ClientId, code: CloseCode, reason: &str) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Close(id, code, reason.to_owned()), false)
+    }
+
+    /// Like [`close`](Self::close) but queued even when the inbox is full: for the one
+    /// close a blocking [`WebSocket`](crate::WebSocket) sends, which must not be lost.
+    pub(crate) fn close_always(&self, id: ClientId, code: CloseCode, reason: &str) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Close(id, code, reason.to_owned()), true)
     }
 
     /// Stops reading from a connection (Node `pause`).
-    pub fn pause(&self, id: ClientId) {
-        self.shared.push(Cmd::Pause(id, true));
+    pub fn pause(&self, id: ClientId) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Pause(id, true), false)
     }
 
     /// Resumes reading from a connection (Node `resume`).
-    pub fn resume(&self, id: ClientId) {
-        self.shared.push(Cmd::Pause(id, false));
+    pub fn resume(&self, id: ClientId) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Pause(id, false), false)
     }
 
-    /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return soon.
+    /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return soon, after the commands
+    /// queued before it. Never refused, however full the inbox is.
     pub fn stop(&self) {
-        self.shared.push(Cmd::Stop);
+        self.shared.push_stop();
     }
 }
 
@@ -173,13 +244,16 @@ impl fmt::Debug for LoopHandle {
 /// One open connection inside a [`ClientHandler`](crate::ClientHandler) call. It
 /// dereferences to the connection's state machine, [`Connection`], which has the spec's
 /// methods and properties (the same as the server's `Ws`); this type adds the handshake
-/// response and the loop ([`ClientWs::ctl`]).
+/// response, the loop ([`ClientWs::ctl`]) and [`ClientWs::drop_connection`], which also
+/// destroys the socket.
 /// Everything here only queues; output leaves at the end of the loop turn.
 pub struct ClientWs<'a> {
     pub(crate) conn: &'a mut Connection,
     pub(crate) id: ClientId,
     pub(crate) response: &'a Response,
     pub(crate) ctl: Ctl<'a>,
+    /// The handler dropped the connection: the loop aborts the socket.
+    pub(crate) dropped: bool,
 }
 
 impl<'a> ClientWs<'a> {
@@ -201,6 +275,21 @@ impl<'a> ClientWs<'a> {
     /// The underlying connection state machine, for anything not wrapped here.
     pub fn connection(&mut self) -> &mut Connection {
         self.conn
+    }
+
+    /// Closes at once (WebSocket-Node's `drop`): what is not yet handed to the socket is
+    /// discarded, a close frame is queued unless `skip_close_frame`, `on_close` follows,
+    /// and the loop then aborts the socket (a TCP reset) instead of flushing it. The
+    /// close frame is best effort: it is handed to the event loop just before the abort,
+    /// which may discard it.
+    ///
+    /// This shadows [`Connection::drop_connection`]; calling that one through `Deref`
+    /// closes the connection the same way but flushes the socket gracefully.
+    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
+        if self.conn.state() != State::Closed {
+            self.dropped = true;
+        }
+        self.conn.drop_connection(code, reason, skip_close_frame);
     }
 }
 

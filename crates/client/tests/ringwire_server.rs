@@ -139,7 +139,8 @@ fn a_handler_rejection_comes_back_with_status_and_reason() {
 #[test]
 fn version_8_handshake() {
     for io in BACKENDS {
-        let (srv, echo) = server(io, |_| {});
+        // A cross-origin request: the server's default (same origin only) would refuse it.
+        let (srv, echo) = server(io, |c| c.allowed_origins = vec!["http://old.example".into()]);
         let opts = ConnectOptions::default().with_version(8).with_origin("http://old.example");
         let rec = Recorder::new()
             .on_open(|ws| {

@@ -253,7 +253,7 @@ fn pause_and_resume_lose_nothing() {
                 let (handle, id) = (handle.clone(), ws.id());
                 std::thread::spawn(move || {
                     std::thread::sleep(std::time::Duration::from_millis(100));
-                    handle.resume(id);
+                    handle.resume(id).unwrap();
                 });
             })
             .on_message(|ws, _, n| {

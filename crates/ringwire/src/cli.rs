@@ -41,9 +41,15 @@ pub struct ServeArgs {
     /// I/O backend: auto (io_uring if usable, else epoll), uring (required), epoll.
     #[arg(long, default_value = "auto", value_name = "auto|uring|epoll", value_parser = parse_io)]
     pub io: IoChoice,
-    /// Most open connections across all workers; more get 503.
+    /// Most open connections across all workers; more get 503. Each needs a file
+    /// descriptor: the start-up line gives the limit, and a warning says when this is
+    /// above what it allows.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_connections: usize,
+    /// Most open connections (handshaking included) from one client IP address, across
+    /// all workers; more get 503 (0 = no limit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_connections_per_ip: usize,
     /// Largest frame accepted; larger closes with 1009.
     #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
     pub max_frame_size: usize,
@@ -75,10 +81,38 @@ pub struct ServeArgs {
     /// A subprotocol to accept, in order of preference (repeat or comma-separate).
     #[arg(long = "protocol", value_name = "NAME", value_delimiter = ',')]
     pub protocols: Vec<String>,
-    /// An origin allowed to connect (repeat or comma-separate); others get 403.
-    /// Without this flag any origin may connect.
+    /// An origin allowed to connect (repeat or comma-separate); others, and requests
+    /// without an Origin, get 403. Without this flag a browser may connect only from a
+    /// page of the same host[:port] as the Host it asks for (cross-site WebSocket
+    /// hijacking would otherwise be open to a site that uses cookies); requests
+    /// without Origin (programs, not browsers) pass.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Accept any Origin, or none: for a server that uses no cookies or other
+    /// credentials a browser sends by itself.
+    #[arg(long, conflicts_with = "allowed_origins")]
+    pub allow_any_origin: bool,
+    /// A host name this server answers to (the Host header without its port; repeat or
+    /// comma-separate); other Host values get 403. Without this flag a server on a
+    /// loopback address accepts only localhost, *.localhost, 127.0.0.0/8 and [::1], so a
+    /// web page cannot reach it through a name it controls that resolves to 127.0.0.1
+    /// (DNS rebinding); on any other address every Host is accepted.
+    #[arg(long = "allow-host", value_name = "NAME", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Accept any Host header, even on a loopback address.
+    #[arg(long, conflicts_with = "allowed_hosts")]
+    pub allow_any_host: bool,
+    /// On SIGINT/SIGTERM, how long to flush and close connections (1001) before
+    /// aborting those still open. A second signal exits at once.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// How long to keep retrying while the address is in use (a previous instance may
+    /// still be releasing the port, e.g. right after a crash); 0 = fail at once.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    pub bind_retry: Duration,
+    /// Commands each worker queues from other threads (broadcasts) before refusing more.
+    #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub mailbox_capacity: u32,
     /// io_uring receive buffers per worker (a power of two); shared by all connections.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub recv_buffers: u16,
@@ -117,6 +151,13 @@ impl ServeArgs {
             .with_allowed_origins(self.allowed_origins.clone())
             .with_trusted_proxies(self.trusted_proxies.clone());
         cfg.max_connections = self.max_connections;
+        cfg.max_connections_per_ip = (self.max_connections_per_ip > 0).then_some(self.max_connections_per_ip);
+        cfg.allow_any_origin = self.allow_any_origin;
+        cfg.allowed_hosts = self.allowed_hosts.clone();
+        cfg.allow_any_host = self.allow_any_host;
+        cfg.shutdown_timeout = self.shutdown_timeout;
+        cfg.bind_retry = self.bind_retry;
+        cfg.mailbox_capacity = self.mailbox_capacity as usize;
         cfg.event_loop.buf_count = self.recv_buffers;
         cfg.event_loop.buf_size = u32::try_from(self.recv_buffer_size).unwrap_or(u32::MAX);
         cfg.handshake_timeout = self.handshake_timeout;
@@ -202,12 +243,65 @@ mod tests {
         assert_eq!(cfg.io, IoChoice::Epoll);
     }
 
+    fn config(args: &[&str]) -> ServerConfig {
+        let cli = Cli::try_parse_from(["ringwire", "echo"].iter().chain(args)).unwrap();
+        let Command::Echo(args) = cli.command else { panic!("echo") };
+        args.to_config()
+    }
+
+    #[test]
+    fn hardening_flags_build_the_config() {
+        let d = config(&[]);
+        assert_eq!(d.max_connections_per_ip, None);
+        assert!(!d.allow_any_origin && !d.allow_any_host && d.allowed_hosts.is_empty());
+        assert_eq!((d.shutdown_timeout, d.bind_retry), (Duration::from_secs(10), Duration::from_secs(3)));
+        assert_eq!(d.mailbox_capacity, 65_536);
+
+        let c = config(&[
+            "--max-connections-per-ip",
+            "8",
+            "--allow-host",
+            "a.example,b.example",
+            "--allow-host",
+            "c.example",
+            "--allow-any-origin",
+            "--shutdown-timeout",
+            "2s",
+            "--bind-retry",
+            "500ms",
+            "--mailbox-capacity",
+            "1024",
+        ]);
+        assert_eq!(c.max_connections_per_ip, Some(8));
+        assert_eq!(c.allowed_hosts, ["a.example", "b.example", "c.example"]);
+        assert!(c.allow_any_origin);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(c.bind_retry, Duration::from_millis(500));
+        assert_eq!(c.mailbox_capacity, 1024);
+
+        let c = config(&["--allow-any-host", "--max-connections-per-ip", "0", "--bind-retry", "0"]);
+        assert!(c.allow_any_host);
+        assert_eq!(c.max_connections_per_ip, None, "0 = no limit");
+        assert_eq!(c.bind_retry, Duration::ZERO);
+    }
+
     #[test]
     fn bad_flag_names_the_flag() {
         let err = Cli::try_parse_from(["ringwire", "echo", "--threads", "many"]).unwrap_err();
         assert!(err.to_string().contains("--threads"), "{err}");
         let err = Cli::try_parse_from(["ringwire", "echo", "--io", "kqueue"]).unwrap_err();
         assert!(err.to_string().contains("--io"), "{err}");
+        for (args, flag) in [
+            (&["--max-connections-per-ip", "lots"][..], "--max-connections-per-ip"),
+            (&["--shutdown-timeout", "soon"][..], "--shutdown-timeout"),
+            (&["--bind-retry", "5h"][..], "--bind-retry"),
+            (&["--mailbox-capacity", "0"][..], "--mailbox-capacity"),
+            (&["--allow-any-origin", "--allow-origin", "https://a.example"][..], "--allow-any-origin"),
+            (&["--allow-any-host", "--allow-host", "a.example"][..], "--allow-any-host"),
+        ] {
+            let err = Cli::try_parse_from(["ringwire", "echo"].iter().chain(args)).unwrap_err();
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
         Cli::command().debug_assert();
     }
 }

@@ -6,6 +6,7 @@ use ringwire::cli::{Cli, Command};
 use ringwire_conn::Message;
 use ringwire_server::{Handler, Server, Ws};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,13 +23,52 @@ impl Handler for Echo {
 }
 
 /// Sends every message to every connected client, the sender included.
-#[derive(Clone)]
-struct Broadcast;
+#[derive(Clone, Default)]
+struct Broadcast {
+    /// When this worker last warned of a broadcast other workers missed.
+    warned: Option<Instant>,
+}
 
 impl Handler for Broadcast {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        ws.broadcast(ringwire_server::prepare(message));
+        if let Err(e) = ws.broadcast(ringwire_server::prepare(message)) {
+            // Other workers too busy to take it (their mailboxes are full): their clients
+            // miss this message. Said at most once a second per worker.
+            if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                self.warned = Some(Instant::now());
+                tracing::warn!(error = %e, "broadcast not delivered everywhere (see --mailbox-capacity)");
+            }
+        }
     }
+}
+
+/// Descriptors kept for other uses than connections: stdio, and per worker its
+/// listener, ring or epoll instance and eventfd, with room to spare.
+fn reserved_descriptors(threads: usize) -> u64 {
+    64 + 4 * threads as u64
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go's runtime does (and nginx's
+/// `worker_rlimit_nofile`): the usual soft limit of 1,024 would make accept fail long
+/// before `--max-connections`. Returns the soft limit in force afterwards.
+fn raise_descriptor_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one
+        // needs no privilege and affects only this process.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, soft = lim.rlim_cur, hard = lim.rlim_max, "cannot raise the descriptor limit");
+            return Ok(lim.rlim_cur);
+        }
+        return Ok(lim.rlim_max);
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` says
@@ -73,22 +113,42 @@ fn main() -> ExitCode {
         Command::Echo(a) => ("echo", a),
         Command::Broadcast(a) => ("broadcast", a),
     };
-    let server = match Server::bind(args.to_config()) {
+    let cfg = args.to_config();
+    let threads = cfg.resolved_threads();
+    let nofile = match raise_descriptor_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit");
+            0
+        }
+    };
+    let usable = nofile.saturating_sub(reserved_descriptors(threads));
+    if nofile > 0 && cfg.max_connections as u64 > usable {
+        tracing::warn!(
+            "--max-connections {} is above what the descriptor limit allows (RLIMIT_NOFILE {nofile}: about \
+             {usable} connections); beyond that, accepts fail instead of answering 503. Raise the hard \
+             limit (ulimit -Hn, systemd LimitNOFILE=) or lower --max-connections",
+            cfg.max_connections
+        );
+    }
+    let server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringwire: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // Signals are handled from here on: a SIGTERM right after the start-up line shuts
+    // down gracefully rather than killing the process.
+    ringwire_server::shutdown_on_signals(server.handle());
     println!(
-        "ringwire {name} listening on ws://{} ({}, {} worker(s))",
+        "ringwire {name} listening on ws://{} ({}, {threads} worker(s), {nofile} file descriptors)",
         server.local_addr(),
         server.backend().backend,
-        args.to_config().resolved_threads()
     );
     let result = match cli.command {
-        Command::Echo(_) => server.run_until_signal(Echo),
-        Command::Broadcast(_) => server.run_until_signal(Broadcast),
+        Command::Echo(_) => server.run(Echo),
+        Command::Broadcast(_) => server.run(Broadcast::default()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

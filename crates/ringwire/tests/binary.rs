@@ -1,8 +1,10 @@
 //! The `ringwire` binary as a user runs it: flags, errors, the start-up line, the
-//! io_uring fallback, an echo over a raw socket, and graceful exit on SIGTERM.
+//! io_uring fallback, an echo over a raw socket, graceful exit on SIGTERM within the
+//! shutdown deadline, the descriptor limit, and a restart right after SIGKILL.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,8 +14,13 @@ fn ringwire() -> Command {
 
 /// Starts `ringwire echo` on an ephemeral port and returns it with its start-up line.
 fn start(extra_env: &[(&str, &str)], args: &[&str]) -> (Child, String) {
+    spawn(extra_env, &[&["--addr", "127.0.0.1:0", "--threads", "1"], args].concat())
+}
+
+/// Starts `ringwire echo` with exactly `args` and returns it with its start-up line.
+fn spawn(extra_env: &[(&str, &str)], args: &[&str]) -> (Child, String) {
     let mut cmd = ringwire();
-    cmd.args(["echo", "--addr", "127.0.0.1:0", "--threads", "1"]).args(args);
+    cmd.arg("echo").args(args);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -23,12 +30,39 @@ fn start(extra_env: &[(&str, &str)], args: &[&str]) -> (Child, String) {
     (child, line)
 }
 
+/// Like [`start`], but the binary gets `soft`/`hard` as its descriptor limits and its
+/// stderr (the log) is collected in a thread; join it after the child exits.
+fn start_limited(soft: u64, hard: u64, args: &[&str]) -> (Child, String, std::thread::JoinHandle<String>) {
+    let mut cmd = ringwire();
+    cmd.args(["echo", "--addr", "127.0.0.1:0", "--threads", "1"]).args(args);
+    // SAFETY: setrlimit is async-signal-safe and the closure touches no other state.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (child, line, log)
+}
+
 fn addr_of(line: &str) -> String {
     line.split("ws://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
-/// Upgrade, send one masked text frame, return the echoed payload.
-fn echo_once(addr: &str, text: &str) -> String {
+/// A connection that has completed the upgrade.
+fn upgraded(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -44,6 +78,12 @@ fn echo_once(addr: &str, text: &str) -> String {
         head.push(b[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Upgrade, send one masked text frame, return the echoed payload.
+fn echo_once(addr: &str, text: &str) -> String {
+    let mut s = upgraded(addr);
     let key = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | text.len() as u8];
     frame.extend_from_slice(&key);
@@ -57,17 +97,46 @@ fn echo_once(addr: &str, text: &str) -> String {
     String::from_utf8(p).unwrap()
 }
 
-fn stop(mut child: Child) -> std::process::ExitStatus {
+fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+/// Waits for `child` to exit, at most `within`; kills it and fails if it does not.
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
+        if t0.elapsed() > within {
+            let _ = child.kill();
+            panic!("no exit within {within:?}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    signal(&child, libc::SIGTERM);
+    wait_exit(&mut child, Duration::from_secs(10))
+}
+
+/// An upgraded connection that neither reads nor answers the server's close.
+fn silent_peer(addr: &str) -> TcpStream {
+    let mut s = upgraded(addr);
+    // Echoed back and never read: what the server sends piles up behind it.
+    let key = [1u8, 2, 3, 4];
+    let mut frame = vec![0x82, 0xFE, 0xEA, 0x60]; // binary, 60,000 bytes, masked
+    frame.extend_from_slice(&key);
+    frame.extend((0..60_000).map(|i| key[i % 4]));
+    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    for _ in 0..40 {
+        if s.write_all(&frame).is_err() {
+            break; // the server stopped reading: enough is queued
+        }
+    }
+    s
 }
 
 #[test]
@@ -116,8 +185,72 @@ fn bad_flags_give_one_line_naming_the_flag() {
 fn a_busy_port_says_so() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = ringwire().args(["echo", "--addr", &addr]).output().unwrap();
+    let t0 = Instant::now();
+    let out = ringwire().args(["echo", "--addr", &addr, "--bind-retry", "300ms"]).output().unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(300), "retried first");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains(&addr) && err.contains("already in use"), "{err}");
+    assert!(err.contains("a previous instance may still be releasing the port"), "{err}");
+    assert!(err.lines().last().unwrap().contains(&addr) && err.contains("already in use"), "{err}");
+}
+
+#[test]
+fn restarts_on_the_same_port_right_after_sigkill() {
+    // Two workers with clients connected: on io_uring the killed process's listeners
+    // linger for a moment while the kernel tears its rings down.
+    let (mut child, line) = spawn(&[], &["--addr", "127.0.0.1:0", "--threads", "2"]);
+    let addr = addr_of(&line);
+    let peers: Vec<TcpStream> = (0..4).map(|_| upgraded(&addr)).collect();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let t0 = Instant::now();
+    let (child, line) = spawn(&[], &["--addr", &addr, "--threads", "2"]);
+    assert!(line.starts_with("ringwire echo listening on ws://"), "not restarted: {line:?}");
+    assert_eq!(addr_of(&line), addr);
+    assert!(t0.elapsed() < Duration::from_secs(3), "serving within the bind retry: {:?}", t0.elapsed());
+    assert_eq!(echo_once(&addr, "back again"), "back again");
+    assert!(stop(child).success());
+    drop(peers);
+}
+
+#[test]
+fn sigterm_with_a_silent_peer_exits_0_within_the_shutdown_timeout() {
+    let (mut child, line) = start(&[], &["--shutdown-timeout", "1s", "--close-timeout", "60s"]);
+    let peer = silent_peer(&addr_of(&line));
+    let t0 = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(900), "waited for the peer first: {:?}", t0.elapsed());
+    drop(peer);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_its_code() {
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (mut child, line) = start(&[], &["--shutdown-timeout", "60s", "--close-timeout", "60s"]);
+        let peer = silent_peer(&addr_of(&line));
+        signal(&child, sig);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(child.try_wait().unwrap().is_none(), "the first signal waits for the peer");
+        signal(&child, sig);
+        let status = wait_exit(&mut child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(code), "{status:?}");
+        drop(peer);
+    }
+}
+
+#[test]
+fn raises_the_descriptor_limit_and_warns_when_max_connections_is_above_it() {
+    let (child, line, log) = start_limited(1024, 4096, &["--max-connections", "100000"]);
+    assert!(line.contains("4096 file descriptors"), "the soft limit was raised to the hard one: {line}");
+    assert!(stop(child).success());
+    let log = log.join().unwrap();
+    assert!(log.contains("--max-connections 100000") && log.contains("RLIMIT_NOFILE 4096"), "{log}");
+
+    let (child, line, log) = start_limited(4096, 4096, &["--max-connections", "1000"]);
+    assert!(line.contains("4096 file descriptors"), "{line}");
+    assert!(stop(child).success());
+    let log = log.join().unwrap();
+    assert!(!log.contains("--max-connections"), "no warning when the limit allows it: {log}");
 }

@@ -20,14 +20,17 @@ impl Chat {
 impl Handler for Chat {
     fn on_open(&mut self, ws: &mut Ws<'_>) {
         let line = format!("* {} joined", Self::name(ws));
-        ws.broadcast(ringwire_server::prepare(line));
+        let _ = ws.broadcast(ringwire_server::prepare(line));
     }
 
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         match message {
             Message::Text(text) => {
                 let line = format!("{}: {}", Self::name(ws), &*text);
-                ws.broadcast(ringwire_server::prepare(line));
+                if let Err(e) = ws.broadcast(ringwire_server::prepare(line)) {
+                    // This worker's clients got it; tell the sender who did not.
+                    let _ = ws.send_text(format!("* not delivered everywhere: {e}"), None);
+                }
             }
             Message::Binary(_) => {
                 let _ = ws.close(CloseCode::UNPROCESSABLE_INPUT, "text only");
@@ -37,7 +40,7 @@ impl Handler for Chat {
 
     fn on_close(&mut self, ws: &mut Ws<'_>, code: CloseCode, _description: &str) {
         let line = format!("* {} left ({})", Self::name(ws), code.as_u16());
-        ws.broadcast(ringwire_server::prepare(line));
+        let _ = ws.broadcast(ringwire_server::prepare(line));
     }
 }
 
@@ -48,7 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_secs(60));
-            handle.broadcast(format!("* {} people here", handle.connections()));
+            // Err: some worker is too busy to take it (or the server is stopping); an
+            // announcement can be skipped.
+            let _ = handle.broadcast(format!("* {} people here", handle.connections()));
         }
     });
     server.run_until_signal(Chat)?;

@@ -27,10 +27,63 @@ pub struct ServerConfig {
     pub max_handshake_bytes: usize,
     /// Most header lines in an upgrade request (default 64); more gets `431`.
     pub max_handshake_headers: usize,
-    /// Origins allowed to connect. Empty: any origin (and requests without one).
-    /// Otherwise a request whose `Origin` (or v8 `Sec-WebSocket-Origin`) is not listed
-    /// is refused with `403 Forbidden`. Compared ASCII case-insensitively.
+    /// Origins allowed to connect. Compared ASCII case-insensitively with the request's
+    /// `Origin` (or v8 `Sec-WebSocket-Origin`); a request whose origin is refused gets
+    /// `403 Forbidden` with the reason.
+    ///
+    /// - Empty (the default): **same origin only**. A request with an `Origin` whose
+    ///   `host[:port]` differs from its `Host` header is refused; a request without
+    ///   `Origin` passes. Browsers send `Origin` on every WebSocket request and do not
+    ///   apply the same-origin policy to WebSockets, so without this check any web page
+    ///   could open a connection that carries the user's cookies for this server
+    ///   (cross-site WebSocket hijacking). Clients that are not browsers send no
+    ///   `Origin` and are not affected. This is gorilla/websocket's `CheckOrigin` default.
+    /// - Non-empty: only these origins (e.g. `https://example.com`); a request without
+    ///   `Origin` is refused too.
+    ///
+    /// [`allow_any_origin`](Self::allow_any_origin) turns the check off.
     pub allowed_origins: Vec<String>,
+    /// Accept any `Origin`, or none (default false): for a server that does not rely on
+    /// cookies or other ambient credentials, or that checks the origin itself in
+    /// [`Handler::on_request`](crate::Handler::on_request). Overrides `allowed_origins`.
+    pub allow_any_origin: bool,
+    /// Host names (the `Host` header without its port) this server answers to, compared
+    /// ASCII case-insensitively; IPv6 literals with or without brackets. Others get `403`.
+    ///
+    /// Empty (the default): when [`addr`](Self::addr) is a loopback address, only `Host`
+    /// values naming loopback pass (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`,
+    /// any port): a web page cannot reach a local server through a DNS name it controls
+    /// that resolves to 127.0.0.1 (DNS rebinding), which would make the origin check
+    /// above pass. Jupyter and webpack-dev-server do the same. On any other address an
+    /// empty list accepts every `Host`. Non-empty: exactly these names, wherever the
+    /// server listens.
+    pub allowed_hosts: Vec<String>,
+    /// Accept any `Host` (default false), even on a loopback address: for a local server
+    /// reached through names it cannot list. Overrides `allowed_hosts`.
+    pub allow_any_host: bool,
+    /// Most open connections (handshaking included) from one client IP address (the TCP
+    /// peer, across all workers); more are refused with `503 Service Unavailable`, as
+    /// nginx's `limit_conn`. `None` (the default) or `Some(0)`: no limit, and no lock
+    /// on the accept path.
+    pub max_connections_per_ip: Option<usize>,
+    /// Commands each worker's mailbox holds for messages, closes, pauses and broadcasts
+    /// sent from other threads ([`Remote`](crate::Remote), [`ServerHandle`](crate::ServerHandle),
+    /// [`Ws::broadcast`](crate::Ws::broadcast)) before it takes them (default 65,536;
+    /// at least 1). Beyond it those calls return [`QueueError::Full`](crate::QueueError::Full);
+    /// a shutdown always gets through.
+    pub mailbox_capacity: usize,
+    /// How long a graceful shutdown may take (default 10 s). Shutdown stops accepting,
+    /// aborts handshakes, closes every connection with 1001 and flushes what is queued;
+    /// connections still open at the deadline (a peer that does not read or does not
+    /// answer the close) are aborted, so [`Server::run`](crate::Server::run) returns
+    /// within it.
+    pub shutdown_timeout: Duration,
+    /// How long [`Server::bind`](crate::Server::bind) keeps retrying, every 50 ms, while
+    /// the address is in use (default 3 s; zero: fail at once). A server killed a moment
+    /// ago may still hold its listeners: on io_uring the kernel releases them 100-300 ms
+    /// after the process died, so a restart (systemd's default `RestartSec` is 100 ms)
+    /// would fail without it.
+    pub bind_retry: Duration,
     /// Proxies whose `X-Forwarded-For` is believed. Default: none, so
     /// `remote_address` is always the TCP peer. (WebSocket-Node trusts every
     /// `X-Forwarded-For` by default, which lets any client spoof its address.)
@@ -65,6 +118,13 @@ impl ServerConfig {
             max_handshake_bytes: 8 * 1024,
             max_handshake_headers: 64,
             allowed_origins: Vec::new(),
+            allow_any_origin: false,
+            allowed_hosts: Vec::new(),
+            allow_any_host: false,
+            max_connections_per_ip: None,
+            mailbox_capacity: 65_536,
+            shutdown_timeout: Duration::from_secs(10),
+            bind_retry: Duration::from_secs(3),
             trusted_proxies: Vec::new(),
             subprotocols: Vec::new(),
             connection: ConnConfig::server(),
@@ -91,9 +151,22 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the allowed origins (empty = any).
+    /// Sets the allowed origins (empty = same origin only; see
+    /// [`allowed_origins`](Self::allowed_origins)).
     pub fn with_allowed_origins(mut self, origins: Vec<String>) -> Self {
         self.allowed_origins = origins;
+        self
+    }
+
+    /// Sets the host names this server answers to (see [`allowed_hosts`](Self::allowed_hosts)).
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.allowed_hosts = hosts;
+        self
+    }
+
+    /// Sets the graceful shutdown deadline.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 

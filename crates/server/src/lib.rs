@@ -26,18 +26,55 @@
 //! ```
 //!
 //! - Handshake: strict validation (400, 405, 426 with `Sec-WebSocket-Version: 13, 8`,
-//!   431), the origin allow-list (403), [`Handler::on_request`] to accept (subprotocol,
-//!   origin, cookies, headers) or reject (any status), a handshake timeout (408), a
-//!   connection limit (503).
+//!   431), the `Host` and `Origin` policy (403, below), [`Handler::on_request`] to accept
+//!   (subprotocol, origin, cookies, headers) or reject (any status), a handshake timeout
+//!   (408), a connection limit and an optional per-address limit (503). The request is
+//!   parsed once its blank line has arrived; each read searches only the new bytes.
 //! - Remote handles: [`Remote`] reaches one connection and [`ServerHandle`] the whole
 //!   server (broadcast, shutdown) from any thread; the worker is woken by an eventfd.
+//!   Each worker's mailbox is bounded ([`ServerConfig::mailbox_capacity`]): a call that
+//!   finds it full returns [`QueueError::Full`] rather than growing it.
 //! - Broadcast frames a message once into shared bytes and fans it out.
-//! - Graceful shutdown: stop accepting, close everything with 1001 after flushing.
+//! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
+//!   abort what is still open at [`ServerConfig::shutdown_timeout`].
+//!
+//! ## Origin and Host
+//!
+//! Browsers send `Origin` with every WebSocket upgrade but do not apply the same-origin
+//! policy to WebSockets, and they attach the site's cookies. By default a request whose
+//! `Origin` names another host than its `Host` header is refused with 403 (gorilla/
+//! websocket's default), so a page on another site cannot open a connection in the
+//! user's name (cross-site WebSocket hijacking); requests without `Origin` (programs,
+//! not browsers) pass. A server listening on a loopback address also refuses `Host`
+//! values that do not name loopback, so a page cannot reach it through a DNS name it
+//! controls that resolves to 127.0.0.1 (DNS rebinding). Both are configurable:
+//! [`ServerConfig::allowed_origins`], [`allow_any_origin`](ServerConfig::allow_any_origin),
+//! [`allowed_hosts`](ServerConfig::allowed_hosts), [`allow_any_host`](ServerConfig::allow_any_host).
+//!
+//! ## Panics in handlers
+//!
+//! Every [`Handler`] callback runs inside `catch_unwind`. A panic closes that
+//! connection only: it is logged (one error line with the connection id and the panic
+//! message), the connection is closed with 1011 "internal error" (a panic in
+//! [`Handler::on_request`] answers 500), the handler gets no further call for it, not
+//! even `on_close`, and its admission slot is released as usual; other connections and
+//! workers go on. The handler value itself is kept: a panic halfway through changing
+//! its own state leaves that state as it was at the panic. This needs the panic to
+//! unwind: with `panic = "abort"` in the profile that builds your program, a handler
+//! panic ends the process. The `ringwire` binary is built with `panic = "unwind"` for
+//! this reason.
+//!
+//! ## Drop
+//!
+//! [`Ws::drop_connection`] (WebSocket-Node's `drop`) and the keepalive timeout end the
+//! connection at once and abort the socket (a TCP reset) rather than flushing it, so a
+//! peer that does not read cannot hold it; their close frame is best effort.
 
 #![deny(missing_docs)]
 
 mod config;
 mod handler;
+mod policy;
 mod proxy;
 mod server;
 mod shared;
@@ -49,6 +86,7 @@ mod ws;
 pub use config::ServerConfig;
 pub use handler::{Decision, Handler, SendOutcome};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
+pub use shared::QueueError;
 pub use signal::shutdown_on_signals;
 pub use ws::{Remote, Ws};
 

@@ -2,13 +2,14 @@
 
 use crate::shared::Shared;
 use crate::worker::Worker;
-use crate::{Handler, ServerConfig};
+use crate::{Handler, QueueError, ServerConfig};
 use ringwire_conn::Payload;
 use ringwire_io::{Detected, EventLoop};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +53,20 @@ pub struct Server {
 
 impl Server {
     /// Picks the I/O backend and binds one `SO_REUSEPORT` listener per worker.
+    ///
+    /// While the address is in use, retries every 50 ms for up to
+    /// [`ServerConfig::bind_retry`] (logging once that it waits: a previous instance may
+    /// still be releasing the port), then fails with [`ServerError::AddrInUse`].
     pub fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
         let backend = ringwire_io::detect(cfg.io).map_err(ServerError::Backend)?;
         let threads = cfg.resolved_threads();
-        let listeners = ringwire_io::bind_reuseport(cfg.addr, threads, cfg.backlog).map_err(|e| match e.kind() {
+        let listeners = bind_retrying(&cfg, threads).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => ServerError::AddrInUse(cfg.addr),
             std::io::ErrorKind::PermissionDenied => ServerError::PermissionDenied(cfg.addr),
             _ => ServerError::Bind { addr: cfg.addr, source: e },
         })?;
         let local_addr = listeners[0].local_addr().map_err(|e| ServerError::Bind { addr: cfg.addr, source: e })?;
-        let shared = Arc::new(Shared::new(threads, cfg.max_connections));
+        let shared = Arc::new(Shared::new(threads, &cfg));
         Ok(Self { cfg: Arc::new(cfg), listeners, local_addr, backend, shared })
     }
 
@@ -88,7 +93,9 @@ impl Server {
     }
 
     /// Like [`Server::run`], but SIGINT and SIGTERM start a graceful shutdown: stop
-    /// accepting, close every connection with 1001 after flushing what is queued, return.
+    /// accepting, close every connection with 1001 after flushing what is queued, abort
+    /// what is left at [`ServerConfig::shutdown_timeout`], return. A second signal exits
+    /// the process at once (see [`shutdown_on_signals`](crate::shutdown_on_signals)).
     pub fn run_until_signal<H: Handler + Clone>(self, handler: H) -> Result<(), ServerError> {
         crate::signal::shutdown_on_signals(self.handle());
         self.run(handler)
@@ -118,6 +125,8 @@ impl Server {
                     event_loop.run(&mut worker)
                 };
                 let result = run();
+                // Whatever ended the loop, nothing more reaches this worker.
+                shared.workers[index].close();
                 if result.is_err() {
                     // One worker failing takes the server down rather than limping on.
                     shared.shutdown();
@@ -133,6 +142,29 @@ impl Server {
             }
         }
         RunningServer { handle: ServerHandle { shared: self.shared }, local_addr: self.local_addr, threads }
+    }
+}
+
+/// Binds the listeners, retrying while the address is in use for up to `cfg.bind_retry`.
+fn bind_retrying(cfg: &ServerConfig, threads: usize) -> std::io::Result<Vec<TcpListener>> {
+    const EVERY: Duration = Duration::from_millis(50);
+    let start = Instant::now();
+    let mut logged = false;
+    loop {
+        match ringwire_io::bind_reuseport(cfg.addr, threads, cfg.backlog) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < cfg.bind_retry => {
+                if !logged {
+                    logged = true;
+                    tracing::warn!(
+                        addr = %cfg.addr,
+                        retry_for = ?cfg.bind_retry,
+                        "address in use; a previous instance may still be releasing the port: retrying"
+                    );
+                }
+                std::thread::sleep(EVERY.min(cfg.bind_retry.saturating_sub(start.elapsed())));
+            }
+            result => return result,
+        }
     }
 }
 
@@ -183,15 +215,19 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Sends a message to every open connection on every worker, framed once.
-    pub fn broadcast(&self, message: impl Into<Payload>) {
-        let prepared = crate::prepare(message.into());
-        for w in &self.shared.workers {
-            w.push(crate::shared::Command::Broadcast(prepared.clone()));
-        }
+    ///
+    /// `Err(QueueError::Full { missed })`: `missed` workers had a full mailbox (see
+    /// [`ServerConfig::mailbox_capacity`]) and their connections do not get the message;
+    /// the other workers do. `Err(QueueError::Closed)`: the server is shutting down and
+    /// nothing was sent.
+    pub fn broadcast(&self, message: impl Into<Payload>) -> Result<(), QueueError> {
+        self.shared.push_broadcast(&crate::prepare(message.into()), None)
     }
 
     /// Starts a graceful shutdown: stop accepting, close every connection with 1001
-    /// after flushing what is queued; [`Server::run`] returns when all are closed.
+    /// after flushing what is queued, abort those still open after
+    /// [`ServerConfig::shutdown_timeout`]; [`Server::run`] returns when all are closed.
+    /// Never refused, however full the workers' mailboxes are.
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }

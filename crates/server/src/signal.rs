@@ -4,7 +4,10 @@ use crate::ServerHandle;
 
 /// Blocks SIGINT and SIGTERM in the calling thread (so every thread spawned after it
 /// inherits the mask) and starts a thread that waits for either with `sigwait` and
-/// calls [`ServerHandle::shutdown`]. A second signal exits the process at once.
+/// calls [`ServerHandle::shutdown`] (bounded by
+/// [`ServerConfig::shutdown_timeout`](crate::ServerConfig::shutdown_timeout)). A second
+/// signal exits the process at once, with the shell's code for the signal: 130 for
+/// SIGINT, 143 for SIGTERM.
 pub fn shutdown_on_signals(handle: ServerHandle) {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it fully.
     let set = unsafe {
@@ -24,12 +27,15 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 return;
             }
+            let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
             if first {
-                tracing::info!(signal = sig, "shutting down gracefully (send again to exit now)");
+                tracing::info!(signal = name, "shutting down gracefully (send again to exit now)");
                 handle.shutdown();
                 first = false;
             } else {
-                std::process::exit(130);
+                let code = 128 + sig;
+                tracing::warn!(signal = name, code, "second signal: exiting now");
+                std::process::exit(code);
             }
         }
     });

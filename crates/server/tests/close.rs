@@ -172,7 +172,7 @@ fn graceful_shutdown_delivers_queued_messages_then_1001() {
             r.frame(true, 0, OpCode::Text, b"hello", true);
             assert_eq!(r.read_frame().2, b"hello");
         }
-        handle.broadcast("last words");
+        handle.broadcast("last words").unwrap();
         handle.shutdown();
         for r in &mut raws {
             let (_, op, p) = r.read_frame();

@@ -37,7 +37,7 @@ impl Handler for Flow {
                 let remote = ws.remote();
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_millis(300));
-                    remote.resume();
+                    remote.resume().unwrap();
                 });
             }
             "who" => {
@@ -46,7 +46,7 @@ impl Handler for Flow {
             }
             other => {
                 let other = other.to_owned();
-                ws.broadcast(ringwire_server::prepare(other));
+                ws.broadcast(ringwire_server::prepare(other)).unwrap();
             }
         }
     }

@@ -5,10 +5,10 @@
 use futures_util::{SinkExt, StreamExt};
 use ringwire_conn::Message;
 use ringwire_frame::{FrameHeader, OpCode, apply_mask};
-use ringwire_server::{Handler, IoChoice, RunningServer, Server, ServerConfig, Ws};
+use ringwire_server::{Handler, IoChoice, RunningServer, Server, ServerConfig, ServerHandle, Ws};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as TMessage;
 
 /// Both backends; each behaviour is tested on each.
@@ -34,6 +34,15 @@ pub struct Echo;
 impl Handler for Echo {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         let _ = ws.send(message, None);
+    }
+}
+
+/// Waits until the server counts `n` open connections; fails after 10 s.
+pub fn wait_for_connections(handle: &ServerHandle, n: usize) {
+    let t0 = Instant::now();
+    while handle.connections() != n {
+        assert!(t0.elapsed() < Duration::from_secs(10), "connections stuck at {}, not {n}", handle.connections());
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
