@@ -1094,7 +1094,7 @@ impl UringLoop {
                     tracing::warn!(
                         "io_uring completion queue overflowed ({left_out} more times since the last line): \
                          handled, at the cost of extra system calls; a larger LoopConfig::cq_entries \
-                         (ringwire --ring-entries) avoids it"
+                         (ringwire --cq-entries) avoids it"
                     );
                 }
             }

@@ -63,7 +63,8 @@ pub struct ServeArgs {
     /// Split outgoing messages into frames of this size (0 = never split).
     #[arg(long, default_value = "16KiB", value_name = "SIZE", value_parser = parse_size)]
     pub fragment_size: usize,
-    /// Time to wait for the peer's close frame after sending ours.
+    /// Time to wait for the peer's close frame after sending ours; then, once the socket
+    /// closes, the most it may take to write what is queued before it is reset.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub close_timeout: Duration,
     /// Time a client has to send its upgrade request.
@@ -116,6 +117,13 @@ pub struct ServeArgs {
     /// io_uring receive buffers per worker (a power of two); shared by all connections.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub recv_buffers: u16,
+    /// io_uring submission queue entries per worker.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=32768))]
+    pub ring_entries: u32,
+    /// io_uring completion queue entries per worker (at least --ring-entries; 0 = sized for
+    /// --max-connections, between twice --ring-entries and 65536).
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub cq_entries: u32,
     /// Size of each io_uring receive buffer (epoll reads into one buffer of this size).
     #[arg(long, default_value = "32KiB", value_name = "SIZE", value_parser = parse_size)]
     pub recv_buffer_size: usize,
@@ -125,6 +133,17 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Checks what one flag's parser cannot: a one-line error naming the flags.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cq_entries != 0 && self.cq_entries < self.ring_entries {
+            return Err(format!(
+                "--cq-entries {} is below --ring-entries {} (use 0 to size it for --max-connections)",
+                self.cq_entries, self.ring_entries
+            ));
+        }
+        Ok(())
+    }
+
     /// The server configuration these flags describe.
     pub fn to_config(&self) -> ServerConfig {
         let mut addr = self.addr;
@@ -158,6 +177,9 @@ impl ServeArgs {
         cfg.shutdown_timeout = self.shutdown_timeout;
         cfg.bind_retry = self.bind_retry;
         cfg.mailbox_capacity = self.mailbox_capacity as usize;
+        cfg.event_loop.flush_timeout = self.close_timeout;
+        cfg.event_loop.ring_entries = self.ring_entries;
+        cfg.event_loop.cq_entries = self.cq_entries;
         cfg.event_loop.buf_count = self.recv_buffers;
         cfg.event_loop.buf_size = u32::try_from(self.recv_buffer_size).unwrap_or(u32::MAX);
         cfg.handshake_timeout = self.handshake_timeout;
@@ -298,10 +320,33 @@ mod tests {
             (&["--mailbox-capacity", "0"][..], "--mailbox-capacity"),
             (&["--allow-any-origin", "--allow-origin", "https://a.example"][..], "--allow-any-origin"),
             (&["--allow-any-host", "--allow-host", "a.example"][..], "--allow-any-host"),
+            (&["--ring-entries", "4"][..], "--ring-entries"),
+            (&["--cq-entries", "70000"][..], "--cq-entries"),
         ] {
             let err = Cli::try_parse_from(["ringwire", "echo"].iter().chain(args)).unwrap_err();
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
         }
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ring_flags_size_the_loop() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["ringwire", "echo", "--threads", "2"].iter().chain(extra)).unwrap();
+            let Command::Echo(args) = cli.command else { panic!("echo") };
+            args
+        };
+        let args = parse(&["--ring-entries", "64", "--cq-entries", "32"]);
+        let err = args.check().unwrap_err();
+        assert!(err.contains("--cq-entries 32") && err.contains("--ring-entries 64"), "{err}");
+        let cfg = parse(&["--ring-entries", "64", "--cq-entries", "128", "--close-timeout", "2s"]).to_config();
+        let lc = cfg.resolved_event_loop();
+        assert_eq!((lc.ring_entries, lc.cq_entries), (64, 128), "an explicit CQ size is kept");
+        assert_eq!(lc.flush_timeout, Duration::from_secs(2), "--close-timeout bounds the flush too");
+        // 0: sized for the connections of one worker, within [2 x ring entries, 65536].
+        let sized = |m: &str| parse(&["--max-connections", m]).to_config().resolved_event_loop().cq_entries;
+        assert_eq!(sized("100000"), 65_536);
+        assert_eq!(sized("30000"), 16_384);
+        assert_eq!(sized("100"), 8_192, "at least twice the default 4096 ring entries");
     }
 }

@@ -113,6 +113,10 @@ fn main() -> ExitCode {
         Command::Echo(a) => ("echo", a),
         Command::Broadcast(a) => ("broadcast", a),
     };
+    if let Err(e) = args.check() {
+        eprintln!("ringwire: {e}");
+        return ExitCode::from(2);
+    }
     let cfg = args.to_config();
     let threads = cfg.resolved_threads();
     let nofile = match raise_descriptor_limit() {

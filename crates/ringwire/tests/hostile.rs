@@ -68,15 +68,15 @@ fn ping_flood_epoll() {
 /// later. Bound: keepalive interval + grace finds them, then the close timeout and the
 /// flush deadline (both `--close-timeout`) end them with a reset.
 fn silent_non_readers(io: &str) {
-    let args = ["--keepalive-interval", "1s", "--keepalive-grace", "1s", "--close-timeout", "1s"];
+    let args = ["--keepalive-interval", "2s", "--keepalive-grace", "1s", "--close-timeout", "1s"];
     let Some(server) = Ringwire::start("echo", io, &args) else { return };
     let base = server.fd_count();
-    let clients: Vec<RawClient> = (0..20).map(|_| stuff_until_blocked(server.addr)).collect();
+    let start = Instant::now();
+    let clients = stuff_in_parallel(server.addr, 20);
     let during = server.fd_count();
     assert!(during >= base + 20, "[{io}] the 20 clients are connected ({base} -> {during} fds)");
-    let start = Instant::now();
-    // interval 1 s + grace 1 s + close wait 1 s + flush 1 s + linger/turns: well within 10 s.
-    let back = wait_until(Duration::from_secs(10), || server.fd_count() <= base);
+    // interval 2 s + grace 1 s + close wait 1 s + flush 1 s + a turn: within 12 s of the start.
+    let back = wait_until(Duration::from_secs(12).saturating_sub(start.elapsed()), || server.fd_count() <= base);
     let took = start.elapsed();
     println!("[{io}] 20 silent non-readers: server fds {base} -> {during} -> {} after {took:?}", server.fd_count());
     assert!(back, "[{io}] descriptors still held after {took:?}: {} (baseline {base})", server.fd_count());
@@ -98,7 +98,7 @@ fn silent_non_readers_epoll() {
 fn sigterm_with_non_readers(io: &str) {
     let args = ["--keepalive-interval", "0", "--close-timeout", "30s", "--shutdown-timeout", "2s"];
     let Some(mut server) = Ringwire::start("echo", io, &args) else { return };
-    let clients: Vec<RawClient> = (0..10).map(|_| stuff_until_blocked(server.addr)).collect();
+    let clients = stuff_in_parallel(server.addr, 10);
     let start = Instant::now();
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10));
@@ -204,7 +204,7 @@ fn slowloris_epoll() {
 #[test]
 fn cq_overflow_uring() {
     const N: usize = 1000;
-    let args = ["--ring-entries", "64"];
+    let args = ["--ring-entries", "64", "--cq-entries", "128"];
     let Some(echo) = Ringwire::start("echo", "uring", &args) else { return };
     let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(echo.addr, None)).collect();
     let bytes: Vec<Vec<u8>> = (0..N).map(|i| format!("client {i} ").repeat(40).into_bytes()).collect();

@@ -186,4 +186,23 @@ impl ServerConfig {
     pub fn resolved_threads(&self) -> usize {
         if self.threads > 0 { self.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
     }
+
+    /// The event loop settings each worker runs with: [`event_loop`](Self::event_loop), with
+    /// a completion queue sized for the connection count when `event_loop.cq_entries` is 0.
+    ///
+    /// A broadcast completes one send per connection in one turn, so a worker's CQ gets as
+    /// many entries as its share of [`max_connections`](Self::max_connections) (at least twice
+    /// `ring_entries`, at most 65,536: 16 bytes each, 1 MiB per worker at the most).
+    /// Completions that still do not fit wait in the kernel's overflow list and are handled
+    /// (with a logged warning), only at the cost of extra system calls.
+    pub fn resolved_event_loop(&self) -> LoopConfig {
+        let mut cfg = self.event_loop.clone();
+        if cfg.cq_entries == 0 {
+            let per_worker = self.max_connections.div_ceil(self.resolved_threads().max(1));
+            let per_worker =
+                u32::try_from(per_worker).unwrap_or(u32::MAX).checked_next_power_of_two().unwrap_or(u32::MAX);
+            cfg.cq_entries = per_worker.clamp(cfg.ring_entries.saturating_mul(2).min(65_536), 65_536);
+        }
+        cfg
+    }
 }

@@ -118,7 +118,7 @@ impl Server {
             let backend = self.backend.backend;
             let t = std::thread::Builder::new().name(format!("ringwire-{index}")).spawn(move || {
                 let run = || -> std::io::Result<()> {
-                    let (mut event_loop, waker) = EventLoop::new(backend, &cfg.event_loop)?;
+                    let (mut event_loop, waker) = EventLoop::new(backend, &cfg.resolved_event_loop())?;
                     event_loop.add_listener(listener)?;
                     shared.workers[index].set_waker(waker);
                     let mut worker = Worker::new(index, handler, Arc::clone(&shared), cfg);

@@ -243,3 +243,10 @@ pub fn stuff_until_blocked(addr: SocketAddr) -> RawClient {
     }
     c
 }
+
+/// `n` clients stuffed at once (see [`stuff_until_blocked`]), so that all of them are
+/// silent from about the same moment.
+pub fn stuff_in_parallel(addr: SocketAddr, n: usize) -> Vec<RawClient> {
+    let threads: Vec<_> = (0..n).map(|_| std::thread::spawn(move || stuff_until_blocked(addr))).collect();
+    threads.into_iter().map(|t| t.join().expect("a stuffing client")).collect()
+}
