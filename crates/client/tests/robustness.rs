@@ -171,6 +171,9 @@ fn drop_connection_destroys_the_socket_of_a_server_that_does_not_read() {
         });
         let mut opts = ConnectOptions::default();
         opts.config.close_timeout = Duration::from_secs(60);
+        // Keep reading with the 16 MiB queued (above the default high-water mark the
+        // connection would stop reading, and never see "go").
+        opts.config.high_water_mark = 32 << 20;
         let mut client = ClientLoop::new(io).unwrap();
         client.connect(&format!("ws://{addr}/"), opts).unwrap();
         let mut h = FloodThenDrop { closed: None };

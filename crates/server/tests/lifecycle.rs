@@ -158,7 +158,11 @@ fn patient(io: ringwire_server::IoChoice) -> ringwire_server::ServerConfig {
 fn drop_connection_destroys_the_socket_of_a_peer_that_does_not_read() {
     for io in BACKENDS {
         let (tx, closes) = mpsc::channel();
-        let server = start(patient(io), Flooder(tx));
+        let mut cfg = patient(io);
+        // Keep reading with the 16 MiB queued (above the default high-water mark the
+        // connection would stop reading, and never see "drop").
+        cfg.connection.high_water_mark = 32 << 20;
+        let server = start(cfg, Flooder(tx));
         let handle = server.handle();
         let mut raw = non_reader(server.local_addr());
         raw.frame(true, 0, OpCode::Text, b"flood", true);
