@@ -2,11 +2,14 @@
 //! io_uring fallback, an echo over a raw socket, graceful exit on SIGTERM within the
 //! shutdown deadline, the descriptor limit, and a restart right after SIGKILL.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::RawClient;
 
 fn ringwire() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringwire"))
@@ -63,38 +66,16 @@ fn addr_of(line: &str) -> String {
 
 /// A connection that has completed the upgrade.
 fn upgraded(addr: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
+    RawClient::connect(addr.parse().unwrap(), None).stream
 }
 
 /// Upgrade, send one masked text frame, return the echoed payload.
 fn echo_once(addr: &str, text: &str) -> String {
-    let mut s = upgraded(addr);
-    let key = [1u8, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&key);
-    frame.extend(text.bytes().enumerate().map(|(i, c)| c ^ key[i % 4]));
-    s.write_all(&frame).unwrap();
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).unwrap();
-    assert_eq!(h[0], 0x81);
-    let mut p = vec![0u8; (h[1] & 0x7F) as usize];
-    s.read_exact(&mut p).unwrap();
-    String::from_utf8(p).unwrap()
+    let mut c = RawClient::connect(addr.parse().unwrap(), None);
+    c.send(0x1, text.as_bytes());
+    let (op, payload) = c.read_frame();
+    assert_eq!(op, 0x1);
+    String::from_utf8(payload).unwrap()
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -122,21 +103,10 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
     wait_exit(&mut child, Duration::from_secs(10))
 }
 
-/// An upgraded connection that neither reads nor answers the server's close.
+/// An upgraded connection that neither reads nor answers the server's close, with what the
+/// server sent piled up behind it.
 fn silent_peer(addr: &str) -> TcpStream {
-    let mut s = upgraded(addr);
-    // Echoed back and never read: what the server sends piles up behind it.
-    let key = [1u8, 2, 3, 4];
-    let mut frame = vec![0x82, 0xFE, 0xEA, 0x60]; // binary, 60,000 bytes, masked
-    frame.extend_from_slice(&key);
-    frame.extend((0..60_000).map(|i| key[i % 4]));
-    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
-    for _ in 0..40 {
-        if s.write_all(&frame).is_err() {
-            break; // the server stopped reading: enough is queued
-        }
-    }
-    s
+    support::stuff_until_blocked(addr.parse().unwrap()).stream
 }
 
 #[test]
