@@ -110,10 +110,12 @@ pub struct Config {
     /// What happens at [`max_buffered`](Self::max_buffered) (drop the peer with 1008).
     pub buffered_limit_policy: BufferedLimitPolicy,
     /// Answer pings automatically (the application can still cancel one pong with
-    /// [`Connection::cancel_pong`](crate::Connection::cancel_pong)) (true). At most one
-    /// pong is owed: pings that arrive before it is handed out get one pong, for the
-    /// latest (RFC 6455 5.5.3), and while one is being written the next waits for it,
-    /// so a ping flood costs one pong, not one per ping.
+    /// [`Connection::cancel_pong`](crate::Connection::cancel_pong)) (true). Every ping
+    /// gets its pong while at most [`low_water_mark`](Self::low_water_mark) is
+    /// unwritten; beyond it pongs wait, at most sixteen owed, and a ping that finds
+    /// sixteen owed replaces the newest (RFC 6455 5.5.3 lets an endpoint answer only the
+    /// most recent), so a ping flood from a peer that never reads costs at most the
+    /// low-water mark plus sixteen pongs, not one pong per ping.
     pub auto_pong: bool,
 }
 

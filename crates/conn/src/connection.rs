@@ -83,13 +83,19 @@ pub struct Connection {
 /// tell apart: a number only matters while its pong is owed).
 #[derive(Debug, Default)]
 struct Pings {
-    /// The pong owed for the latest ping, not queued yet: `(ping number, payload)`.
-    /// One at most: a newer ping replaces it (RFC 6455 5.5.3 lets an endpoint answer
-    /// only the most recent of the pings it has not answered yet).
-    owed: Option<(u64, Bytes)>,
+    /// The pongs owed and not queued yet, oldest first: `(ping number, payload)`. At
+    /// most [`MAX_OWED_PONGS`]: a ping that finds the list full replaces the newest
+    /// (RFC 6455 5.5.3 lets an endpoint answer only the most recent of the pings it has
+    /// not answered yet).
+    owed: VecDeque<(u64, Bytes)>,
     received: u64,
     polled: u64,
 }
+
+/// Pongs owed at most (see [`Pings::owed`]). Every ping is answered while the output
+/// drains; a peer that pings faster than it reads gets at most this many pongs beyond
+/// the low-water mark.
+const MAX_OWED_PONGS: usize = 16;
 
 impl Connection {
     /// A connection in the `Open` state, right after a successful handshake. Pass the
@@ -185,7 +191,7 @@ impl Connection {
             max_message: self.config.max_received_message_size,
             assemble: self.config.assemble_fragments,
         };
-        let (events, pings, out) = (&mut self.events, &mut self.pings, &mut self.out);
+        let (events, pings) = (&mut self.events, &mut self.pings);
         let mut last = None;
         let used = self.recv.feed(&lim, data, &mut |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
@@ -194,10 +200,11 @@ impl Connection {
             Inbound::Ping(p) => {
                 let pings = pings.get_or_insert_with(Box::default);
                 if owe_pongs {
-                    // Only the latest ping is answered: its pong replaces one owed and
-                    // one queued but not handed out yet.
-                    out.drop_unhanded_auto_pong();
-                    pings.owed = Some((pings.received, p.clone()));
+                    if pings.owed.len() == MAX_OWED_PONGS {
+                        // Full: the latest ping's pong replaces the newest owed one.
+                        pings.owed.pop_back();
+                    }
+                    pings.owed.push_back((pings.received, p.clone()));
                 }
                 pings.received += 1;
                 events.push_back(Event::Ping(p));
@@ -401,14 +408,14 @@ impl Connection {
     /// Suppresses the automatic pong for the last [`Event::Ping`] returned by
     /// [`poll_event`](Self::poll_event) (Node's `cancel()` in the `'ping'` handler).
     /// Call it before the next `poll_transmit`; once the pong is queued it has no
-    /// effect. A ping whose pong was replaced by a later ping's (only the latest ping
-    /// is answered) has no pong left to cancel.
+    /// effect. A ping whose pong was replaced by a later ping's (more than sixteen
+    /// owed, see [`Config::auto_pong`]) has no pong left to cancel.
     pub fn cancel_pong(&mut self) {
         if let Some(p) = &mut self.pings
             && p.polled > 0
-            && p.owed.as_ref().is_some_and(|(seq, _)| *seq == p.polled - 1)
+            && let Some(i) = p.owed.iter().position(|(seq, _)| *seq == p.polled - 1)
         {
-            p.owed = None;
+            p.owed.remove(i);
         }
         self.release_pings();
     }
@@ -705,58 +712,60 @@ impl Connection {
         self.config.max_buffered.is_none_or(|limit| self.out.buffered() + wire <= limit)
     }
 
-    /// The owed pong may be queued now: the connection is open, no earlier automatic
-    /// pong is still being written, and it fits in `max_buffered`.
+    /// The oldest owed pong may be queued now: the connection is open, the output is
+    /// not backed up (at most the low-water mark is unwritten), and it fits in
+    /// `max_buffered`.
     fn pong_ready(&self) -> bool {
-        self.pings.as_ref().and_then(|p| p.owed.as_ref()).is_some_and(|(_, p)| {
+        self.pings.as_ref().and_then(|p| p.owed.front()).is_some_and(|(_, p)| {
             self.state == State::Open
                 && !self.out.close_queued
-                && !self.out.auto_pong_queued
+                && self.out.buffered() <= self.config.low_water_mark
                 && self.fits(self.out.wire_len(p.len(), None))
         })
     }
 
-    /// Queues the owed pong when it may go (see [`pong_ready`](Self::pong_ready));
-    /// otherwise it stays owed (a newer ping may still replace it), or is dropped once
+    /// Queues the owed pongs that may go (see [`pong_ready`](Self::pong_ready)); the
+    /// rest stay owed (a newer ping may still replace the newest), or are dropped once
     /// the connection is no longer open.
     fn flush_pongs(&mut self) {
         if self.pings.is_none() {
             return;
         }
-        if self.pong_ready() {
-            let (_, p) = self.pings.as_mut().and_then(|p| p.owed.take()).expect("pong_ready");
-            self.out.push_auto_pong(&p);
-        } else if self.state != State::Open || self.out.close_queued {
+        while self.pong_ready() {
+            let (_, p) = self.pings.as_mut().and_then(|p| p.owed.pop_front()).expect("pong_ready");
+            self.out.push_control(OpCode::Pong, &p);
+        }
+        if self.state != State::Open || self.out.close_queued {
             self.clear_pongs();
             return;
         }
         self.release_pings();
     }
 
-    /// Right before our close frame is queued: the owed pong goes now or never, so it
-    /// is queued even behind a pong still being written or over `max_buffered` (once).
+    /// Right before our close frame is queued: the owed pongs go now or never, so they
+    /// are queued even while the output is backed up or over `max_buffered` (once; at
+    /// most [`MAX_OWED_PONGS`]).
     fn flush_pongs_before_close(&mut self) {
-        let owed = self.pings.as_mut().and_then(|p| p.owed.take());
-        if let Some((_, p)) = owed
-            && self.state == State::Open
-            && !self.out.close_queued
-        {
-            self.out.push_control(OpCode::Pong, &p);
+        let owed = self.pings.as_mut().map(|p| std::mem::take(&mut p.owed)).unwrap_or_default();
+        if self.state == State::Open && !self.out.close_queued {
+            for (_, p) in owed {
+                self.out.push_control(OpCode::Pong, &p);
+            }
         }
         self.release_pings();
     }
 
-    /// Drops the owed pong.
+    /// Drops the owed pongs.
     fn clear_pongs(&mut self) {
         if let Some(p) = &mut self.pings {
-            p.owed = None;
+            p.owed.clear();
         }
         self.release_pings();
     }
 
     /// Drops the ping bookkeeping once every ping was polled and no pong is owed.
     fn release_pings(&mut self) {
-        if self.pings.as_ref().is_some_and(|p| p.owed.is_none() && p.received == p.polled) {
+        if self.pings.as_ref().is_some_and(|p| p.owed.is_empty() && p.received == p.polled) {
             self.pings = None;
         }
     }

@@ -31,8 +31,6 @@ struct Chunk {
     priority: bool,
     /// The chunk holds our close frame.
     close: bool,
-    /// The chunk holds an automatic pong (not one the application sent).
-    auto_pong: bool,
 }
 
 /// A chunk's bytes: still open in the arena (more small frames may be appended) until it
@@ -90,8 +88,6 @@ pub(crate) struct Outbound {
     pub(crate) close_queued: bool,
     /// Our close frame is fully written.
     pub(crate) close_written: bool,
-    /// An automatic pong is queued (handed out or not) and not fully written yet.
-    pub(crate) auto_pong_queued: bool,
     /// The buffered amount went above the high-water mark and has not fallen to the
     /// low-water mark since: the connection does not read (set and cleared by the
     /// connection, which knows the marks).
@@ -106,7 +102,6 @@ impl Outbound {
             drain_owed: false,
             close_queued: false,
             close_written: false,
-            auto_pong_queued: false,
             read_blocked: false,
         }
     }
@@ -238,39 +233,6 @@ impl Outbound {
     /// Queues a ping or pong ahead of data frames not yet handed out, behind other
     /// control frames and never inside a frame.
     pub(crate) fn push_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        self.push_priority(opcode, payload);
-    }
-
-    /// Queues an automatic pong as [`push_control`](Self::push_control) does, marked so
-    /// that [`drop_unhanded_auto_pong`](Self::drop_unhanded_auto_pong) can find it.
-    pub(crate) fn push_auto_pong(&mut self, payload: &[u8]) {
-        let at = self.push_priority(OpCode::Pong, payload);
-        if let Some(c) = self.queue.as_mut().and_then(|q| q.chunks.get_mut(at)) {
-            c.auto_pong = true;
-            self.auto_pong_queued = true;
-        }
-    }
-
-    /// Removes the automatic pong queued and not yet handed out, if there is one: a
-    /// newer ping arrived, and only the latest is answered (RFC 6455 5.5.3).
-    pub(crate) fn drop_unhanded_auto_pong(&mut self) {
-        let Some(q) = self.queue.as_mut().filter(|_| self.auto_pong_queued) else { return };
-        // Control frames not handed out come first (after the rest of a frame whose
-        // header was handed out): no need to look past them.
-        let Some(i) = (q.handed..q.chunks.len())
-            .take_while(|&i| q.chunks[i].priority || !q.chunks[i].frame_start)
-            .find(|&i| q.chunks[i].auto_pong)
-        else {
-            return;
-        };
-        let c = q.chunks.remove(i).expect("found above");
-        q.buffered -= c.bytes.len();
-        self.auto_pong_queued = false;
-        self.release_if_empty();
-    }
-
-    /// Queues a control frame at its place among those not handed out; its index.
-    fn push_priority(&mut self, opcode: OpCode, payload: &[u8]) -> usize {
         let at = self.queue.as_ref().map_or(0, |q| {
             (q.handed..q.chunks.len())
                 .find(|&i| q.chunks[i].frame_start && !q.chunks[i].priority)
@@ -283,7 +245,6 @@ impl Outbound {
         let mut c = q.chunks.pop_back().expect("just pushed");
         c.priority = true;
         q.chunks.insert(at, c);
-        at
     }
 
     /// Queues our close frame at the very end: everything queued before it goes first.
@@ -325,9 +286,6 @@ impl Outbound {
             if c.close {
                 self.close_written = true;
             }
-            if c.auto_pong {
-                self.auto_pong_queued = false;
-            }
             if let Some(t) = c.token {
                 events.push_back(Event::SendComplete(t));
             }
@@ -347,9 +305,6 @@ impl Outbound {
             if c.close {
                 self.close_queued = false;
             }
-            if c.auto_pong {
-                self.auto_pong_queued = false;
-            }
             if let Some(t) = c.token {
                 events.push_back(Event::SendFailed(t));
             }
@@ -359,7 +314,6 @@ impl Outbound {
 
     /// The connection is gone: nothing more will be written. Fails every token.
     pub(crate) fn clear(&mut self, events: &mut VecDeque<Event>) {
-        self.auto_pong_queued = false;
         if let Some(q) = self.queue.take() {
             for c in q.chunks {
                 if let Some(t) = c.token {
@@ -379,14 +333,7 @@ impl Queue {
 
     fn push(&mut self, bytes: Body, frame_start: bool) {
         self.buffered += bytes.len();
-        self.chunks.push_back(Chunk {
-            bytes,
-            token: None,
-            frame_start,
-            priority: false,
-            close: false,
-            auto_pong: false,
-        });
+        self.chunks.push_back(Chunk { bytes, token: None, frame_start, priority: false, close: false });
     }
 
     /// Queues what was written into the arena since the last split (whole frames, or a
@@ -560,32 +507,6 @@ mod tests {
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x8a\x01p");
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x89\x01q");
         assert_eq!(o.poll_transmit().unwrap().len(), 4);
-    }
-
-    #[test]
-    fn an_auto_pong_is_dropped_until_handed_out() {
-        let mut o = Outbound::new(Role::Server);
-        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, None);
-        o.push_control(OpCode::Pong, b"mine");
-        assert_eq!(o.poll_transmit().unwrap().len(), 6, "the user's pong goes first");
-        assert_eq!(o.poll_transmit().unwrap().len(), 4, "the data frame's header");
-        // Behind the rest of a frame whose header was handed out.
-        o.push_auto_pong(b"a");
-        assert!(o.auto_pong_queued);
-        assert_eq!(o.buffered(), 6 + 604 + 3);
-        o.drop_unhanded_auto_pong();
-        assert!(!o.auto_pong_queued);
-        assert_eq!(o.buffered(), 6 + 604);
-        o.push_auto_pong(b"b");
-        assert_eq!(o.poll_transmit().unwrap().len(), 600);
-        assert_eq!(&o.poll_transmit().unwrap()[..], b"\x8a\x01b");
-        o.drop_unhanded_auto_pong();
-        assert!(o.auto_pong_queued, "handed out: it stays");
-        let mut ev = VecDeque::new();
-        o.on_written(6 + 604 + 2, &mut ev);
-        assert!(o.auto_pong_queued, "not fully written");
-        o.on_written(1, &mut ev);
-        assert!(!o.auto_pong_queued && o.is_empty());
     }
 
     #[test]

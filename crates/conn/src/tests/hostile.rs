@@ -81,25 +81,32 @@ fn small_limits() -> Config {
 }
 
 #[test]
-fn a_ping_flood_that_never_reads_gets_one_pong() {
+fn a_ping_flood_that_never_reads_is_answered_up_to_the_low_water_mark() {
     // Before: one pong queued per ping, not held to max_buffered: 200,000 empty pings
     // left 400 KB of pongs (and 200,000 chunks) against a 64 KiB limit.
     let ping = cframe(OpCode::Ping, true, b"");
-    for n in [1_000, 200_000] {
+    let lwm = small_limits().low_water_mark;
+    for n in [10, 1_000, 200_000] {
         let held = never_written(small_limits(), stream(&ping, n), 1);
         assert_eq!(held.consumed, 6 * n, "pings alone never fill the output: reading goes on");
-        // The first pong is handed out and never written; later pings replace the one
-        // owed, which waits for it.
-        assert_eq!((held.pongs, held.handed, held.buffered), (1, 2, 2), "{n} pings");
+        let reads = (6 * n).div_ceil(READ);
+        // Each read's pings owe at most 16 pongs (the newest answers the latest ping);
+        // they are queued while at most the low-water mark is unwritten.
+        assert_eq!(held.pongs, n.min(16 * reads).min(lwm / 2 + 1), "{n} pings: {held:?}");
+        assert_eq!(held.buffered, 2 * held.pongs, "{n} pings");
     }
 }
 
 #[test]
-fn a_ping_flood_with_payloads_holds_at_most_one_owed_pong() {
+fn a_ping_flood_with_payloads_is_held_at_the_low_water_mark() {
     let ping = cframe(OpCode::Ping, true, &[7; 125]);
     let held = never_written(small_limits(), stream(&ping, 50_000), 1);
     assert_eq!(held.consumed, ping.len() * 50_000);
-    assert_eq!((held.pongs, held.buffered), (1, 127));
+    let lwm = small_limits().low_water_mark;
+    // Pongs are queued while the unwritten output is at most the low-water mark: the
+    // last one may pass it by one pong.
+    assert!(held.buffered > lwm && held.buffered <= lwm + 127, "{held:?}");
+    assert_eq!(held.buffered, 127 * held.pongs);
 }
 
 #[test]
@@ -151,30 +158,39 @@ fn payloads_out(s: &mut Connection) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn a_pong_waits_for_the_one_being_written_and_answers_the_latest_ping() {
+fn pings_are_all_answered_while_the_output_drains_and_the_latest_sixteen_beyond() {
     let now = Instant::now();
     let mut s = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
-    let read_ping = |s: &mut Connection, payload: &[u8]| {
-        s.handle_read(&cframe(OpCode::Ping, true, payload), now);
-        assert!(matches!(s.poll_event(), Some(Event::Ping(_))));
+    let read_pings = |s: &mut Connection, payloads: &[&[u8]]| {
+        let wire: Vec<u8> = payloads.iter().flat_map(|p| cframe(OpCode::Ping, true, p)).collect();
+        s.handle_read(&wire, now);
+        for _ in payloads {
+            assert!(matches!(s.poll_event(), Some(Event::Ping(_))));
+        }
     };
-    read_ping(&mut s, b"a");
-    let first = s.poll_transmit().expect("the pong for a");
-    assert_eq!(&first[..], b"\x8a\x01a");
-    // Two more pings while it is not written: one pong owed, for the latest.
-    read_ping(&mut s, b"b");
-    read_ping(&mut s, b"c");
+    // Ten pings in one read (Autobahn 2.10): ten pongs, in order, even while the first
+    // ones are not written yet.
+    let ten: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    read_pings(&mut s, &ten.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert_eq!(payloads_out(&mut s), ten);
+    read_pings(&mut s, &[b"b", b"c"]);
+    assert_eq!(payloads_out(&mut s), [&b"b"[..], b"c"], "answered behind unwritten pongs");
+    // Backed up (more than the low-water mark unwritten): pongs wait, sixteen at most,
+    // the newest answering the latest ping.
+    assert_eq!(s.send_binary(vec![0u8; 20 << 10], None), Ok(SendStatus::Queued));
+    let handed: usize = std::iter::from_fn(|| s.poll_transmit()).map(|c| c.len()).sum();
+    let twenty: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'p', i]).collect();
+    read_pings(&mut s, &twenty.iter().map(Vec::as_slice).collect::<Vec<_>>());
     assert!(!s.wants_write());
     assert_eq!(s.poll_transmit(), None);
-    s.handle_written(first.len(), now);
-    assert!(s.wants_write());
-    assert_eq!(&s.poll_transmit().expect("the pong for c")[..], b"\x8a\x01c");
-    s.handle_written(3, now);
-    // A pong queued but not handed out is replaced by a newer ping's.
-    read_ping(&mut s, b"d");
-    s.ping(b"mine").unwrap(); // queues the owed pong first, in order
-    read_ping(&mut s, b"e");
-    assert_eq!(payloads_out(&mut s), [&b"mine"[..], b"e"]);
+    s.handle_written(handed + 3 * 12, now);
+    let mut expected: Vec<Vec<u8>> = twenty[..15].to_vec();
+    expected.push(twenty[19].clone());
+    assert_eq!(payloads_out(&mut s), expected);
+    // A pong owed goes before a later ping of ours, in order.
+    read_pings(&mut s, &[b"d"]);
+    s.ping(b"mine").unwrap();
+    assert_eq!(payloads_out(&mut s), [&b"d"[..], b"mine"]);
 }
 
 #[test]

@@ -59,9 +59,9 @@ fn run(role: Role, wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<F>) {
 }
 
 /// What must not depend on how the input was split: the events, the frames other than
-/// pongs, and the last pong. Which earlier pings get a pong of their own does depend on
-/// it (only the latest ping read before the output is taken is answered, RFC 6455
-/// 5.5.3), but every pong answers a ping, in order.
+/// pongs, and the last pong. Which earlier pings get a pong of their own may depend on
+/// it (past sixteen owed, or while the output is backed up, only the latest ping is
+/// answered, RFC 6455 5.5.3), but every pong answers a ping, in order.
 fn split_invariant((events, out): (Vec<Event>, Vec<F>)) -> (Vec<Event>, Vec<F>, Option<F>) {
     let pings: Vec<&[u8]> =
         events.iter().filter_map(|e| if let Event::Ping(p) = e { Some(&p[..]) } else { None }).collect();
