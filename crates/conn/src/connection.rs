@@ -789,7 +789,7 @@ mod memory {
     #[test]
     fn idle_connection_is_small() {
         // Every server connection is one of these; see docs/scaling.md before raising it.
-        assert!(std::mem::size_of::<Connection>() <= 200, "Connection is {} bytes", std::mem::size_of::<Connection>());
+        assert!(std::mem::size_of::<Connection>() <= 192, "Connection is {} bytes", std::mem::size_of::<Connection>());
     }
 
     #[test]
