@@ -11,16 +11,18 @@
 //! `apply_mask(&mut p[..n], k, 0); apply_mask(&mut p[n..], k, n)` equals
 //! `apply_mask(p, k, 0)`.
 //!
-//! This module is the only place in the crate with `unsafe` code: the SIMD kernels
-//! in `x86.rs` and `neon.rs`. [`kernels`] lists every kernel this CPU can run, by
+//! The SIMD kernels in `x86.rs` and `neon.rs` are the only `unsafe` code in the crate:
+//! the crate root denies `unsafe_code` and only those two modules allow it. [`kernels`] lists every kernel this CPU can run, by
 //! name, for tests and benchmarks.
 
 mod scalar;
 
 #[cfg(all(target_arch = "x86_64", not(any(miri, ringwire_force_scalar))))]
+#[allow(unsafe_code)]
 mod x86;
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(any(miri, ringwire_force_scalar))))]
+#[allow(unsafe_code)]
 mod neon;
 
 pub use scalar::{apply_mask_bytewise, apply_mask_fallback};

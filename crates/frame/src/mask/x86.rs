@@ -1,5 +1,7 @@
-//! x86-64 kernels: SSE2 (the x86-64 baseline), AVX2 and AVX-512 (F + BW), chosen once
-//! at run time and cached in an atomic (the shape of httparse's `simd/runtime.rs`).
+//! x86-64 kernels: SSE2 (the x86-64 baseline), AVX2 and AVX-512 F, chosen once at run
+//! time and cached in an atomic (the shape of httparse's `simd/runtime.rs`). Only
+//! `avx512f` is detected and enabled: the AVX-512 kernel uses 512-bit loads, stores and
+//! XOR, none of the byte-granular AVX-512 BW instructions.
 //!
 //! Every kernel XORs whole vectors with unaligned loads and stores, four vectors per
 //! iteration, and finishes the tail with narrower vectors (32, 16 bytes) and then the
