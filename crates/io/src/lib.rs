@@ -51,11 +51,14 @@
 //! See `README.md` in this crate for the design (buffer ring, send-buffer ownership, fallback
 //! rules).
 
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 
 mod common;
 mod epoll;
+#[allow(unsafe_code)]
+mod sys;
 mod uring;
 
 use std::fmt;

@@ -1,0 +1,464 @@
+//! A connection of the io_uring loop and its state machine: [`UConn`], the loop state handlers
+//! act on ([`Core`], the [`Io`] of this backend), how a connection moves forward at the end
+//! of a turn ([`Core::advance`]: arm recv, start a send, shut down, cancel, close), and what
+//! each of its completions does ([`UringLoop::on_conn_cqe`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::time::Instant;
+
+use bytes::Bytes;
+use io_uring::types::{CancelBuilder, Fd};
+use io_uring::{cqueue, opcode, squeue};
+
+use super::lent::{BGID, ConnectAddr, SendPool, SendSlot};
+use super::ops::{
+    KIND_ACCEPT, KIND_CANCEL, KIND_CLOSE, KIND_CONNECT, KIND_LISTENER_CANCEL, KIND_RECV, KIND_SEND, NO_SLOT, user_data,
+};
+use super::{Listener, UringLoop};
+use crate::common::{AcceptErrors, CloseTimers, Closing, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers};
+use crate::{ConnId, Handler, Io};
+
+/// One connection of the io_uring loop, in its slab.
+pub(super) struct UConn {
+    pub(super) fd: RawFd,
+    /// The connection's slot in the ring's registered file table ([`NO_SLOT`]: none); ops
+    /// name it instead of `fd`, which spares the kernel an fget/fput per op.
+    pub(super) slot: u32,
+    pub(super) connecting: bool,
+    pub(super) closing: Closing,
+    /// SQEs of this connection whose last CQE has not arrived.
+    pub(super) ops: u32,
+    pub(super) recv_armed: bool,
+    pub(super) recv_cancel: bool,
+    pub(super) paused: bool,
+    pub(super) eof: bool,
+    pub(super) queue: SendQueue,
+    pub(super) send: SendSlot,
+    pub(super) send_inflight: bool,
+    pub(super) teardown_cancel: bool,
+    pub(super) close_sent: bool,
+    pub(super) dirty: bool,
+    pub(super) timer: TimerSlot,
+    /// The peer, and what an open, unpaused connection never needs (see [`Rare`]).
+    pub(super) rare: Rare<UringCold>,
+}
+
+/// This backend's part of a connection's rarely used state.
+#[derive(Default)]
+pub(super) struct UringCold {
+    /// The address a CONNECT op in flight points to (so it must not move until it completes).
+    pub(super) connect_addr: Option<ConnectAddr>,
+    /// Input received while paused (or while older kept input waits), delivered on resume.
+    pub(super) stash: Vec<u8>,
+}
+
+pub(super) fn user_timer(c: &mut UConn) -> &mut TimerSlot {
+    &mut c.timer
+}
+
+impl UConn {
+    pub(super) fn new(fd: RawFd, peer: Option<SocketAddr>) -> UConn {
+        UConn {
+            fd,
+            slot: NO_SLOT,
+            connecting: false,
+            closing: Closing::Open,
+            ops: 0,
+            recv_armed: false,
+            recv_cancel: false,
+            paused: false,
+            eof: false,
+            queue: SendQueue::default(),
+            send: SendSlot::empty(),
+            send_inflight: false,
+            teardown_cancel: false,
+            close_sent: false,
+            dirty: false,
+            timer: TimerSlot::default(),
+            rare: Rare::new(peer),
+        }
+    }
+
+    pub(super) fn stash_is_empty(&self) -> bool {
+        self.rare.cold().is_none_or(|c| c.more.stash.is_empty())
+    }
+
+    fn teardown(&mut self, error: Option<io::Error>) {
+        self.rare.keep_first_error(error);
+        self.closing = Closing::Teardown;
+        if !self.send_inflight {
+            self.queue.clear();
+        }
+    }
+}
+
+impl LoopConn for UConn {
+    fn closing(&self) -> Closing {
+        self.closing
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        &mut self.closing
+    }
+
+    fn queue(&self) -> &SendQueue {
+        &self.queue
+    }
+
+    fn queue_mut(&mut self) -> &mut SendQueue {
+        &mut self.queue
+    }
+
+    fn dirty_mut(&mut self) -> &mut bool {
+        &mut self.dirty
+    }
+
+    fn close_timer(&mut self) -> &mut TimerSlot {
+        &mut self.rare.cold_mut().close_timer
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        (!self.close_sent).then_some(self.fd)
+    }
+
+    fn teardown(&mut self, error: Option<io::Error>) {
+        self.teardown(error)
+    }
+}
+
+/// The loop state handlers act on (the [`Io`] of this backend).
+pub(crate) struct Core {
+    pub(super) now: Instant,
+    pub(super) conns: Slab<UConn>,
+    pub(super) timers: Timers,
+    pub(super) close_timers: CloseTimers,
+    pub(super) sqes: Vec<squeue::Entry>,
+    pub(super) dirty: Vec<ConnId>,
+    pub(super) deliver: Vec<ConnId>,
+    pub(super) listeners: Vec<Listener>,
+    pub(super) accept_errors: AcceptErrors,
+    pub(super) accepting: bool,
+    pub(super) stopped: bool,
+    pub(super) nodelay: bool,
+    /// Send buffers not lent to any connection (see [`SendSlot`]).
+    pub(super) send_pool: SendPool,
+}
+
+impl Core {
+    pub(super) fn mark_dirty(&mut self, id: ConnId) {
+        self.conns.mark_dirty(id, &mut self.dirty);
+    }
+
+    /// Moves a connection forward at the end of a turn: arm recv, start a send, shut down,
+    /// cancel, close.
+    pub(super) fn advance(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(id) else { return };
+        c.dirty = false;
+        if !c.send_inflight && !c.queue.is_empty() {
+            self.send_pool.lend(&mut c.send);
+        }
+        let sqes = &mut self.sqes;
+        let want_recv = match c.closing {
+            Closing::Open => !c.connecting && !c.paused && c.stash_is_empty(),
+            Closing::Lingering => true,
+            Closing::Graceful | Closing::Teardown => false,
+        };
+        if want_recv {
+            arm_recv(c, id, sqes);
+        }
+        if c.closing == Closing::Open && !c.connecting {
+            start_send(c, id, sqes);
+        }
+        if c.closing == Closing::Graceful {
+            self.close_timers.flushing(id, c, self.now);
+        }
+        if c.closing == Closing::Graceful && !c.connecting {
+            if c.queue.is_empty() && !c.send_inflight {
+                // The fd is owned by this connection and still open (closed only by the CLOSE
+                // op below).
+                crate::sys::shutdown_write(c.fd);
+                if c.eof {
+                    c.closing = Closing::Teardown;
+                } else {
+                    c.closing = Closing::Lingering;
+                    self.close_timers.lingering(id, c, self.now);
+                    arm_recv(c, id, sqes);
+                }
+            } else {
+                start_send(c, id, sqes);
+            }
+        }
+        if c.closing == Closing::Teardown {
+            if (c.recv_armed || c.send_inflight || c.connecting) && !c.teardown_cancel {
+                let e = on_socket!(c.slot, c.fd, t => opcode::AsyncCancel2::new(CancelBuilder::fd(t).all()))
+                    .build()
+                    .user_data(user_data(KIND_CANCEL, id.idx, id.generation));
+                sqes.push(e);
+                c.teardown_cancel = true;
+                c.ops += 1;
+            }
+            if c.ops == 0 && !c.close_sent {
+                let e = opcode::Close::new(Fd(c.fd)).build().user_data(user_data(KIND_CLOSE, id.idx, id.generation));
+                sqes.push(e);
+                c.close_sent = true;
+                c.ops += 1;
+            }
+        }
+    }
+}
+
+/// Arms the multishot recv of `c` unless it is armed or the peer already closed.
+fn arm_recv(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
+    if c.recv_armed || c.eof {
+        return;
+    }
+    let e = on_socket!(c.slot, c.fd, t => opcode::RecvMulti::new(t, BGID).build()).user_data(user_data(
+        KIND_RECV,
+        id.idx,
+        id.generation,
+    ));
+    sqes.push(e);
+    c.recv_armed = true;
+    c.ops += 1;
+}
+
+fn start_send(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
+    if c.send_inflight || c.queue.is_empty() {
+        return;
+    }
+    let ud = user_data(KIND_SEND, id.idx, id.generation);
+    let e = c.send.sqe(&c.queue, c.slot, c.fd);
+    sqes.push(e.user_data(ud));
+    c.send_inflight = true;
+    c.ops += 1;
+}
+
+impl Io for Core {
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn send(&mut self, conn: ConnId, chunk: Bytes) {
+        self.conns.queue_send(conn, chunk, &mut self.dirty);
+    }
+
+    fn queued(&self, conn: ConnId) -> usize {
+        self.conns.queued(conn)
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.conns.begin_close(conn, &mut self.dirty);
+    }
+
+    fn abort(&mut self, conn: ConnId) {
+        self.conns.abort(conn, &mut self.dirty);
+    }
+
+    fn pause_read(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && !c.paused
+        {
+            c.paused = true;
+            if c.recv_armed && !c.recv_cancel {
+                let target = user_data(KIND_RECV, conn.idx, conn.generation);
+                let e = opcode::AsyncCancel::new(target).build().user_data(user_data(
+                    KIND_CANCEL,
+                    conn.idx,
+                    conn.generation,
+                ));
+                self.sqes.push(e);
+                c.recv_cancel = true;
+                c.ops += 1;
+            }
+        }
+    }
+
+    fn resume_read(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.paused
+        {
+            c.paused = false;
+            if !c.stash_is_empty() || c.eof {
+                self.deliver.push(conn);
+            }
+            self.mark_dirty(conn);
+        }
+    }
+
+    fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            self.timers.set(conn, &mut c.timer, at);
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+        if self.nodelay {
+            s.set_tcp_nodelay(true)?;
+        }
+        let mut c = UConn::new(s.into_raw_fd(), Some(addr));
+        let sa = ConnectAddr::new(addr);
+        let e = sa.sqe(c.fd);
+        c.rare.cold_mut().more.connect_addr = Some(sa);
+        c.connecting = true;
+        c.ops = 1;
+        let id = self.conns.insert(c);
+        self.sqes.push(e.user_data(user_data(KIND_CONNECT, id.idx, id.generation)));
+        Ok(id)
+    }
+
+    fn stop_accepting(&mut self) {
+        self.accepting = false;
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if l.armed {
+                let e = opcode::AsyncCancel::new(user_data(KIND_ACCEPT, i as u32, 0)).build().user_data(user_data(
+                    KIND_LISTENER_CANCEL,
+                    i as u32,
+                    0,
+                ));
+                self.sqes.push(e);
+            } else {
+                l.sock = None;
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.conns.get(conn).and_then(|c| c.rare.peer())
+    }
+}
+
+impl UringLoop {
+    pub(super) fn on_conn_cqe<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        id: ConnId,
+        kind: u64,
+        res: i32,
+        more: bool,
+        flags: u32,
+    ) {
+        let core = &mut self.core;
+        let c = core.conns.get_mut(id).expect("live id");
+        if !more {
+            c.ops -= 1;
+        }
+        match kind {
+            KIND_RECV => {
+                if !more {
+                    c.recv_armed = false;
+                    c.recv_cancel = false;
+                }
+                // A CQE that carries a buffer hands it back whatever its result (an EOF or an
+                // error can carry one too): the buffer returns to the ring below.
+                let bid = cqueue::buffer_select(flags);
+                if bid.is_some() {
+                    self.bufs.taken();
+                }
+                if res > 0 {
+                    let bid = bid.expect("recv CQE with data but without a buffer");
+                    let data = self.bufs.slice(bid, res as usize);
+                    // While closing, input is no longer wanted; while paused (or while older
+                    // kept data waits for delivery) it is kept, in order.
+                    let direct = c.closing == Closing::Open && !c.paused && c.stash_is_empty();
+                    if !direct && c.closing == Closing::Open {
+                        c.rare.cold_mut().more.stash.extend_from_slice(data);
+                    }
+                    if direct {
+                        handler.on_data(core, id, data);
+                    }
+                } else if res == 0 {
+                    c.eof = true;
+                    if c.closing == Closing::Open && !c.paused && c.stash_is_empty() {
+                        c.closing = Closing::Graceful;
+                    } else if c.closing == Closing::Lingering {
+                        c.teardown(None);
+                    }
+                } else if -res == libc::ENOBUFS {
+                    self.bufs.exhausted();
+                } else if -res != libc::ECANCELED {
+                    c.teardown(Some(io::Error::from_raw_os_error(-res)));
+                }
+                if let Some(bid) = bid {
+                    self.bufs.release(bid);
+                }
+                // ENOBUFS / ECANCELED / the end of a multishot: advance() re-arms if wanted.
+            }
+            KIND_SEND => {
+                c.send_inflight = false;
+                // The kernel is done with the msghdr and iovecs: back to the pool.
+                core.send_pool.give_back(&mut c.send);
+                if res == 0 && c.closing != Closing::Teardown {
+                    // A stream socket that takes no bytes of a non-empty send would loop forever.
+                    c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "send wrote 0 bytes")));
+                } else if res >= 0 {
+                    c.queue.advance(res as usize);
+                    if c.closing == Closing::Teardown {
+                        c.queue.clear();
+                    } else if res > 0 {
+                        handler.on_sent(core, id, res as usize);
+                    }
+                } else {
+                    c.queue.clear();
+                    if -res != libc::ECANCELED {
+                        c.teardown(Some(io::Error::from_raw_os_error(-res)));
+                    }
+                }
+            }
+            KIND_CONNECT => {
+                c.connecting = false;
+                if let Some(cold) = c.rare.cold_if_any() {
+                    cold.more.connect_addr = None;
+                }
+                if c.closing == Closing::Teardown {
+                    // Aborted while connecting: no on_connect, on_closed follows.
+                } else if res == 0 {
+                    handler.on_connect(core, id, Ok(()));
+                } else {
+                    let code = -res;
+                    c.teardown(Some(io::Error::from_raw_os_error(code)));
+                    handler.on_connect(core, id, Err(io::Error::from_raw_os_error(code)));
+                }
+            }
+            KIND_CANCEL => {}
+            KIND_CLOSE => {
+                let c = core.conns.remove(id).expect("live id");
+                if c.slot != NO_SLOT {
+                    // The descriptor is closed; drop the table's reference too, which is what
+                    // releases the socket. The slot is reused with the slab index.
+                    let _ = self.ring.submitter().register_files_update(c.slot, &[-1]);
+                }
+                handler.on_closed(core, id, c.rare.into_error());
+                return;
+            }
+            _ => {}
+        }
+        core.mark_dirty(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_is_small() {
+        // One per connection, in the loop's slab; see docs/scaling.md before raising it.
+        let n = std::mem::size_of::<UConn>();
+        assert!(n <= 104, "UConn is {n} bytes");
+        assert_eq!(std::mem::size_of::<TimerSlot>(), 16);
+        // An idle connection lends no send buffer.
+        assert!(!UConn::new(-1, None).send.is_lent());
+    }
+}

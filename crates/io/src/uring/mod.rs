@@ -1,0 +1,564 @@
+//! The io_uring backend: multishot accept per listener, multishot recv per connection into one
+//! provided-buffer ring per loop (lent through an adaptive window, see [`BufRing`]), one send
+//! (`send`, or a vectored `sendmsg`) in flight per connection, accepted sockets in a
+//! registered file table, eventfd wakeups, timers through the wait timeout of
+//! `io_uring_enter`.
+//!
+//! The pieces, one module each:
+//!
+//! - [`probe`](mod@probe): whether io_uring works here the way the loop uses it, and how a
+//!   ring is set up.
+//! - [`ops`]: what each operation is called (the `user_data` of its SQE) and the socket it
+//!   names.
+//! - [`lent`]: everything the loop lends the kernel (send headers, connect addresses, the
+//!   eventfd buffer, the provided-buffer ring) and the one rule for it: memory an SQE points
+//!   at outlives that SQE's last CQE. The only module here with `unsafe` code.
+//! - [`conn`]: a connection and its state machine, and [`Core`], the [`Io`](crate::Io) of
+//!   this backend.
+//! - this file: the loop itself, its turn, and where each completion goes.
+//!
+//! Completion queue overflow: completions that do not fit in the CQ wait in the kernel's
+//! overflow list (IORING_FEAT_NODROP). Each turn reads the CQ, and while the SQ ring's
+//! IORING_SQ_CQ_OVERFLOW flag is set, asks the kernel to move the overflow list into the CQ
+//! (io_uring_enter with GETEVENTS) and reads again, in the same turn. The buffer ring is only
+//! ever reset when no completion can be pending anywhere (see [`UringLoop::bufs_settled`]). A
+//! completion the kernel had to drop (no memory for the overflow list) is fatal: `run` fails
+//! and the loop's memory is leaked on drop.
+
+#[macro_use]
+mod ops;
+mod conn;
+#[allow(unsafe_code)]
+mod lent;
+mod probe;
+
+use std::fs::File;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::TcpListener;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue};
+
+use crate::common::{AcceptErrors, CloseTimers, Closing, RateLimited, Slab, Timers, earliest};
+use crate::{ConnId, Handler, LoopConfig, Waker, WakerInner};
+use conn::{Core, UConn, user_timer};
+use lent::{BufRing, DRAIN_BOUND, SendPool, WakeBuf, accepted_socket};
+use ops::{GEN_MASK, KIND_ACCEPT, KIND_LISTENER_CANCEL, KIND_NOP, KIND_WAKE, split_user_data};
+use probe::{build_ring, describe, register_file_table};
+
+pub(crate) use probe::probe;
+
+struct Listener {
+    sock: Option<TcpListener>,
+    armed: bool,
+    retry_at: Option<Instant>,
+}
+
+/// Rounds of moving the kernel's CQ overflow list into the CQ per turn (each moves up to a
+/// CQ's worth); what is left is read in the next turn. Nothing that needs every completion
+/// read (resetting the buffer ring) runs while any is left.
+const MAX_OVERFLOW_FLUSHES: usize = 64;
+
+/// One io_uring event loop.
+pub(crate) struct UringLoop {
+    ring: IoUring,
+    /// Freed by Drop only once the kernel is known to be done with it (after the ring's
+    /// operations all completed and the ring was unregistered); leaked otherwise.
+    bufs: ManuallyDrop<BufRing>,
+    pub(crate) core: Core,
+    wake_fd: Arc<File>,
+    wake_buf: WakeBuf,
+    wake_armed: bool,
+    /// SQEs submitted whose last CQE has not arrived (for the bounded drain in Drop).
+    inflight: usize,
+    cqes: Vec<cqueue::Entry>,
+    expired: Vec<ConnId>,
+    /// Set up with DEFER_TASKRUN: the buffer window may shrink (see [`BufRing::reclaim`]).
+    deferred: bool,
+    /// Size of the registered file table (0: none could be registered).
+    slots: u32,
+    /// The kernel dropped completions (or the loop otherwise lost track of its operations):
+    /// nothing it lent the kernel may be freed.
+    broken: bool,
+    /// How long Drop waits for the kernel ([`DRAIN_BOUND`]; tests shorten it).
+    drain_bound: Duration,
+    /// Turns that had to move completions out of the kernel's overflow list, and times the
+    /// buffer window shrank (for tests and diagnostics).
+    overflow_flushes: u64,
+    /// The overflow's warning, at most one line per 10 s.
+    overflow_log: RateLimited,
+    reclaims: u64,
+}
+
+impl UringLoop {
+    pub(crate) fn new(cfg: &LoopConfig) -> io::Result<(Box<UringLoop>, Waker)> {
+        let (ring, setup) = build_ring(cfg.ring_entries, cfg.cq_size())
+            .map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
+        let bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
+        bufs.register(&ring).map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
+        let wake_fd = Arc::new(File::from(crate::sys::eventfd()?));
+        let waker = Waker(WakerInner::Eventfd(wake_fd.clone()));
+        let mut l = Box::new(UringLoop {
+            ring,
+            bufs: ManuallyDrop::new(bufs),
+            core: Core {
+                now: Instant::now(),
+                conns: Slab::new(),
+                timers: Timers::default(),
+                close_timers: CloseTimers::new(cfg),
+                sqes: Vec::new(),
+                dirty: Vec::new(),
+                deliver: Vec::new(),
+                listeners: Vec::new(),
+                accept_errors: AcceptErrors::default(),
+                accepting: true,
+                stopped: false,
+                nodelay: cfg.nodelay,
+                send_pool: SendPool::default(),
+            },
+            wake_fd,
+            wake_buf: WakeBuf::new(),
+            wake_armed: false,
+            inflight: 0,
+            cqes: Vec::with_capacity(1024),
+            expired: Vec::new(),
+            deferred: setup.deferred,
+            slots: 0,
+            broken: false,
+            drain_bound: DRAIN_BOUND,
+            overflow_flushes: 0,
+            overflow_log: RateLimited::default(),
+            reclaims: 0,
+        });
+        l.slots = register_file_table(&l.ring);
+        Ok((l, waker))
+    }
+
+    pub(crate) fn add_listener(&mut self, l: TcpListener) -> io::Result<()> {
+        if !self.core.accepting {
+            return Err(io::Error::other("add_listener after stop_accepting"));
+        }
+        self.core.listeners.push(Listener { sock: Some(l), armed: false, retry_at: None });
+        Ok(())
+    }
+
+    pub(crate) fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("this io_uring loop lost completions earlier and cannot run again"));
+        }
+        self.core.stopped = false;
+        self.core.now = Instant::now();
+        // Connections added before run (connect) or left dirty by the last run.
+        let ids = self.core.conns.ids();
+        for id in ids {
+            self.core.mark_dirty(id);
+        }
+        self.flush_dirty();
+        loop {
+            self.push_sqes()?;
+            // Wait for completions, a timer, or nothing if work is pending.
+            let mut deadline = earliest(self.core.timers.next(), self.core.close_timers.next());
+            if self.deferred {
+                deadline = earliest(deadline, self.bufs.check_at());
+            }
+            for l in &self.core.listeners {
+                if let Some(t) = l.retry_at {
+                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                }
+            }
+            let want = if self.core.deliver.is_empty() && self.core.sqes.is_empty() { 1 } else { 0 };
+            let res = match deadline {
+                Some(d) if want == 1 => {
+                    let ts = Timespec::from(d.saturating_duration_since(Instant::now()));
+                    self.ring.submitter().submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+                }
+                _ => self.ring.submitter().submit_and_wait(want),
+            };
+            match res {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(self.enter_failed(e)),
+            }
+            self.core.now = Instant::now();
+            self.reap(handler)?;
+            // Timers.
+            let mut expired = std::mem::take(&mut self.expired);
+            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
+            for id in expired.drain(..) {
+                if self.core.conns.get(id).is_some_and(|c| c.closing != Closing::Teardown || !c.close_sent) {
+                    handler.on_timer(&mut self.core, id);
+                }
+            }
+            // Closes past their flush or linger deadline.
+            let core = &mut self.core;
+            core.close_timers.expired(core.now, &mut core.conns, &mut core.dirty, &mut expired);
+            self.expired = expired;
+            self.deliver_stashes(handler);
+            handler.on_turn_end(&mut self.core);
+            self.flush_dirty();
+            if let Some(window) = self.bufs.end_turn(self.core.now)
+                && self.deferred
+                && self.bufs_settled()
+            {
+                self.bufs.reclaim(&self.ring, window).map_err(|e| {
+                    io::Error::new(e.kind(), describe("re-registering the buffer ring (IORING_REGISTER_PBUF_RING)", &e))
+                })?;
+                self.reclaims += 1;
+            }
+            if self.core.stopped {
+                self.push_sqes()?;
+                self.ring.submit()?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads and handles every completion of this turn: the CQ, then, while the kernel has
+    /// more in its overflow list (the SQ ring's IORING_SQ_CQ_OVERFLOW flag), moves them into
+    /// the CQ and reads again ([`MAX_OVERFLOW_FLUSHES`] rounds at most).
+    fn reap<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        let mut flushes = 0;
+        loop {
+            self.cqes.clear();
+            self.cqes.extend(self.ring.completion());
+            let cqes = std::mem::take(&mut self.cqes);
+            for c in &cqes {
+                if !cqueue::more(c.flags()) {
+                    self.inflight = self.inflight.saturating_sub(1);
+                }
+                self.complete(handler, c);
+            }
+            self.cqes = cqes;
+            if !self.ring.submission().cq_overflow() || flushes == MAX_OVERFLOW_FLUSHES {
+                break;
+            }
+            if flushes == 0 {
+                self.overflow_flushes += 1;
+                if let Some(left_out) = self.overflow_log.admit(self.core.now) {
+                    tracing::warn!(
+                        "io_uring completion queue overflowed ({left_out} more times since the last line): \
+                         handled, at the cost of extra system calls; a larger LoopConfig::cq_entries \
+                         (ringwire --cq-entries) avoids it"
+                    );
+                }
+            }
+            flushes += 1;
+            // With the overflow flag set, the io-uring crate's submit_and_wait(0) enters with
+            // IORING_ENTER_GETEVENTS, and the kernel moves what fits from its overflow list
+            // into the CQ (on a DEFER_TASKRUN ring it also runs pending completions, which is
+            // fine: they are read here too). It also submits any SQE still queued.
+            match self.ring.submitter().submit_and_wait(0) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(self.enter_failed(e)),
+            }
+        }
+        // The kernel counts the completions it had to drop (no memory for its overflow list).
+        let dropped = self.ring.completion().overflow();
+        if dropped != 0 {
+            self.broken = true;
+            return Err(io::Error::other(format!(
+                "io_uring dropped {dropped} completions (the kernel had no memory for its CQ overflow list): \
+                 the loop lost track of its operations and cannot go on"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An io_uring_enter failed with something other than a wait that ended early: EBADR
+    /// means the kernel dropped completions (see [`UringLoop::reap`]).
+    fn enter_failed(&mut self, e: io::Error) -> io::Error {
+        if e.raw_os_error() == Some(libc::EBADR) {
+            self.broken = true;
+            return io::Error::new(e.kind(), describe("io_uring_enter: completions were dropped", &e));
+        }
+        e
+    }
+
+    /// Whether no completion that names a buffer of the ring can be pending anywhere, so the
+    /// ring may be reset: the CQ is empty, the kernel's overflow list is empty, and where the
+    /// kernel reports the ring's head (6.8+), every buffer it took came back in a CQE we read.
+    fn bufs_settled(&mut self) -> bool {
+        self.ring.completion().is_empty()
+            && !self.ring.submission().cq_overflow()
+            && self.bufs.kernel_caught_up(&self.ring)
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.core.dirty);
+        for id in dirty.drain(..) {
+            self.core.advance(id);
+        }
+        // advance() never marks anything dirty, but keep whatever a future change adds.
+        dirty.append(&mut self.core.dirty);
+        self.core.dirty = dirty;
+    }
+
+    /// Delivers data kept while a connection was paused, now that it was resumed.
+    fn deliver_stashes<H: Handler>(&mut self, handler: &mut H) {
+        let mut list = std::mem::take(&mut self.core.deliver);
+        for id in list.drain(..) {
+            let Some(c) = self.core.conns.get_mut(id) else { continue };
+            if c.paused || c.closing != Closing::Open {
+                continue;
+            }
+            let mut data = c.rare.cold_if_any().map(|c| std::mem::take(&mut c.more.stash)).unwrap_or_default();
+            let eof = c.eof;
+            if !data.is_empty() {
+                handler.on_data(&mut self.core, id, &mut data);
+            }
+            if eof
+                && let Some(c) = self.core.conns.get_mut(id)
+                && c.closing == Closing::Open
+                && !c.paused
+            {
+                c.closing = Closing::Graceful;
+            }
+            self.core.mark_dirty(id);
+        }
+        // Anything resumed during delivery stays for the next turn.
+        list.append(&mut self.core.deliver);
+        self.core.deliver = list;
+    }
+
+    fn complete<H: Handler>(&mut self, handler: &mut H, cqe: &cqueue::Entry) {
+        let (kind, generation, idx) = split_user_data(cqe.user_data());
+        let res = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        match kind {
+            KIND_WAKE => {
+                self.wake_armed = false;
+                handler.on_wake(&mut self.core);
+            }
+            KIND_ACCEPT => self.on_accept(handler, idx as usize, cqe),
+            KIND_LISTENER_CANCEL | KIND_NOP => {}
+            _ => {
+                let Some(id) = self.core.conns.id_at(idx, generation, GEN_MASK) else {
+                    // Cannot happen: a slot is freed only after its last CQE. Return any buffer.
+                    if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                        self.bufs.taken();
+                        self.bufs.release(bid);
+                    }
+                    return;
+                };
+                self.on_conn_cqe(handler, id, kind, res, more, cqe.flags());
+            }
+        }
+    }
+
+    fn on_accept<H: Handler>(&mut self, handler: &mut H, i: usize, cqe: &cqueue::Entry) {
+        let (res, more) = (cqe.result(), cqueue::more(cqe.flags()));
+        let Some(l) = self.core.listeners.get_mut(i) else { return };
+        if !more {
+            l.armed = false;
+            if !self.core.accepting {
+                l.sock = None;
+            }
+        }
+        if res < 0 {
+            // ECANCELED: stop_accepting cancelled it. Otherwise the shared policy: transient
+            // errors re-arm at the end of this turn, the others are logged and back off.
+            if -res != libc::ECANCELED {
+                let local = l.sock.as_ref().and_then(|s| s.local_addr().ok());
+                l.retry_at = self.core.accept_errors.failed(self.core.now, -res, local);
+            }
+            return;
+        }
+        let Some(sock) = accepted_socket(cqe) else { return };
+        if !self.core.accepting {
+            return; // dropped: closes it
+        }
+        let Ok(peer) = sock.peer_addr() else { return };
+        let Some(peer) = peer.as_socket() else { return };
+        if self.core.nodelay {
+            let _ = sock.set_tcp_nodelay(true);
+        }
+        let id = self.core.conns.insert(UConn::new(sock.into_raw_fd(), Some(peer)));
+        self.register_file(id);
+        self.core.mark_dirty(id);
+        handler.on_accept(&mut self.core, id, peer);
+    }
+
+    /// Puts an accepted connection's socket in the registered file table, at its slab index.
+    fn register_file(&mut self, id: ConnId) {
+        if id.idx >= self.slots {
+            return;
+        }
+        let Some(c) = self.core.conns.get_mut(id) else { return };
+        if self.ring.submitter().register_files_update(id.idx, &[c.fd]).is_ok() {
+            c.slot = id.idx;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::io::{Read as _, Write as _};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
+
+    use super::lent::{LEAKED_LOOPS, WINDOW_PERIOD, pbuf_head};
+    use super::ops::KIND_RECV;
+    use crate::Io;
+
+    /// `IORING_CQE_F_BUFFER`: the CQE names a provided buffer in its upper 16 flag bits.
+    const IORING_CQE_F_BUFFER: u32 = 1;
+
+    /// Echoes; once `expect` connections closed, waits `quiet` on the first (idle)
+    /// connection's timer and stops.
+    struct ChurnThenQuiet {
+        expect: usize,
+        quiet: Duration,
+        idle: Option<ConnId>,
+        closed: usize,
+        errors: usize,
+    }
+
+    impl Handler for ChurnThenQuiet {
+        fn on_accept(&mut self, _io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+            self.idle.get_or_insert(conn);
+        }
+        fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+            io.send(conn, Bytes::copy_from_slice(data));
+        }
+        fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<io::Error>) {
+            self.closed += 1;
+            self.errors += usize::from(error.is_some());
+            if self.closed == self.expect {
+                let idle = self.idle.expect("the idle connection came first");
+                io.set_timer(idle, Some(io.now() + self.quiet));
+            }
+        }
+        fn on_timer(&mut self, io: &mut impl Io, _conn: ConnId) {
+            io.stop();
+        }
+    }
+
+    fn listen(l: &mut UringLoop) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        l.add_listener(listener).unwrap();
+        addr
+    }
+
+    /// A completion queue of 16 for 200 connections that send, then all close at once, half
+    /// of them with a reset: the kernel's overflow list is drained every turn, every buffer
+    /// any completion carried (data, EOF or error) is back, the kernel's view of the buffer
+    /// ring agrees with ours, and in the quiet that follows the window shrinks (the settled
+    /// check does not block it for good).
+    #[test]
+    fn buffers_come_back_after_a_burst_of_closes_and_resets() {
+        let n = 200;
+        let cfg =
+            LoopConfig { ring_entries: 8, cq_entries: 16, buf_count: 1024, buf_size: 1024, ..LoopConfig::default() };
+        let (mut l, _waker) = UringLoop::new(&cfg).unwrap();
+        let addr = listen(&mut l);
+        let clients = std::thread::spawn(move || {
+            let idle = TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // accepted first
+            let mut conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            let msg: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+            for s in &mut conns {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s.write_all(&msg).unwrap();
+            }
+            for s in &mut conns {
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back).unwrap();
+                assert!(back == msg);
+            }
+            // More input, then everyone leaves at once: half with RST, half with FIN (and
+            // they read what is echoed until the server's FIN).
+            let mut polite = Vec::new();
+            for (i, mut s) in conns.into_iter().enumerate() {
+                s.write_all(&msg).unwrap();
+                if i % 2 == 0 {
+                    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+                } else {
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    polite.push(s);
+                }
+            }
+            for mut s in polite {
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+            idle
+        });
+        let mut h = ChurnThenQuiet { expect: n, quiet: 3 * WINDOW_PERIOD, idle: None, closed: 0, errors: 0 };
+        l.run(&mut h).unwrap();
+        drop(clients.join().unwrap());
+        println!(
+            "{} closed ({} with an error), {} turns flushed the CQ overflow list, {} window shrinks",
+            h.closed, h.errors, l.overflow_flushes, l.reclaims
+        );
+        assert!(l.overflow_flushes > 0, "the CQ never overflowed: the test does not test it");
+        assert_eq!(usize::from(l.bufs.lent()) + l.bufs.free().len(), usize::from(l.bufs.count()));
+        match pbuf_head(&l.ring) {
+            Some(head) => {
+                assert_eq!(head, l.bufs.tail().wrapping_sub(l.bufs.lent()), "a buffer the kernel took never came back")
+            }
+            None => println!("kernel head not checked: IORING_REGISTER_PBUF_STATUS needs Linux 6.8"),
+        }
+        if l.deferred {
+            assert!(l.reclaims > 0, "the window never shrank after the burst");
+        }
+    }
+
+    /// A recv completion that carries a buffer gives it back whatever its result: an EOF or
+    /// an error with a buffer (which the kernel may attach) must not lose it for good.
+    #[test]
+    fn a_recv_completion_without_data_still_returns_its_buffer() {
+        let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
+        for (bid, res) in [(0u16, 0), (1, -libc::ECONNRESET)] {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let id = l.core.conns.insert(UConn::new(sock.into_raw_fd(), None));
+            let (lent, free) = (l.bufs.lent(), l.bufs.free().len());
+            let flags = IORING_CQE_F_BUFFER | u32::from(bid) << 16;
+            let mut h = StopOnAccept;
+            l.on_conn_cqe(&mut h, id, KIND_RECV, res, true, flags);
+            assert_eq!((l.bufs.lent(), l.bufs.free().len()), (lent - 1, free + 1), "result {res}");
+            assert_eq!(l.bufs.free().last(), Some(&bid));
+            let c = l.core.conns.get(id).unwrap();
+            assert_ne!(c.closing, Closing::Open, "result {res} ends the connection");
+        }
+    }
+
+    /// Leaves a multishot recv and the eventfd read in flight.
+    struct StopOnAccept;
+
+    impl Handler for StopOnAccept {
+        fn on_accept(&mut self, io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {
+            io.stop();
+        }
+        fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+        fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<io::Error>) {}
+    }
+
+    /// A loop dropped while the kernel still has its operations leaks their memory instead of
+    /// freeing it; a loop whose drain completes frees it.
+    #[test]
+    fn drop_leaks_only_when_the_kernel_may_still_use_the_memory() {
+        for (bound, leaks) in [(Duration::ZERO, true), (DRAIN_BOUND, false)] {
+            let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
+            let addr = listen(&mut l);
+            let client = TcpStream::connect(addr).unwrap();
+            l.run(&mut StopOnAccept).unwrap();
+            assert!(l.inflight >= 2, "recv and wake read in flight: {}", l.inflight);
+            l.drain_bound = bound;
+            let before = LEAKED_LOOPS.load(Ordering::Relaxed);
+            drop(l);
+            assert_eq!(LEAKED_LOOPS.load(Ordering::Relaxed) > before, leaks, "drain bound {bound:?}");
+            drop(client);
+        }
+    }
+}
