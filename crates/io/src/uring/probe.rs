@@ -12,7 +12,7 @@ use super::ops::{KIND_NOP, user_data};
 use crate::common::errno_name;
 use crate::{ENV_URING_DENY, env_flag};
 
-/// `what` failed with `e`, for the start-up line.
+/// `what` failed with `e`, for the start-up line; an EPERM says what refused it.
 pub(super) fn describe(what: &str, e: &io::Error) -> String {
     let code = e.raw_os_error().unwrap_or(0);
     let msg = io::Error::from_raw_os_error(code).to_string();
@@ -22,12 +22,28 @@ pub(super) fn describe(what: &str, e: &io::Error) -> String {
         let v = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
             .map(|v| v.trim().to_string())
             .unwrap_or_else(|_| "unreadable".to_string());
-        s.push_str(&format!(": blocked by seccomp or kernel.io_uring_disabled={v}"));
-        if env_flag(ENV_URING_DENY) {
-            s.push_str(&format!(" ({ENV_URING_DENY}=1 is set)"));
-        }
+        s.push_str(&eperm_cause(&v, env_flag(ENV_URING_DENY)));
     }
     s
+}
+
+/// What refused io_uring with EPERM, given the value read from `kernel.io_uring_disabled`
+/// (`"unreadable"` when it could not be read: before Linux 6.6 there is no such sysctl) and
+/// whether the test switch is set. The sysctl is blamed only when its value refuses: 1
+/// (io_uring for root and `kernel.io_uring_group` only) or 2 (for no one); with 0 (allowed)
+/// the refusal comes from a seccomp filter or the container's policy.
+fn eperm_cause(sysctl: &str, deny_switch: bool) -> String {
+    if deny_switch {
+        return format!(": refused by {ENV_URING_DENY}=1 (kernel.io_uring_disabled={sysctl})");
+    }
+    match sysctl {
+        "1" => ": kernel.io_uring_disabled=1 allows io_uring only to root and kernel.io_uring_group".to_string(),
+        "2" => ": kernel.io_uring_disabled=2 turns io_uring off".to_string(),
+        "0" => {
+            ": blocked by a seccomp filter or container policy (kernel.io_uring_disabled=0 allows io_uring)".to_string()
+        }
+        v => format!(": blocked by a seccomp filter or container policy (kernel.io_uring_disabled={v})"),
+    }
 }
 
 /// How a ring was set up.
@@ -55,7 +71,7 @@ pub(super) fn build_ring(entries: u32, cq: u32) -> io::Result<(IoUring, Setup)> 
         .setup_cqsize(cq)
         .build(entries);
     match deferred {
-        Ok(r) => return Ok((r, Setup { label: "SINGLE_ISSUER|DEFER_TASKRUN", deferred: true })),
+        Ok(r) => return Ok((r, Setup { label: "SINGLE_ISSUER|DEFER_TASKRUN|COOP_TASKRUN", deferred: true })),
         Err(e) if e.raw_os_error() != Some(libc::EINVAL) => return Err(e),
         Err(_) => {}
     }
@@ -138,3 +154,24 @@ pub(super) fn register_file_table(ring: &IoUring) -> u32 {
 }
 /// Registered file table size at most (also capped by RLIMIT_NOFILE, as the kernel requires).
 const MAX_SLOTS: u64 = 1 << 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_eperm_blames_the_sysctl_only_when_its_value_refuses() {
+        for v in ["1", "2"] {
+            let c = eperm_cause(v, false);
+            assert!(c.contains(&format!("kernel.io_uring_disabled={v}")) && !c.contains("seccomp"), "{c}");
+        }
+        for v in ["0", "unreadable"] {
+            let c = eperm_cause(v, false);
+            assert!(c.contains("seccomp filter or container policy"), "{c}");
+            assert!(c.contains(&format!("kernel.io_uring_disabled={v}")), "{c}");
+        }
+        let c = eperm_cause("0", true);
+        assert!(c.contains("RINGWIRE_IO_URING_DENY=1") && !c.contains("seccomp"), "{c}");
+        assert!(c.contains("kernel.io_uring_disabled=0"), "{c}");
+    }
+}
