@@ -227,6 +227,14 @@ impl Io for Core {
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.conns.get(conn).and_then(|c| c.rare.peer())
     }
+
+    fn set_nodelay(&mut self, conn: ConnId, on: bool) -> io::Result<()> {
+        self.conns.with_fd(conn, |fd| crate::sys::set_nodelay(fd, on))
+    }
+
+    fn set_keepalive(&mut self, conn: ConnId, idle: Option<Duration>) -> io::Result<()> {
+        self.conns.with_fd(conn, |fd| crate::sys::set_keepalive(fd, idle))
+    }
 }
 
 /// One epoll event loop.

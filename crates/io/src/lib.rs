@@ -218,7 +218,8 @@ pub struct LoopConfig {
     /// a small queue costs extra system calls, never data; size it for the connections one
     /// loop serves (a broadcast completes one send per connection at once).
     pub cq_entries: u32,
-    /// Set `TCP_NODELAY` on new connections. Default true.
+    /// Set `TCP_NODELAY` on new connections (one connection can change it with
+    /// [`Io::set_nodelay`]). Default true.
     pub nodelay: bool,
     /// How long a graceful close ([`Io::close`], or the peer's EOF) may take to write the
     /// queued output and shut down the write side. A peer that stops reading (a zero receive
@@ -343,6 +344,19 @@ pub trait Io {
     fn conn_count(&self) -> usize;
     /// The peer address of `conn`.
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
+    /// Turns `TCP_NODELAY` on the socket of `conn` on (`true`: small writes go out at once) or
+    /// off (`false`: Nagle's algorithm may hold a small segment back until earlier data is
+    /// acknowledged), effective at once. Connections start with [`LoopConfig::nodelay`]. The
+    /// error is the `setsockopt` one; a dead or unknown id does nothing and returns `Ok`.
+    fn set_nodelay(&mut self, conn: ConnId, on: bool) -> io::Result<()>;
+    /// TCP keepalive on the socket of `conn`, effective at once. `Some(idle)` turns
+    /// `SO_KEEPALIVE` on and sets `TCP_KEEPIDLE`, how long the connection is quiet before the
+    /// first probe, to `idle` rounded up to whole seconds (within 1..=32767 s, what Linux
+    /// accepts); the interval between probes and their number stay the system's
+    /// (`net.ipv4.tcp_keepalive_intvl`, `net.ipv4.tcp_keepalive_probes`). `None` turns
+    /// `SO_KEEPALIVE` off. Connections start with it off. The error is the `setsockopt` one;
+    /// a dead or unknown id does nothing and returns `Ok`.
+    fn set_keepalive(&mut self, conn: ConnId, idle: Option<Duration>) -> io::Result<()>;
 }
 
 /// Wakes an [`EventLoop`] from any thread: the loop calls [`Handler::on_wake`] soon.

@@ -1,4 +1,4 @@
-//! The plain system calls the loops make on a descriptor or for one: the reset on close, the
+//! The plain system calls the loops make on a descriptor or for one: socket options, the
 //! write-side shutdown, the descriptor limit, the eventfd. Each lends the kernel nothing
 //! beyond the call (memory that io_uring operations point at is `uring::lent`'s).
 //!
@@ -6,7 +6,18 @@
 //! wrong descriptor only makes the call fail.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+
+/// Runs `f` on the socket `fd` names, borrowed for the call.
+fn with_socket<R>(fd: RawFd, f: impl FnOnce(SockRef<'_>) -> R) -> R {
+    // SAFETY: the caller owns `fd` and keeps it open while this runs (see the module docs);
+    // the borrow does not outlive `f`, and a SockRef never closes what it names.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    f(SockRef::from(&fd))
+}
 
 /// Sets `SO_LINGER` {on, 0} on `fd`: its close then discards unsent data and sends RST (no
 /// FIN, no TIME_WAIT, no orphan socket waiting on a peer that does not read). Best effort: a
@@ -33,6 +44,31 @@ pub(crate) fn shutdown_write(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
+/// `TCP_NODELAY` on (`true`: segments go out at once) or off (Nagle's algorithm).
+pub(crate) fn set_nodelay(fd: RawFd, on: bool) -> io::Result<()> {
+    with_socket(fd, |s| s.set_tcp_nodelay(on))
+}
+
+/// The longest `TCP_KEEPIDLE` Linux accepts (`MAX_TCP_KEEPIDLE`), in seconds.
+const MAX_KEEPIDLE_SECS: u64 = 32767;
+
+/// The `TCP_KEEPIDLE` seconds for `idle`: rounded up to a whole second, within
+/// 1..=[`MAX_KEEPIDLE_SECS`] (what the kernel accepts).
+pub(crate) fn keepidle_secs(idle: Duration) -> u64 {
+    let secs = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
+    secs.clamp(1, MAX_KEEPIDLE_SECS)
+}
+
+/// `Some(idle)`: `SO_KEEPALIVE` on, and `TCP_KEEPIDLE` (the quiet time before the first probe)
+/// set to `idle` in whole seconds ([`keepidle_secs`]); the probe interval and count stay the
+/// system's. `None`: `SO_KEEPALIVE` off.
+pub(crate) fn set_keepalive(fd: RawFd, idle: Option<Duration>) -> io::Result<()> {
+    with_socket(fd, |s| match idle {
+        Some(idle) => s.set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(keepidle_secs(idle)))),
+        None => s.set_keepalive(false),
+    })
+}
+
 /// The soft `RLIMIT_NOFILE`, or `None` if it cannot be read.
 pub(crate) fn nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -52,4 +88,18 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     }
     // SAFETY: `efd` is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(efd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepidle_is_whole_seconds_within_what_linux_accepts() {
+        assert_eq!(keepidle_secs(Duration::from_secs(7)), 7);
+        assert_eq!(keepidle_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(keepidle_secs(Duration::ZERO), 1);
+        assert_eq!(keepidle_secs(Duration::from_millis(1)), 1);
+        assert_eq!(keepidle_secs(Duration::from_secs(1 << 40)), MAX_KEEPIDLE_SECS);
+    }
 }

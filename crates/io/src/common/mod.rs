@@ -12,6 +12,7 @@ pub(crate) use accept::RateLimited;
 pub(crate) use slab::{SendQueue, Slab};
 pub(crate) use timers::{CloseTimers, TimerSlot, Timers};
 
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -182,6 +183,15 @@ impl<C: LoopConn> Slab<C> {
         {
             *c.closing_mut() = Closing::Graceful;
             self.mark_dirty(id, dirty);
+        }
+    }
+
+    /// `Io::set_nodelay`, `Io::set_keepalive`: `f` on the socket of `id` while the connection
+    /// still owns it open; nothing (`Ok`) on a dead id.
+    pub(crate) fn with_fd(&self, id: ConnId, f: impl FnOnce(RawFd) -> io::Result<()>) -> io::Result<()> {
+        match self.get(id).and_then(|c| c.fd()) {
+            Some(fd) => f(fd),
+            None => Ok(()),
         }
     }
 

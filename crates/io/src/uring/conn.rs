@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::types::{CancelBuilder, Fd};
@@ -336,6 +336,14 @@ impl Io for Core {
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.conns.get(conn).and_then(|c| c.rare.peer())
+    }
+
+    fn set_nodelay(&mut self, conn: ConnId, on: bool) -> io::Result<()> {
+        self.conns.with_fd(conn, |fd| crate::sys::set_nodelay(fd, on))
+    }
+
+    fn set_keepalive(&mut self, conn: ConnId, idle: Option<Duration>) -> io::Result<()> {
+        self.conns.with_fd(conn, |fd| crate::sys::set_keepalive(fd, idle))
     }
 }
 
