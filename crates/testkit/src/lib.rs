@@ -19,5 +19,6 @@ pub use seccomp::deny_io_uring_setup;
 pub use uring::{REQUIRE_URING_ENV, backends, uring_or_skip, uring_usable};
 pub use ws::{
     IntoOpcode, KEY, RawClient, UPGRADE_ACCEPT, UPGRADE_KEY, WireFrame, client_frame, close_frame, dead_port, http,
-    parse_frame, parse_frames, read_frame, read_http_head, read_to_close, server_close, server_frame, upgrade_request,
+    masked_frame, parse_frame, parse_frames, read_frame, read_http_head, read_to_close, server_close, server_frame,
+    upgrade_request,
 };

@@ -32,7 +32,9 @@ pub fn uring_or_skip(what: &str) -> bool {
         Err(e) => {
             if !SAID.replace(true) {
                 // Straight to the descriptor: libtest captures print!/eprint! of passing tests.
-                let _ = writeln!(std::io::stderr(), "SKIPPED {what}: io_uring unavailable ({e})");
+                // One write, so that lines of tests running at once do not interleave.
+                let line = format!("SKIPPED {what}: io_uring unavailable ({e})\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
             }
             false
         }

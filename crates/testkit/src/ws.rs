@@ -64,6 +64,11 @@ pub fn client_frame(fin: bool, rsv: u8, opcode: impl IntoOpcode, payload: &[u8],
     f
 }
 
+/// One whole client frame, masked with [`KEY`].
+pub fn masked_frame(opcode: impl IntoOpcode, payload: &[u8]) -> Vec<u8> {
+    client_frame(true, 0, opcode, payload, Some(KEY))
+}
+
 /// An unmasked (server) frame.
 pub fn server_frame(fin: bool, opcode: impl IntoOpcode, payload: &[u8]) -> Vec<u8> {
     client_frame(fin, 0, opcode, payload, None)
@@ -243,7 +248,7 @@ impl RawClient {
 
     /// Sends one whole masked frame.
     pub fn send(&mut self, opcode: impl IntoOpcode, payload: &[u8]) {
-        self.frame(true, 0, opcode, payload, true);
+        self.send_raw(&masked_frame(opcode, payload));
     }
 
     /// Writes `bytes` as they are.
