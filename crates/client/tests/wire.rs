@@ -129,11 +129,7 @@ fn a_cancelled_ping_gets_no_pong() {
 fn a_masked_server_frame_is_a_protocol_error() {
     let (addr, frames) = scripted(|s, mut wire| {
         // "Hi", masked: servers must not mask.
-        let key = [1u8, 2, 3, 4];
-        let mut f = vec![0x81, 0x82];
-        f.extend_from_slice(&key);
-        f.extend(b"Hi".iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        s.write_all(&f).unwrap();
+        s.write_all(&ringwire_testkit::client_frame(true, 0, 0x1, b"Hi", Some([1, 2, 3, 4]))).unwrap();
         read_to_close(s, &mut wire);
         wire
     });
