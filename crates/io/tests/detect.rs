@@ -24,8 +24,10 @@ fn run_child(mode: &str, env: &[(&str, &str)]) {
     let out = cmd.output().expect("spawn child test");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // The child's skip lines, passed on past libtest's capture.
-    for line in text.lines().filter(|l| l.starts_with("SKIPPED")) {
-        let _ = writeln!(std::io::stderr(), "{line}");
+    let parent = std::thread::current().name().unwrap_or("the parent").to_owned();
+    for line in text.lines().filter(|l| l.starts_with("SKIPPED child ")) {
+        let line = line.replacen("SKIPPED child", &format!("SKIPPED {parent} (child {mode})"), 1);
+        let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
     }
     assert!(out.status.success(), "child {mode} failed:\n{text}");
     assert!(text.contains("1 passed"), "child {mode} did not run:\n{text}");
