@@ -11,7 +11,7 @@ use std::time::Duration;
 #[test]
 fn echo_and_clean_close() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let mut ws = connect_with(&format!("ws://{addr}/"), ConnectOptions::default(), io).unwrap();
         assert_eq!(ws.protocol(), None);
         ws.send("hello").unwrap();
@@ -30,7 +30,7 @@ fn echo_and_clean_close() {
 #[test]
 fn server_close_ends_recv_with_its_code() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let mut ws = connect_with(&format!("ws://{addr}/"), ConnectOptions::default(), io).unwrap();
         ws.send("close:4002:over").unwrap();
         match ws.recv() {
@@ -59,7 +59,7 @@ fn ping_gives_a_pong_and_bad_calls_are_refused_locally() {
 #[test]
 fn connect_failures_are_returned() {
     let dead = dead_port();
-    for io in BACKENDS {
+    for io in backends() {
         let e = connect_with(&format!("ws://{dead}/"), ConnectOptions::default(), io).unwrap_err();
         assert!(matches!(e, ConnectError::Refused { .. }), "{io:?}: {e:?}");
     }
@@ -82,7 +82,7 @@ fn dropping_the_socket_closes_with_1000() {
         read_to_close(&mut s, &mut wire);
         let _ = tx.send(parse_frames(&wire));
     });
-    for io in BACKENDS {
+    for io in backends() {
         let ws = connect_with(&format!("ws://{addr}/"), ConnectOptions::default(), io).unwrap();
         drop(ws);
         let frames = rx.recv_timeout(Duration::from_secs(10)).expect("server saw no close");

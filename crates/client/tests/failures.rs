@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ringwire_client::{ClientLoop, ConnectError, ConnectOptions, UrlError};
+use ringwire_client::{ClientLoop, ConnectError, ConnectOptions, IoChoice, UrlError};
 use ringwire_conn::handshake::accept_key;
 use std::io::Write;
 use std::net::TcpStream;
@@ -37,7 +37,7 @@ fn upgrade_101(key: &str, extra: &str) -> String {
 #[test]
 fn refused_when_nothing_listens() {
     let addr = dead_port();
-    for io in BACKENDS {
+    for io in backends() {
         match fails(io, &format!("ws://{addr}/"), ConnectOptions::default()) {
             ConnectError::Refused { addr: a } => assert_eq!(a, addr),
             e => panic!("{io:?}: wrong error: {e:?}"),
@@ -47,7 +47,7 @@ fn refused_when_nothing_listens() {
 
 #[test]
 fn url_dns_and_option_errors_come_back_from_connect() {
-    let mut client = ClientLoop::new(BACKENDS[1]).unwrap();
+    let mut client = ClientLoop::new(IoChoice::Epoll).unwrap();
     let err = client.connect("wss://example.com/", ConnectOptions::default()).unwrap_err();
     assert!(matches!(err, ConnectError::Url(UrlError::TlsUnsupported)), "{err:?}");
     assert_eq!(err.to_string(), "wss:// (TLS) is not supported yet");
@@ -81,7 +81,7 @@ fn non_101_status_carries_status_and_body() {
         std::thread::sleep(Duration::from_millis(50));
         s.write_all(b"allowed").unwrap();
     });
-    for io in BACKENDS {
+    for io in backends() {
         match fails(io, &format!("ws://{addr}/missing"), ConnectOptions::default()) {
             ConnectError::Status { status, reason, headers, body } => {
                 assert_eq!((status, reason.as_str(), body.as_slice()), (404, "Not Found", &b"no route\n"[..]));
@@ -97,7 +97,7 @@ fn non_101_status_carries_status_and_body() {
 #[test]
 fn bad_accept_key() {
     let addr = answering(|_| upgrade_101("not the key", ""));
-    for io in BACKENDS {
+    for io in backends() {
         match fails(io, &format!("ws://{addr}/"), ConnectOptions::default()) {
             ConnectError::BadAccept { got: Some(got), expected } => {
                 assert_eq!(got, accept_key("not the key"));
@@ -109,14 +109,14 @@ fn bad_accept_key() {
     let missing = answering(|_| {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_owned()
     });
-    let e = fails(BACKENDS[0], &format!("ws://{missing}/"), ConnectOptions::default());
+    let e = fails(backends()[0], &format!("ws://{missing}/"), ConnectOptions::default());
     assert!(matches!(e, ConnectError::BadAccept { got: None, .. }), "{e:?}");
 }
 
 #[test]
 fn protocol_not_offered() {
     let addr = answering(|key| upgrade_101(key, "Sec-WebSocket-Protocol: other\r\n"));
-    for io in BACKENDS {
+    for io in backends() {
         let opts = ConnectOptions::default().with_protocols(["chat", "superchat"]);
         match fails(io, &format!("ws://{addr}/"), opts) {
             ConnectError::ProtocolNotOffered { protocol } => assert_eq!(protocol, "other"),
@@ -132,7 +132,7 @@ fn protocol_not_offered() {
 fn unrequested_extension() {
     let addr =
         answering(|key| upgrade_101(key, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
-    for io in BACKENDS {
+    for io in backends() {
         match fails(io, &format!("ws://{addr}/"), ConnectOptions::default()) {
             ConnectError::UnrequestedExtension { extension } => assert_eq!(extension, "permessage-deflate"),
             e => panic!("{io:?}: wrong error: {e:?}"),
@@ -148,7 +148,7 @@ fn a_101_without_upgrade_headers_is_invalid() {
             accept_key(key)
         )
     });
-    let e = fails(BACKENDS[0], &format!("ws://{addr}/"), ConnectOptions::default());
+    let e = fails(backends()[0], &format!("ws://{addr}/"), ConnectOptions::default());
     assert!(matches!(e, ConnectError::InvalidResponse(ref m) if m.contains("Upgrade")), "{e:?}");
 }
 
@@ -161,7 +161,7 @@ fn closed_before_101() {
         read_request(&mut s);
         s.write_all(b"HTTP/1.1 101 Switch").unwrap();
     });
-    for io in BACKENDS {
+    for io in backends() {
         match fails(io, &format!("ws://{silent}/"), ConnectOptions::default()) {
             ConnectError::ClosedBeforeUpgrade { addr, received } => assert_eq!((addr, received), (silent, 0)),
             e => panic!("{io:?}: wrong error: {e:?}"),
@@ -180,7 +180,7 @@ fn handshake_timeout() {
         read_request(&mut s);
         read_to_close(&mut s, &mut Vec::new());
     });
-    for io in BACKENDS {
+    for io in backends() {
         let mut opts = ConnectOptions::default();
         opts.handshake_timeout = Some(Duration::from_millis(200));
         match fails(io, &format!("ws://{addr}/"), opts) {
@@ -206,7 +206,7 @@ fn connect_timeout_against_a_full_backlog() {
         fillers.push(s);
         assert!(fillers.len() < 16, "the backlog never filled");
     }
-    for io in BACKENDS {
+    for io in backends() {
         let opts = ConnectOptions::default().with_connect_timeout(Some(Duration::from_millis(200)));
         match fails(io, &format!("ws://{addr}/"), opts) {
             ConnectError::ConnectTimeout { addr: a, after } => {
@@ -222,7 +222,7 @@ fn a_name_with_several_addresses_falls_back_to_the_next() {
     // "localhost" resolves to ::1 and/or 127.0.0.1; the server listens on IPv4 only, so an
     // IPv6 attempt (if any) is refused and the next address is tried.
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new().on_open(|ws| ws.close(ringwire_conn::CloseCode::NORMAL, "").unwrap());
         let (id, rec) = run_one(io, &format!("ws://localhost:{}/", addr.port()), ConnectOptions::default(), rec);
         assert_eq!(rec.of(id).first(), Some(&Ev::Open(None)), "{io:?}: {:?}", rec.failures);
@@ -244,7 +244,7 @@ fn ipv6_literal_urls_connect() {
             read_to_close(&mut s, &mut Vec::new());
         }
     });
-    for io in BACKENDS {
+    for io in backends() {
         let (id, rec) =
             run_one(io, &format!("ws://[::1]:{}/", addr.port()), ConnectOptions::default(), Recorder::new());
         assert_eq!(rec.of(id)[0], Ev::Open(None), "{io:?}");

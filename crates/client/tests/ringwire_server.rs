@@ -60,7 +60,7 @@ fn server(io: IoChoice, tweak: impl FnOnce(&mut ServerConfig)) -> (RunningServer
 
 #[test]
 fn echo_large_and_fragmented_both_ways() {
-    for io in BACKENDS {
+    for io in backends() {
         let (srv, _) = server(io, |_| {});
         let mut opts = big_opts();
         opts.config.fragmentation_threshold = 4096;
@@ -86,7 +86,7 @@ fn echo_large_and_fragmented_both_ways() {
 
 #[test]
 fn subprotocol_origin_and_headers_reach_the_server() {
-    for io in BACKENDS {
+    for io in backends() {
         let (srv, echo) = server(io, |c| {
             c.subprotocols = vec!["v2.chat".into()];
             c.allowed_origins = vec!["http://allowed.example".into()];
@@ -121,7 +121,7 @@ fn subprotocol_origin_and_headers_reach_the_server() {
 
 #[test]
 fn a_handler_rejection_comes_back_with_status_and_reason() {
-    for io in BACKENDS {
+    for io in backends() {
         let (srv, _) = server(io, |_| {});
         let url = format!("ws://{}/forbidden", srv.local_addr());
         let (id, mut rec) = run_one(io, &url, ConnectOptions::default(), Recorder::new());
@@ -138,7 +138,7 @@ fn a_handler_rejection_comes_back_with_status_and_reason() {
 
 #[test]
 fn version_8_handshake() {
-    for io in BACKENDS {
+    for io in backends() {
         // A cross-origin request: the server's default (same origin only) would refuse it.
         let (srv, echo) = server(io, |c| c.allowed_origins = vec!["http://old.example".into()]);
         let opts = ConnectOptions::default().with_version(8).with_origin("http://old.example");
@@ -158,7 +158,7 @@ fn version_8_handshake() {
 
 #[test]
 fn close_initiated_by_either_side_and_by_server_shutdown() {
-    for io in BACKENDS {
+    for io in backends() {
         let (srv, _) = server(io, |_| {});
         let url = format!("ws://{}/", srv.local_addr());
         // Server-initiated, with a custom code.
@@ -201,7 +201,7 @@ impl ringwire_client::ClientHandler for PingCounter {
 
 #[test]
 fn server_keepalive_pings_are_answered() {
-    for io in BACKENDS {
+    for io in backends() {
         // The server pings after 50 ms of silence and drops a peer silent for 200 ms more:
         // only our automatic pongs keep the connection up through three pings.
         let (srv, _) = server(io, |c| {

@@ -61,7 +61,7 @@ impl ClientHandler for Fragile {
 
 #[test]
 fn a_panic_in_a_client_callback_closes_that_connection_with_1011_only() {
-    for io in BACKENDS {
+    for io in backends() {
         let (server, server_closes) = echo_server(io);
         let url = format!("ws://{}/", server.local_addr());
         let mut client = ClientLoop::new(io).unwrap();
@@ -85,7 +85,7 @@ impl ClientHandler for Nothing {}
 
 #[test]
 fn the_inbox_is_bounded_and_a_stop_still_gets_through() {
-    for io in BACKENDS {
+    for io in backends() {
         let (server, _) = echo_server(io);
         let url = format!("ws://{}/", server.local_addr());
         let mut client = ClientLoop::new(io).unwrap();
@@ -116,7 +116,7 @@ fn the_inbox_is_bounded_and_a_stop_still_gets_through() {
 
 #[test]
 fn a_blocking_socket_reports_a_gone_loop_as_closed() {
-    let (server, _) = echo_server(BACKENDS[0]);
+    let (server, _) = echo_server(backends()[0]);
     let mut ws: WebSocket = ringwire_client::connect(&format!("ws://{}/", server.local_addr())).unwrap();
     ws.send("hello").unwrap();
     assert_eq!(ws.recv().unwrap(), Message::Text("hello".into()));
@@ -160,7 +160,7 @@ impl ClientHandler for FloodThenDrop {
 
 #[test]
 fn drop_connection_destroys_the_socket_of_a_server_that_does_not_read() {
-    for io in BACKENDS {
+    for io in backends() {
         // Upgrades, says "go" a moment later, and neither reads nor closes after that.
         let (held_tx, held) = mpsc::channel::<TcpStream>();
         let addr = raw_server(move |mut s: TcpStream| {

@@ -14,7 +14,7 @@ use std::rc::Rc;
 #[test]
 fn echoes_text_binary_and_large_messages() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let large: Bytes = (0..6u32 << 20).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>().into();
         let large2 = large.clone();
         let rec = Recorder::new()
@@ -44,7 +44,7 @@ fn echoes_text_binary_and_large_messages() {
 #[test]
 fn outgoing_fragmentation_is_reassembled_by_the_server() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let mut opts = big_opts();
         opts.config.fragmentation_threshold = 1000;
         let text: String = "αβγ-".repeat(5000); // multi-byte chars split across frames
@@ -63,7 +63,7 @@ fn outgoing_fragmentation_is_reassembled_by_the_server() {
 #[test]
 fn client_default_limits_refuse_an_oversized_frame_with_1009() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         // Config::client(): frames up to 1 MiB. The server answers 2 MiB in one frame.
         let rec = Recorder::new().on_open(|ws| {
             let _ = ws.send(format!("big:{}", 2 << 20), None).unwrap();
@@ -87,7 +87,7 @@ fn client_default_limits_refuse_an_oversized_frame_with_1009() {
 #[test]
 fn server_initiated_close_reports_its_code_and_reason() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new().on_open(|ws| {
             let _ = ws.send("close:4001:custom reason", None).unwrap();
         });
@@ -100,7 +100,7 @@ fn server_initiated_close_reports_its_code_and_reason() {
 #[test]
 fn client_initiated_close_completes_and_later_sends_are_refused() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let after: Rc<RefCell<Option<SendError>>> = Rc::default();
         let a2 = Rc::clone(&after);
         let rec = Recorder::new().on_open(move |ws| {
@@ -123,14 +123,14 @@ fn invalid_close_code_is_refused_locally() {
         assert_eq!(ws.close(CloseCode(999), ""), Err(SendError::InvalidCloseCode(999)));
         ws.close(CloseCode::NORMAL, "").unwrap();
     });
-    let (id, rec) = run_one(BACKENDS[0], &format!("ws://{addr}/"), ConnectOptions::default(), rec);
+    let (id, rec) = run_one(backends()[0], &format!("ws://{addr}/"), ConnectOptions::default(), rec);
     assert_eq!(rec.close_of(id).0, 1000);
 }
 
 #[test]
 fn server_dropping_tcp_gives_1006() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new().on_open(|ws| {
             let _ = ws.send("drop", None).unwrap();
         });
@@ -142,7 +142,7 @@ fn server_dropping_tcp_gives_1006() {
 #[test]
 fn ping_pong_both_ways() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new()
             .on_open(|ws| {
                 ws.ping(b"from client").unwrap();
@@ -165,7 +165,7 @@ fn ping_pong_both_ways() {
 #[test]
 fn send_tokens_report_completion() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new()
             .on_open(|ws| {
                 let _ = ws.send("a", Some(SendToken(7))).unwrap();
@@ -179,7 +179,7 @@ fn send_tokens_report_completion() {
 #[test]
 fn many_connections_on_one_loop() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         const CONNS: usize = 40;
         const MSGS: usize = 20;
         let mut client = ClientLoop::new(io).unwrap();
@@ -216,7 +216,7 @@ fn many_connections_on_one_loop() {
 #[test]
 fn connect_from_a_callback_chains_connections() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let url = format!("ws://{addr}/chain");
         let mut client = ClientLoop::new(io).unwrap();
         client.connect(&url, ConnectOptions::default()).unwrap();
@@ -238,7 +238,7 @@ fn connect_from_a_callback_chains_connections() {
 #[test]
 fn pause_and_resume_lose_nothing() {
     let addr = tungstenite_server();
-    for io in BACKENDS {
+    for io in backends() {
         let mut client = ClientLoop::new(io).unwrap();
         let handle = client.handle();
         let id = client.connect(&format!("ws://{addr}/"), ConnectOptions::default()).unwrap();

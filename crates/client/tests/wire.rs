@@ -43,7 +43,7 @@ fn every_frame_is_masked_with_a_fresh_key() {
         read_to_close(s, &mut wire);
         wire
     });
-    for io in BACKENDS {
+    for io in backends() {
         let mut opts = ConnectOptions::default();
         opts.config.fragmentation_threshold = 16 << 10;
         let big: Bytes = (0..40_000u32).map(|i| i as u8).collect::<Vec<_>>().into();
@@ -89,7 +89,7 @@ fn fragmented_server_message_with_a_ping_inside_and_data_right_after_the_101() {
         read_to_close(&mut s, &mut wire);
         let _ = tx.send(parse_frames(&wire));
     });
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new().on_message(|ws, _, _| ws.close(CloseCode::NORMAL, "got it").unwrap());
         let mut opts = ConnectOptions::default();
         opts.config.close_timeout = std::time::Duration::from_millis(200); // the server never answers the close
@@ -113,7 +113,7 @@ fn a_cancelled_ping_gets_no_pong() {
         read_to_close(s, &mut wire);
         wire
     });
-    for io in BACKENDS {
+    for io in backends() {
         let mut rec = Recorder::new().on_message(|ws, _, _| ws.close(CloseCode::NORMAL, "").unwrap());
         rec.answer_pings = false;
         let mut opts = ConnectOptions::default();
@@ -129,15 +129,11 @@ fn a_cancelled_ping_gets_no_pong() {
 fn a_masked_server_frame_is_a_protocol_error() {
     let (addr, frames) = scripted(|s, mut wire| {
         // "Hi", masked: servers must not mask.
-        let key = [1u8, 2, 3, 4];
-        let mut f = vec![0x81, 0x82];
-        f.extend_from_slice(&key);
-        f.extend(b"Hi".iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        s.write_all(&f).unwrap();
+        s.write_all(&ringwire_testkit::client_frame(true, 0, 0x1, b"Hi", Some([1, 2, 3, 4]))).unwrap();
         read_to_close(s, &mut wire);
         wire
     });
-    for io in BACKENDS {
+    for io in backends() {
         let mut opts = ConnectOptions::default();
         opts.config.close_timeout = std::time::Duration::from_millis(200);
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), opts, Recorder::new());
@@ -159,7 +155,7 @@ fn invalid_utf8_from_the_server_closes_with_1007() {
         read_to_close(s, &mut wire);
         wire
     });
-    for io in BACKENDS {
+    for io in backends() {
         let mut opts = ConnectOptions::default();
         opts.config.close_timeout = std::time::Duration::from_millis(200);
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), opts, Recorder::new());
@@ -176,7 +172,7 @@ fn the_negotiated_protocol_and_response_are_exposed() {
         s.write_all(&server_close(1001, "going")).unwrap();
         read_to_close(&mut s, &mut Vec::new());
     });
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new().on_open(|ws| {
             assert_eq!(ws.protocol(), Some("superchat"));
             assert_eq!(ws.response().status, 101);
@@ -204,7 +200,7 @@ fn a_reply_to_a_message_goes_out_before_the_failure_a_later_frame_in_the_same_re
         read_to_close(s, &mut wire);
         wire
     });
-    for io in BACKENDS {
+    for io in backends() {
         let rec = Recorder::new().on_message(|ws, m, _| {
             let _ = ws.send(m.clone(), None).unwrap();
         });

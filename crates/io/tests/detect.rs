@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::process::Command;
 
 use ringwire_io::{Backend, EventLoop, IoChoice, LoopConfig, detect};
@@ -22,6 +23,12 @@ fn run_child(mode: &str, env: &[(&str, &str)]) {
     }
     let out = cmd.output().expect("spawn child test");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The child's skip lines, passed on past libtest's capture.
+    let parent = std::thread::current().name().unwrap_or("the parent").to_owned();
+    for line in text.lines().filter(|l| l.starts_with("SKIPPED child ")) {
+        let line = line.replacen("SKIPPED child", &format!("SKIPPED {parent} (child {mode})"), 1);
+        let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+    }
     assert!(out.status.success(), "child {mode} failed:\n{text}");
     assert!(text.contains("1 passed"), "child {mode} did not run:\n{text}");
 }
@@ -36,6 +43,9 @@ fn epoll_forced() {
 #[test]
 fn auto_picks_uring_here() {
     assert!(std::env::var_os("RINGWIRE_IO").is_none() && std::env::var_os("RINGWIRE_IO_URING_DENY").is_none());
+    if !ringwire_testkit::uring_usable() {
+        return;
+    }
     let d = detect(IoChoice::Auto).unwrap();
     assert_eq!(d.backend, Backend::Uring, "reason: {}", d.reason);
     assert!(d.reason.contains("kernel"), "{}", d.reason);
@@ -82,7 +92,9 @@ fn child() {
             let d = detect(IoChoice::Auto).unwrap();
             assert_eq!(d.backend, Backend::Epoll);
             assert!(d.reason.contains("RINGWIRE_IO=epoll"), "{}", d.reason);
-            assert_eq!(detect(IoChoice::Uring).unwrap().backend, Backend::Uring);
+            if ringwire_testkit::uring_usable() {
+                assert_eq!(detect(IoChoice::Uring).unwrap().backend, Backend::Uring);
+            }
         }
         "env_bad" => {
             let e = detect(IoChoice::Auto).unwrap_err();
@@ -91,7 +103,7 @@ fn child() {
             assert_eq!(detect(IoChoice::Epoll).unwrap().backend, Backend::Epoll);
         }
         "seccomp" => {
-            install_seccomp_eperm_io_uring_setup();
+            ringwire_testkit::deny_io_uring_setup().expect("install the seccomp filter");
             let d = detect(IoChoice::Auto).unwrap();
             println!("detect(Auto) under seccomp: {} ({})", d.backend, d.reason);
             assert_eq!(d.backend, Backend::Epoll, "reason: {}", d.reason);
@@ -105,34 +117,4 @@ fn child() {
         }
         other => panic!("unknown child mode {other}"),
     }
-}
-
-/// Installs a seccomp filter on this thread (inherited by threads it spawns) that makes
-/// `io_uring_setup` (syscall 425) fail with EPERM, like Docker's default profile.
-fn install_seccomp_eperm_io_uring_setup() {
-    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
-    const ARCH: u32 = if cfg!(target_arch = "aarch64") { AUDIT_ARCH_AARCH64 } else { AUDIT_ARCH_X86_64 };
-    const NR_IO_URING_SETUP: u32 = 425;
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    const RET_ERRNO: u32 = 0x0005_0000;
-    const RET_ALLOW: u32 = 0x7fff_0000;
-    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let mut filter = [
-        ins(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
-        ins(JEQ_K, 0, 3, ARCH),
-        ins(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
-        ins(JEQ_K, 0, 1, NR_IO_URING_SETUP),
-        ins(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
-        ins(RET_K, 0, 0, RET_ALLOW),
-    ];
-    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    assert_eq!(r, 0, "PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
-    // SAFETY: `prog` points at a valid filter array that outlives the call; the kernel copies it.
-    let r = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
-    assert_eq!(r, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
 }

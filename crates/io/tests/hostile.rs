@@ -1,5 +1,6 @@
 //! What a hostile or broken peer can make the loop do, bounded (issue 11), on both backends.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -9,23 +10,6 @@ use std::time::{Duration, Instant};
 use common::start;
 use ringwire_io::bytes::Bytes;
 use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn uring() {
-                if super::common::uring_available() {
-                    super::$name(ringwire_io::Backend::Uring);
-                }
-            }
-            #[test]
-            fn epoll() {
-                super::$name(ringwire_io::Backend::Epoll);
-            }
-        }
-    };
-}
 
 /// Bytes that depend on `tag` and their position (splitmix64), so a payload delivered to the
 /// wrong connection, out of order or zeroed never matches.

@@ -1,5 +1,6 @@
 //! Loop behaviour over loopback, run on both backends.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -11,21 +12,6 @@ use std::time::{Duration, Instant};
 use common::{Echo, echo_scenario, pattern, small_config, start};
 use ringwire_io::bytes::Bytes;
 use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name(ringwire_io::Backend::Uring);
-            }
-            #[test]
-            fn epoll() {
-                super::$name(ringwire_io::Backend::Epoll);
-            }
-        }
-    };
-}
 
 fn echo_many(backend: Backend) {
     let r = start(backend, small_config(), Echo::default());

@@ -66,14 +66,14 @@ fn addr_of(line: &str) -> String {
 
 /// A connection that has completed the upgrade.
 fn upgraded(addr: &str) -> TcpStream {
-    RawClient::connect(addr.parse().unwrap(), None).stream
+    RawClient::connect(addr.parse().unwrap()).stream
 }
 
 /// Upgrade, send one masked text frame, return the echoed payload.
 fn echo_once(addr: &str, text: &str) -> String {
-    let mut c = RawClient::connect(addr.parse().unwrap(), None);
+    let mut c = RawClient::connect(addr.parse().unwrap());
     c.send(0x1, text.as_bytes());
-    let (op, payload) = c.read_frame();
+    let (op, payload) = c.recv();
     assert_eq!(op, 0x1);
     String::from_utf8(payload).unwrap()
 }

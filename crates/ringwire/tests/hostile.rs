@@ -22,7 +22,7 @@ fn ping_flood(io: &str) {
     const BOUND_KIB: u64 = 1024 + 128 * 32 + 6 * 1024; // max_buffered + the ring + allocator slack
     let args = ["--max-buffered", "1MiB", "--recv-buffers", "128"];
     let Some(server) = Ringwire::start("echo", io, &args) else { return };
-    let mut c = RawClient::connect(server.addr, Some(4096));
+    let mut c = RawClient::connect_with_rcvbuf(server.addr, 4096);
     let base = server.rss_kib();
     let ping: Vec<u8> = (0..8192).flat_map(|_| masked_frame(0x9, b"")).collect();
     let start = Instant::now();
@@ -48,9 +48,9 @@ fn ping_flood(io: &str) {
     assert!(late < 2048, "[{io}] RSS still grew by {late} KiB in the flood's second half: not bounded");
     assert!(growth < BOUND_KIB, "[{io}] a ping flood grew the server's RSS by {growth} KiB (bound {BOUND_KIB} KiB)");
     // The server still serves others.
-    let mut other = RawClient::connect(server.addr, None);
+    let mut other = RawClient::connect(server.addr);
     other.send(0x1, b"still here");
-    assert_eq!(other.read_frame(), (0x1, b"still here".to_vec()));
+    assert_eq!(other.recv(), (0x1, b"still here".to_vec()));
 }
 
 #[test]
@@ -125,16 +125,16 @@ fn sigterm_with_non_readers_epoll() {
 fn restart_after_sigkill(io: &str) {
     let Some(mut first) = Ringwire::start("echo", io, &[]) else { return };
     let port = first.addr.port().to_string();
-    let mut c = RawClient::connect(first.addr, None);
+    let mut c = RawClient::connect(first.addr);
     c.send(0x1, b"hi");
-    assert_eq!(c.read_frame(), (0x1, b"hi".to_vec()));
+    assert_eq!(c.recv(), (0x1, b"hi".to_vec()));
     first.signal(libc::SIGKILL);
     first.wait_exit(Duration::from_secs(5)).expect("killed");
     let start = Instant::now();
     let second = Ringwire::start("echo", io, &["--port", &port]).expect("restart");
-    let mut c2 = RawClient::connect(second.addr, None);
+    let mut c2 = RawClient::connect(second.addr);
     c2.send(0x1, b"again");
-    assert_eq!(c2.read_frame(), (0x1, b"again".to_vec()));
+    assert_eq!(c2.recv(), (0x1, b"again".to_vec()));
     let took = start.elapsed();
     println!("[{io}] restart after SIGKILL: serving again after {took:?}");
     assert!(took < Duration::from_secs(2), "[{io}] took {took:?} to serve again");
@@ -182,9 +182,9 @@ fn slowloris(io: &str) {
     println!("[{io}] slowloris: {answered}/200 answered 408 within {took:?}; fds back to {}", server.fd_count());
     assert_eq!(answered, 200, "[{io}] every trickling handshake gets 408");
     assert!(back, "[{io}] descriptors not released");
-    let mut ok = RawClient::connect(server.addr, None);
+    let mut ok = RawClient::connect(server.addr);
     ok.send(0x2, b"x");
-    assert_eq!(ok.read_frame(), (0x2, b"x".to_vec()));
+    assert_eq!(ok.recv(), (0x2, b"x".to_vec()));
 }
 
 #[test]
@@ -206,23 +206,23 @@ fn cq_overflow_uring() {
     const N: usize = 1000;
     let args = ["--ring-entries", "64", "--cq-entries", "128"];
     let Some(echo) = Ringwire::start("echo", "uring", &args) else { return };
-    let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(echo.addr, None)).collect();
+    let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(echo.addr)).collect();
     let bytes: Vec<Vec<u8>> = (0..N).map(|i| format!("client {i} ").repeat(40).into_bytes()).collect();
     for (c, b) in clients.iter_mut().zip(&bytes) {
         c.send(0x2, b);
     }
     for (i, (c, b)) in clients.iter_mut().zip(&bytes).enumerate() {
-        assert_eq!(c.read_frame(), (0x2, b.clone()), "client {i} got another's bytes or none");
+        assert_eq!(c.recv(), (0x2, b.clone()), "client {i} got another's bytes or none");
     }
     drop(clients);
     let Some(bcast) = Ringwire::start("broadcast", "uring", &args) else { return };
-    let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(bcast.addr, None)).collect();
+    let mut clients: Vec<RawClient> = (0..N).map(|_| RawClient::connect(bcast.addr)).collect();
     let start = Instant::now();
     for round in 0..3u8 {
         let msg = vec![round; 700];
         clients[usize::from(round)].send(0x2, &msg);
         for (i, c) in clients.iter_mut().enumerate() {
-            assert_eq!(c.read_frame(), (0x2, msg.clone()), "client {i} in round {round}");
+            assert_eq!(c.recv(), (0x2, msg.clone()), "client {i} in round {round}");
         }
     }
     println!("cq overflow: {N} echoes and 3 broadcasts to {N} clients on a 128-entry CQ in {:?}", start.elapsed());

@@ -51,7 +51,7 @@ fn close_event(rx: &mpsc::Receiver<String>) -> String {
 
 #[test]
 fn peer_close_is_echoed_with_its_code() {
-    for io in BACKENDS {
+    for io in backends() {
         let (h, rx) = recorder();
         let server = start(config(io), h);
         let mut raw = Raw::connect(server.local_addr());
@@ -65,7 +65,7 @@ fn peer_close_is_echoed_with_its_code() {
 
 #[test]
 fn empty_close_reports_1005_and_dropped_tcp_reports_1006() {
-    for io in BACKENDS {
+    for io in backends() {
         let (h, rx) = recorder();
         let server = start(config(io), h);
         let mut raw = Raw::connect(server.local_addr());
@@ -82,7 +82,7 @@ fn empty_close_reports_1005_and_dropped_tcp_reports_1006() {
 
 #[test]
 fn server_close_flushes_queued_messages_first() {
-    for io in BACKENDS {
+    for io in backends() {
         let (h, rx) = recorder();
         let server = start(config(io), h);
         let mut raw = Raw::connect(server.local_addr());
@@ -130,7 +130,7 @@ fn protocol_error_cases() -> Vec<(&'static str, Vec<RawFrame>, u16)> {
 
 #[test]
 fn protocol_errors_close_with_the_right_code_and_a_reason() {
-    for io in BACKENDS {
+    for io in backends() {
         let (h, rx) = recorder();
         let mut cfg = config(io);
         cfg.connection.max_received_frame_size = 1000;
@@ -163,7 +163,7 @@ fn protocol_errors_close_with_the_right_code_and_a_reason() {
 
 #[test]
 fn graceful_shutdown_delivers_queued_messages_then_1001() {
-    for io in BACKENDS {
+    for io in backends() {
         let (h, _rx) = recorder();
         let server = start(config(io), h);
         let handle = server.handle();

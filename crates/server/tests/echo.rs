@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message as TMessage;
 
 #[test]
 fn text_and_binary_from_0_bytes_to_16_mib() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Echo);
         let addr = server.local_addr();
         rt().block_on(async {
@@ -35,7 +35,7 @@ fn text_and_binary_from_0_bytes_to_16_mib() {
 
 #[test]
 fn fragmented_messages_are_assembled_and_control_frames_interleave() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Echo);
         let mut raw = Raw::connect(server.local_addr());
         raw.frame(false, 0, OpCode::Text, "κό".as_bytes(), true);
@@ -54,7 +54,7 @@ fn fragmented_messages_are_assembled_and_control_frames_interleave() {
 
 #[test]
 fn ping_gets_a_pong_with_its_payload() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Echo);
         let addr = server.local_addr();
         rt().block_on(async {
@@ -79,7 +79,7 @@ impl ringwire_server::Handler for NoPong {
 
 #[test]
 fn cancelled_auto_pong_sends_no_pong() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), NoPong);
         let mut raw = Raw::connect(server.local_addr());
         raw.frame(true, 0, OpCode::Ping, b"1", true);
@@ -108,23 +108,15 @@ impl ringwire_server::Handler for Greeter {
 #[test]
 fn on_open_comes_before_a_message_sent_with_the_upgrade_request() {
     use std::io::Write;
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Greeter);
         let addr = server.local_addr();
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         // The upgrade request and the first frame in one write: the frame is parsed from the
         // bytes left after the request, yet the handler hears of the connection first.
-        let mut bytes = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .into_bytes();
-        let mut payload = b"early".to_vec();
-        ringwire_frame::apply_mask(&mut payload, KEY, 0);
-        bytes.extend_from_slice(&[0x81, 0x80 | 5]);
-        bytes.extend_from_slice(&KEY);
-        bytes.extend_from_slice(&payload);
+        let mut bytes = upgrade_request(addr, "").into_bytes();
+        bytes.extend(ringwire_testkit::client_frame(true, 0, OpCode::Text, b"early", Some(KEY)));
         stream.write_all(&bytes).unwrap();
         let head = read_http_head(&mut stream);
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");

@@ -72,7 +72,7 @@ fn text(raw: &mut Raw) -> String {
 
 #[test]
 fn slow_reader_gets_drain_after_catching_up() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Flow);
         let mut raw = Raw::connect(server.local_addr());
         raw.frame(true, 0, OpCode::Text, b"flood", true);
@@ -96,7 +96,7 @@ fn slow_reader_gets_drain_after_catching_up() {
 
 #[test]
 fn peer_that_never_reads_is_dropped_at_the_buffered_limit() {
-    for io in BACKENDS {
+    for io in backends() {
         let mut cfg = config(io);
         cfg.connection.max_buffered = Some(4 << 20);
         let server = start(cfg, Flow);
@@ -111,7 +111,7 @@ fn peer_that_never_reads_is_dropped_at_the_buffered_limit() {
 
 #[test]
 fn pause_stops_reading_and_resume_delivers_everything_in_order() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Flow);
         let mut raw = Raw::connect(server.local_addr());
         let t0 = Instant::now();
@@ -129,7 +129,7 @@ fn pause_stops_reading_and_resume_delivers_everything_in_order() {
 
 #[test]
 fn keepalive_drops_a_silent_peer_with_1006() {
-    for io in BACKENDS {
+    for io in backends() {
         let mut cfg = config(io);
         cfg.connection.keepalive =
             Some(ringwire_conn::Keepalive::new(Duration::from_millis(200), Duration::from_millis(200)));
@@ -155,7 +155,7 @@ fn keepalive_drops_a_silent_peer_with_1006() {
 
 #[test]
 fn broadcast_reaches_every_client_on_both_workers() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io).with_threads(2), Flow);
         let mut clients = Vec::new();
         let mut seen = [false; 2];

@@ -110,12 +110,7 @@ fn first_message(addr: std::net::SocketAddr, extra: &str) -> String {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-    .unwrap();
+    stream.write_all(upgrade_request(addr, extra).as_bytes()).unwrap();
     let head = read_http_head(&mut stream);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut raw = Raw { stream };
@@ -124,7 +119,7 @@ fn first_message(addr: std::net::SocketAddr, extra: &str) -> String {
 
 #[test]
 fn remote_addresses_are_the_peer_unless_it_is_a_trusted_proxy() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Addresses);
         let addr = server.local_addr();
         assert_eq!(first_message(addr, ""), "127.0.0.1|127.0.0.1");

@@ -25,23 +25,17 @@ fn small_window(addr: SocketAddr) -> TcpStream {
 }
 
 fn request(addr: SocketAddr) -> String {
-    format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    upgrade_request(addr, "")
 }
 
 /// An upgraded connection that will not read unless told to.
 fn non_reader(addr: SocketAddr) -> Raw {
-    let mut stream = small_window(addr);
-    stream.write_all(request(addr).as_bytes()).unwrap();
-    assert!(read_http_head(&mut stream).starts_with("HTTP/1.1 101"));
-    Raw { stream }
+    Raw::upgrade(small_window(addr), addr)
 }
 
 #[test]
 fn a_request_trickled_byte_by_byte_upgrades() {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(config(io), Echo);
         let addr = server.local_addr();
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -61,7 +55,7 @@ fn a_request_trickled_byte_by_byte_upgrades() {
 
 #[test]
 fn a_head_past_the_limit_without_an_end_gets_431_at_once() {
-    for io in BACKENDS {
+    for io in backends() {
         let mut cfg = config(io);
         cfg.handshake_timeout = Duration::from_secs(30);
         let server = start(cfg, Echo);
@@ -98,7 +92,7 @@ impl Handler for BigResponse {
 
 #[test]
 fn send_complete_waits_for_the_message_not_the_101_response() {
-    for io in BACKENDS {
+    for io in backends() {
         let (tx, done) = mpsc::channel();
         let server = start(config(io), BigResponse(tx));
         let addr = server.local_addr();
@@ -156,7 +150,7 @@ fn patient(io: ringwire_server::IoChoice) -> ringwire_server::ServerConfig {
 
 #[test]
 fn drop_connection_destroys_the_socket_of_a_peer_that_does_not_read() {
-    for io in BACKENDS {
+    for io in backends() {
         let (tx, closes) = mpsc::channel();
         let mut cfg = patient(io);
         // Keep reading with the 16 MiB queued (above the default high-water mark the
@@ -178,7 +172,7 @@ fn drop_connection_destroys_the_socket_of_a_peer_that_does_not_read() {
 
 #[test]
 fn shutdown_aborts_what_is_left_at_its_deadline() {
-    for io in BACKENDS {
+    for io in backends() {
         let (tx, closes) = mpsc::channel();
         let mut cfg = patient(io);
         cfg.shutdown_timeout = Duration::from_secs(2);

@@ -82,7 +82,7 @@ fn text(raw: &mut Raw) -> String {
 #[test]
 fn a_remote_flooding_a_blocked_worker_gets_full_at_the_capacity() {
     const CAPACITY: usize = 1000;
-    for io in BACKENDS {
+    for io in backends() {
         let (h, ctl) = blocker();
         let mut cfg = config(io);
         cfg.mailbox_capacity = CAPACITY;
@@ -117,7 +117,7 @@ fn a_remote_flooding_a_blocked_worker_gets_full_at_the_capacity() {
 
 #[test]
 fn shutdown_gets_through_a_full_mailbox() {
-    for io in BACKENDS {
+    for io in backends() {
         let (h, ctl) = blocker();
         let mut cfg = config(io);
         cfg.mailbox_capacity = 10;
@@ -168,7 +168,7 @@ fn count_until(raw: &mut Raw, end: &str) -> usize {
 fn a_broadcast_reports_the_workers_that_missed_it_and_reaches_the_others() {
     const CAPACITY: usize = 200;
     const SENT: usize = 3 * CAPACITY;
-    for io in BACKENDS {
+    for io in backends() {
         let (h, ctl) = blocker();
         let mut cfg = config(io).with_threads(2);
         cfg.mailbox_capacity = CAPACITY;
@@ -217,19 +217,14 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 fn upgrade_from(from: &str, addr: SocketAddr) -> (TcpStream, String) {
     use std::io::Write;
     let mut s = connect_from(from, addr);
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(upgrade_request(addr, "").as_bytes()).unwrap();
     let head = read_http_head(&mut s);
     (s, head)
 }
 
 #[test]
 fn connections_per_address_are_capped_with_503() {
-    for io in BACKENDS {
+    for io in backends() {
         let mut cfg = config(io).with_threads(2);
         cfg.max_connections_per_ip = Some(2);
         let (h, _ctl) = blocker();

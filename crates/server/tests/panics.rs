@@ -38,7 +38,7 @@ impl Handler for Fragile {
 
 #[test]
 fn a_panic_in_on_message_closes_that_connection_with_1011_only() {
-    for io in BACKENDS {
+    for io in backends() {
         let (tx, rx) = mpsc::channel();
         let server = start(config(io), Fragile(tx));
         let handle = server.handle();
@@ -72,7 +72,7 @@ fn a_panic_in_on_message_closes_that_connection_with_1011_only() {
 
 #[test]
 fn a_panic_in_on_request_answers_500_and_in_on_open_closes_with_1011() {
-    for io in BACKENDS {
+    for io in backends() {
         let (tx, _rx) = mpsc::channel();
         let server = start(config(io), Fragile(tx));
         let addr = server.local_addr();
@@ -90,12 +90,7 @@ fn a_panic_in_on_request_answers_500_and_in_on_open_closes_with_1011() {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         std::io::Write::write_all(
             &mut stream,
-            format!(
-                "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-                 Sec-WebSocket-Protocol: boom-open\r\n\r\n"
-            )
-            .as_bytes(),
+            upgrade_request(addr, "Sec-WebSocket-Protocol: boom-open\r\n").as_bytes(),
         )
         .unwrap();
         assert!(read_http_head(&mut stream).starts_with("HTTP/1.1 101"), "{io:?}");

@@ -22,7 +22,7 @@ fn status(resp: &str) -> &str {
 
 /// Runs `check` against a server started with `cfg` on each backend.
 fn with_server(cfg: impl Fn(ServerConfig) -> ServerConfig, check: impl Fn(SocketAddr, &str)) {
-    for io in BACKENDS {
+    for io in backends() {
         let server = start(cfg(config(io)), Echo);
         check(server.local_addr(), &format!("{io:?}"));
         server.shutdown().unwrap();

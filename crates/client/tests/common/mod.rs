@@ -17,8 +17,9 @@ use tokio_tungstenite::tungstenite::Message as TMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Both backends; each behaviour is tested on each.
-pub const BACKENDS: [IoChoice; 2] = [IoChoice::Uring, IoChoice::Epoll];
+/// The backends (io_uring skipped where it is blocked) and the raw frame codec.
+#[allow(unused_imports)] // each test binary uses some
+pub use ringwire_testkit::{WireFrame, backends, dead_port, parse_frames, read_to_close, server_close, server_frame};
 
 /// What a connection went through, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,87 +267,4 @@ pub fn upgrade(stream: &mut TcpStream, protocol: Option<&str>) -> Vec<u8> {
     let accept = Accept { protocol: protocol.map(str::to_owned), ..Accept::default() };
     stream.write_all(&req.accept(&accept).expect("accept")).unwrap();
     rest
-}
-
-/// Reads from `stream` until it closes (or errors), appending to `buf`.
-pub fn read_to_close(stream: &mut TcpStream, buf: &mut Vec<u8>) {
-    let mut chunk = [0u8; 65536];
-    while let Ok(n) = stream.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// A raw client frame as seen on the wire: (fin, opcode, mask key, unmasked payload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireFrame {
-    pub fin: bool,
-    pub opcode: u8,
-    pub mask: Option<[u8; 4]>,
-    pub payload: Vec<u8>,
-}
-
-/// Parses the frames in `wire` (which must hold whole frames) without any library.
-pub fn parse_frames(mut wire: &[u8]) -> Vec<WireFrame> {
-    let mut out = Vec::new();
-    while wire.len() >= 2 {
-        let fin = wire[0] & 0x80 != 0;
-        let opcode = wire[0] & 0x0f;
-        let masked = wire[1] & 0x80 != 0;
-        let (len, mut at) = match wire[1] & 0x7f {
-            126 => (u16::from_be_bytes([wire[2], wire[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize, 10),
-            n => (n as usize, 2),
-        };
-        let mask = masked.then(|| {
-            let k: [u8; 4] = wire[at..at + 4].try_into().unwrap();
-            at += 4;
-            k
-        });
-        if wire.len() < at + len {
-            break;
-        }
-        let mut payload = wire[at..at + len].to_vec();
-        if let Some(k) = mask {
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= k[i % 4];
-            }
-        }
-        out.push(WireFrame { fin, opcode, mask, payload });
-        wire = &wire[at + len..];
-    }
-    out
-}
-
-/// An unmasked server frame.
-pub fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(n as u8),
-        n if n < 65536 => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A close frame from the server.
-pub fn server_close(code: u16, reason: &str) -> Vec<u8> {
-    let mut p = code.to_be_bytes().to_vec();
-    p.extend_from_slice(reason.as_bytes());
-    server_frame(true, 0x8, &p)
-}
-
-/// A port nothing listens on (bound, then released).
-pub fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }

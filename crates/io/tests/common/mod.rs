@@ -12,6 +12,27 @@ use std::time::Duration;
 use ringwire_io::bytes::Bytes;
 use ringwire_io::{Backend, ConnId, EventLoop, Handler, Io, LoopConfig, Waker, bind_reuseport};
 
+/// `both!(name)`: the tests `name::uring` and `name::epoll`, which run `name(backend)` on
+/// each backend; the io_uring one is skipped with a line where io_uring is blocked (a
+/// failure with `RINGWIRE_REQUIRE_URING=1`).
+#[allow(unused_macros)] // not every test binary has per-backend tests
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn uring() {
+                if ringwire_testkit::uring_usable() {
+                    super::$name(ringwire_io::Backend::Uring);
+                }
+            }
+            #[test]
+            fn epoll() {
+                super::$name(ringwire_io::Backend::Epoll);
+            }
+        }
+    };
+}
+
 /// Wraps a handler: `on_wake` with the stop flag set stops the loop.
 pub struct Stoppable<H> {
     pub inner: H,
@@ -200,17 +221,6 @@ pub fn echo_scenario(r: &Running<Echo>) {
     assert!(back == data, "16 MiB echo differs");
     for t in threads {
         t.join().unwrap();
-    }
-}
-
-/// Whether io_uring works here; prints why a test variant is skipped when it does not.
-pub fn uring_available() -> bool {
-    match ringwire_io::detect(ringwire_io::IoChoice::Uring) {
-        Ok(_) => true,
-        Err(e) => {
-            println!("skipped: io_uring unavailable here: {e}");
-            false
-        }
     }
 }
 

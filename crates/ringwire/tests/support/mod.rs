@@ -1,28 +1,15 @@
 //! Test support for attacking a real `ringwire` process: start it, read what it costs
-//! (RSS, descriptors), and speak raw WebSocket to it.
+//! (RSS, descriptors), and speak raw WebSocket to it (ringwire-testkit's raw client).
 #![allow(dead_code, unreachable_pub)]
 
-use ringwire::frame::{FrameHeader, OpCode, apply_mask};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Whether io_uring can be used here; when it cannot, io_uring tests print a line and
-/// return, unless `RINGWIRE_REQUIRE_URING=1` (CI) makes that a failure.
-pub fn uring_or_skip(what: &str) -> bool {
-    match ringwire::io::detect(ringwire::io::IoChoice::Uring) {
-        Ok(_) => true,
-        Err(e) if std::env::var("RINGWIRE_REQUIRE_URING").is_ok_and(|v| v == "1") => {
-            panic!("{what}: io_uring is required here (RINGWIRE_REQUIRE_URING=1) but unavailable: {e}")
-        }
-        Err(e) => {
-            println!("SKIPPED {what}: io_uring unavailable ({e})");
-            false
-        }
-    }
-}
+/// The raw client and its frames.
+pub use ringwire_testkit::{RawClient, masked_frame};
 
 /// A running `ringwire` process, killed on drop.
 pub struct Ringwire {
@@ -36,7 +23,7 @@ impl Ringwire {
     /// its start-up line. `None` (after a printed line) when `io` is `uring` and io_uring is
     /// unavailable here.
     pub fn start(mode: &str, io: &str, args: &[&str]) -> Option<Ringwire> {
-        if io == "uring" && !uring_or_skip(&format!("ringwire {mode} {args:?} on io_uring")) {
+        if io == "uring" && !ringwire_testkit::uring_usable() {
             return None;
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringwire"))
@@ -71,7 +58,7 @@ impl Ringwire {
         let server = Ringwire { child, addr, stderr };
         // The line comes before the worker threads set up their loops: one upgrade makes
         // sure they did, so descriptor and memory baselines are taken from a serving process.
-        drop(RawClient::connect(addr, None));
+        drop(RawClient::connect(addr));
         std::thread::sleep(Duration::from_millis(200));
         Some(server)
     }
@@ -141,85 +128,10 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// One whole masked client frame.
-pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let op = OpCode::from_u8(opcode).expect("a valid opcode");
-    let h = FrameHeader { fin: true, rsv: 0, opcode: op, mask: Some(KEY), payload_len: payload.len() as u64 };
-    let mut bytes = h.encode().as_bytes().to_vec();
-    let start = bytes.len();
-    bytes.extend_from_slice(payload);
-    apply_mask(&mut bytes[start..], KEY, 0);
-    bytes
-}
-
-/// A client that speaks raw WebSocket after a real upgrade.
-pub struct RawClient {
-    pub stream: TcpStream,
-}
-
-impl RawClient {
-    /// Connects (with `SO_RCVBUF` set before the handshake when given) and upgrades.
-    pub fn connect(addr: SocketAddr, rcvbuf: Option<usize>) -> RawClient {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        if let Some(n) = rcvbuf {
-            sock.set_recv_buffer_size(n).unwrap();
-        }
-        sock.connect(&addr.into()).unwrap();
-        let mut stream: TcpStream = sock.into();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            stream,
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut b) {
-                Ok(0) => break,
-                Ok(_) => head.push(b[0]),
-                Err(e) => panic!("reading the upgrade response: {e}"),
-            }
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
-        RawClient { stream }
-    }
-
-    pub fn send(&mut self, opcode: u8, payload: &[u8]) {
-        self.stream.write_all(&masked_frame(opcode, payload)).unwrap();
-    }
-
-    /// Reads one unfragmented server frame: (opcode, payload).
-    pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
-        let mut h = [0u8; 2];
-        self.stream.read_exact(&mut h).expect("a frame header");
-        let len = match h[1] & 0x7F {
-            126 => {
-                let mut b = [0u8; 2];
-                self.stream.read_exact(&mut b).unwrap();
-                u64::from(u16::from_be_bytes(b))
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                self.stream.read_exact(&mut b).unwrap();
-                u64::from_be_bytes(b)
-            }
-            n => u64::from(n),
-        };
-        let mut p = vec![0u8; len as usize];
-        self.stream.read_exact(&mut p).expect("a frame payload");
-        (h[0] & 0x0F, p)
-    }
-}
-
 /// A client with a 2 KiB receive buffer that sends 60 KB binary frames to echo until its
 /// own send buffer stays full, then is left alone: it never reads and never sends again.
 pub fn stuff_until_blocked(addr: SocketAddr) -> RawClient {
-    let mut c = RawClient::connect(addr, Some(2048));
+    let mut c = RawClient::connect_with_rcvbuf(addr, 2048);
     let frame = masked_frame(0x2, &vec![0x5a; 60_000]);
     c.stream.set_nonblocking(true).unwrap();
     let mut blocked_since: Option<Instant> = None;
