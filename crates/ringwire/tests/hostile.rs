@@ -19,6 +19,7 @@ use support::*;
 /// one read; on io_uring "one read" is the worker's receive-buffer ring (shared by all its
 /// connections, here 128 x 32 KiB), which a flood at memory speed makes resident.
 fn ping_flood(io: &str) {
+    let _serial = one_at_a_time();
     const BOUND_KIB: u64 = 1024 + 128 * 32 + 6 * 1024; // max_buffered + the ring + allocator slack
     let args = ["--max-buffered", "1MiB", "--recv-buffers", "128"];
     let Some(server) = Ringwire::start("echo", io, &args) else { return };
@@ -68,6 +69,7 @@ fn ping_flood_epoll() {
 /// later. Bound: keepalive interval + grace finds them, then the close timeout and the
 /// flush deadline (both `--close-timeout`) end them with a reset.
 fn silent_non_readers(io: &str) {
+    let _serial = one_at_a_time();
     let args = ["--keepalive-interval", "2s", "--keepalive-grace", "1s", "--close-timeout", "1s"];
     let Some(server) = Ringwire::start("echo", io, &args) else { return };
     let base = server.fd_count();
@@ -96,6 +98,7 @@ fn silent_non_readers_epoll() {
 /// SIGTERM while non-readers hold output: the process exits 0 within the shutdown deadline.
 /// Before: still running 20 s after the signal.
 fn sigterm_with_non_readers(io: &str) {
+    let _serial = one_at_a_time();
     let args = ["--keepalive-interval", "0", "--close-timeout", "30s", "--shutdown-timeout", "2s"];
     let Some(mut server) = Ringwire::start("echo", io, &args) else { return };
     let clients = stuff_in_parallel(server.addr, 10);
@@ -123,6 +126,7 @@ fn sigterm_with_non_readers_epoll() {
 /// SIGKILL with a client connected, then start again at once on the same port: serving
 /// within 2 s. Before (io_uring): "address already in use" for 100-300 ms.
 fn restart_after_sigkill(io: &str) {
+    let _serial = one_at_a_time();
     let Some(mut first) = Ringwire::start("echo", io, &[]) else { return };
     let port = first.addr.port().to_string();
     let mut c = RawClient::connect(first.addr);
@@ -154,6 +158,7 @@ fn restart_after_sigkill_epoll() {
 /// Slowloris: many connections trickle an upgrade request a byte at a time. Every one is
 /// answered 408 and closed at the handshake timeout, and the server keeps serving.
 fn slowloris(io: &str) {
+    let _serial = one_at_a_time();
     let Some(server) = Ringwire::start("echo", io, &["--handshake-timeout", "1s"]) else { return };
     let base = server.fd_count();
     let mut slow: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
@@ -203,6 +208,7 @@ fn slowloris_epoll() {
 /// the broadcast: nothing lost, nothing crossed between connections.
 #[test]
 fn cq_overflow_uring() {
+    let _serial = one_at_a_time();
     const N: usize = 1000;
     let args = ["--ring-entries", "64", "--cq-entries", "128"];
     let Some(echo) = Ringwire::start("echo", "uring", &args) else { return };

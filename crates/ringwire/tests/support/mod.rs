@@ -162,3 +162,11 @@ pub fn stuff_in_parallel(addr: SocketAddr, n: usize) -> Vec<RawClient> {
     let threads: Vec<_> = (0..n).map(|_| std::thread::spawn(move || stuff_until_blocked(addr))).collect();
     threads.into_iter().map(|t| t.join().expect("a stuffing client")).collect()
 }
+
+/// Serialises the attacks of one test binary: each measures one server process's memory,
+/// descriptors and timing, which other attacks running at the same time on two cores
+/// would distort (and slow past their deadlines).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
