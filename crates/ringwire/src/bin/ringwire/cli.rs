@@ -58,6 +58,11 @@ pub(crate) struct ServeArgs {
     pub(crate) max_message_size: usize,
     /// Most bytes queued for a peer that does not read; beyond it the peer is dropped
     /// with 1008 (0 = no limit).
+    ///
+    /// The default is below the library's (64 MiB) on purpose: this server only sends
+    /// messages it received, so none it queues is larger than --max-message-size (1 MiB
+    /// by default), and 16 MiB holds 16 of those for a slow reader. Raise it with
+    /// --max-message-size: the echo of one message needs a little more than its size.
     #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_size)]
     pub(crate) max_buffered: usize,
     /// Split outgoing messages into frames of this size (0 = never split).
@@ -79,7 +84,9 @@ pub(crate) struct ServeArgs {
     /// Close a connection with no traffic either way for this long (0 = never).
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) idle_timeout: Duration,
-    /// A subprotocol to accept, in order of preference (repeat or comma-separate).
+    /// A subprotocol to accept (repeat or comma-separate). Of those a client offers, the
+    /// first in the client's order that is listed here is chosen; the order here does
+    /// not matter.
     #[arg(long = "protocol", value_name = "NAME", value_delimiter = ',')]
     pub(crate) protocols: Vec<String>,
     /// An origin allowed to connect (repeat or comma-separate); others, and requests
@@ -124,7 +131,8 @@ pub(crate) struct ServeArgs {
     /// --max-connections, between twice --ring-entries and 65536).
     #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub(crate) cq_entries: u32,
-    /// Size of each io_uring receive buffer (epoll reads into one buffer of this size).
+    /// Size of each io_uring receive buffer. The epoll backend does not use it: it reads
+    /// every socket of a worker into one fixed 64 KiB buffer.
     #[arg(long, default_value = "32KiB", value_name = "SIZE", value_parser = parse_size)]
     pub(crate) recv_buffer_size: usize,
     /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
