@@ -95,7 +95,7 @@ pub trait Handler: Send + 'static {
     ///
     /// Socket errors (`ECONNRESET`, `EPIPE`, ...) do not come here: they are logged at
     /// debug level ("connection error") and the connection ends with
-    /// [`on_close`](Self::on_close) and 1006, as for a peer that vanished without one.
+    /// [`on_close`](Self::on_close) and 1006, as when a peer vanishes without a close frame.
     fn on_error(&mut self, ws: &mut Ws<'_>, error: &ConnError) {}
     /// The connection closed: always the last call for a connection. `code` is 1005
     /// when the peer's close frame had no code and 1006 when no close frame came.

@@ -45,7 +45,7 @@
 //! worker; the per-connection path takes no lock. Work from other threads (a
 //! [`Remote`] send, a [`ServerHandle::broadcast`], [`Ws::broadcast`], shutdown) goes
 //! through one mailbox per worker: a mutex-protected `Vec` that the worker swaps out
-//! whole, and an eventfd wake sent only when the mailbox goes from empty to non-empty.
+//! whole, and an eventfd wake sent only by a push that finds the mailbox empty.
 //! A mailbox holds at most [`ServerConfig::mailbox_capacity`] commands: a sender that
 //! outpaces the worker gets [`QueueError::Full`] instead of growing it. Shutdown is a
 //! flag beside the queue, so it always gets through.
