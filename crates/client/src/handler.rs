@@ -44,9 +44,16 @@ pub trait ClientHandler {
     fn on_pause(&mut self, ws: &mut ClientWs<'_>) {}
     /// Reading was resumed ([`Connection::resume`](ringwire_conn::Connection::resume)).
     fn on_resume(&mut self, ws: &mut ClientWs<'_>) {}
-    /// A send made with a token was written or failed (the Node send callback).
+    /// A send made with a token ended: [`SendOutcome::Written`] once every byte is with
+    /// the kernel, [`SendOutcome::Failed`] if the connection closed first (the Node send
+    /// callback, without or with an error).
     fn on_send_complete(&mut self, ws: &mut ClientWs<'_>, token: SendToken, outcome: SendOutcome) {}
-    /// A protocol error by the server, or a timeout; a close follows.
+    /// The connection failed for a reason [`ConnError`] names: a protocol error by the
+    /// server, a send past `max_buffered`, a keepalive or close timeout. A close follows.
+    ///
+    /// Socket errors (`ECONNRESET`, `EPIPE`, ...) do not come here: they are logged at
+    /// debug level ("connection error") and the connection ends with
+    /// [`on_close`](Self::on_close) and 1006.
     fn on_error(&mut self, ws: &mut ClientWs<'_>, error: &ConnError) {}
     /// The connection closed: always the last call for an opened connection. `code` is
     /// 1005 when the server's close frame had no code and 1006 when no close frame came.

@@ -76,8 +76,9 @@ pub struct Config {
     /// frame is an [`Event::Frame`](crate::Event) and no Message is emitted
     /// (Node `assembleFragments`, true).
     pub assemble_fragments: bool,
-    /// Set `TCP_NODELAY` on the socket. The connection has no socket: the driver reads
-    /// this (Node `disableNagleAlgorithm`, true).
+    /// Node `disableNagleAlgorithm` (true). The connection has no socket, and the server
+    /// and client drivers do not read this yet: `TCP_NODELAY` comes from their event
+    /// loop's `LoopConfig::nodelay` (true), for every connection of the loop.
     pub disable_nagle_algorithm: bool,
     /// After our close frame, how long to wait for the peer's before dropping
     /// (Node `closeTimeout`, 5 s).
@@ -103,6 +104,14 @@ pub struct Config {
     /// automatic pong that does not fit waits until it does; a keepalive ping that does
     /// not fit is skipped (its grace period still runs). Only our close frame (and a
     /// pong owed just before it) may go over. `None`: no limit.
+    ///
+    /// This is a safety net against a peer that never reads, not flow control (that is
+    /// [`high_water_mark`](Self::high_water_mark) and
+    /// [`SendStatus::BufferFull`](crate::SendStatus::BufferFull)), so the default is
+    /// loose: the library cannot know what an application sends, and 64 MiB holds eight
+    /// messages of the largest size WebSocket-Node's client accepts by default (8 MiB).
+    /// The `ringwire` binary sets 16 MiB, since it only sends back messages of at most
+    /// its own `--max-message-size`. Set it to what one slow peer may cost you.
     ///
     /// [`ping`]: crate::Connection::ping
     /// [`pong`]: crate::Connection::pong

@@ -4,6 +4,16 @@
 //! an epoll fallback, and a sans-IO core. This crate re-exports the engine crates and
 //! ships the `ringwire` binary (`ringwire echo`, `ringwire broadcast`).
 //!
+//! The library is only the re-exports below. The binary's own dependencies (clap,
+//! mimalloc, tracing-subscriber, libc) come with the `cli` feature, which is on by
+//! default so that `cargo install ringwire` builds the binary. To embed the engine
+//! without them:
+//!
+//! ```toml
+//! [dependencies]
+//! ringwire = { version = "0.1", default-features = false }
+//! ```
+//!
 //! | crate | what |
 //! |---|---|
 //! | [`frame`] | the RFC 6455 codec: headers, SIMD unmasking, streaming UTF-8, close codes |
@@ -28,8 +38,6 @@
 //! ```
 
 #![deny(missing_docs)]
-
-pub mod cli;
 
 pub use ringwire_client as client;
 pub use ringwire_conn as conn;

@@ -88,9 +88,12 @@ pub struct ServerConfig {
     /// `remote_address` is always the TCP peer. (WebSocket-Node trusts every
     /// `X-Forwarded-For` by default, which lets any client spoof its address.)
     pub trusted_proxies: Vec<IpAddr>,
-    /// Subprotocols this server speaks, in order of preference. The default
-    /// [`Handler::on_request`](crate::Handler::on_request) accepts the first one
-    /// the client offers that is in this list, and accepts with no protocol if none is.
+    /// Subprotocols this server speaks. The default
+    /// [`Handler::on_request`](crate::Handler::on_request) accepts the first protocol of
+    /// the client's list that is in this one (compared ASCII case-insensitively), or no
+    /// protocol if none is: the client's order decides (RFC 6455 4.1 has the client list
+    /// them by preference), not the order of this list. A handler that prefers its own
+    /// order picks in `on_request`.
     pub subprotocols: Vec<String>,
     /// Per-connection behaviour: the spec's `ConnectionConfig` and more.
     pub connection: ConnConfig,
@@ -170,7 +173,8 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the supported subprotocols, in order of preference.
+    /// Sets the supported subprotocols (see [`subprotocols`](Self::subprotocols): the
+    /// default handler follows the client's order).
     pub fn with_subprotocols(mut self, protocols: Vec<String>) -> Self {
         self.subprotocols = protocols;
         self

@@ -54,7 +54,12 @@ pub enum SendOutcome {
 #[allow(unused_variables)]
 pub trait Handler: Send + 'static {
     /// An upgrade request arrived (after the origin policy passed). The default accepts
-    /// with the first subprotocol the client offered that the server supports, if any.
+    /// with the first subprotocol in the client's list (which RFC 6455 4.1 orders by the
+    /// client's preference) that is among `supported_protocols`
+    /// ([`ServerConfig::subprotocols`](crate::ServerConfig::subprotocols)), or with none.
+    /// Node's `websocket` leaves the choice to the `request` listener, and its
+    /// `autoAcceptConnections` takes the client's first protocol; a server that wants
+    /// its own order overrides this.
     fn on_request(&mut self, request: &Request, supported_protocols: &[String]) -> Decision {
         let chosen = request
             .protocols
@@ -81,10 +86,16 @@ pub trait Handler: Send + 'static {
     fn on_pause(&mut self, ws: &mut Ws<'_>) {}
     /// Reading was resumed ([`Connection::resume`](ringwire_conn::Connection::resume)).
     fn on_resume(&mut self, ws: &mut Ws<'_>) {}
-    /// A send made with a token was written (`Ok`) or failed because the connection
-    /// closed first (`Err`): the counterpart of the Node send callback.
+    /// A send made with a token ended: [`SendOutcome::Written`] once every byte is with
+    /// the kernel, [`SendOutcome::Failed`] if the connection closed first. The
+    /// counterpart of the Node send callback (called without, or with, an error).
     fn on_send_complete(&mut self, ws: &mut Ws<'_>, token: SendToken, outcome: SendOutcome) {}
-    /// A protocol error or I/O error; a close follows.
+    /// The connection failed for a reason [`ConnError`] names: a protocol error by the
+    /// peer, a send past `max_buffered`, a keepalive or close timeout. A close follows.
+    ///
+    /// Socket errors (`ECONNRESET`, `EPIPE`, ...) do not come here: they are logged at
+    /// debug level ("connection error") and the connection ends with
+    /// [`on_close`](Self::on_close) and 1006, as when a peer vanishes without a close frame.
     fn on_error(&mut self, ws: &mut Ws<'_>, error: &ConnError) {}
     /// The connection closed: always the last call for a connection. `code` is 1005
     /// when the peer's close frame had no code and 1006 when no close frame came.

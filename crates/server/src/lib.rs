@@ -38,6 +38,18 @@
 //! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
 //!   abort what is still open at [`ServerConfig::shutdown_timeout`].
 //!
+//! ## Threads
+//!
+//! Each worker thread has its own event loop and its own listener in one `SO_REUSEPORT`
+//! group, so the kernel spreads accepted connections and a connection never leaves its
+//! worker; the per-connection path takes no lock. Work from other threads (a
+//! [`Remote`] send, a [`ServerHandle::broadcast`], [`Ws::broadcast`], shutdown) goes
+//! through one mailbox per worker: a mutex-protected `Vec` that the worker swaps out
+//! whole, and an eventfd wake sent only by a push that finds the mailbox empty.
+//! A mailbox holds at most [`ServerConfig::mailbox_capacity`] commands: a sender that
+//! outpaces the worker gets [`QueueError::Full`] instead of growing it. Shutdown is a
+//! flag beside the queue, so it always gets through.
+//!
 //! ## Origin and Host
 //!
 //! Browsers send `Origin` with every WebSocket upgrade but do not apply the same-origin

@@ -1,24 +1,24 @@
 //! The `ringwire` command line: flags, their parsing, and the config they build.
 
 use clap::{Args, Parser, Subcommand};
-use ringwire_conn::{Config as ConnConfig, Keepalive};
-use ringwire_io::IoChoice;
-use ringwire_server::ServerConfig;
+use ringwire::conn::{Config as ConnConfig, Keepalive};
+use ringwire::io::IoChoice;
+use ringwire::server::ServerConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// ringwire: a WebSocket server on io_uring, one thread per core.
 #[derive(Debug, Parser)]
 #[command(name = "ringwire", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to serve.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The servers the binary runs.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Echo every message back to its sender (text as text, binary as binary).
     Echo(ServeArgs),
     /// Send every message from any client to every connected client, across all workers.
@@ -28,113 +28,121 @@ pub enum Command {
 /// Flags shared by `echo` and `broadcast`. Sizes take K/KiB/M/MiB/G/GiB suffixes
 /// (powers of two); durations take ms/s/m suffixes (plain numbers are seconds).
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001", value_name = "IP:PORT")]
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Port to listen on (overrides the port of --addr).
     #[arg(long, short = 'p')]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// Worker threads, each with its own event loop (0 = one per core).
     #[arg(long, short = 't', default_value_t = 0, value_name = "N")]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// I/O backend: auto (io_uring if usable, else epoll), uring (required), epoll.
     #[arg(long, default_value = "auto", value_name = "auto|uring|epoll", value_parser = parse_io)]
-    pub io: IoChoice,
+    pub(crate) io: IoChoice,
     /// Most open connections across all workers; more get 503. Each needs a file
     /// descriptor: the start-up line gives the limit, and a warning says when this is
     /// above what it allows.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Most open connections (handshaking included) from one client IP address, across
     /// all workers; more get 503 (0 = no limit).
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// Largest frame accepted; larger closes with 1009.
     #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
-    pub max_frame_size: usize,
+    pub(crate) max_frame_size: usize,
     /// Largest message accepted (all its frames together); larger closes with 1009.
     #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
-    pub max_message_size: usize,
+    pub(crate) max_message_size: usize,
     /// Most bytes queued for a peer that does not read; beyond it the peer is dropped
     /// with 1008 (0 = no limit).
+    ///
+    /// The default is below the library's (64 MiB) on purpose: this server only sends
+    /// messages it received, so none it queues is larger than --max-message-size (1 MiB
+    /// by default), and 16 MiB holds 16 of those for a slow reader. Raise it with
+    /// --max-message-size: the echo of one message needs a little more than its size.
     #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_size)]
-    pub max_buffered: usize,
+    pub(crate) max_buffered: usize,
     /// Split outgoing messages into frames of this size (0 = never split).
     #[arg(long, default_value = "16KiB", value_name = "SIZE", value_parser = parse_size)]
-    pub fragment_size: usize,
+    pub(crate) fragment_size: usize,
     /// Time to wait for the peer's close frame after sending ours; then, once the socket
     /// closes, the most it may take to write what is queued before it is reset.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
-    pub close_timeout: Duration,
+    pub(crate) close_timeout: Duration,
     /// Time a client has to send its upgrade request.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// Ping a peer that has been silent this long (0 = no keepalive pings).
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_duration)]
-    pub keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
     /// After a keepalive ping, drop the peer (1006) if nothing arrives within this.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
-    pub keepalive_grace: Duration,
+    pub(crate) keepalive_grace: Duration,
     /// Close a connection with no traffic either way for this long (0 = never).
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-    /// A subprotocol to accept, in order of preference (repeat or comma-separate).
+    pub(crate) idle_timeout: Duration,
+    /// A subprotocol to accept (repeat or comma-separate). Of those a client offers, the
+    /// first in the client's order that is listed here is chosen; the order here does
+    /// not matter.
     #[arg(long = "protocol", value_name = "NAME", value_delimiter = ',')]
-    pub protocols: Vec<String>,
+    pub(crate) protocols: Vec<String>,
     /// An origin allowed to connect (repeat or comma-separate); others, and requests
     /// without an Origin, get 403. Without this flag a browser may connect only from a
     /// page of the same host[:port] as the Host it asks for (cross-site WebSocket
     /// hijacking would otherwise be open to a site that uses cookies); requests
     /// without Origin (programs, not browsers) pass.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_delimiter = ',')]
-    pub allowed_origins: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
     /// Accept any Origin, or none: for a server that uses no cookies or other
     /// credentials a browser sends by itself.
     #[arg(long, conflicts_with = "allowed_origins")]
-    pub allow_any_origin: bool,
+    pub(crate) allow_any_origin: bool,
     /// A host name this server answers to (the Host header without its port; repeat or
     /// comma-separate); other Host values get 403. Without this flag a server on a
     /// loopback address accepts only localhost, *.localhost, 127.0.0.0/8 and [::1], so a
     /// web page cannot reach it through a name it controls that resolves to 127.0.0.1
     /// (DNS rebinding); on any other address every Host is accepted.
     #[arg(long = "allow-host", value_name = "NAME", value_delimiter = ',')]
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     /// Accept any Host header, even on a loopback address.
     #[arg(long, conflicts_with = "allowed_hosts")]
-    pub allow_any_host: bool,
+    pub(crate) allow_any_host: bool,
     /// On SIGINT/SIGTERM, how long to flush and close connections (1001) before
     /// aborting those still open. A second signal exits at once.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// How long to keep retrying while the address is in use (a previous instance may
     /// still be releasing the port, e.g. right after a crash); 0 = fail at once.
     #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
-    pub bind_retry: Duration,
+    pub(crate) bind_retry: Duration,
     /// Commands each worker queues from other threads (broadcasts) before refusing more.
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub mailbox_capacity: u32,
+    pub(crate) mailbox_capacity: u32,
     /// io_uring receive buffers per worker (a power of two); shared by all connections.
     #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub recv_buffers: u16,
+    pub(crate) recv_buffers: u16,
     /// io_uring submission queue entries per worker.
     #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=32768))]
-    pub ring_entries: u32,
+    pub(crate) ring_entries: u32,
     /// io_uring completion queue entries per worker (at least --ring-entries; 0 = sized for
     /// --max-connections, between twice --ring-entries and 65536).
     #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=65536))]
-    pub cq_entries: u32,
-    /// Size of each io_uring receive buffer (epoll reads into one buffer of this size).
+    pub(crate) cq_entries: u32,
+    /// Size of each io_uring receive buffer. The epoll backend does not use it: it reads
+    /// every socket of a worker into one fixed 64 KiB buffer.
     #[arg(long, default_value = "32KiB", value_name = "SIZE", value_parser = parse_size)]
-    pub recv_buffer_size: usize,
+    pub(crate) recv_buffer_size: usize,
     /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
     #[arg(long = "trust-proxy", value_name = "IP", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
 }
 
 impl ServeArgs {
     /// Checks what one flag's parser cannot: a one-line error naming the flags.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.cq_entries != 0 && self.cq_entries < self.ring_entries {
             return Err(format!(
                 "--cq-entries {} is below --ring-entries {} (use 0 to size it for --max-connections)",
@@ -145,7 +153,7 @@ impl ServeArgs {
     }
 
     /// The server configuration these flags describe.
-    pub fn to_config(&self) -> ServerConfig {
+    pub(crate) fn to_config(&self) -> ServerConfig {
         let mut addr = self.addr;
         if let Some(port) = self.port {
             addr.set_port(port);
@@ -192,7 +200,7 @@ fn parse_io(s: &str) -> Result<IoChoice, String> {
 }
 
 /// Parses `1024`, `64K`, `64KiB`, `16MiB`, `1G` (powers of two).
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -208,7 +216,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// Parses `5` (seconds), `5s`, `500ms`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

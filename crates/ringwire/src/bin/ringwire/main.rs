@@ -1,10 +1,12 @@
 //! The `ringwire` binary: `ringwire echo` and `ringwire broadcast`.
 
+mod cli;
+
 use clap::Parser;
 use clap::error::ErrorKind;
-use ringwire::cli::{Cli, Command};
-use ringwire_conn::Message;
-use ringwire_server::{Handler, Server, Ws};
+use cli::{Cli, Command};
+use ringwire::conn::Message;
+use ringwire::server::{Handler, Server, Ws};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ struct Broadcast {
 
 impl Handler for Broadcast {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        if let Err(e) = ws.broadcast(ringwire_server::prepare(message)) {
+        if let Err(e) = ws.broadcast(ringwire::server::prepare(message)) {
             // Other workers too busy to take it (their mailboxes are full): their clients
             // miss this message. Said at most once a second per worker.
             if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -73,9 +75,9 @@ fn raise_descriptor_limit() -> std::io::Result<u64> {
 
 /// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` says
 /// otherwise. mimalloc asks for huge pages on its heap, which then becomes resident in
-/// 2 MiB steps: with 10,000 idle connections that was ~1,050 bytes of RSS per connection
-/// instead of ~700 (docs/scaling.md). Servers holding many small connections are better
-/// off without them, as Redis and others advise.
+/// 2 MiB steps: with 10,000 idle connections that is ~0.85 KB of RSS per connection
+/// instead of ~0.4 KB (docs/scaling.md, "Huge pages"). Servers holding many small
+/// connections are better off without them, as Redis and others advise.
 fn disable_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;
@@ -144,7 +146,7 @@ fn main() -> ExitCode {
     };
     // Signals are handled from here on: a SIGTERM right after the start-up line shuts
     // down gracefully rather than killing the process.
-    ringwire_server::shutdown_on_signals(server.handle());
+    ringwire::server::shutdown_on_signals(server.handle());
     println!(
         "ringwire {name} listening on ws://{} ({}, {threads} worker(s), {nofile} file descriptors)",
         server.local_addr(),
