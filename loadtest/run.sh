@@ -24,10 +24,10 @@ note "open-file limit: $(ulimit -n)"
 note "building the harness and peers (release)"
 cargo build --release -p ringwire-loadtest --bins
 
-if [ -f crates/ringwire/src/main.rs ] || [ -d crates/ringwire/src/bin ]; then
+if [ -d crates/ringwire/src/bin/ringwire ]; then
   cargo build --release -p ringwire --bin ringwire || note "ringwire binary failed to build: ringwire is not run"
 else
-  note "no ringwire binary yet (crates/ringwire/src/main.rs): ringwire is not run"
+  note "no ringwire binary yet (crates/ringwire/src/bin/ringwire): ringwire is not run"
 fi
 if [ -f crates/io/examples/tcp_echo.rs ] || [ -d crates/io/examples/tcp_echo ]; then
   cargo build --release -p ringwire-io --example tcp_echo || note "tcp_echo failed to build: no TCP floor"
