@@ -29,12 +29,12 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
             }
             let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
             if first {
-                tracing::info!(signal = name, "shutting down gracefully (send again to exit now)");
                 handle.shutdown();
                 first = false;
+                log(|| tracing::info!(signal = name, "shutting down gracefully (send again to exit now)"));
             } else {
                 let code = 128 + sig;
-                tracing::warn!(signal = name, code, "second signal: exiting now");
+                log(|| tracing::warn!(signal = name, code, "second signal: exiting now"));
                 std::process::exit(code);
             }
         }
@@ -42,4 +42,11 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the signal thread; SIGINT/SIGTERM will kill the process");
     }
+}
+
+/// Logs from the signal thread. A log line that cannot be written (stderr is a pipe whose
+/// reader is gone) panics inside the subscriber; caught here, so the thread lives on to act
+/// on the next signal instead of leaving SIGINT and SIGTERM blocked with no one waiting.
+fn log(line: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(line));
 }
