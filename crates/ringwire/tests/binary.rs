@@ -224,3 +224,24 @@ fn raises_the_descriptor_limit_and_warns_when_max_connections_is_above_it() {
     let log = log.join().unwrap();
     assert!(!log.contains("--max-connections"), "no warning when the limit allows it: {log}");
 }
+
+#[test]
+fn sigterm_still_shuts_down_when_stderr_is_gone() {
+    // A log pipe whose reader went away (a crashed log collector): the first signal's log
+    // line cannot be written. Before, that took the signal thread with it and SIGTERM
+    // was ignored for good.
+    let mut child = ringwire()
+        .args(["echo", "--addr", "127.0.0.1:0", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening on ws://"), "{line}");
+    std::thread::sleep(Duration::from_millis(300)); // the start-up log lines are written
+    drop(child.stderr.take()); // no reader any more: the next log write fails
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
