@@ -76,15 +76,22 @@ pub struct Config {
     /// frame is an [`Event::Frame`](crate::Event) and no Message is emitted
     /// (Node `assembleFragments`, true).
     pub assemble_fragments: bool,
-    /// Node `disableNagleAlgorithm` (true). The connection has no socket, and the server
-    /// and client drivers do not read this yet: `TCP_NODELAY` comes from their event
-    /// loop's `LoopConfig::nodelay` (true), for every connection of the loop.
+    /// Node `disableNagleAlgorithm` (true): `TCP_NODELAY` on the connection's socket, so
+    /// small writes go out at once. The connection has no socket; the server and client
+    /// drivers set it when the connection opens.
     pub disable_nagle_algorithm: bool,
     /// After our close frame, how long to wait for the peer's before dropping
     /// (Node `closeTimeout`, 5 s).
     pub close_timeout: Duration,
     /// Keepalive pings (server: on, 20 s + 10 s; client: off, as in WebSocket-Node).
     pub keepalive: Option<Keepalive>,
+    /// Node `useNativeKeepalive` (false): instead of pinging, let TCP find a dead peer.
+    /// With [`keepalive`](Self::keepalive) set, the connection runs no keepalive timer and
+    /// the drivers turn `SO_KEEPALIVE` on with its `interval` as the idle time before
+    /// the first probe (`TCP_KEEPIDLE`; probes and their interval are the system's). A
+    /// dead peer then ends the connection with a socket error (`on_error`) and 1006.
+    /// Without `keepalive` it does nothing, as in Node.
+    pub use_native_keepalive: bool,
     /// Close with 1001 after this long with nothing received and nothing written (off).
     pub idle_timeout: Option<Duration>,
     /// A send that leaves more than this many bytes buffered returns
@@ -140,6 +147,7 @@ impl Config {
             disable_nagle_algorithm: true,
             close_timeout: Duration::from_secs(5),
             keepalive: Some(Keepalive::default()),
+            use_native_keepalive: false,
             idle_timeout: None,
             high_water_mark: 64 << 10,
             low_water_mark: 16 << 10,
@@ -155,6 +163,7 @@ impl Config {
             max_received_frame_size: 0x10_0000,
             max_received_message_size: 0x80_0000,
             keepalive: None,
+            use_native_keepalive: false,
             ..Self::server()
         }
     }

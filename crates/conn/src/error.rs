@@ -76,6 +76,24 @@ pub enum ConnError {
     /// The peer did not answer our close frame within `close_timeout`.
     #[error("peer did not answer the close frame in time")]
     CloseTimeout,
+    /// Reading from or writing to the socket failed (`ECONNRESET`, `EPIPE`, a TCP
+    /// keepalive that found the peer dead, ...): Node's `error` event with the socket's
+    /// error. Reported by the drivers (the connection has no socket); a close with 1006
+    /// follows.
+    #[error("socket error: {kind} (os error {})", os_code.map_or_else(|| "none".to_owned(), |c| c.to_string()))]
+    Socket {
+        /// What failed, as std names it (`ConnectionReset`, `BrokenPipe`, `TimedOut`, ...).
+        kind: std::io::ErrorKind,
+        /// The OS error number (`errno`), when there is one.
+        os_code: Option<i32>,
+    },
+}
+
+impl ConnError {
+    /// The [`ConnError::Socket`] for an I/O error.
+    pub fn socket(error: &std::io::Error) -> Self {
+        Self::Socket { kind: error.kind(), os_code: error.raw_os_error() }
+    }
 }
 
 /// Misuse by the caller: the command was refused and nothing was queued.

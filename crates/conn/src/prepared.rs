@@ -1,6 +1,6 @@
 //! [`PreparedMessage`]: a message framed once and shared by many connections.
 
-use crate::{OpCode, Utf8Bytes};
+use crate::{OpCode, Payload, Utf8Bytes};
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::FrameHeader;
 
@@ -16,15 +16,26 @@ pub struct PreparedMessage {
 impl PreparedMessage {
     /// A text message.
     pub fn text(text: impl Into<Utf8Bytes>) -> Self {
-        Self::new(OpCode::Text, text.into().into_bytes())
+        Self::framed(OpCode::Text, text.into().into_bytes())
     }
 
     /// A binary message.
     pub fn binary(data: impl Into<Bytes>) -> Self {
-        Self::new(OpCode::Binary, data.into())
+        Self::framed(OpCode::Binary, data.into())
     }
 
-    fn new(opcode: OpCode, payload: Bytes) -> Self {
+    /// A text or binary message, by the payload's type as [`Connection::send`] decides
+    /// (the same as `PreparedMessage::from(payload)`).
+    ///
+    /// [`Connection::send`]: crate::Connection::send
+    pub fn new(payload: impl Into<Payload>) -> Self {
+        match payload.into() {
+            Payload::Text(t) => Self::text(t),
+            Payload::Binary(b) => Self::binary(b),
+        }
+    }
+
+    fn framed(opcode: OpCode, payload: Bytes) -> Self {
         let h = FrameHeader::new(opcode, payload.len() as u64).encode();
         let mut wire = BytesMut::with_capacity(h.len() + payload.len());
         wire.extend_from_slice(h.as_bytes());
@@ -50,6 +61,14 @@ impl PreparedMessage {
     }
 }
 
+/// Frames anything [`Connection::send`](crate::Connection::send) takes: `&str`,
+/// `String`, `Utf8Bytes` as text; `Bytes`, `Vec<u8>`, `&[u8]` as binary.
+impl<T: Into<Payload>> From<T> for PreparedMessage {
+    fn from(payload: T) -> Self {
+        Self::new(payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +81,7 @@ mod tests {
         let b = PreparedMessage::binary(vec![0u8; 200]);
         assert_eq!(&b.wire()[..4], &[0x82, 126, 0, 200]);
         assert_eq!(b.opcode(), OpCode::Binary);
+        assert_eq!(PreparedMessage::from("hey"), p);
+        assert_eq!(PreparedMessage::from(vec![0u8; 200]), b);
     }
 }

@@ -80,10 +80,14 @@ impl Deadline {
     }
 }
 
-/// The keepalive of `cfg`; a zero duration would fire on every call, so a millisecond
-/// is the floor.
+/// The keepalive pings of `cfg` (none when TCP's own keepalive replaces them); a zero
+/// duration would fire on every call, so a millisecond is the floor.
 fn keepalive(cfg: &Config) -> Option<Keepalive> {
-    cfg.keepalive.map(|k| Keepalive { interval: k.interval.max(MIN), grace_period: k.grace_period.max(MIN), ..k })
+    cfg.keepalive.filter(|_| !cfg.use_native_keepalive).map(|k| Keepalive {
+        interval: k.interval.max(MIN),
+        grace_period: k.grace_period.max(MIN),
+        ..k
+    })
 }
 
 /// The idle timeout of `cfg`, with the same floor.
