@@ -71,7 +71,7 @@ impl ClientHandler for Autobahn {
             },
             Phase::Case(_) => {
                 // Echo as received: text as text, binary as binary.
-                let _ = ws.send(message, None);
+                ws.send(message);
             }
             Phase::Report | Phase::Done => {}
         }

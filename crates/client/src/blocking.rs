@@ -80,7 +80,7 @@ impl ClientHandler for Forward {
 /// # let addr = server.local_addr();
 /// # #[derive(Clone)] struct Echo;
 /// # impl ringwire_server::Handler for Echo {
-/// #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { let _ = ws.send(m, None); }
+/// #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { ws.send(m); }
 /// # }
 /// # let running = server.spawn(Echo);
 /// use ringwire_client::connect;

@@ -1,14 +1,14 @@
 //! [`ClientLoop`]: one event loop on the calling thread driving many client connections,
 //! each from TCP connect through the handshake to a running `ringwire_conn::Connection`.
 
-use crate::handler::{ClientHandler, SendOutcome};
+use crate::handler::ClientHandler;
 use crate::handshake::{self, Refusal, Step};
 use crate::ws::{ClientId, ClientWs, Cmd, Ctl, LoopHandle, Shared, Target};
 use crate::{ConnectError, ConnectOptions};
 use ringwire_conn::handshake::Response;
-use ringwire_conn::{CloseCode, ConnInfo, Connection, Event, Role, State};
+use ringwire_conn::{ConnInfo, Connection, Role};
+use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
 use ringwire_io::{Backend, ConnId, Detected, EventLoop, Io, IoChoice, LoopConfig};
-use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -33,7 +33,7 @@ const MAX_BODY: usize = 64 << 10;
 /// struct Hello;
 /// impl ClientHandler for Hello {
 ///     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
-///         let _ = ws.send("hello", None);
+///         ws.send("hello");
 ///     }
 ///     fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {
 ///         println!("{message:?}");
@@ -69,7 +69,9 @@ impl ClientLoop {
             ev,
             detected,
             state: LoopState {
-                slots: HashMap::new(),
+                epoch: Instant::now(),
+                loop_nodelay: cfg.nodelay,
+                slots: Slots::new(),
                 ids: HashMap::new(),
                 shared,
                 cmds: Vec::new(),
@@ -148,7 +150,11 @@ impl Drop for ClientLoop {
 }
 
 struct LoopState {
-    slots: HashMap<ConnId, Slot>,
+    /// What the driver's armed deadlines count from.
+    epoch: Instant,
+    /// `TCP_NODELAY` as the loop sets it on new sockets.
+    loop_nodelay: bool,
+    slots: Slots<Slot>,
     ids: HashMap<ClientId, ConnId>,
     shared: Arc<Shared>,
     cmds: Vec<Cmd>,
@@ -197,45 +203,21 @@ impl Refusal {
 
 struct Open {
     id: ClientId,
-    conn: Connection,
     response: Response,
-    /// The deadline currently armed in the loop (only ever moved earlier, see `pump`).
-    armed: Option<Instant>,
-    reading: bool,
-    socket_closing: bool,
-    close_reported: bool,
-    /// A handler callback panicked: no further event is delivered to the handler.
-    faulted: bool,
-    /// Ended through a drop (the handler's `ClientWs::drop_connection`, or the
-    /// keepalive timeout): the socket is aborted, not flushed.
-    dropped: bool,
+    driven: Driven,
 }
 
-/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(a panic payload that is not a string)")
-}
-
-/// Runs one handler callback on `ws`. A panic is contained: it is logged with the
-/// connection id, the connection is closed with 1011, `*faulted` is set (the caller
-/// delivers nothing more to the handler for it) and `fallback` is returned.
-fn guarded<R>(ws: &mut ClientWs<'_>, faulted: &mut bool, fallback: R, f: impl FnOnce(&mut ClientWs<'_>) -> R) -> R {
-    match catch_unwind(AssertUnwindSafe(|| f(&mut *ws))) {
-        Ok(r) => r,
-        Err(payload) => {
-            *faulted = true;
-            tracing::error!(
-                conn = %ws.id,
-                panic = panic_message(&*payload),
-                "client handler panicked; closing the connection with 1011"
-            );
-            let _ = ws.conn.close(CloseCode::INTERNAL_SERVER_ERROR, "internal error");
-            fallback
-        }
+/// The driver's way to the handler: each callback gets a [`ClientWs`] around the driver's view.
+fn to_handler<'w, H: ClientHandler>(
+    h: &'w mut H,
+    id: ClientId,
+    response: &'w Response,
+    shared: &'w Arc<Shared>,
+    cmds: &'w mut Vec<Cmd>,
+) -> impl FnMut(WebSocketConnection<'_>, Callback) -> bool + 'w {
+    move |conn, call| {
+        let ws = &mut ClientWs { conn, id, response, ctl: Ctl { shared, cmds: &mut *cmds } };
+        ringwire_drive::deliver!(&mut *h, ws, call)
     }
 }
 
@@ -307,26 +289,25 @@ impl<H: ClientHandler> Driver<'_, H> {
             Step::Open(response, used) => {
                 let Some(Slot::Handshake(attempt, buf)) = self.st.slots.remove(&conn) else { unreachable!() };
                 let addr = attempt.addr();
-                let mut info = ConnInfo::new().with_remote_address(addr.to_string());
+                let mut info = ConnInfo::new();
                 info.protocol = response.protocol.clone();
                 info.version = attempt.target.opts.version;
                 let now = io.now();
-                let conn_sm = Connection::new(Role::Client, attempt.target.opts.config.clone(), info, now);
+                // The spec's remoteAddress is the peer's IP (no port), as on the server.
+                let sm = Connection::new(Role::Client, attempt.target.opts.config.clone(), info, now)
+                    .with_remote_address(addr.ip());
                 io.set_timer(conn, None);
-                let open = Open {
-                    id: attempt.id,
-                    conn: conn_sm,
-                    response,
-                    armed: None,
-                    reading: true,
-                    socket_closing: false,
-                    close_reported: false,
-                    faulted: false,
-                    dropped: false,
-                };
-                self.st.slots.insert(conn, Slot::Open(Box::new(open)));
-                self.announce(conn);
-                self.feed(io, conn, &buf[used..]);
+                let driven = Driven::new(sm, 0);
+                driven.apply_socket_options(io, conn, self.st.loop_nodelay);
+                self.st.slots.insert(conn, Slot::Open(Box::new(Open { id: attempt.id, response, driven })));
+                // `on_open` first, then what came with the 101 (it may close the connection).
+                self.pump(io, conn);
+                if used < buf.len()
+                    && let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn)
+                {
+                    open.driven.read(&buf[used..], now);
+                    self.pump(io, conn);
+                }
             }
         }
     }
@@ -340,104 +321,14 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
-    /// Calls `on_open`; the first [`pump`](Self::pump) (from `feed`) acts on what it did.
-    fn announce(&mut self, conn: ConnId) {
-        if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
-            let mut ws = ClientWs {
-                conn: &mut open.conn,
-                id: open.id,
-                response: &open.response,
-                ctl: Ctl { shared: &self.st.shared, cmds: &mut self.st.cmds },
-                dropped: false,
-            };
-            let h = &mut *self.h;
-            guarded(&mut ws, &mut open.faulted, (), |ws| h.on_open(ws));
-            open.dropped |= ws.dropped;
-        }
-    }
-
-    /// Hands received bytes to an open connection and delivers what they produced. The
-    /// connection parses lazily, one finding per `poll_event`, so a reply the handler
-    /// queues for a message goes out before a failure a later frame in the same read causes.
-    fn feed(&mut self, io: &mut impl Io, conn: ConnId, data: &[u8]) {
-        if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
-            open.conn.handle_read(data, io.now());
-            self.pump(io, conn);
-        }
-    }
-
-    /// Delivers the connection's events to the handler, moves its output to the loop, and
-    /// syncs reading, the timer and the socket's fate with the state machine.
+    /// Runs the shared driver on an open connection (events to the handler, output to
+    /// the loop, ...); a connection whose close the handler heard loses its id.
     fn pump(&mut self, io: &mut impl Io, conn: ConnId) {
         let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) else { return };
-        let mut ws = ClientWs {
-            conn: &mut open.conn,
-            id: open.id,
-            response: &open.response,
-            ctl: Ctl { shared: &self.st.shared, cmds: &mut self.st.cmds },
-            dropped: false,
-        };
-        let h = &mut *self.h;
-        while let Some(event) = ws.conn.poll_event() {
-            if matches!(event, Event::Close { .. }) {
-                open.close_reported = true;
-            }
-            if open.faulted {
-                continue; // closing with 1011; the handler hears nothing more of it
-            }
-            let f = &mut open.faulted;
-            match event {
-                Event::Message(m) => guarded(&mut ws, f, (), |ws| h.on_message(ws, m)),
-                Event::Frame(fr) => guarded(&mut ws, f, (), |ws| h.on_frame(ws, fr)),
-                Event::Ping(p) if !guarded(&mut ws, f, true, |ws| h.on_ping(ws, &p)) => ws.conn.cancel_pong(),
-                Event::Ping(_) => {}
-                Event::Pong(p) => guarded(&mut ws, f, (), |ws| h.on_pong(ws, &p)),
-                Event::Drain => guarded(&mut ws, f, (), |ws| h.on_drain(ws)),
-                Event::Pause => guarded(&mut ws, f, (), |ws| h.on_pause(ws)),
-                Event::Resume => guarded(&mut ws, f, (), |ws| h.on_resume(ws)),
-                Event::SendComplete(t) => {
-                    guarded(&mut ws, f, (), |ws| h.on_send_complete(ws, t, SendOutcome::Written));
-                }
-                Event::SendFailed(t) => guarded(&mut ws, f, (), |ws| h.on_send_complete(ws, t, SendOutcome::Failed)),
-                Event::Error(e) => guarded(&mut ws, f, (), |ws| h.on_error(ws, &e)),
-                Event::Close { code, description } => {
-                    guarded(&mut ws, f, (), |ws| h.on_close(ws, code, &description));
-                }
-                _ => {}
-            }
-        }
-        open.dropped |= ws.dropped;
-        if open.close_reported {
+        let deliver = to_handler(&mut *self.h, open.id, &open.response, &self.st.shared, &mut self.st.cmds);
+        open.driven.pump(io, conn, self.st.epoch, &open.id, deliver);
+        if open.driven.close_reported() {
             self.st.ids.remove(&open.id);
-        }
-        if open.socket_closing {
-            return; // the socket is gone or going; nothing more to write
-        }
-        while let Some(chunk) = open.conn.poll_transmit() {
-            io.send(conn, chunk);
-        }
-        if open.dropped && open.conn.state() == State::Closed {
-            // A drop destroys the socket at once: the close frame was just handed to the
-            // loop (best effort), the rest of the queue is not waited for.
-            open.socket_closing = true;
-            io.abort(conn);
-            return;
-        }
-        let wants_read = open.conn.wants_read();
-        if wants_read != open.reading {
-            open.reading = wants_read;
-            if wants_read { io.resume_read(conn) } else { io.pause_read(conn) }
-        }
-        // Deadlines only move earlier in the loop; a timer that fires early is harmless
-        // (handle_timeout checks) and re-arms.
-        let next = open.conn.poll_timeout();
-        if next.is_some() && (open.armed.is_none() || next < open.armed) {
-            open.armed = next;
-            io.set_timer(conn, next);
-        }
-        if open.conn.is_finished() {
-            open.socket_closing = true;
-            io.close(conn);
         }
     }
 
@@ -457,31 +348,11 @@ impl<H: ClientHandler> Driver<'_, H> {
             for cmd in cmds {
                 match cmd {
                     Cmd::Connect(id, target) => self.start(io, Attempt { id, target, index: 0 }),
-                    Cmd::Send(id, payload) => {
-                        if let Some((conn, sm)) = self.open_conn(id) {
-                            let _ = sm.send(payload, None);
-                            self.pump(io, conn);
-                        }
-                    }
-                    Cmd::Ping(id, payload) => {
-                        if let Some((conn, sm)) = self.open_conn(id) {
-                            let _ = sm.ping(&payload);
-                            self.pump(io, conn);
-                        }
-                    }
-                    Cmd::Pause(id, paused) => {
-                        if let Some((conn, sm)) = self.open_conn(id) {
-                            if paused {
-                                sm.pause()
-                            } else {
-                                sm.resume()
-                            }
-                            self.pump(io, conn);
-                        }
-                    }
-                    Cmd::Close(id, code, reason) => {
-                        if let Some((conn, sm)) = self.open_conn(id) {
-                            let _ = sm.close(code, &reason);
+                    Cmd::Conn(id, cmd) => {
+                        if let Some(conn) = self.st.ids.get(&id).copied()
+                            && let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn)
+                        {
+                            cmd.apply(open.driven.connection_mut());
                             self.pump(io, conn);
                         }
                     }
@@ -499,14 +370,6 @@ impl<H: ClientHandler> Driver<'_, H> {
         self.run_commands(io, false);
         if self.st.stop_when_idle && self.st.slots.is_empty() {
             io.stop();
-        }
-    }
-
-    fn open_conn(&mut self, id: ClientId) -> Option<(ConnId, &mut Connection)> {
-        let conn = *self.st.ids.get(&id)?;
-        match self.st.slots.get_mut(&conn) {
-            Some(Slot::Open(open)) => Some((conn, &mut open.conn)),
-            _ => None,
         }
     }
 }
@@ -540,7 +403,10 @@ impl<H: ClientHandler> Driver<'_, H> {
 
     fn data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
         match self.st.slots.get_mut(&conn) {
-            Some(Slot::Open(_)) => self.feed(io, conn, data),
+            Some(Slot::Open(open)) => {
+                open.driven.read(data, io.now());
+                self.pump(io, conn);
+            }
             Some(Slot::Handshake(_, buf)) => {
                 buf.extend_from_slice(data);
                 self.on_response(io, conn);
@@ -558,8 +424,9 @@ impl<H: ClientHandler> Driver<'_, H> {
     }
 
     fn sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
-        if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
-            open.conn.handle_written(bytes, io.now());
+        if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn)
+            && open.driven.written(bytes, io.now())
+        {
             self.pump(io, conn);
         }
     }
@@ -579,12 +446,7 @@ impl<H: ClientHandler> Driver<'_, H> {
             }
             Some(Slot::Refused(attempt, refusal)) => self.give_up(io, conn, attempt, refusal.into_error(), false),
             Some(Slot::Open(mut open)) => {
-                open.armed = None;
-                let was_open = open.conn.state() == State::Open;
-                open.conn.handle_timeout(io.now());
-                // A timeout takes an open connection straight to Closed only through the
-                // keepalive's drop: destroy the socket rather than flush to a silent peer.
-                open.dropped |= was_open && open.conn.state() == State::Closed;
+                open.driven.timeout(io.now());
                 self.st.slots.insert(conn, Slot::Open(open));
                 self.pump(io, conn);
             }
@@ -598,18 +460,9 @@ impl<H: ClientHandler> Driver<'_, H> {
     fn closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
         match self.st.slots.remove(&conn) {
             Some(Slot::Open(mut open)) => {
-                if !open.close_reported {
-                    if let Some(e) = &error {
-                        tracing::debug!(error = %e, "connection error");
-                    }
-                    open.socket_closing = true;
-                    open.conn.handle_eof(io.now());
-                    let id = open.id;
-                    self.st.slots.insert(conn, Slot::Open(open));
-                    self.pump(io, conn);
-                    self.st.slots.remove(&conn);
-                    self.st.ids.remove(&id);
-                }
+                let deliver = to_handler(&mut *self.h, open.id, &open.response, &self.st.shared, &mut self.st.cmds);
+                open.driven.closed(io, conn, self.st.epoch, error.as_ref(), &open.id, deliver);
+                self.st.ids.remove(&open.id);
             }
             Some(Slot::Connecting(attempt)) => {
                 let error = error.unwrap_or_else(|| std::io::Error::other("closed while connecting"));

@@ -5,15 +5,7 @@ use crate::ConnectError;
 use crate::ws::{ClientId, ClientWs, Ctl};
 use bytes::Bytes;
 use ringwire_conn::{CloseCode, ConnError, Frame, Message, SendToken};
-
-/// How a send made with a [`SendToken`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// Every byte of the message was handed to the kernel.
-    Written,
-    /// The connection closed before the message was written.
-    Failed,
-}
+pub use ringwire_drive::SendOutcome;
 
 /// Callbacks for every connection of one [`ClientLoop`](crate::ClientLoop). They run on the
 /// loop's thread; per-connection state can live in a map keyed by [`ClientWs::id`].

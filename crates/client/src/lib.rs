@@ -18,7 +18,7 @@
 //! # let addr = server.local_addr();
 //! # #[derive(Clone)] struct Echo;
 //! # impl ringwire_server::Handler for Echo {
-//! #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { let _ = ws.send(m, None); }
+//! #     fn on_message(&mut self, ws: &mut ringwire_server::Ws<'_>, m: ringwire_conn::Message) { ws.send(m); }
 //! # }
 //! # let running = server.spawn(Echo);
 //! use ringwire_client::{ClientHandler, ClientLoop, ClientWs, ConnectOptions};
@@ -29,7 +29,7 @@
 //! impl ClientHandler for Hello {
 //!     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
 //!         let id = ws.id();
-//!         let _ = ws.send(format!("hello from {id}"), None);
+//!         ws.send(format!("hello from {id}"));
 //!     }
 //!     fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {
 //!         assert_eq!(message, Message::Text(format!("hello from {}", ws.id()).into()));
@@ -70,6 +70,7 @@ pub use client_loop::ClientLoop;
 pub use error::{ConnectError, QueueError};
 pub use handler::{ClientHandler, SendOutcome};
 pub use options::ConnectOptions;
+pub use ringwire_drive::{Sent, WebSocketConnection};
 pub use url::{Host, UrlError, WsUrl};
 pub use ws::{ClientId, ClientWs, Ctl, LoopHandle};
 

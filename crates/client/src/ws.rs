@@ -5,7 +5,8 @@ use crate::handshake::Prepared;
 use crate::{ConnectError, ConnectOptions, QueueError, WsUrl};
 use bytes::Bytes;
 use ringwire_conn::handshake::Response;
-use ringwire_conn::{CloseCode, Connection, Payload, State};
+use ringwire_conn::{CloseCode, Payload};
+use ringwire_drive::{Command, WebSocketConnection};
 use ringwire_io::Waker;
 use std::fmt;
 use std::net::SocketAddr;
@@ -42,10 +43,8 @@ pub(crate) struct Target {
 /// Work queued for the loop by callbacks ([`Ctl`]) or other threads ([`LoopHandle`]).
 pub(crate) enum Cmd {
     Connect(ClientId, Box<Target>),
-    Send(ClientId, Payload),
-    Ping(ClientId, Bytes),
-    Pause(ClientId, bool),
-    Close(ClientId, CloseCode, String),
+    /// For one open connection.
+    Conn(ClientId, Command),
     Stop,
 }
 
@@ -153,17 +152,17 @@ impl Ctl<'_> {
 
     /// Queues a message on another open connection of this loop (ignored if it is not open).
     pub fn send(&mut self, id: ClientId, data: impl Into<Payload>) {
-        self.cmds.push(Cmd::Send(id, data.into()));
+        self.cmds.push(Cmd::Conn(id, Command::Send(data.into())));
     }
 
     /// Starts the close handshake on another connection of this loop.
     pub fn close(&mut self, id: ClientId, code: CloseCode, reason: &str) {
-        self.cmds.push(Cmd::Close(id, code, reason.to_owned()));
+        self.cmds.push(Cmd::Conn(id, Command::Close(code, reason.to_owned())));
     }
 
     /// Stops or resumes reading from another connection of this loop (Node `pause`/`resume`).
     pub fn set_paused(&mut self, id: ClientId, paused: bool) {
-        self.cmds.push(Cmd::Pause(id, paused));
+        self.cmds.push(Cmd::Conn(id, Command::Pause(paused)));
     }
 
     /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return at the end of this turn.
@@ -198,34 +197,34 @@ impl LoopHandle {
 
     /// Queues a message on an open connection (ignored if it is not open).
     pub fn send(&self, id: ClientId, data: impl Into<Payload>) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Send(id, data.into()), false)
+        self.shared.push(Cmd::Conn(id, Command::Send(data.into())), false)
     }
 
     /// Sends a ping on an open connection (ignored if it is not open or `payload` is over
     /// 125 bytes).
     pub fn ping(&self, id: ClientId, payload: impl Into<Bytes>) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Ping(id, payload.into()), false)
+        self.shared.push(Cmd::Conn(id, Command::Ping(payload.into())), false)
     }
 
     /// Starts the close handshake on a connection.
     pub fn close(&self, id: ClientId, code: CloseCode, reason: &str) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Close(id, code, reason.to_owned()), false)
+        self.shared.push(Cmd::Conn(id, Command::Close(code, reason.to_owned())), false)
     }
 
     /// Like [`close`](Self::close) but queued even when the inbox is full: for the one
     /// close a blocking [`WebSocket`](crate::WebSocket) sends, which must not be lost.
     pub(crate) fn close_always(&self, id: ClientId, code: CloseCode, reason: &str) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Close(id, code, reason.to_owned()), true)
+        self.shared.push(Cmd::Conn(id, Command::Close(code, reason.to_owned())), true)
     }
 
     /// Stops reading from a connection (Node `pause`).
     pub fn pause(&self, id: ClientId) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Pause(id, true), false)
+        self.shared.push(Cmd::Conn(id, Command::Pause(true)), false)
     }
 
     /// Resumes reading from a connection (Node `resume`).
     pub fn resume(&self, id: ClientId) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Pause(id, false), false)
+        self.shared.push(Cmd::Conn(id, Command::Pause(false)), false)
     }
 
     /// Makes [`ClientLoop::run`](crate::ClientLoop::run) return soon, after the commands
@@ -242,18 +241,15 @@ impl fmt::Debug for LoopHandle {
 }
 
 /// One open connection inside a [`ClientHandler`](crate::ClientHandler) call. It
-/// dereferences to the connection's state machine, [`Connection`], which has the spec's
-/// methods and properties (the same as the server's `Ws`); this type adds the handshake
-/// response, the loop ([`ClientWs::ctl`]) and [`ClientWs::drop_connection`], which also
-/// destroys the socket.
+/// dereferences to [`WebSocketConnection`], the spec's getters and commands (the same as
+/// the server's `Ws`); this type adds the handshake response and the loop
+/// ([`ClientWs::ctl`]).
 /// Everything here only queues; output leaves at the end of the loop turn.
 pub struct ClientWs<'a> {
-    pub(crate) conn: &'a mut Connection,
+    pub(crate) conn: WebSocketConnection<'a>,
     pub(crate) id: ClientId,
     pub(crate) response: &'a Response,
     pub(crate) ctl: Ctl<'a>,
-    /// The handler dropped the connection: the loop aborts the socket.
-    pub(crate) dropped: bool,
 }
 
 impl<'a> ClientWs<'a> {
@@ -271,38 +267,18 @@ impl<'a> ClientWs<'a> {
     pub fn ctl(&mut self) -> &mut Ctl<'a> {
         &mut self.ctl
     }
-
-    /// The underlying connection state machine, for anything not wrapped here.
-    pub fn connection(&mut self) -> &mut Connection {
-        self.conn
-    }
-
-    /// Closes at once (WebSocket-Node's `drop`): what is not yet handed to the socket is
-    /// discarded, a close frame is queued unless `skip_close_frame`, `on_close` follows,
-    /// and the loop then aborts the socket (a TCP reset) instead of flushing it. The
-    /// close frame is best effort: it is handed to the event loop just before the abort,
-    /// which may discard it.
-    ///
-    /// This shadows [`Connection::drop_connection`]; calling that one through `Deref`
-    /// closes the connection the same way but flushes the socket gracefully.
-    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
-        if self.conn.state() != State::Closed {
-            self.dropped = true;
-        }
-        self.conn.drop_connection(code, reason, skip_close_frame);
-    }
 }
 
-impl Deref for ClientWs<'_> {
-    type Target = Connection;
+impl<'a> Deref for ClientWs<'a> {
+    type Target = WebSocketConnection<'a>;
 
-    fn deref(&self) -> &Connection {
-        self.conn
+    fn deref(&self) -> &WebSocketConnection<'a> {
+        &self.conn
     }
 }
 
 impl DerefMut for ClientWs<'_> {
-    fn deref_mut(&mut self) -> &mut Connection {
-        self.conn
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
     }
 }

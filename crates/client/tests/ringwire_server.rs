@@ -35,7 +35,7 @@ impl Handler for Echo {
             let _ = ws.close(CloseCode(code.parse().unwrap()), "server says bye");
             return;
         }
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
 }
 
@@ -68,8 +68,8 @@ fn echo_large_and_fragmented_both_ways() {
         let b2 = big.clone();
         let rec = Recorder::new()
             .on_open(move |ws| {
-                let _ = ws.send("small", None).unwrap();
-                let _ = ws.send(b2.clone(), None).unwrap();
+                assert!(ws.send("small").is_queued());
+                assert!(ws.send(b2.clone()).is_queued());
             })
             .on_message(|ws, _, n| {
                 if n == 2 {
@@ -145,7 +145,7 @@ fn version_8_handshake() {
         let rec = Recorder::new()
             .on_open(|ws| {
                 assert_eq!(ws.version(), 8);
-                let _ = ws.send("v8", None).unwrap();
+                assert!(ws.send("v8").is_queued());
             })
             .on_message(|ws, _, _| ws.close(CloseCode::NORMAL, "").unwrap());
         let (id, rec) = run_one(io, &format!("ws://{}/", srv.local_addr()), opts, rec);
@@ -163,7 +163,7 @@ fn close_initiated_by_either_side_and_by_server_shutdown() {
         let url = format!("ws://{}/", srv.local_addr());
         // Server-initiated, with a custom code.
         let rec = Recorder::new().on_open(|ws| {
-            let _ = ws.send("close:4321", None).unwrap();
+            assert!(ws.send("close:4321").is_queued());
         });
         let (id, rec) = run_one(io, &url, ConnectOptions::default(), rec);
         assert_eq!(rec.close_of(id), (4321, "server says bye".into()), "{io:?}");

@@ -19,7 +19,7 @@ struct Echo(mpsc::Sender<u16>);
 
 impl Handler for Echo {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
     fn on_close(&mut self, _ws: &mut Ws<'_>, code: CloseCode, _description: &str) {
         let _ = self.0.send(code.as_u16());
@@ -43,13 +43,13 @@ struct Fragile {
 impl ClientHandler for Fragile {
     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
         let text = if ws.id().get() == 1 { "boom" } else { "hi" };
-        let _ = ws.send(text, None);
+        ws.send(text);
     }
     fn on_message(&mut self, ws: &mut ClientWs<'_>, message: Message) {
         assert!(message != Message::Text("boom".into()), "client handler bug");
         self.echoes += 1;
         if self.echoes < 3 {
-            let _ = ws.send("hi", None);
+            ws.send("hi");
         } else {
             let _ = ws.close(CloseCode::NORMAL, "done");
         }
@@ -147,7 +147,7 @@ struct FloodThenDrop {
 impl ClientHandler for FloodThenDrop {
     fn on_open(&mut self, ws: &mut ClientWs<'_>) {
         for _ in 0..16 {
-            let _ = ws.send_binary(vec![7u8; 1 << 20], None);
+            ws.send_binary(vec![7u8; 1 << 20]);
         }
     }
     fn on_message(&mut self, ws: &mut ClientWs<'_>, _message: Message) {

@@ -19,10 +19,10 @@ fn echoes_text_binary_and_large_messages() {
         let large2 = large.clone();
         let rec = Recorder::new()
             .on_open(move |ws| {
-                let _ = ws.send("hello", None).unwrap();
-                let _ = ws.send(Bytes::from_static(&[0, 1, 2, 255]), None).unwrap();
-                let _ = ws.send("", None).unwrap();
-                let _ = ws.send(large2.clone(), None).unwrap();
+                assert!(ws.send("hello").is_queued());
+                assert!(ws.send(Bytes::from_static(&[0, 1, 2, 255])).is_queued());
+                assert!(ws.send("").is_queued());
+                assert!(ws.send(large2.clone()).is_queued());
             })
             .on_message(|ws, _, n| {
                 if n == 4 {
@@ -51,7 +51,7 @@ fn outgoing_fragmentation_is_reassembled_by_the_server() {
         let t2 = text.clone();
         let rec = Recorder::new()
             .on_open(move |ws| {
-                let _ = ws.send(t2.clone(), None).unwrap();
+                assert!(ws.send(t2.clone()).is_queued());
             })
             .on_message(|ws, _, _| ws.close(CloseCode::NORMAL, "").unwrap());
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), opts, rec);
@@ -66,7 +66,7 @@ fn client_default_limits_refuse_an_oversized_frame_with_1009() {
     for io in backends() {
         // Config::client(): frames up to 1 MiB. The server answers 2 MiB in one frame.
         let rec = Recorder::new().on_open(|ws| {
-            let _ = ws.send(format!("big:{}", 2 << 20), None).unwrap();
+            assert!(ws.send(format!("big:{}", 2 << 20)).is_queued());
         });
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), ConnectOptions::default(), rec);
         assert!(rec.messages(id).is_empty());
@@ -75,7 +75,7 @@ fn client_default_limits_refuse_an_oversized_frame_with_1009() {
         // Just under the limit is fine.
         let rec = Recorder::new()
             .on_open(|ws| {
-                let _ = ws.send(format!("big:{}", 1 << 20), None).unwrap();
+                assert!(ws.send(format!("big:{}", 1 << 20)).is_queued());
             })
             .on_message(|ws, _, _| ws.close(CloseCode::NORMAL, "").unwrap());
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), ConnectOptions::default(), rec);
@@ -89,7 +89,7 @@ fn server_initiated_close_reports_its_code_and_reason() {
     let addr = tungstenite_server();
     for io in backends() {
         let rec = Recorder::new().on_open(|ws| {
-            let _ = ws.send("close:4001:custom reason", None).unwrap();
+            assert!(ws.send("close:4001:custom reason").is_queued());
         });
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), ConnectOptions::default(), rec);
         assert_eq!(rec.close_of(id), (4001, "custom reason".into()), "{io:?}");
@@ -105,7 +105,7 @@ fn client_initiated_close_completes_and_later_sends_are_refused() {
         let a2 = Rc::clone(&after);
         let rec = Recorder::new().on_open(move |ws| {
             ws.close(CloseCode(3000), "app close").unwrap();
-            *a2.borrow_mut() = ws.send("too late", None).err();
+            *a2.borrow_mut() = ws.send("too late").into_result().err();
             assert_eq!(ws.state(), ringwire_conn::State::Ending);
         });
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), ConnectOptions::default(), rec);
@@ -132,7 +132,7 @@ fn server_dropping_tcp_gives_1006() {
     let addr = tungstenite_server();
     for io in backends() {
         let rec = Recorder::new().on_open(|ws| {
-            let _ = ws.send("drop", None).unwrap();
+            assert!(ws.send("drop").is_queued());
         });
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), ConnectOptions::default(), rec);
         assert_eq!(rec.close_of(id).0, 1006, "{io:?}");
@@ -147,7 +147,7 @@ fn ping_pong_both_ways() {
             .on_open(|ws| {
                 ws.ping(b"from client").unwrap();
                 assert!(matches!(ws.ping(&[0; 126]), Err(SendError::ControlPayloadTooLong(126))));
-                let _ = ws.send("ping:from server", None).unwrap();
+                assert!(ws.send("ping:from server").is_queued());
             })
             .on_message(|ws, m, _| {
                 // The server reports the pong it got for its ping.
@@ -168,7 +168,7 @@ fn send_tokens_report_completion() {
     for io in backends() {
         let rec = Recorder::new()
             .on_open(|ws| {
-                let _ = ws.send("a", Some(SendToken(7))).unwrap();
+                assert!(ws.send_tracked("a", SendToken(7)).is_queued());
             })
             .on_message(|ws, _, _| ws.close(CloseCode::NORMAL, "").unwrap());
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), ConnectOptions::default(), rec);
@@ -190,7 +190,7 @@ fn many_connections_on_one_loop() {
         let mut rec = Recorder::new()
             .on_open(|ws| {
                 let id = ws.id();
-                let _ = ws.send(format!("{id}:0"), None).unwrap();
+                assert!(ws.send(format!("{id}:0")).is_queued());
             })
             .on_message(move |ws, m, _| {
                 let mut counts = c2.borrow_mut();
@@ -201,7 +201,7 @@ fn many_connections_on_one_loop() {
                     ws.close(CloseCode::NORMAL, "").unwrap();
                 } else {
                     let id = ws.id();
-                    let _ = ws.send(format!("{id}:{}", *n), None).unwrap();
+                    assert!(ws.send(format!("{id}:{}", *n)).is_queued());
                 }
             });
         run(&mut client, &mut rec);
@@ -245,10 +245,9 @@ fn pause_and_resume_lose_nothing() {
         let mut rec = Recorder::new()
             .on_open(move |ws| {
                 for i in 0..50 {
-                    let _ = ws.send(format!("m{i}"), None).unwrap();
+                    assert!(ws.send(format!("m{i}")).is_queued());
                 }
                 ws.pause();
-                assert!(!ws.connection().wants_read());
                 // Another thread resumes us once the echoes have had time to pile up.
                 let (handle, id) = (handle.clone(), ws.id());
                 std::thread::spawn(move || {

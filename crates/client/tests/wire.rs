@@ -49,9 +49,9 @@ fn every_frame_is_masked_with_a_fresh_key() {
         let big: Bytes = (0..40_000u32).map(|i| i as u8).collect::<Vec<_>>().into();
         let b2 = big.clone();
         let rec = Recorder::new().on_open(move |ws| {
-            let _ = ws.send("aaaa", None).unwrap();
-            let _ = ws.send("aaaa", None).unwrap();
-            let _ = ws.send(b2.clone(), None).unwrap();
+            assert!(ws.send("aaaa").is_queued());
+            assert!(ws.send("aaaa").is_queued());
+            assert!(ws.send(b2.clone()).is_queued());
         });
         let (id, rec) = run_one(io, &format!("ws://{addr}/"), opts, rec);
         assert_eq!(rec.close_of(id), (1000, "bye".into()), "{io:?}");
@@ -177,7 +177,9 @@ fn the_negotiated_protocol_and_response_are_exposed() {
             assert_eq!(ws.protocol(), Some("superchat"));
             assert_eq!(ws.response().status, 101);
             assert_eq!(ws.version(), 13);
-            assert!(ws.remote_address().unwrap().starts_with("127.0.0.1:"));
+            // The spec's remoteAddress: the server's IP, no port.
+            assert_eq!(ws.remote_address(), Some("127.0.0.1"));
+            assert_eq!(ws.remote_addresses(), ["127.0.0.1"]);
             assert!(ws.connected());
         });
         let opts = ConnectOptions::default().with_protocols(["chat", "superchat"]);
@@ -202,7 +204,7 @@ fn a_reply_to_a_message_goes_out_before_the_failure_a_later_frame_in_the_same_re
     });
     for io in backends() {
         let rec = Recorder::new().on_message(|ws, m, _| {
-            let _ = ws.send(m.clone(), None).unwrap();
+            assert!(ws.send(m.clone()).is_queued());
         });
         let mut opts = ConnectOptions::default();
         opts.config.close_timeout = std::time::Duration::from_millis(200);

@@ -20,16 +20,16 @@ impl Chat {
 impl Handler for Chat {
     fn on_open(&mut self, ws: &mut Ws<'_>) {
         let line = format!("* {} joined", Self::name(ws));
-        let _ = ws.broadcast(ringwire_server::prepare(line));
+        let _ = ws.broadcast(line);
     }
 
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         match message {
             Message::Text(text) => {
                 let line = format!("{}: {}", Self::name(ws), &*text);
-                if let Err(e) = ws.broadcast(ringwire_server::prepare(line)) {
+                if let Err(e) = ws.broadcast(line) {
                     // This worker's clients got it; tell the sender who did not.
-                    let _ = ws.send_text(format!("* not delivered everywhere: {e}"), None);
+                    ws.send_text(format!("* not delivered everywhere: {e}"));
                 }
             }
             Message::Binary(_) => {
@@ -40,7 +40,7 @@ impl Handler for Chat {
 
     fn on_close(&mut self, ws: &mut Ws<'_>, code: CloseCode, _description: &str) {
         let line = format!("* {} left ({})", Self::name(ws), code.as_u16());
-        let _ = ws.broadcast(ringwire_server::prepare(line));
+        let _ = ws.broadcast(line);
     }
 }
 

@@ -97,7 +97,10 @@ pub struct ServerConfig {
     pub subprotocols: Vec<String>,
     /// Per-connection behaviour: the spec's `ConnectionConfig` and more.
     pub connection: ConnConfig,
-    /// Event loop tuning (buffer ring size, ring entries, `TCP_NODELAY`).
+    /// Event loop tuning (buffer ring size, ring entries). Its `nodelay` is not read:
+    /// sockets get `TCP_NODELAY` from
+    /// [`connection.disable_nagle_algorithm`](ringwire_conn::Config::disable_nagle_algorithm)
+    /// (see [`resolved_event_loop`](Self::resolved_event_loop)).
     pub event_loop: LoopConfig,
     /// Listen backlog (default 1024).
     pub backlog: i32,
@@ -199,8 +202,13 @@ impl ServerConfig {
     /// `ring_entries`, at most 65,536: 16 bytes each, 1 MiB per worker at the most).
     /// Completions that still do not fit wait in the kernel's overflow list and are handled
     /// (with a logged warning), only at the cost of extra system calls.
+    ///
+    /// `nodelay` is [`connection.disable_nagle_algorithm`](ringwire_conn::Config::disable_nagle_algorithm)
+    /// (Node's `disableNagleAlgorithm`): every connection of a server shares that config,
+    /// so the loop sets it on each socket it accepts, with no extra system call.
     pub fn resolved_event_loop(&self) -> LoopConfig {
         let mut cfg = self.event_loop.clone();
+        cfg.nodelay = self.connection.disable_nagle_algorithm;
         if cfg.cq_entries == 0 {
             let per_worker = self.max_connections.div_ceil(self.resolved_threads().max(1));
             let per_worker =

@@ -5,6 +5,7 @@ use crate::ws::Ws;
 use bytes::Bytes;
 use ringwire_conn::handshake::{Accept, Request};
 use ringwire_conn::{CloseCode, ConnError, Frame, Message, SendToken};
+pub use ringwire_drive::SendOutcome;
 
 /// What to do with an upgrade request.
 #[derive(Debug, Clone)]
@@ -34,15 +35,6 @@ impl Decision {
     pub fn reject(status: u16, reason: impl Into<String>) -> Self {
         Self::Reject { status, reason: reason.into(), headers: Vec::new() }
     }
-}
-
-/// How a send made with a [`SendToken`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// Every byte of the message was handed to the kernel.
-    Written,
-    /// The connection closed before the message was written.
-    Failed,
 }
 
 /// Callbacks for one worker's connections. Each worker gets its own clone of the

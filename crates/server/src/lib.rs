@@ -15,7 +15,7 @@
 //!
 //! impl Handler for Echo {
 //!     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-//!         let _ = ws.send(message, None);
+//!         ws.send(message);
 //!     }
 //! }
 //!
@@ -94,12 +94,12 @@ mod shared;
 // sigwait and the signal mask: libc calls std does not wrap.
 #[allow(unsafe_code)]
 mod signal;
-mod slots;
 mod worker;
 mod ws;
 
 pub use config::ServerConfig;
 pub use handler::{Decision, Handler, SendOutcome};
+pub use ringwire_drive::{Sent, WebSocketConnection};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
 pub use shared::QueueError;
 pub use signal::shutdown_on_signals;
@@ -107,13 +107,4 @@ pub use ws::{Remote, Ws};
 
 pub use ringwire_conn as conn;
 
-use ringwire_conn::{Payload, PreparedMessage};
-
-/// Frames `payload` once for sending to many connections.
-pub fn prepare(payload: impl Into<Payload>) -> PreparedMessage {
-    match payload.into() {
-        Payload::Text(t) => PreparedMessage::text(t),
-        Payload::Binary(b) => PreparedMessage::binary(b),
-    }
-}
 pub use ringwire_io::{Backend, Detected, IoChoice, LoopConfig};

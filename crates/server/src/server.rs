@@ -3,7 +3,7 @@
 use crate::shared::Shared;
 use crate::worker::Worker;
 use crate::{Handler, QueueError, ServerConfig};
-use ringwire_conn::Payload;
+use ringwire_conn::PreparedMessage;
 use ringwire_io::{Detected, EventLoop};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -214,14 +214,15 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Sends a message to every open connection on every worker, framed once.
+    /// Sends a message to every open connection on every worker, framed once: a
+    /// [`PreparedMessage`], or anything `send` takes (`&str`, `String`, `Bytes`, ...).
     ///
     /// `Err(QueueError::Full { missed })`: `missed` workers had a full mailbox (see
     /// [`ServerConfig::mailbox_capacity`]) and their connections do not get the message;
     /// the other workers do. `Err(QueueError::Closed)`: the server is shutting down and
     /// nothing was sent.
-    pub fn broadcast(&self, message: impl Into<Payload>) -> Result<(), QueueError> {
-        self.shared.push_broadcast(&crate::prepare(message.into()), None)
+    pub fn broadcast(&self, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
+        self.shared.push_broadcast(&message.into(), None)
     }
 
     /// Starts a graceful shutdown: stop accepting, close every connection with 1001

@@ -1,6 +1,6 @@
 //! State shared by all workers of one server: mailboxes, the connection counts, shutdown.
 
-use ringwire_conn::{CloseCode, Payload, PreparedMessage};
+use ringwire_conn::PreparedMessage;
 use ringwire_io::{ConnId, Waker};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,11 +33,9 @@ pub enum QueueError {
 
 /// Work handed to a worker from another thread.
 pub(crate) enum Command {
-    Send(ConnId, Payload),
-    Close(ConnId, CloseCode, String),
+    /// For one connection (from its [`Remote`](crate::Remote)).
+    Conn(ConnId, ringwire_drive::Command),
     Broadcast(PreparedMessage),
-    /// `true`: pause reading; `false`: resume.
-    Pause(ConnId, bool),
 }
 
 /// What a mailbox holds. Shutdown is a flag, not a queued command, so it is never

@@ -2,26 +2,25 @@
 
 use crate::shared::{Command, Shared};
 use crate::{QueueError, ServerHandle};
-use ringwire_conn::{CloseCode, Connection, Payload, PreparedMessage, State};
+use bytes::Bytes;
+use ringwire_conn::{CloseCode, Payload, PreparedMessage};
+use ringwire_drive::{Command as ConnCommand, WebSocketConnection};
 use ringwire_io::ConnId;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-/// A connection inside a handler call. It dereferences to the connection's state
-/// machine, [`Connection`], which has the spec's methods and properties (`send`,
-/// `send_text`, `send_binary`, `ping`, `pong`, `close`, `drop_connection`, `pause`,
-/// `resume`, `state`, `connected`, `close_reason_code`, ...); this type adds what needs
-/// the server: [`Ws::broadcast`], [`Ws::remote`], [`Ws::server`], and
-/// [`Ws::drop_connection`], which also destroys the socket.
+/// A connection inside a handler call. It dereferences to [`WebSocketConnection`], the
+/// spec's getters and commands (`send`, `send_text`, `send_binary`, `ping`, `pong`,
+/// `close`, `drop_connection`, `pause`, `resume`, `state`, `connected`,
+/// `close_reason_code`, `remote_address`, ...); this type adds what needs the server:
+/// [`Ws::broadcast`], [`Ws::remote`], [`Ws::server`], [`Ws::id`], [`Ws::worker`].
 /// Everything only queues; output leaves at the end of the loop turn.
 pub struct Ws<'a> {
-    pub(crate) conn: &'a mut Connection,
+    pub(crate) conn: WebSocketConnection<'a>,
     pub(crate) id: ConnId,
     pub(crate) worker: usize,
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) local_broadcast: &'a mut Vec<PreparedMessage>,
-    /// The handler dropped the connection: the worker aborts the socket.
-    pub(crate) dropped: bool,
 }
 
 impl Ws<'_> {
@@ -45,45 +44,32 @@ impl Ws<'_> {
         ServerHandle { shared: Arc::clone(self.shared) }
     }
 
-    /// Sends `message` to every open connection of every worker, this one included.
-    /// The message is framed once and shared.
+    /// Sends `message` to every open connection of every worker, this one included: a
+    /// [`PreparedMessage`], or anything `send` takes (`&str`, `String`, `Bytes`, ...),
+    /// framed once here and shared. The same as [`ServerHandle::broadcast`].
     ///
     /// This worker's connections always get it. `Err(QueueError::Full { missed })`:
     /// `missed` other workers had a full mailbox and their connections do not get it
     /// (the rest do); `Err(QueueError::Closed)`: the server is shutting down.
-    pub fn broadcast(&mut self, message: PreparedMessage) -> Result<(), QueueError> {
+    pub fn broadcast(&mut self, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
+        let message = message.into();
         let others = self.shared.push_broadcast(&message, Some(self.worker));
         self.local_broadcast.push(message);
         others
     }
-
-    /// Closes at once (WebSocket-Node's `drop`): what is not yet handed to the socket is
-    /// discarded, a close frame is queued unless `skip_close_frame`, `on_close` follows,
-    /// and the worker then aborts the socket (a TCP reset) instead of flushing it, so a
-    /// peer that does not read cannot hold it. The close frame is best effort: it is
-    /// handed to the event loop just before the abort, which may discard it.
-    ///
-    /// This shadows [`Connection::drop_connection`]; calling that one through
-    /// `Deref` closes the connection the same way but flushes the socket gracefully.
-    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
-        if self.conn.state() != State::Closed {
-            self.dropped = true;
-        }
-        self.conn.drop_connection(code, reason, skip_close_frame);
-    }
 }
 
-impl Deref for Ws<'_> {
-    type Target = Connection;
+impl<'a> Deref for Ws<'a> {
+    type Target = WebSocketConnection<'a>;
 
-    fn deref(&self) -> &Connection {
-        self.conn
+    fn deref(&self) -> &WebSocketConnection<'a> {
+        &self.conn
     }
 }
 
 impl DerefMut for Ws<'_> {
-    fn deref_mut(&mut self) -> &mut Connection {
-        self.conn
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
     }
 }
 
@@ -103,24 +89,33 @@ pub struct Remote {
 }
 
 impl Remote {
+    fn push(&self, cmd: ConnCommand) -> Result<(), QueueError> {
+        self.shared.push(self.worker, Command::Conn(self.id, cmd))
+    }
+
     /// Queues a text or binary message.
     pub fn send(&self, data: impl Into<Payload>) -> Result<(), QueueError> {
-        self.shared.push(self.worker, Command::Send(self.id, data.into()))
+        self.push(ConnCommand::Send(data.into()))
+    }
+
+    /// Sends a ping (ignored if `payload` is over 125 bytes).
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), QueueError> {
+        self.push(ConnCommand::Ping(payload.into()))
     }
 
     /// Closes the connection with `code` and `reason`.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), QueueError> {
-        self.shared.push(self.worker, Command::Close(self.id, code, reason.to_owned()))
+        self.push(ConnCommand::Close(code, reason.to_owned()))
     }
 
     /// Stops reading from the connection (Node `pause`).
     pub fn pause(&self) -> Result<(), QueueError> {
-        self.shared.push(self.worker, Command::Pause(self.id, true))
+        self.push(ConnCommand::Pause(true))
     }
 
     /// Resumes reading (Node `resume`).
     pub fn resume(&self) -> Result<(), QueueError> {
-        self.shared.push(self.worker, Command::Pause(self.id, false))
+        self.push(ConnCommand::Pause(false))
     }
 }
 

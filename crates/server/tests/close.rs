@@ -19,12 +19,12 @@ impl Handler for Recorder {
             && &**t == "close-me"
         {
             for i in 0..3 {
-                let _ = ws.send_text(format!("last {i}"), None);
+                ws.send_text(format!("last {i}"));
             }
             ws.close(CloseCode(4000), "asked").unwrap();
             return;
         }
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
     fn on_error(&mut self, _ws: &mut Ws<'_>, error: &ringwire_conn::ConnError) {
         let _ = self.0.send(format!("error {error}"));

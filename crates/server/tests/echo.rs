@@ -72,7 +72,7 @@ struct NoPong;
 
 impl ringwire_server::Handler for NoPong {
     fn on_ping(&mut self, ws: &mut Ws<'_>, payload: &bytes::Bytes) -> bool {
-        let _ = ws.send_text(format!("saw ping {}", String::from_utf8_lossy(payload)), None);
+        ws.send_text(format!("saw ping {}", String::from_utf8_lossy(payload)));
         false
     }
 }
@@ -98,10 +98,10 @@ struct Greeter;
 
 impl ringwire_server::Handler for Greeter {
     fn on_open(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("welcome", None);
+        ws.send_text("welcome");
     }
     fn on_message(&mut self, ws: &mut Ws<'_>, message: ringwire_conn::Message) {
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
 }
 

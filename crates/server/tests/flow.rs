@@ -2,9 +2,9 @@
 
 mod common;
 use common::*;
-use ringwire_conn::{Message, SendStatus};
+use ringwire_conn::Message;
 use ringwire_frame::OpCode;
-use ringwire_server::{Handler, Ws};
+use ringwire_server::{Handler, Sent, Ws};
 use std::time::{Duration, Instant};
 
 /// "flood": queue 8 MiB in 256 KiB messages, then report "drained" on Drain.
@@ -21,13 +21,13 @@ impl Handler for Flow {
             "flood" => {
                 let mut full = false;
                 for _ in 0..32 {
-                    full |= ws.send_binary(vec![7u8; 256 << 10], None).unwrap() == SendStatus::BufferFull;
+                    full |= ws.send_binary(vec![7u8; 256 << 10]) == Sent::BufferFull;
                 }
                 assert!(full, "8 MiB is above the high-water mark");
             }
             "flood-hard" => {
                 for _ in 0..64 {
-                    if ws.send_binary(vec![7u8; 1 << 20], None).is_err() {
+                    if !ws.send_binary(vec![7u8; 1 << 20]).is_queued() {
                         break;
                     }
                 }
@@ -42,22 +42,22 @@ impl Handler for Flow {
             }
             "who" => {
                 let worker = ws.worker();
-                let _ = ws.send_text(format!("worker {worker}"), None);
+                ws.send_text(format!("worker {worker}"));
             }
             other => {
                 let other = other.to_owned();
-                ws.broadcast(ringwire_server::prepare(other)).unwrap();
+                ws.broadcast(other).unwrap();
             }
         }
     }
     fn on_drain(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("drained", None);
+        ws.send_text("drained");
     }
     fn on_pause(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("on_pause", None);
+        ws.send_text("on_pause");
     }
     fn on_resume(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("on_resume", None);
+        ws.send_text("on_resume");
     }
 }
 

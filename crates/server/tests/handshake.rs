@@ -101,7 +101,7 @@ struct Addresses;
 impl Handler for Addresses {
     fn on_open(&mut self, ws: &mut Ws<'_>) {
         let text = format!("{}|{}", ws.remote_address().unwrap_or("-"), ws.remote_addresses().join(","));
-        let _ = ws.send(text, None);
+        ws.send(text);
     }
 }
 

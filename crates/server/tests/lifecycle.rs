@@ -83,7 +83,7 @@ impl Handler for BigResponse {
         Decision::Accept(Accept { extra_headers: vec![pad], ..Accept::default() })
     }
     fn on_open(&mut self, ws: &mut Ws<'_>) {
-        let _ = ws.send_text("hi", Some(SendToken(1)));
+        let _ = ws.send_tracked("hi", SendToken(1));
     }
     fn on_send_complete(&mut self, _ws: &mut Ws<'_>, _token: SendToken, outcome: SendOutcome) {
         let _ = self.0.send(outcome);
@@ -128,7 +128,7 @@ impl Handler for Flooder {
         match message {
             Message::Text(t) if &*t == "flood" => {
                 for _ in 0..16 {
-                    let _ = ws.send_binary(vec![7u8; 1 << 20], None);
+                    ws.send_binary(vec![7u8; 1 << 20]);
                 }
             }
             Message::Text(t) if &*t == "drop" => ws.drop_connection(CloseCode::NORMAL, "bye", false),

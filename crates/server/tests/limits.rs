@@ -35,7 +35,7 @@ impl Handler for Blocker {
             }
             Message::Text(t) if &*t == "who" => {
                 let worker = ws.worker();
-                let _ = ws.send_text(format!("worker {worker}"), None);
+                ws.send_text(format!("worker {worker}"));
             }
             _ => {}
         }

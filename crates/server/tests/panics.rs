@@ -29,7 +29,7 @@ impl Handler for Fragile {
         {
             panic!("handler bug on connection {}", ws.id());
         }
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
     fn on_close(&mut self, ws: &mut Ws<'_>, code: CloseCode, _description: &str) {
         let _ = self.0.send(format!("close {} {}", ws.id(), code.as_u16()));

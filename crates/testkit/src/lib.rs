@@ -7,15 +7,19 @@
 //! - [`RawClient`], [`client_frame`], [`server_frame`], [`parse_frames`]: raw WebSocket over a
 //!   std `TcpStream`, encoded and parsed here without the library under test.
 //! - [`read_http_head`], [`http`], [`upgrade_request`]: raw HTTP/1.1.
+//! - [`socket_options`]: `TCP_NODELAY` and `SO_KEEPALIVE` of one of this process's own
+//!   sockets, found by its addresses (what the server or client under test set).
 //! - [`deny_io_uring_setup`] and the `seccomp-deny-uring` binary: a real seccomp filter that
 //!   makes `io_uring_setup` fail with EPERM, to run tests (or a whole `cargo test`) where
 //!   io_uring is blocked.
 
 mod seccomp;
+mod sockets;
 mod uring;
 mod ws;
 
 pub use seccomp::deny_io_uring_setup;
+pub use sockets::{SocketOptions, socket_options};
 pub use uring::{REQUIRE_URING_ENV, backends, uring_or_skip, uring_usable};
 pub use ws::{
     IntoOpcode, KEY, RawClient, UPGRADE_ACCEPT, UPGRADE_KEY, WireFrame, client_frame, close_frame, dead_port, http,

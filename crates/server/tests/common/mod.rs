@@ -32,7 +32,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
 }
 

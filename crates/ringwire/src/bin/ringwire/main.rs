@@ -20,7 +20,7 @@ struct Echo;
 impl Handler for Echo {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         // BufferFull still queues; a peer that never reads is dropped by the buffered limit.
-        let _ = ws.send(message, None);
+        ws.send(message);
     }
 }
 
@@ -33,7 +33,7 @@ struct Broadcast {
 
 impl Handler for Broadcast {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        if let Err(e) = ws.broadcast(ringwire::server::prepare(message)) {
+        if let Err(e) = ws.broadcast(message) {
             // Other workers too busy to take it (their mailboxes are full): their clients
             // miss this message. Said at most once a second per worker.
             if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

@@ -15,13 +15,20 @@ type Entry<T> = Option<(ConnId, T)>;
 /// The table grows in fixed chunks rather than by doubling one vector: growing never
 /// copies the entries nor leaves the old copy behind in the allocator, and the unused
 /// tail is at most one chunk.
-pub(crate) struct Slots<T> {
+pub struct Slots<T> {
     chunks: Vec<Box<[Entry<T>]>>,
     len: usize,
 }
 
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> Slots<T> {
-    pub(crate) fn new() -> Self {
+    /// An empty table (allocates nothing).
+    pub fn new() -> Self {
         Self { chunks: Vec::new(), len: 0 }
     }
 
@@ -30,7 +37,7 @@ impl<T> Slots<T> {
     }
 
     /// Stores `value` for `id`, replacing what `id` (or a stale id in its slot) had.
-    pub(crate) fn insert(&mut self, id: ConnId, value: T) {
+    pub fn insert(&mut self, id: ConnId, value: T) {
         let i = id.index();
         while self.chunks.len() <= i / CHUNK {
             self.chunks.push((0..CHUNK).map(|_| None).collect());
@@ -41,14 +48,24 @@ impl<T> Slots<T> {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, id: &ConnId) -> Option<&mut T> {
+    /// The value stored for `id` (not for a stale id in its slot).
+    pub fn get(&self, id: &ConnId) -> Option<&T> {
+        match self.chunks.get(id.index() / CHUNK).map(|c| &c[id.index() % CHUNK]) {
+            Some(Some((stored, value))) if stored == id => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The value stored for `id`, to change.
+    pub fn get_mut(&mut self, id: &ConnId) -> Option<&mut T> {
         match self.entry_mut(id.index()) {
             Some(Some((stored, value))) if stored == id => Some(value),
             _ => None,
         }
     }
 
-    pub(crate) fn remove(&mut self, id: &ConnId) -> Option<T> {
+    /// Takes the value stored for `id` out.
+    pub fn remove(&mut self, id: &ConnId) -> Option<T> {
         let slot = self.entry_mut(id.index())?;
         if slot.as_ref().is_some_and(|(stored, _)| stored == id) {
             let value = slot.take().map(|(_, v)| v);
@@ -59,12 +76,18 @@ impl<T> Slots<T> {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// How many values are stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is stored.
+    pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Every stored (id, value), in slot order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnId, &T)> {
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &T)> {
         self.chunks.iter().flat_map(|c| c.iter()).filter_map(|e| e.as_ref().map(|(id, v)| (*id, v)))
     }
 }
