@@ -6,7 +6,7 @@
 //! not read: its bytes stay in the kernel until `resume_read`.
 
 use std::io::{self, IoSlice, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -350,12 +350,7 @@ impl EpollLoop {
                 match s.read(&mut self.scratch) {
                     Ok(0) => {
                         c.read_ready = false;
-                        c.eof = true;
-                        match c.closing {
-                            Closing::Open => c.closing = Closing::Graceful,
-                            Closing::Lingering => c.teardown(None),
-                            Closing::Graceful | Closing::Teardown => {}
-                        }
+                        c.peer_eof(true);
                         self.core.mark_dirty(id);
                     }
                     Ok(_) if discard => {}
@@ -399,17 +394,13 @@ impl EpollLoop {
         let mut sent = 0;
         if matches!(c.closing, Closing::Open | Closing::Graceful) && !c.connecting {
             sent = write_out(c);
-            if c.closing == Closing::Graceful && c.queue.is_empty() {
-                let _ = c.stream.as_ref().expect("open").shutdown(Shutdown::Write);
-                if c.eof {
-                    c.closing = Closing::Teardown;
-                } else {
-                    c.closing = Closing::Lingering;
-                    self.core.close_timers.lingering(id, c, self.core.now);
-                    // Input that arrived before the shutdown has no edge left: look now.
-                    c.read_ready = true;
-                    self.core.own.readable.push(id);
-                }
+            if c.closing == Closing::Graceful
+                && c.queue.is_empty()
+                && self.core.close_timers.written(id, c, self.core.now)
+            {
+                // Input that arrived before the shutdown has no edge left: look now.
+                c.read_ready = true;
+                self.core.own.readable.push(id);
             }
         }
         if c.closing == Closing::Teardown

@@ -126,8 +126,8 @@ impl<X: Default> Rare<X> {
 }
 
 /// The fields every connection has in both backends, under the same names, in the backend's
-/// own struct: `closing: Closing`, `dirty: bool`, `queue: SendQueue`, `timer: TimerSlot`
-/// (the handler's deadline) and `rare: Rare<_>`. [`conn_fields!`] implements it; the fields
+/// own struct: `closing: Closing`, `dirty: bool`, `eof: bool` (the peer's EOF was read),
+/// `queue: SendQueue`, `timer: TimerSlot` (the handler's deadline) and `rare: Rare<_>`. [`conn_fields!`] implements it; the fields
 /// stay in the backend's struct (a shared struct nested in it would round its size up to its
 /// alignment, 8 bytes more per connection).
 pub(crate) trait ConnFields {
@@ -137,6 +137,8 @@ pub(crate) trait ConnFields {
     fn queue_mut(&mut self) -> &mut SendQueue;
     /// Whether the connection is already on the turn's dirty list.
     fn dirty_mut(&mut self) -> &mut bool;
+    /// Whether the peer's EOF was read.
+    fn eof_mut(&mut self) -> &mut bool;
     /// The handler's deadline ([`Io::set_timer`](crate::Io::set_timer)).
     fn timer(&mut self) -> &mut TimerSlot;
     /// The deadline of the close in progress (in the connection's boxed rare state).
@@ -170,6 +172,10 @@ macro_rules! conn_fields {
             #[inline]
             fn dirty_mut(&mut self) -> &mut bool {
                 &mut self.dirty
+            }
+            #[inline]
+            fn eof_mut(&mut self) -> &mut bool {
+                &mut self.eof
             }
             #[inline]
             fn timer(&mut self) -> &mut $crate::common::TimerSlot {
@@ -208,6 +214,18 @@ pub(crate) trait LoopConn: ConnFields {
         *self.closing_mut() = Closing::Teardown;
         if !self.queue_lent() {
             self.queue_mut().clear();
+        }
+    }
+
+    /// The peer's EOF was read: an open connection starts its graceful close (unless
+    /// `start_close` is false: io_uring holds it back while input kept for a paused handler
+    /// waits, and starts it on delivery), a lingering one is done.
+    fn peer_eof(&mut self, start_close: bool) {
+        *self.eof_mut() = true;
+        match self.closing() {
+            Closing::Open if start_close => *self.closing_mut() = Closing::Graceful,
+            Closing::Lingering => self.teardown(None),
+            Closing::Open | Closing::Graceful | Closing::Teardown => {}
         }
     }
 

@@ -135,14 +135,7 @@ impl Core {
         }
         if c.closing == Closing::Graceful && !c.connecting {
             if c.queue.is_empty() && !c.send_inflight {
-                // The fd is owned by this connection and still open (closed only by the CLOSE
-                // op below).
-                crate::sys::shutdown_write(c.fd);
-                if c.eof {
-                    c.closing = Closing::Teardown;
-                } else {
-                    c.closing = Closing::Lingering;
-                    self.close_timers.lingering(id, c, self.now);
+                if self.close_timers.written(id, c, self.now) {
                     arm_recv(c, id, sqes);
                 }
             } else {
@@ -301,12 +294,8 @@ impl UringLoop {
                         handler.on_data(core, id, data);
                     }
                 } else if res == 0 {
-                    c.eof = true;
-                    if c.closing == Closing::Open && !c.paused && c.stash_is_empty() {
-                        c.closing = Closing::Graceful;
-                    } else if c.closing == Closing::Lingering {
-                        c.teardown(None);
-                    }
+                    let start_close = !c.paused && c.stash_is_empty();
+                    c.peer_eof(start_close);
                 } else if -res == libc::ENOBUFS {
                     self.bufs.exhausted();
                 } else if -res != libc::ECANCELED {
