@@ -6,19 +6,16 @@
 //! not read: its bytes stay in the kernel until `resume_read`.
 
 use std::io::{self, IoSlice, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::common::{
-    AcceptErrors, CloseTimers, Closing, IOV_MAX, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers, earliest,
-};
-use crate::{ConnId, Handler, Io, LoopConfig, Waker, WakerInner};
+use crate::common::{Closing, IOV_MAX, LoopBackend, LoopConn, Rare, SendQueue, TimerSlot, conn_fields, earliest};
+use crate::{ConnId, Handler, LoopConfig, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
 /// Reads per connection per turn before yielding to the others.
@@ -36,7 +33,13 @@ fn conn_token(id: ConnId) -> Token {
     Token((((id.generation & GEN_MASK) as usize) << 32) | id.idx as usize)
 }
 
-struct EConn {
+/// One connection of the epoll loop, in its slab (the fields [`ConnFields`] names are the
+/// ones both backends have).
+///
+/// [`ConnFields`]: crate::common::ConnFields
+pub(crate) struct EConn {
+    /// The socket, until the teardown is carried out; `None` means the connection is
+    /// reported closed (or about to be, in this flush).
     stream: Option<TcpStream>,
     connecting: bool,
     closing: Closing,
@@ -45,16 +48,11 @@ struct EConn {
     read_ready: bool,
     queue: SendQueue,
     dirty: bool,
-    reported: bool,
     /// The peer's EOF was read.
     eof: bool,
     timer: TimerSlot,
     /// The peer, and what an open connection never needs (see [`Rare`]).
     rare: Rare<()>,
-}
-
-fn user_timer(c: &mut EConn) -> &mut TimerSlot {
-    &mut c.timer
 }
 
 impl EConn {
@@ -67,51 +65,22 @@ impl EConn {
             read_ready: true,
             queue: SendQueue::default(),
             dirty: false,
-            reported: false,
             eof: false,
             timer: TimerSlot::default(),
             rare: Rare::new(peer),
         }
     }
-
-    fn teardown(&mut self, error: Option<io::Error>) {
-        self.rare.keep_first_error(error);
-        self.closing = Closing::Teardown;
-        self.queue.clear();
-    }
 }
 
+conn_fields!(EConn);
+
 impl LoopConn for EConn {
-    fn closing(&self) -> Closing {
-        self.closing
-    }
-
-    fn closing_mut(&mut self) -> &mut Closing {
-        &mut self.closing
-    }
-
-    fn queue(&self) -> &SendQueue {
-        &self.queue
-    }
-
-    fn queue_mut(&mut self) -> &mut SendQueue {
-        &mut self.queue
-    }
-
-    fn dirty_mut(&mut self) -> &mut bool {
-        &mut self.dirty
-    }
-
-    fn close_timer(&mut self) -> &mut TimerSlot {
-        &mut self.rare.cold_mut().close_timer
-    }
-
     fn fd(&self) -> Option<RawFd> {
         self.stream.as_ref().map(|s| s.as_raw_fd())
     }
 
-    fn teardown(&mut self, error: Option<io::Error>) {
-        self.teardown(error)
+    fn queue_lent(&self) -> bool {
+        false
     }
 }
 
@@ -120,34 +89,25 @@ struct Listener {
     retry_at: Option<Instant>,
 }
 
-/// The loop state handlers act on (the [`Io`] of this backend).
-pub(crate) struct Core {
-    now: Instant,
+/// This backend's part of the loop state (see [`Core`]).
+pub(crate) struct Epoll {
     registry: Registry,
-    conns: Slab<EConn>,
-    timers: Timers,
-    close_timers: CloseTimers,
-    dirty: Vec<ConnId>,
+    /// Connections to read this turn.
     readable: Vec<ConnId>,
     listeners: Vec<Option<Listener>>,
-    accept_errors: AcceptErrors,
-    accepting: bool,
-    stopped: bool,
-    nodelay: bool,
 }
 
-impl Core {
-    fn mark_dirty(&mut self, id: ConnId) {
-        self.conns.mark_dirty(id, &mut self.dirty);
-    }
+/// The loop state handlers act on (the [`Io`](crate::Io) of this backend).
+pub(crate) type Core = crate::common::Core<Epoll>;
 
+impl Core {
     fn register(&mut self, stream: TcpStream, peer: Option<SocketAddr>, connecting: bool) -> io::Result<ConnId> {
         let mut c = EConn::new(stream, peer);
         c.connecting = connecting;
         let id = self.conns.insert(c);
         let c = self.conns.get_mut(id).expect("just inserted");
         let s = c.stream.as_mut().expect("open");
-        if let Err(e) = self.registry.register(s, conn_token(id), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.own.registry.register(s, conn_token(id), Interest::READABLE | Interest::WRITABLE) {
             self.conns.remove(id);
             return Err(e);
         }
@@ -155,85 +115,40 @@ impl Core {
     }
 }
 
-impl Io for Core {
-    fn now(&self) -> Instant {
-        self.now
-    }
+impl LoopBackend for Epoll {
+    type Conn = EConn;
 
-    fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        self.conns.queue_send(conn, chunk, &mut self.dirty);
-    }
-
-    fn queued(&self, conn: ConnId) -> usize {
-        self.conns.queued(conn)
-    }
-
-    fn close(&mut self, conn: ConnId) {
-        self.conns.begin_close(conn, &mut self.dirty);
-    }
-
-    fn abort(&mut self, conn: ConnId) {
-        self.conns.abort(conn, &mut self.dirty);
-    }
-
-    fn pause_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn) {
+    fn pause_read(core: &mut Core, conn: ConnId) {
+        if let Some(c) = core.conns.get_mut(conn) {
             c.paused = true;
         }
     }
 
-    fn resume_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
+    fn resume_read(core: &mut Core, conn: ConnId) {
+        if let Some(c) = core.conns.get_mut(conn)
             && c.paused
         {
             c.paused = false;
             if c.read_ready {
-                self.readable.push(conn);
+                core.own.readable.push(conn);
             }
         }
     }
 
-    fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            self.timers.set(conn, &mut c.timer, at);
-        }
-    }
-
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+    fn connect(core: &mut Core, addr: SocketAddr) -> io::Result<ConnId> {
         let s = TcpStream::connect(addr)?;
-        if self.nodelay {
+        if core.nodelay {
             s.set_nodelay(true)?;
         }
-        self.register(s, Some(addr), true)
+        core.register(s, Some(addr), true)
     }
 
-    fn stop_accepting(&mut self) {
-        self.accepting = false;
-        for l in self.listeners.iter_mut() {
+    fn stop_accepting(core: &mut Core) {
+        for l in core.own.listeners.iter_mut() {
             if let Some(mut l) = l.take() {
-                let _ = self.registry.deregister(&mut l.sock);
+                let _ = core.own.registry.deregister(&mut l.sock);
             }
         }
-    }
-
-    fn stop(&mut self) {
-        self.stopped = true;
-    }
-
-    fn conn_count(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).and_then(|c| c.rare.peer())
-    }
-
-    fn set_nodelay(&mut self, conn: ConnId, on: bool) -> io::Result<()> {
-        self.conns.with_fd(conn, |fd| crate::sys::set_nodelay(fd, on))
-    }
-
-    fn set_keepalive(&mut self, conn: ConnId, idle: Option<Duration>) -> io::Result<()> {
-        self.conns.with_fd(conn, |fd| crate::sys::set_keepalive(fd, idle))
     }
 }
 
@@ -263,20 +178,7 @@ impl EpollLoop {
             poll,
             events: Events::with_capacity(1024),
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
-            core: Core {
-                now: Instant::now(),
-                registry,
-                conns: Slab::new(),
-                timers: Timers::default(),
-                close_timers: CloseTimers::new(cfg),
-                dirty: Vec::new(),
-                readable: Vec::new(),
-                listeners: Vec::new(),
-                accept_errors: AcceptErrors::default(),
-                accepting: true,
-                stopped: false,
-                nodelay: cfg.nodelay,
-            },
+            core: Core::new(cfg, Epoll { registry, readable: Vec::new(), listeners: Vec::new() }),
             expired: Vec::new(),
             closed: Vec::new(),
         });
@@ -284,32 +186,22 @@ impl EpollLoop {
     }
 
     pub(crate) fn add_listener(&mut self, l: TcpListener) -> io::Result<()> {
-        if !self.core.accepting {
-            return Err(io::Error::other("add_listener after stop_accepting"));
-        }
-        let i = self.core.listeners.len();
+        self.core.check_accepting()?;
+        let i = self.core.own.listeners.len();
         let mut sock = mio::net::TcpListener::from_std(l);
-        self.core.registry.register(&mut sock, Token(LISTENER_BIT | i), Interest::READABLE)?;
-        self.core.listeners.push(Some(Listener { sock, retry_at: Some(Instant::now()) }));
+        self.core.own.registry.register(&mut sock, Token(LISTENER_BIT | i), Interest::READABLE)?;
+        self.core.own.listeners.push(Some(Listener { sock, retry_at: Some(Instant::now()) }));
         Ok(())
     }
 
     pub(crate) fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
-        self.core.stopped = false;
-        self.core.now = Instant::now();
-        for id in self.core.conns.ids() {
-            self.core.mark_dirty(id);
-        }
+        self.core.start_run();
         self.flush(handler);
         let mut evs: Vec<Ev> = Vec::with_capacity(1024);
         loop {
-            let mut deadline = earliest(self.core.timers.next(), self.core.close_timers.next());
-            for l in self.core.listeners.iter().flatten() {
-                if let Some(t) = l.retry_at {
-                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
-                }
-            }
-            let timeout = if !self.core.readable.is_empty() {
+            let deadline = earliest(self.core.timers.next(), self.core.close_timers.next());
+            let deadline = self.core.own.listeners.iter().flatten().fold(deadline, |d, l| earliest(d, l.retry_at));
+            let timeout = if !self.core.own.readable.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 deadline.map(|d| {
@@ -340,23 +232,13 @@ impl EpollLoop {
                 }
             }
             let now = self.core.now;
-            for i in 0..self.core.listeners.len() {
-                if self.core.listeners[i].as_ref().is_some_and(|l| l.retry_at.is_some_and(|t| t <= now)) {
+            for i in 0..self.core.own.listeners.len() {
+                if self.core.own.listeners[i].as_ref().is_some_and(|l| l.retry_at.is_some_and(|t| t <= now)) {
                     self.accept(handler, i);
                 }
             }
             self.read_ready(handler);
-            let mut expired = std::mem::take(&mut self.expired);
-            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
-            for id in expired.drain(..) {
-                if self.core.conns.get(id).is_some_and(|c| !c.reported) {
-                    handler.on_timer(&mut self.core, id);
-                }
-            }
-            // Closes past their flush or linger deadline.
-            let core = &mut self.core;
-            core.close_timers.expired(core.now, &mut core.conns, &mut core.dirty, &mut expired);
-            self.expired = expired;
+            self.core.expire_timers(handler, &mut self.expired);
             handler.on_turn_end(&mut self.core);
             self.flush(handler);
             if self.core.stopped {
@@ -368,7 +250,7 @@ impl EpollLoop {
     fn accept<H: Handler>(&mut self, handler: &mut H, i: usize) {
         let mut transient = 0;
         loop {
-            let Some(Some(l)) = self.core.listeners.get_mut(i) else { return };
+            let Some(Some(l)) = self.core.own.listeners.get_mut(i) else { return };
             l.retry_at = None;
             match l.sock.accept() {
                 Ok((s, peer)) => {
@@ -376,7 +258,7 @@ impl EpollLoop {
                         let _ = s.set_nodelay(true);
                     }
                     if let Ok(id) = self.core.register(s, Some(peer), false) {
-                        self.core.readable.push(id);
+                        self.core.own.readable.push(id);
                         handler.on_accept(&mut self.core, id, peer);
                     }
                 }
@@ -426,7 +308,7 @@ impl EpollLoop {
             c.connecting = false;
             match result {
                 Ok(()) => {
-                    self.core.readable.push(id);
+                    self.core.own.readable.push(id);
                     self.core.mark_dirty(id);
                     handler.on_connect(&mut self.core, id, Ok(()));
                 }
@@ -440,7 +322,7 @@ impl EpollLoop {
         }
         if ev.readable {
             c.read_ready = true;
-            self.core.readable.push(id);
+            self.core.own.readable.push(id);
         }
         if ev.writable {
             self.core.mark_dirty(id);
@@ -449,7 +331,7 @@ impl EpollLoop {
 
     /// Reads connections that have input and are not paused.
     fn read_ready<H: Handler>(&mut self, handler: &mut H) {
-        let list = std::mem::take(&mut self.core.readable);
+        let list = std::mem::take(&mut self.core.own.readable);
         for id in list {
             let mut reads = 0;
             while let Some(c) = self.core.conns.get_mut(id) {
@@ -460,7 +342,7 @@ impl EpollLoop {
                     break;
                 }
                 if reads == READS_PER_TURN {
-                    self.core.readable.push(id); // the rest next turn
+                    self.core.own.readable.push(id); // the rest next turn
                     break;
                 }
                 reads += 1;
@@ -468,12 +350,7 @@ impl EpollLoop {
                 match s.read(&mut self.scratch) {
                     Ok(0) => {
                         c.read_ready = false;
-                        c.eof = true;
-                        match c.closing {
-                            Closing::Open => c.closing = Closing::Graceful,
-                            Closing::Lingering => c.teardown(None),
-                            Closing::Graceful | Closing::Teardown => {}
-                        }
+                        c.peer_eof(true);
                         self.core.mark_dirty(id);
                     }
                     Ok(_) if discard => {}
@@ -517,27 +394,23 @@ impl EpollLoop {
         let mut sent = 0;
         if matches!(c.closing, Closing::Open | Closing::Graceful) && !c.connecting {
             sent = write_out(c);
-            if c.closing == Closing::Graceful && c.queue.is_empty() {
-                let _ = c.stream.as_ref().expect("open").shutdown(Shutdown::Write);
-                if c.eof {
-                    c.closing = Closing::Teardown;
-                } else {
-                    c.closing = Closing::Lingering;
-                    self.core.close_timers.lingering(id, c, self.core.now);
-                    // Input that arrived before the shutdown has no edge left: look now.
-                    c.read_ready = true;
-                    self.core.readable.push(id);
-                }
+            if c.closing == Closing::Graceful
+                && c.queue.is_empty()
+                && self.core.close_timers.written(id, c, self.core.now)
+            {
+                // Input that arrived before the shutdown has no edge left: look now.
+                c.read_ready = true;
+                self.core.own.readable.push(id);
             }
         }
-        if c.closing == Closing::Teardown && !c.reported {
-            c.reported = true;
-            if let Some(mut s) = c.stream.take() {
-                let _ = self.core.registry.deregister(&mut s);
-            }
+        if c.closing == Closing::Teardown
+            && let Some(mut s) = c.stream.take()
+        {
+            // Reported once: the stream is gone from here on.
+            let _ = self.core.own.registry.deregister(&mut s);
             self.closed.push(id);
         }
-        if sent > 0 && !self.core.conns.get(id).is_some_and(|c| c.reported) {
+        if sent > 0 && self.core.conns.get(id).is_none_or(|c| c.stream.is_some()) {
             handler.on_sent(&mut self.core, id, sent);
         }
     }

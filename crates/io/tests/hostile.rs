@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::start;
+use common::{echo_each, start};
 use ringwire_io::bytes::Bytes;
 use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
 
@@ -78,15 +78,7 @@ fn cq_overflow_keeps_every_byte_in_place(backend: Backend) {
         // Everyone sends at once; the loop reads them all in the same few turns.
         let msgs: Vec<Vec<u8>> =
             (0..n).map(|i| tagged(u64::from(round) << 16 | i as u64, 1500 + (i * 37) % 3000)).collect();
-        for (s, m) in conns.iter_mut().zip(&msgs) {
-            s.write_all(m).unwrap();
-        }
-        for (i, (s, m)) in conns.iter_mut().zip(&msgs).enumerate() {
-            let mut back = vec![0u8; m.len()];
-            s.read_exact(&mut back).unwrap();
-            assert!(back == *m, "round {round}: connection {i} got someone else's bytes");
-            bytes += m.len();
-        }
+        bytes += echo_each(&mut conns, &msgs, round);
         // The loop sends to everyone in one turn.
         r.waker.wake().unwrap();
         for (i, s) in conns.iter_mut().enumerate() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Echo, echo_scenario, pattern, small_config, start};
+use common::{Echo, echo_each, echo_scenario, pattern, small_config, start};
 use ringwire_io::bytes::Bytes;
 use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
 
@@ -47,14 +47,7 @@ fn echo_bursts_past_the_buffer_window(backend: Backend) {
             std::thread::sleep(Duration::from_millis(1200));
         }
         let msgs: Vec<_> = (0..conns.len()).map(|i| pattern(3000 + i, round ^ i as u8)).collect();
-        for (s, m) in conns.iter_mut().zip(&msgs) {
-            s.write_all(m).unwrap();
-        }
-        for (i, (s, m)) in conns.iter_mut().zip(&msgs).enumerate() {
-            let mut back = vec![0u8; m.len()];
-            s.read_exact(&mut back).unwrap();
-            assert!(back == *m, "round {round} conn {i}");
-        }
+        echo_each(&mut conns, &msgs, round);
     }
     drop(conns);
     let h = r.finish();

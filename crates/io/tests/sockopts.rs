@@ -1,12 +1,18 @@
 //! `Io::set_nodelay` and `Io::set_keepalive`, on both backends: each changes the option on the
 //! connection's own socket at once (read back with getsockopt on that descriptor, found
-//! through /proc/self/fd), and a dead id, even one whose slot a new connection took, changes
-//! nothing.
+//! through /proc/self/fd), from every handler callback, and a dead id, even one whose slot a
+//! new connection took, changes nothing.
 
+#[macro_use]
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
+use ringwire_io::bytes::Bytes;
 use ringwire_io::{Backend, ConnId, EventLoop, Handler, Io, LoopConfig};
 use socket2::SockRef;
 
@@ -139,3 +145,82 @@ fn uring() {
 fn epoll() {
     socket_options_change_at_once(Backend::Epoll);
 }
+
+/// Flips both options of its one connection from each callback that can reach it, reading
+/// each change back, and records the callbacks that did: on_accept sends a byte (on_sent),
+/// which arms a timer due at once (on_timer); the test then wakes the loop (on_wake answers
+/// with a byte) and sends a byte (on_data answers too), and on_turn_end runs every turn.
+#[derive(Default)]
+struct EveryCallback {
+    server: Option<SocketAddr>,
+    conn: Option<(ConnId, RawFd)>,
+    on: bool,
+    done: BTreeSet<&'static str>,
+}
+
+impl EveryCallback {
+    fn flip(&mut self, io: &mut impl Io, callback: &'static str) {
+        let Some((conn, fd)) = self.conn else { return };
+        if !self.done.insert(callback) {
+            return;
+        }
+        self.on = !self.on;
+        let idle = Duration::from_secs(if self.on { 5 } else { 6 });
+        io.set_nodelay(conn, self.on).unwrap();
+        io.set_keepalive(conn, Some(idle)).unwrap();
+        assert_eq!(options(fd), (self.on, true, idle), "set from {callback}");
+    }
+}
+
+impl Handler for EveryCallback {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        let server = self.server.expect("the listener's address");
+        self.conn = Some((conn, socket_fd(|local, p| local == server && p == peer)));
+        self.flip(io, "on_accept");
+        io.send(conn, Bytes::from_static(b"x"));
+    }
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, _bytes: usize) {
+        self.flip(io, "on_sent");
+        io.set_timer(conn, Some(io.now()));
+    }
+    fn on_timer(&mut self, io: &mut impl Io, _conn: ConnId) {
+        self.flip(io, "on_timer");
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.flip(io, "on_wake");
+        if let Some((conn, _)) = self.conn {
+            io.send(conn, Bytes::from_static(b"w"));
+        }
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, _data: &mut [u8]) {
+        self.flip(io, "on_data");
+        io.send(conn, Bytes::from_static(b"d"));
+    }
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.flip(io, "on_turn_end");
+    }
+    fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {
+        self.conn = None;
+    }
+}
+
+fn options_from_every_callback(backend: Backend) {
+    let l = ringwire_io::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap().remove(0);
+    let h = EveryCallback { server: Some(l.local_addr().unwrap()), ..EveryCallback::default() };
+    let r = common::start_with_listener(backend, LoopConfig::default(), h, l);
+    let mut s = r.client();
+    let mut got = [0u8; 1];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"x");
+    r.waker.wake().unwrap();
+    // Written in the turn of the wake, after that turn fired the timer due since "x" went out.
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"w");
+    s.write_all(b"y").unwrap();
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"d");
+    let h = r.finish();
+    let all = ["on_accept", "on_data", "on_sent", "on_timer", "on_turn_end", "on_wake"];
+    assert_eq!(h.done, BTreeSet::from(all));
+}
+both!(options_from_every_callback);

@@ -1,14 +1,17 @@
-//! Pieces shared by both backends: the per-connection rules of `Io::{send, queued, close,
-//! abort}` ([`LoopConn`] and [`Slab`]'s methods below), the packed peer address and rare state,
-//! and in submodules the connection slab and send queue, the timer heap and close deadlines,
-//! and the accept-error policy.
+//! Pieces shared by both backends: the fields every connection has and the per-connection
+//! rules of `Io::{send, queued, close, abort}` ([`ConnFields`], [`LoopConn`] and [`Slab`]'s
+//! methods below), the packed peer address and rare state, and in submodules the loop state
+//! handlers act on with the one [`Io`](crate::Io) implementation ([`Core`]), the connection
+//! slab and send queue, the timer heap and close deadlines, and the accept-error policy.
 
 mod accept;
+mod core_state;
 mod slab;
 mod timers;
 
 pub(crate) use accept::AcceptErrors;
 pub(crate) use accept::RateLimited;
+pub(crate) use core_state::{Core, LoopBackend};
 pub(crate) use slab::{SendQueue, Slab};
 pub(crate) use timers::{CloseTimers, TimerSlot, Timers};
 
@@ -108,7 +111,7 @@ impl<X: Default> Rare<X> {
     }
 
     /// Keeps `error` unless the connection already ended with one.
-    pub(crate) fn keep_first_error(&mut self, error: Option<std::io::Error>) {
+    pub(crate) fn keep_first_error(&mut self, error: Option<io::Error>) {
         if let Some(error) = error
             && self.cold.as_ref().is_none_or(|c| c.error.is_none())
         {
@@ -122,25 +125,113 @@ impl<X: Default> Rare<X> {
     }
 }
 
-/// What both backends keep per connection for the rules of `Io::{send, queued, close,
-/// abort}`; [`Slab`]'s methods below apply those rules once for both.
-pub(crate) trait LoopConn {
+/// The fields every connection has in both backends, under the same names, in the backend's
+/// own struct: `closing: Closing`, `dirty: bool`, `eof: bool` (the peer's EOF was read),
+/// `queue: SendQueue`, `timer: TimerSlot` (the handler's deadline) and `rare: Rare<_>`. [`conn_fields!`] implements it; the fields
+/// stay in the backend's struct (a shared struct nested in it would round its size up to its
+/// alignment, 8 bytes more per connection).
+pub(crate) trait ConnFields {
     fn closing(&self) -> Closing;
     fn closing_mut(&mut self) -> &mut Closing;
     fn queue(&self) -> &SendQueue;
     fn queue_mut(&mut self) -> &mut SendQueue;
     /// Whether the connection is already on the turn's dirty list.
     fn dirty_mut(&mut self) -> &mut bool;
+    /// Whether the peer's EOF was read.
+    fn eof_mut(&mut self) -> &mut bool;
+    /// The handler's deadline ([`Io::set_timer`](crate::Io::set_timer)).
+    fn timer(&mut self) -> &mut TimerSlot;
     /// The deadline of the close in progress (in the connection's boxed rare state).
     fn close_timer(&mut self) -> &mut TimerSlot;
-    /// The socket's descriptor while the connection still owns it open.
+    fn peer(&self) -> Option<SocketAddr>;
+    /// Keeps `error` unless the connection already ended with one (see [`Rare`]).
+    fn keep_first_error(&mut self, error: Option<io::Error>);
+}
+
+/// Implements [`ConnFields`] for a backend's connection type, whose fields have the names it
+/// lists.
+macro_rules! conn_fields {
+    ($conn:ty) => {
+        impl $crate::common::ConnFields for $conn {
+            #[inline]
+            fn closing(&self) -> $crate::common::Closing {
+                self.closing
+            }
+            #[inline]
+            fn closing_mut(&mut self) -> &mut $crate::common::Closing {
+                &mut self.closing
+            }
+            #[inline]
+            fn queue(&self) -> &$crate::common::SendQueue {
+                &self.queue
+            }
+            #[inline]
+            fn queue_mut(&mut self) -> &mut $crate::common::SendQueue {
+                &mut self.queue
+            }
+            #[inline]
+            fn dirty_mut(&mut self) -> &mut bool {
+                &mut self.dirty
+            }
+            #[inline]
+            fn eof_mut(&mut self) -> &mut bool {
+                &mut self.eof
+            }
+            #[inline]
+            fn timer(&mut self) -> &mut $crate::common::TimerSlot {
+                &mut self.timer
+            }
+            fn close_timer(&mut self) -> &mut $crate::common::TimerSlot {
+                &mut self.rare.cold_mut().close_timer
+            }
+            fn peer(&self) -> Option<::std::net::SocketAddr> {
+                self.rare.peer()
+            }
+            fn keep_first_error(&mut self, error: Option<::std::io::Error>) {
+                self.rare.keep_first_error(error)
+            }
+        }
+    };
+}
+pub(crate) use conn_fields;
+
+/// What both backends keep per connection for the rules of `Io::{send, queued, close,
+/// abort}` ([`ConnFields`]), and the two places where they differ; [`Slab`]'s methods below
+/// apply those rules once for both.
+pub(crate) trait LoopConn: ConnFields {
+    /// The socket's descriptor while the connection still owns it open (on epoll until its
+    /// teardown is carried out, on io_uring until the CLOSE op is submitted). The handler's
+    /// timer fires only while there is one.
     fn fd(&self) -> Option<RawFd>;
-    /// Moves to [`Closing::Teardown`]; each backend decides what may stay in flight.
-    fn teardown(&mut self, error: Option<std::io::Error>);
+    /// Whether the kernel may still read the queued output (io_uring: a send of it is in
+    /// flight), so a teardown must not drop it yet.
+    fn queue_lent(&self) -> bool;
+
+    /// Moves to [`Closing::Teardown`], keeping `error` unless one is kept already; the queued
+    /// output is dropped unless the kernel may still read it.
+    fn teardown(&mut self, error: Option<io::Error>) {
+        self.keep_first_error(error);
+        *self.closing_mut() = Closing::Teardown;
+        if !self.queue_lent() {
+            self.queue_mut().clear();
+        }
+    }
+
+    /// The peer's EOF was read: an open connection starts its graceful close (unless
+    /// `start_close` is false: io_uring holds it back while input kept for a paused handler
+    /// waits, and starts it on delivery), a lingering one is done.
+    fn peer_eof(&mut self, start_close: bool) {
+        *self.eof_mut() = true;
+        match self.closing() {
+            Closing::Open if start_close => *self.closing_mut() = Closing::Graceful,
+            Closing::Lingering => self.teardown(None),
+            Closing::Open | Closing::Graceful | Closing::Teardown => {}
+        }
+    }
 
     /// Tears down with a reset: `SO_LINGER` {on, 0} first, so closing the descriptor drops
     /// unsent data and sends RST instead of waiting on the peer.
-    fn abort(&mut self, error: Option<std::io::Error>) {
+    fn abort(&mut self, error: Option<io::Error>) {
         if let Some(fd) = self.fd() {
             reset_on_close(fd);
         }

@@ -41,10 +41,21 @@ impl CloseTimers {
         }
     }
 
-    /// `c` wrote everything and shut down its write side: the linger deadline replaces the
-    /// flush deadline.
-    pub(crate) fn lingering<C: LoopConn>(&mut self, id: ConnId, c: &mut C, now: Instant) {
+    /// `c`, in its graceful close, has written all its output: its write side is shut down
+    /// now. If the peer's EOF came already, it is done ([`Closing::Teardown`]); otherwise it
+    /// is [`Closing::Lingering`], with the linger deadline in place of the flush deadline,
+    /// and the result is true: the backend reads (and drops) its input until the peer's EOF.
+    pub(crate) fn written<C: LoopConn>(&mut self, id: ConnId, c: &mut C, now: Instant) -> bool {
+        if let Some(fd) = c.fd() {
+            crate::sys::shutdown_write(fd);
+        }
+        if *c.eof_mut() {
+            *c.closing_mut() = Closing::Teardown;
+            return false;
+        }
+        *c.closing_mut() = Closing::Lingering;
         self.timers.set(id, c.close_timer(), now.checked_add(self.linger));
+        true
     }
 
     /// The earliest deadline (maybe stale: waking early for it is harmless).

@@ -1,14 +1,12 @@
-//! A connection of the io_uring loop and its state machine: [`UConn`], the loop state handlers
-//! act on ([`Core`], the [`Io`] of this backend), how a connection moves forward at the end
-//! of a turn ([`Core::advance`]: arm recv, start a send, shut down, cancel, close), and what
-//! each of its completions does ([`UringLoop::on_conn_cqe`]).
+//! A connection of the io_uring loop and its state machine: [`UConn`], this backend's part of
+//! the loop state handlers act on ([`Uring`], in [`Core`]), how a connection moves forward at
+//! the end of a turn ([`Core::advance`]: arm recv, start a send, shut down, cancel, close),
+//! and what each of its completions does ([`UringLoop::on_conn_cqe`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{cqueue, opcode, squeue};
 
@@ -17,11 +15,14 @@ use super::ops::{
     KIND_ACCEPT, KIND_CANCEL, KIND_CLOSE, KIND_CONNECT, KIND_LISTENER_CANCEL, KIND_RECV, KIND_SEND, NO_SLOT, user_data,
 };
 use super::{Listener, UringLoop};
-use crate::common::{AcceptErrors, CloseTimers, Closing, LoopConn, Rare, SendQueue, Slab, TimerSlot, Timers};
-use crate::{ConnId, Handler, Io};
+use crate::common::{Closing, LoopBackend, LoopConn, Rare, SendQueue, TimerSlot, conn_fields};
+use crate::{ConnId, Handler};
 
-/// One connection of the io_uring loop, in its slab.
-pub(super) struct UConn {
+/// One connection of the io_uring loop, in its slab (the fields [`ConnFields`] names are the
+/// ones both backends have).
+///
+/// [`ConnFields`]: crate::common::ConnFields
+pub(crate) struct UConn {
     pub(super) fd: RawFd,
     /// The connection's slot in the ring's registered file table ([`NO_SLOT`]: none); ops
     /// name it instead of `fd`, which spares the kernel an fget/fput per op.
@@ -54,10 +55,6 @@ pub(super) struct UringCold {
     pub(super) stash: Vec<u8>,
 }
 
-pub(super) fn user_timer(c: &mut UConn) -> &mut TimerSlot {
-    &mut c.timer
-}
-
 impl UConn {
     pub(super) fn new(fd: RawFd, peer: Option<SocketAddr>) -> UConn {
         UConn {
@@ -84,82 +81,44 @@ impl UConn {
     pub(super) fn stash_is_empty(&self) -> bool {
         self.rare.cold().is_none_or(|c| c.more.stash.is_empty())
     }
-
-    fn teardown(&mut self, error: Option<io::Error>) {
-        self.rare.keep_first_error(error);
-        self.closing = Closing::Teardown;
-        if !self.send_inflight {
-            self.queue.clear();
-        }
-    }
 }
 
+conn_fields!(UConn);
+
 impl LoopConn for UConn {
-    fn closing(&self) -> Closing {
-        self.closing
-    }
-
-    fn closing_mut(&mut self) -> &mut Closing {
-        &mut self.closing
-    }
-
-    fn queue(&self) -> &SendQueue {
-        &self.queue
-    }
-
-    fn queue_mut(&mut self) -> &mut SendQueue {
-        &mut self.queue
-    }
-
-    fn dirty_mut(&mut self) -> &mut bool {
-        &mut self.dirty
-    }
-
-    fn close_timer(&mut self) -> &mut TimerSlot {
-        &mut self.rare.cold_mut().close_timer
-    }
-
     fn fd(&self) -> Option<RawFd> {
         (!self.close_sent).then_some(self.fd)
     }
 
-    fn teardown(&mut self, error: Option<io::Error>) {
-        self.teardown(error)
+    fn queue_lent(&self) -> bool {
+        self.send_inflight
     }
 }
 
-/// The loop state handlers act on (the [`Io`] of this backend).
-pub(crate) struct Core {
-    pub(super) now: Instant,
-    pub(super) conns: Slab<UConn>,
-    pub(super) timers: Timers,
-    pub(super) close_timers: CloseTimers,
+/// This backend's part of the loop state (see [`Core`]).
+pub(crate) struct Uring {
+    /// SQEs to submit at the end of the turn.
     pub(super) sqes: Vec<squeue::Entry>,
-    pub(super) dirty: Vec<ConnId>,
+    /// Connections resumed with input kept while they were paused.
     pub(super) deliver: Vec<ConnId>,
     pub(super) listeners: Vec<Listener>,
-    pub(super) accept_errors: AcceptErrors,
-    pub(super) accepting: bool,
-    pub(super) stopped: bool,
-    pub(super) nodelay: bool,
     /// Send buffers not lent to any connection (see [`SendSlot`]).
     pub(super) send_pool: SendPool,
 }
 
-impl Core {
-    pub(super) fn mark_dirty(&mut self, id: ConnId) {
-        self.conns.mark_dirty(id, &mut self.dirty);
-    }
+/// The loop state handlers act on (the [`Io`](crate::Io) of this backend).
+pub(crate) type Core = crate::common::Core<Uring>;
 
+impl Core {
     /// Moves a connection forward at the end of a turn: arm recv, start a send, shut down,
     /// cancel, close.
     pub(super) fn advance(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else { return };
         c.dirty = false;
         if !c.send_inflight && !c.queue.is_empty() {
-            self.send_pool.lend(&mut c.send);
+            self.own.send_pool.lend(&mut c.send);
         }
-        let sqes = &mut self.sqes;
+        let sqes = &mut self.own.sqes;
         let want_recv = match c.closing {
             Closing::Open => !c.connecting && !c.paused && c.stash_is_empty(),
             Closing::Lingering => true,
@@ -176,14 +135,7 @@ impl Core {
         }
         if c.closing == Closing::Graceful && !c.connecting {
             if c.queue.is_empty() && !c.send_inflight {
-                // The fd is owned by this connection and still open (closed only by the CLOSE
-                // op below).
-                crate::sys::shutdown_write(c.fd);
-                if c.eof {
-                    c.closing = Closing::Teardown;
-                } else {
-                    c.closing = Closing::Lingering;
-                    self.close_timers.lingering(id, c, self.now);
+                if self.close_timers.written(id, c, self.now) {
                     arm_recv(c, id, sqes);
                 }
             } else {
@@ -235,29 +187,11 @@ fn start_send(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
     c.ops += 1;
 }
 
-impl Io for Core {
-    fn now(&self) -> Instant {
-        self.now
-    }
+impl LoopBackend for Uring {
+    type Conn = UConn;
 
-    fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        self.conns.queue_send(conn, chunk, &mut self.dirty);
-    }
-
-    fn queued(&self, conn: ConnId) -> usize {
-        self.conns.queued(conn)
-    }
-
-    fn close(&mut self, conn: ConnId) {
-        self.conns.begin_close(conn, &mut self.dirty);
-    }
-
-    fn abort(&mut self, conn: ConnId) {
-        self.conns.abort(conn, &mut self.dirty);
-    }
-
-    fn pause_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
+    fn pause_read(core: &mut Core, conn: ConnId) {
+        if let Some(c) = core.conns.get_mut(conn)
             && !c.paused
         {
             c.paused = true;
@@ -268,35 +202,29 @@ impl Io for Core {
                     conn.idx,
                     conn.generation,
                 ));
-                self.sqes.push(e);
+                core.own.sqes.push(e);
                 c.recv_cancel = true;
                 c.ops += 1;
             }
         }
     }
 
-    fn resume_read(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
+    fn resume_read(core: &mut Core, conn: ConnId) {
+        if let Some(c) = core.conns.get_mut(conn)
             && c.paused
         {
             c.paused = false;
             if !c.stash_is_empty() || c.eof {
-                self.deliver.push(conn);
+                core.own.deliver.push(conn);
             }
-            self.mark_dirty(conn);
+            core.mark_dirty(conn);
         }
     }
 
-    fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            self.timers.set(conn, &mut c.timer, at);
-        }
-    }
-
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+    fn connect(core: &mut Core, addr: SocketAddr) -> io::Result<ConnId> {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
-        if self.nodelay {
+        if core.nodelay {
             s.set_tcp_nodelay(true)?;
         }
         let mut c = UConn::new(s.into_raw_fd(), Some(addr));
@@ -305,45 +233,24 @@ impl Io for Core {
         c.rare.cold_mut().more.connect_addr = Some(sa);
         c.connecting = true;
         c.ops = 1;
-        let id = self.conns.insert(c);
-        self.sqes.push(e.user_data(user_data(KIND_CONNECT, id.idx, id.generation)));
+        let id = core.conns.insert(c);
+        core.own.sqes.push(e.user_data(user_data(KIND_CONNECT, id.idx, id.generation)));
         Ok(id)
     }
 
-    fn stop_accepting(&mut self) {
-        self.accepting = false;
-        for (i, l) in self.listeners.iter_mut().enumerate() {
+    fn stop_accepting(core: &mut Core) {
+        for (i, l) in core.own.listeners.iter_mut().enumerate() {
             if l.armed {
                 let e = opcode::AsyncCancel::new(user_data(KIND_ACCEPT, i as u32, 0)).build().user_data(user_data(
                     KIND_LISTENER_CANCEL,
                     i as u32,
                     0,
                 ));
-                self.sqes.push(e);
+                core.own.sqes.push(e);
             } else {
                 l.sock = None;
             }
         }
-    }
-
-    fn stop(&mut self) {
-        self.stopped = true;
-    }
-
-    fn conn_count(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).and_then(|c| c.rare.peer())
-    }
-
-    fn set_nodelay(&mut self, conn: ConnId, on: bool) -> io::Result<()> {
-        self.conns.with_fd(conn, |fd| crate::sys::set_nodelay(fd, on))
-    }
-
-    fn set_keepalive(&mut self, conn: ConnId, idle: Option<Duration>) -> io::Result<()> {
-        self.conns.with_fd(conn, |fd| crate::sys::set_keepalive(fd, idle))
     }
 }
 
@@ -387,12 +294,8 @@ impl UringLoop {
                         handler.on_data(core, id, data);
                     }
                 } else if res == 0 {
-                    c.eof = true;
-                    if c.closing == Closing::Open && !c.paused && c.stash_is_empty() {
-                        c.closing = Closing::Graceful;
-                    } else if c.closing == Closing::Lingering {
-                        c.teardown(None);
-                    }
+                    let start_close = !c.paused && c.stash_is_empty();
+                    c.peer_eof(start_close);
                 } else if -res == libc::ENOBUFS {
                     self.bufs.exhausted();
                 } else if -res != libc::ECANCELED {
@@ -406,7 +309,7 @@ impl UringLoop {
             KIND_SEND => {
                 c.send_inflight = false;
                 // The kernel is done with the msghdr and iovecs: back to the pool.
-                core.send_pool.give_back(&mut c.send);
+                core.own.send_pool.give_back(&mut c.send);
                 if res == 0 && c.closing != Closing::Teardown {
                     // A stream socket that takes no bytes of a non-empty send would loop forever.
                     c.teardown(Some(io::Error::new(io::ErrorKind::WriteZero, "send wrote 0 bytes")));

@@ -190,11 +190,11 @@ impl UringLoop {
             let e = opcode::Read::new(Fd(self.wake_fd.as_raw_fd()), buf.cast(), 8)
                 .build()
                 .user_data(user_data(KIND_WAKE, 0, 0));
-            self.core.sqes.push(e);
+            self.core.own.sqes.push(e);
             self.wake_armed = true;
         }
         if self.core.accepting {
-            for (i, l) in self.core.listeners.iter_mut().enumerate() {
+            for (i, l) in self.core.own.listeners.iter_mut().enumerate() {
                 if let Some(s) = &l.sock
                     && !l.armed
                     && l.retry_at.is_none_or(|t| t <= now)
@@ -203,14 +203,14 @@ impl UringLoop {
                         .flags(libc::SOCK_CLOEXEC)
                         .build()
                         .user_data(user_data(KIND_ACCEPT, i as u32, 0));
-                    self.core.sqes.push(e);
+                    self.core.own.sqes.push(e);
                     l.armed = true;
                     l.retry_at = None;
                 }
             }
         }
         let mut pushed = 0;
-        'push: for e in &self.core.sqes {
+        'push: for e in &self.core.own.sqes {
             loop {
                 // SAFETY: the SQEs that point at memory are built by this module only (the
                 // send msghdr/iovecs and the queued Bytes they point into, the connect address,
@@ -232,7 +232,7 @@ impl UringLoop {
             }
             pushed += 1;
         }
-        self.core.sqes.drain(..pushed);
+        self.core.own.sqes.drain(..pushed);
         self.inflight += pushed;
         Ok(())
     }

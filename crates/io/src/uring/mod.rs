@@ -43,9 +43,9 @@ use std::time::{Duration, Instant};
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue};
 
-use crate::common::{AcceptErrors, CloseTimers, Closing, RateLimited, Slab, Timers, earliest};
+use crate::common::{Closing, RateLimited, earliest};
 use crate::{ConnId, Handler, LoopConfig, Waker, WakerInner};
-use conn::{Core, UConn, user_timer};
+use conn::{Core, UConn, Uring};
 use lent::{BufRing, DRAIN_BOUND, SendPool, WakeBuf, accepted_socket};
 use ops::{GEN_MASK, KIND_ACCEPT, KIND_LISTENER_CANCEL, KIND_NOP, KIND_WAKE, split_user_data};
 use probe::{build_ring, describe, register_file_table};
@@ -105,21 +105,10 @@ impl UringLoop {
         let mut l = Box::new(UringLoop {
             ring,
             bufs: ManuallyDrop::new(bufs),
-            core: Core {
-                now: Instant::now(),
-                conns: Slab::new(),
-                timers: Timers::default(),
-                close_timers: CloseTimers::new(cfg),
-                sqes: Vec::new(),
-                dirty: Vec::new(),
-                deliver: Vec::new(),
-                listeners: Vec::new(),
-                accept_errors: AcceptErrors::default(),
-                accepting: true,
-                stopped: false,
-                nodelay: cfg.nodelay,
-                send_pool: SendPool::default(),
-            },
+            core: Core::new(
+                cfg,
+                Uring { sqes: Vec::new(), deliver: Vec::new(), listeners: Vec::new(), send_pool: SendPool::default() },
+            ),
             wake_fd,
             wake_buf: WakeBuf::new(),
             wake_armed: false,
@@ -139,10 +128,8 @@ impl UringLoop {
     }
 
     pub(crate) fn add_listener(&mut self, l: TcpListener) -> io::Result<()> {
-        if !self.core.accepting {
-            return Err(io::Error::other("add_listener after stop_accepting"));
-        }
-        self.core.listeners.push(Listener { sock: Some(l), armed: false, retry_at: None });
+        self.core.check_accepting()?;
+        self.core.own.listeners.push(Listener { sock: Some(l), armed: false, retry_at: None });
         Ok(())
     }
 
@@ -150,13 +137,7 @@ impl UringLoop {
         if self.broken {
             return Err(io::Error::other("this io_uring loop lost completions earlier and cannot run again"));
         }
-        self.core.stopped = false;
-        self.core.now = Instant::now();
-        // Connections added before run (connect) or left dirty by the last run.
-        let ids = self.core.conns.ids();
-        for id in ids {
-            self.core.mark_dirty(id);
-        }
+        self.core.start_run();
         self.flush_dirty();
         loop {
             self.push_sqes()?;
@@ -165,12 +146,8 @@ impl UringLoop {
             if self.deferred {
                 deadline = earliest(deadline, self.bufs.check_at());
             }
-            for l in &self.core.listeners {
-                if let Some(t) = l.retry_at {
-                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
-                }
-            }
-            let want = if self.core.deliver.is_empty() && self.core.sqes.is_empty() { 1 } else { 0 };
+            let deadline = self.core.own.listeners.iter().fold(deadline, |d, l| earliest(d, l.retry_at));
+            let want = if self.core.own.deliver.is_empty() && self.core.own.sqes.is_empty() { 1 } else { 0 };
             let res = match deadline {
                 Some(d) if want == 1 => {
                     let ts = Timespec::from(d.saturating_duration_since(Instant::now()));
@@ -185,18 +162,7 @@ impl UringLoop {
             }
             self.core.now = Instant::now();
             self.reap(handler)?;
-            // Timers.
-            let mut expired = std::mem::take(&mut self.expired);
-            self.core.timers.expired(self.core.now, &mut self.core.conns, user_timer, &mut expired);
-            for id in expired.drain(..) {
-                if self.core.conns.get(id).is_some_and(|c| c.closing != Closing::Teardown || !c.close_sent) {
-                    handler.on_timer(&mut self.core, id);
-                }
-            }
-            // Closes past their flush or linger deadline.
-            let core = &mut self.core;
-            core.close_timers.expired(core.now, &mut core.conns, &mut core.dirty, &mut expired);
-            self.expired = expired;
+            self.core.expire_timers(handler, &mut self.expired);
             self.deliver_stashes(handler);
             handler.on_turn_end(&mut self.core);
             self.flush_dirty();
@@ -300,7 +266,7 @@ impl UringLoop {
 
     /// Delivers data kept while a connection was paused, now that it was resumed.
     fn deliver_stashes<H: Handler>(&mut self, handler: &mut H) {
-        let mut list = std::mem::take(&mut self.core.deliver);
+        let mut list = std::mem::take(&mut self.core.own.deliver);
         for id in list.drain(..) {
             let Some(c) = self.core.conns.get_mut(id) else { continue };
             if c.paused || c.closing != Closing::Open {
@@ -321,8 +287,8 @@ impl UringLoop {
             self.core.mark_dirty(id);
         }
         // Anything resumed during delivery stays for the next turn.
-        list.append(&mut self.core.deliver);
-        self.core.deliver = list;
+        list.append(&mut self.core.own.deliver);
+        self.core.own.deliver = list;
     }
 
     fn complete<H: Handler>(&mut self, handler: &mut H, cqe: &cqueue::Entry) {
@@ -352,7 +318,7 @@ impl UringLoop {
 
     fn on_accept<H: Handler>(&mut self, handler: &mut H, i: usize, cqe: &cqueue::Entry) {
         let (res, more) = (cqe.result(), cqueue::more(cqe.flags()));
-        let Some(l) = self.core.listeners.get_mut(i) else { return };
+        let Some(l) = self.core.own.listeners.get_mut(i) else { return };
         if !more {
             l.armed = false;
             if !self.core.accepting {

@@ -199,6 +199,22 @@ pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8], write_piece: usize) -> Vec
     back
 }
 
+/// Writes `msgs[i]` on `conns[i]`, on every connection before reading any, then reads each
+/// echo back and checks it is that connection's own message (`round` names the round in a
+/// failure). Returns the bytes echoed.
+pub fn echo_each(conns: &mut [TcpStream], msgs: &[Vec<u8>], round: impl std::fmt::Display) -> usize {
+    assert_eq!(conns.len(), msgs.len());
+    for (s, m) in conns.iter_mut().zip(msgs) {
+        s.write_all(m).unwrap();
+    }
+    for (i, (s, m)) in conns.iter_mut().zip(msgs).enumerate() {
+        let mut back = vec![0u8; m.len()];
+        s.read_exact(&mut back).unwrap();
+        assert!(back == *m, "round {round}: connection {i} got other bytes back than it sent");
+    }
+    msgs.iter().map(Vec::len).sum()
+}
+
 /// Runs the echo scenario against a started echo loop: many connections, many messages, and
 /// one 16 MiB payload.
 pub fn echo_scenario(r: &Running<Echo>) {
