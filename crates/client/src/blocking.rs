@@ -22,7 +22,8 @@ pub enum WsError {
         /// The close reason.
         reason: String,
     },
-    /// The server broke the protocol (or a timeout fired); a close follows.
+    /// The connection failed: the server broke the protocol, a timeout fired, or the
+    /// socket failed (`ConnError::Socket`); a close follows.
     #[error(transparent)]
     Protocol(#[from] ConnError),
     /// The call itself is invalid (a ping over 125 bytes, a close code that may not be sent).

@@ -40,12 +40,10 @@ pub trait ClientHandler {
     /// the kernel, [`SendOutcome::Failed`] if the connection closed first (the Node send
     /// callback, without or with an error).
     fn on_send_complete(&mut self, ws: &mut ClientWs<'_>, token: SendToken, outcome: SendOutcome) {}
-    /// The connection failed for a reason [`ConnError`] names: a protocol error by the
-    /// server, a send past `max_buffered`, a keepalive or close timeout. A close follows.
-    ///
-    /// Socket errors (`ECONNRESET`, `EPIPE`, ...) do not come here: they are logged at
-    /// debug level ("connection error") and the connection ends with
-    /// [`on_close`](Self::on_close) and 1006.
+    /// The connection failed for a reason [`ConnError`] names (Node's `error` event): a
+    /// protocol error by the server, a send past `max_buffered`, a keepalive or close
+    /// timeout, or a socket error (`ConnError::Socket`: `ECONNRESET`, `EPIPE`, ...). A
+    /// close follows ([`on_close`](Self::on_close); 1006 after a socket error).
     fn on_error(&mut self, ws: &mut ClientWs<'_>, error: &ConnError) {}
     /// The connection closed: always the last call for an opened connection. `code` is
     /// 1005 when the server's close frame had no code and 1006 when no close frame came.

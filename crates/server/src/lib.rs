@@ -78,7 +78,7 @@
 //!
 //! ## Drop
 //!
-//! [`Ws::drop_connection`] (WebSocket-Node's `drop`) and the keepalive timeout end the
+//! [`WebSocketConnection::drop_connection`] (WebSocket-Node's `drop`) and the keepalive timeout end the
 //! connection at once and abort the socket (a TCP reset) rather than flushing it, so a
 //! peer that does not read cannot hold it; their close frame is best effort.
 
