@@ -1,6 +1,7 @@
 //! A connection's life at its edges: the upgrade request read in pieces, the 101
 //! response kept apart from the connection's output, `drop_connection` destroying the
-//! socket, and a shutdown that ends within its deadline whatever the peers do.
+//! socket, a shutdown that ends within its deadline whatever the peers do, and `on_open`
+//! before anything that came with the request.
 
 mod common;
 use common::*;
@@ -201,5 +202,40 @@ fn shutdown_aborts_what_is_left_at_its_deadline() {
         assert_eq!(closes.len(), 2, "{io:?}: on_close for both: {closes:?}");
         assert!(closes.iter().all(|c| c == "1001 server shutting down"), "{io:?}: {closes:?}");
         assert!(stuck.at_eof(), "{io:?}");
+    }
+}
+
+/// Says in `on_open` whether the connection was open then, and echoes.
+#[derive(Clone)]
+struct OpenState;
+
+impl Handler for OpenState {
+    fn on_open(&mut self, ws: &mut Ws<'_>) {
+        let open = ws.connected();
+        ws.send(format!("open:{open}"));
+    }
+    fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
+        ws.send(message);
+    }
+}
+
+#[test]
+fn on_open_comes_before_frames_sent_with_the_request() {
+    for io in backends() {
+        let server = start(config(io), OpenState);
+        let addr = server.local_addr();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The request and a close frame in one write: on_open must still see an open
+        // connection (and may send), then the close is handled.
+        let mut bytes = request(addr).into_bytes();
+        bytes.extend(ringwire_testkit::masked_frame(OpCode::Close, &1000u16.to_be_bytes()));
+        stream.write_all(&bytes).unwrap();
+        assert!(read_http_head(&mut stream).starts_with("HTTP/1.1 101"), "{io:?}");
+        let mut raw = Raw { stream };
+        assert_eq!(raw.recv(), (0x1, b"open:true".to_vec()), "{io:?}");
+        assert_eq!(raw.read_close().0, 1000, "{io:?}");
+        drop(raw);
+        server.shutdown().unwrap();
     }
 }
