@@ -113,46 +113,37 @@ fn use_native_keepalive_sets_so_keepalive_and_sends_no_pings() {
     }
 }
 
+/// The handler's log after a client that sent one message goes away: with a reset
+/// (`SO_LINGER` 0: the kernel sends RST and the server's read fails with ECONNRESET) or
+/// with a plain FIN and no close frame.
+fn log_after_peer_leaves(io: ringwire_server::IoChoice, reset: bool) -> Vec<String> {
+    let log = Log::default();
+    let server = start(config(io), log.clone());
+    let mut client = Raw::connect(server.local_addr());
+    client.send(0x1, b"open");
+    assert_eq!(client.recv(), (0x1, b"open".to_vec()));
+    if reset {
+        socket2::SockRef::from(&client.stream).set_linger(Some(Duration::ZERO)).unwrap();
+    }
+    drop(client);
+    let got = log.wait("close", |l| l.iter().any(|e| e.starts_with("close")));
+    server.shutdown().unwrap();
+    got[1..].to_vec()
+}
+
 #[test]
 fn a_reset_by_the_peer_reaches_on_error_then_on_close_1006() {
+    let reset = ConnError::Socket { kind: std::io::ErrorKind::ConnectionReset, os_code: Some(ECONNRESET) };
     for io in backends() {
-        let log = Log::default();
-        let server = start(config(io), log.clone());
-        let mut client = Raw::connect(server.local_addr());
-        client.send(0x1, b"open");
-        assert_eq!(client.recv(), (0x1, b"open".to_vec()));
-        // An abortive close: the kernel answers with RST and the server's read fails
-        // with ECONNRESET.
-        socket2::SockRef::from(&client.stream).set_linger(Some(Duration::ZERO)).unwrap();
-        drop(client);
-        let log = log.wait("close", |l| l.iter().any(|e| e.starts_with("close")));
-        assert_eq!(
-            &log[1..],
-            [
-                format!(
-                    "error {:?}",
-                    ConnError::Socket { kind: std::io::ErrorKind::ConnectionReset, os_code: Some(ECONNRESET) }
-                ),
-                "close 1006".to_string()
-            ],
-            "{io:?}"
-        );
-        server.shutdown().unwrap();
+        assert_eq!(log_after_peer_leaves(io, true), [format!("error {reset:?}"), "close 1006".into()], "{io:?}");
     }
 }
 
 #[test]
 fn a_clean_close_by_the_peer_is_no_error() {
     for io in backends() {
-        let log = Log::default();
-        let server = start(config(io), log.clone());
-        let mut client = Raw::connect(server.local_addr());
-        client.send(0x1, b"open");
-        assert_eq!(client.recv(), (0x1, b"open".to_vec()));
-        drop(client); // FIN without a close frame: 1006, but no socket error
-        let log = log.wait("close", |l| l.iter().any(|e| e.starts_with("close")));
-        assert_eq!(&log[1..], ["close 1006"], "{io:?}");
-        server.shutdown().unwrap();
+        // FIN without a close frame: 1006, but no socket error.
+        assert_eq!(log_after_peer_leaves(io, false), ["close 1006"], "{io:?}");
     }
 }
 
