@@ -60,7 +60,9 @@ impl ClientLoop {
         Self::with_config(io, &LoopConfig::default())
     }
 
-    /// A loop with explicit loop settings (buffer ring size, `TCP_NODELAY`, ...).
+    /// A loop with explicit loop settings (buffer ring size, ring entries, ...). Its
+    /// `nodelay` holds during the handshake; from the 101 on, each connection has the
+    /// `TCP_NODELAY` of its own `config.disable_nagle_algorithm`.
     pub fn with_config(io: IoChoice, cfg: &LoopConfig) -> std::io::Result<Self> {
         let detected = ringwire_io::detect(io)?;
         let (ev, waker) = EventLoop::new(detected.backend, cfg)?;
