@@ -16,6 +16,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod pings;
+
+use pings::Pings;
+
 /// One WebSocket connection after the handshake, for either role, with no socket,
 /// thread or clock inside.
 ///
@@ -77,25 +81,6 @@ pub struct Connection {
     /// Pings received and the pong owed; `None` while no ping is outstanding.
     pings: Option<Box<Pings>>,
 }
-
-/// Ping bookkeeping, created when a ping arrives and dropped once every ping was
-/// polled and no pong is owed (the numbering then restarts at zero, which nothing can
-/// tell apart: a number only matters while its pong is owed).
-#[derive(Debug, Default)]
-struct Pings {
-    /// The pongs owed and not queued yet, oldest first: `(ping number, payload)`. At
-    /// most [`MAX_OWED_PONGS`]: a ping that finds the list full replaces the newest
-    /// (RFC 6455 5.5.3 lets an endpoint answer only the most recent of the pings it has
-    /// not answered yet).
-    owed: VecDeque<(u64, Bytes)>,
-    received: u64,
-    polled: u64,
-}
-
-/// Pongs owed at most (see [`Pings::owed`]). Every ping is answered while the output
-/// drains; a peer that pings faster than it reads gets at most this many pongs beyond
-/// the low-water mark.
-const MAX_OWED_PONGS: usize = 16;
 
 impl Connection {
     /// A connection in the `Open` state, right after a successful handshake. Pass the
@@ -198,15 +183,7 @@ impl Connection {
             Inbound::Frame(f) => events.push_back(Event::Frame(f)),
             Inbound::Pong(p) => events.push_back(Event::Pong(p)),
             Inbound::Ping(p) => {
-                let pings = pings.get_or_insert_with(Box::default);
-                if owe_pongs {
-                    if pings.owed.len() == MAX_OWED_PONGS {
-                        // Full: the latest ping's pong replaces the newest owed one.
-                        pings.owed.pop_back();
-                    }
-                    pings.owed.push_back((pings.received, p.clone()));
-                }
-                pings.received += 1;
+                Pings::on_ping(pings, &p, owe_pongs);
                 events.push_back(Event::Ping(p));
             }
             end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
@@ -290,7 +267,7 @@ impl Connection {
                     // Over `max_buffered` the ping is skipped; the grace period runs
                     // all the same.
                     if self.fits(self.out.wire_len(0, None)) {
-                        self.out.push_control(OpCode::Ping, &[]);
+                        self.out.push_control(OpCode::Ping, &[], false);
                     }
                     self.timers.on_ping_sent(&self.config, now);
                 }
@@ -401,23 +378,8 @@ impl Connection {
         }
         self.flush_pongs();
         self.check_send(self.out.wire_len(payload.len(), None))?;
-        self.out.push_control(op, payload);
+        self.out.push_control(op, payload, false);
         Ok(())
-    }
-
-    /// Suppresses the automatic pong for the last [`Event::Ping`] returned by
-    /// [`poll_event`](Self::poll_event) (Node's `cancel()` in the `'ping'` handler).
-    /// Call it before the next `poll_transmit`; once the pong is queued it has no
-    /// effect. A ping whose pong was replaced by a later ping's (more than sixteen
-    /// owed, see [`Config::auto_pong`]) has no pong left to cancel.
-    pub fn cancel_pong(&mut self) {
-        if let Some(p) = &mut self.pings
-            && p.polled > 0
-            && let Some(i) = p.owed.iter().position(|(seq, _)| *seq == p.polled - 1)
-        {
-            p.owed.remove(i);
-        }
-        self.release_pings();
     }
 
     /// Starts the close handshake (Node `close`): the close frame goes after
@@ -491,6 +453,7 @@ impl Connection {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.close_pong_window();
         if self.events.is_empty() {
             self.parse_pending();
         }
@@ -499,12 +462,7 @@ impl Connection {
             self.events = VecDeque::new();
             return None;
         };
-        if matches!(e, Event::Ping(_)) {
-            if let Some(p) = &mut self.pings {
-                p.polled += 1;
-            }
-            self.release_pings();
-        }
+        self.on_event_polled(&e);
         Some(e)
     }
 
@@ -514,6 +472,7 @@ impl Connection {
     /// then the shared payload); payloads are copied only to be masked (client role).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.close_pong_window();
         self.flush_pongs();
         self.out.poll_transmit()
     }
@@ -710,64 +669,6 @@ impl Connection {
     /// `wire` more bytes stay within [`Config::max_buffered`].
     fn fits(&self, wire: usize) -> bool {
         self.config.max_buffered.is_none_or(|limit| self.out.buffered() + wire <= limit)
-    }
-
-    /// The oldest owed pong may be queued now: the connection is open, the output is
-    /// not backed up (at most the low-water mark is unwritten), and it fits in
-    /// `max_buffered`.
-    fn pong_ready(&self) -> bool {
-        self.pings.as_ref().and_then(|p| p.owed.front()).is_some_and(|(_, p)| {
-            self.state == State::Open
-                && !self.out.close_queued
-                && self.out.buffered() <= self.config.low_water_mark
-                && self.fits(self.out.wire_len(p.len(), None))
-        })
-    }
-
-    /// Queues the owed pongs that may go (see [`pong_ready`](Self::pong_ready)); the
-    /// rest stay owed (a newer ping may still replace the newest), or are dropped once
-    /// the connection is no longer open.
-    fn flush_pongs(&mut self) {
-        if self.pings.is_none() {
-            return;
-        }
-        while self.pong_ready() {
-            let (_, p) = self.pings.as_mut().and_then(|p| p.owed.pop_front()).expect("pong_ready");
-            self.out.push_control(OpCode::Pong, &p);
-        }
-        if self.state != State::Open || self.out.close_queued {
-            self.clear_pongs();
-            return;
-        }
-        self.release_pings();
-    }
-
-    /// Right before our close frame is queued: the owed pongs go now or never, so they
-    /// are queued even while the output is backed up or over `max_buffered` (once; at
-    /// most [`MAX_OWED_PONGS`]).
-    fn flush_pongs_before_close(&mut self) {
-        let owed = self.pings.as_mut().map(|p| std::mem::take(&mut p.owed)).unwrap_or_default();
-        if self.state == State::Open && !self.out.close_queued {
-            for (_, p) in owed {
-                self.out.push_control(OpCode::Pong, &p);
-            }
-        }
-        self.release_pings();
-    }
-
-    /// Drops the owed pongs.
-    fn clear_pongs(&mut self) {
-        if let Some(p) = &mut self.pings {
-            p.owed.clear();
-        }
-        self.release_pings();
-    }
-
-    /// Drops the ping bookkeeping once every ping was polled and no pong is owed.
-    fn release_pings(&mut self) {
-        if self.pings.as_ref().is_some_and(|p| p.owed.is_empty() && p.received == p.polled) {
-            self.pings = None;
-        }
     }
 }
 

