@@ -72,9 +72,10 @@ pub struct Config {
     pub fragment_outgoing_messages: bool,
     /// Payload bytes per outgoing frame when fragmenting (Node `fragmentationThreshold`, 16 KiB).
     pub fragmentation_threshold: usize,
-    /// Assemble fragments into [`Event::Message`](crate::Event); when false, every data
-    /// frame is an [`Event::Frame`](crate::Event) and no Message is emitted
-    /// (Node `assembleFragments`, true).
+    /// Assemble fragments into [`Event::Message`](crate::Event); when false, every
+    /// frame received (data, continuation, ping, pong, close) is an
+    /// [`Event::Frame`](crate::Event), no Message is emitted, and control frames are
+    /// still handled after theirs (Node `assembleFragments`, true).
     pub assemble_fragments: bool,
     /// Node `disableNagleAlgorithm` (true). The connection has no socket, and the server
     /// and client drivers do not read this yet: `TCP_NODELAY` comes from their event

@@ -206,16 +206,21 @@ impl Message {
     }
 }
 
-/// One received data frame, unmasked (Node's `WebSocketFrame`), emitted instead of
-/// messages when [`Config::assemble_fragments`](crate::Config) is off.
+/// One received frame, unmasked (Node's `WebSocketFrame`), emitted for every frame
+/// when [`Config::assemble_fragments`](crate::Config) is off: data, continuation, ping,
+/// pong and close frames alike, in stream order. A control frame is still handled after
+/// its `Frame` event (a ping is answered and reported as [`Event::Ping`], a pong as
+/// [`Event::Pong`], a close frame starts or ends the close handshake), as in Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    /// Final fragment of its message.
+    /// Final fragment of its message (always true for a control frame).
     pub fin: bool,
-    /// Text, Binary or Continuation.
+    /// Text, Binary, Continuation, Ping, Pong or Close.
     pub opcode: OpCode,
-    /// The unmasked payload. Text is UTF-8-checked across frames, but a code point may
-    /// be split between two frames, so it is given as bytes.
+    /// The unmasked payload, as received: for a close frame the raw payload (the code
+    /// in two bytes, then the reason), checked only after this event. Text is
+    /// UTF-8-checked across frames, but a code point may be split between two frames,
+    /// so it is given as bytes.
     pub payload: Bytes,
 }
 
@@ -275,7 +280,9 @@ impl fmt::Display for State {
 pub enum Event {
     /// A whole message (Node `'message'`).
     Message(Message),
-    /// A data frame, only when `assemble_fragments` is off (Node `'frame'`).
+    /// A received frame, any opcode, only when `assemble_fragments` is off (Node
+    /// `'frame'`); a control frame's own event (`Ping`, `Pong`, the close handshake)
+    /// follows it.
     Frame(Frame),
     /// A ping arrived (Node `'ping'`). A pong with the same payload is queued unless
     /// [`Connection::cancel_pong`](crate::Connection::cancel_pong) is called before the

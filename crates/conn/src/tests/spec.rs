@@ -59,3 +59,35 @@ fn a_queued_pong_is_cancellable_only_until_the_next_poll() {
     p.drive();
     assert_eq!(frames(&p.server_wire, Role::Server)[0], pong(b"x"));
 }
+
+#[test]
+fn without_assembly_every_frame_is_a_frame_event_and_control_frames_still_work() {
+    let mut cfg = Config::server();
+    cfg.assemble_fragments = false;
+    let mut p = Pair::new(Config::client(), cfg);
+    p.splits = vec![3]; // the same events for any split
+    let mut wire = cframe(OpCode::Text, false, b"he");
+    wire.extend(cframe(OpCode::Ping, true, b"p"));
+    wire.extend(cframe(OpCode::Continuation, true, b"llo"));
+    wire.extend(cframe(OpCode::Pong, true, b"q"));
+    wire.extend(cframe(OpCode::Close, true, &close_payload(1000, "bye")));
+    p.inject_to_server(&wire);
+    let fr =
+        |fin, opcode, payload: &[u8]| Event::Frame(Frame { fin, opcode, payload: Bytes::copy_from_slice(payload) });
+    assert_eq!(
+        p.server_events(),
+        [
+            fr(false, OpCode::Text, b"he"),
+            fr(true, OpCode::Ping, b"p"),
+            Event::Ping(Bytes::from_static(b"p")),
+            fr(true, OpCode::Continuation, b"llo"),
+            fr(true, OpCode::Pong, b"q"),
+            Event::Pong(Bytes::from_static(b"q")),
+            fr(true, OpCode::Close, &close_payload(1000, "bye")),
+            close_event(1000, "bye"),
+        ]
+    );
+    // The ping was answered and the close echoed.
+    let close = F { fin: true, op: OpCode::Close, payload: close_payload(1000, "") };
+    assert_eq!(frames(&p.server_wire, Role::Server), [pong(b"p"), close]);
+}
