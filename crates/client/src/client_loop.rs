@@ -481,7 +481,7 @@ impl<H: ClientHandler> Driver<'_, H> {
                     }
                     Cmd::Close(id, code, reason) => {
                         if let Some((conn, sm)) = self.open_conn(id) {
-                            let _ = sm.close(code, &reason);
+                            let _ = sm.close(code, reason.as_str());
                             self.pump(io, conn);
                         }
                     }

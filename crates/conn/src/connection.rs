@@ -387,7 +387,27 @@ impl Connection {
     /// `close_timeout` (counted from the last `now` given) to answer. A no-op once a
     /// close has started. Codes that may not be sent (1004-1006, 1015, unassigned) and
     /// reasons over 123 bytes are errors.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+    ///
+    /// `reason` is a `&str` or an `Option<&str>`: `None` sends (and reports as
+    /// [`close_description`](Self::close_description)) the code's
+    /// [`description`](CloseCode::description), as Node fills an absent description
+    /// from `CLOSE_DESCRIPTIONS` (empty for a code without one); `Some("")` sends no
+    /// reason. Node's `close()` with no arguments is
+    /// `close(CloseCode::default(), None)` (1000, "Normal connection closure").
+    ///
+    /// ```
+    /// use ringwire_conn::{CloseCode, Config, ConnInfo, Connection, Role};
+    /// use std::time::Instant;
+    ///
+    /// let mut c = Connection::new(Role::Server, Config::server(), ConnInfo::new(), Instant::now());
+    /// c.close(CloseCode::default(), None)?;
+    /// assert_eq!(c.close_reason_code(), Some(CloseCode::NORMAL));
+    /// assert_eq!(c.close_description(), Some("Normal connection closure"));
+    /// assert_eq!(&c.poll_transmit().unwrap()[4..], b"Normal connection closure");
+    /// # Ok::<(), ringwire_conn::SendError>(())
+    /// ```
+    pub fn close<'r>(&mut self, code: CloseCode, reason: impl Into<Option<&'r str>>) -> Result<(), SendError> {
+        let reason = reason_or_description(code, reason.into());
         if !code.is_allowed_on_wire() {
             return Err(SendError::InvalidCloseCode(code.0));
         }
@@ -414,11 +434,14 @@ impl Connection {
     /// fail), a close frame with `code` and `reason` is queued unless
     /// `skip_close_frame` (or a close frame was already sent, or `code` may not be
     /// sent), and the state becomes `Closed` with a `Close` event. The reason is cut at
-    /// 123 bytes on a character boundary.
-    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
+    /// 123 bytes on a character boundary; `None` means the code's
+    /// [`description`](CloseCode::description), as for [`close`](Self::close) (Node's
+    /// `drop()` defaults the code to 1002: pass `CloseCode::PROTOCOL_ERROR`).
+    pub fn drop_connection<'r>(&mut self, code: CloseCode, reason: impl Into<Option<&'r str>>, skip_close_frame: bool) {
         if self.state == State::Closed {
             return;
         }
+        let reason = reason_or_description(code, reason.into());
         self.clear_pongs();
         self.out.discard_unhanded(&mut self.events);
         if !skip_close_frame && !self.out.close_queued && !self.out.close_written {
@@ -670,6 +693,12 @@ impl Connection {
     fn fits(&self, wire: usize) -> bool {
         self.config.max_buffered.is_none_or(|limit| self.out.buffered() + wire <= limit)
     }
+}
+
+/// `reason`, or the code's description when it is `None` (Node's
+/// `CLOSE_DESCRIPTIONS[code]`; empty for a code without one).
+fn reason_or_description(code: CloseCode, reason: Option<&str>) -> &str {
+    reason.unwrap_or_else(|| code.description().unwrap_or(""))
 }
 
 #[cfg(test)]

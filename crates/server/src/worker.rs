@@ -562,7 +562,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                 }
                 Command::Close(id, code, reason) => {
                     if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
-                        let _ = open.conn.close(code, &reason);
+                        let _ = open.conn.close(code, reason.as_str());
                         self.pump(io, id);
                     }
                 }

@@ -91,3 +91,36 @@ fn without_assembly_every_frame_is_a_frame_event_and_control_frames_still_work()
     let close = F { fin: true, op: OpCode::Close, payload: close_payload(1000, "") };
     assert_eq!(frames(&p.server_wire, Role::Server), [pong(b"p"), close]);
 }
+
+#[test]
+fn close_without_a_reason_sends_the_codes_description() {
+    assert_eq!(CloseCode::default(), CloseCode::NORMAL);
+    // None: the description, on the wire and as close_description, both sides.
+    let mut p = Pair::std();
+    p.server.close(CloseCode::default(), None).unwrap();
+    assert_eq!(p.server.close_description(), Some("Normal connection closure"));
+    p.drive();
+    let sent = close_payload(1000, "Normal connection closure");
+    assert_eq!(frames(&p.server_wire, Role::Server), [F { fin: true, op: OpCode::Close, payload: sent }]);
+    assert_eq!(p.client_events(), [close_event(1000, "Normal connection closure")]);
+    assert_eq!(p.server_events(), [close_event(1000, "Normal connection closure")]);
+    // Some(""): no reason; a code without a description: none either.
+    for (code, reason, want) in [(1001, Some(""), ""), (4000, None, ""), (1011, None, "Internal server error")] {
+        let mut p = Pair::std();
+        p.client.close(CloseCode(code), reason).unwrap();
+        p.drive();
+        assert_eq!(p.server_events(), [close_event(code, want)], "{code} {reason:?}");
+    }
+}
+
+#[test]
+fn drop_connection_without_a_reason_sends_the_codes_description() {
+    let mut p = Pair::std();
+    p.server.drop_connection(CloseCode::PROTOCOL_ERROR, None, false);
+    assert_eq!(p.server_events(), [close_event(1002, "Protocol error")]);
+    p.drive();
+    assert_eq!(frames(&p.server_wire, Role::Server)[0].payload, close_payload(1002, "Protocol error"));
+    let mut p = Pair::std();
+    p.server.drop_connection(CloseCode::GOING_AWAY, Some(""), false);
+    assert_eq!(p.server_events(), [close_event(1001, "")]);
+}
