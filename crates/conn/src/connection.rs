@@ -303,30 +303,40 @@ impl Connection {
     /// Sends a message framed once for many connections (broadcast). A server queues
     /// the shared wire bytes without copying them, except that a small message (up to
     /// 526 wire bytes) is copied next to the other small frames queued, so that a burst
-    /// goes out as one write; a client must mask, so it frames the payload itself. Not
-    /// fragmented.
+    /// goes out as one write; a client must mask, so it frames the payload itself.
+    ///
+    /// Fragmented like [`send`](Self::send) when
+    /// [`Config::fragment_outgoing_messages`] is on and the payload is over
+    /// [`Config::fragmentation_threshold`]: then the frames are made here, each a new
+    /// header and a slice of the shared payload (not copied on a server).
     pub fn send_prepared(
         &mut self,
         frame: &PreparedMessage,
         token: Option<SendToken>,
     ) -> Result<SendStatus, SendError> {
-        let wire = match self.role {
-            Role::Server => frame.wire().len(),
-            Role::Client => self.out.wire_len(frame.payload().len(), None),
-        };
+        let threshold = self.fragmentation();
+        let len = frame.payload().len();
+        let shared_wire = self.role == Role::Server && !threshold.is_some_and(|t| len > t && t > 0);
+        let wire = if shared_wire { frame.wire().len() } else { self.out.wire_len(len, threshold) };
         self.check_send(wire)?;
-        match self.role {
-            Role::Server => self.out.push_wire(frame.wire().clone(), token),
-            Role::Client => self.out.push_message(frame.opcode(), frame.payload().clone(), None, token),
+        if shared_wire {
+            self.out.push_wire(frame.wire().clone(), token);
+        } else {
+            self.out.push_message(frame.opcode(), frame.payload().clone(), threshold, token);
         }
         Ok(self.send_status())
     }
 
     fn send_data(&mut self, opcode: OpCode, payload: Bytes, token: Option<SendToken>) -> Result<SendStatus, SendError> {
-        let threshold = self.config.fragment_outgoing_messages.then_some(self.config.fragmentation_threshold);
+        let threshold = self.fragmentation();
         self.check_send(self.out.wire_len(payload.len(), threshold))?;
         self.out.push_message(opcode, payload, threshold, token);
         Ok(self.send_status())
+    }
+
+    /// The frame size outgoing messages are cut to, if they are.
+    fn fragmentation(&self) -> Option<usize> {
+        self.config.fragment_outgoing_messages.then_some(self.config.fragmentation_threshold)
     }
 
     fn check_send(&mut self, wire: usize) -> Result<(), SendError> {

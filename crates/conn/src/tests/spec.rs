@@ -124,3 +124,44 @@ fn drop_connection_without_a_reason_sends_the_codes_description() {
     p.server.drop_connection(CloseCode::GOING_AWAY, Some(""), false);
     assert_eq!(p.server_events(), [close_event(1001, "")]);
 }
+
+#[test]
+fn broadcasts_are_fragmented_like_sends() {
+    let mut cfg = Config::server();
+    cfg.fragmentation_threshold = 1000;
+    let big = PreparedMessage::binary((0..2500u32).map(|i| i as u8).collect::<Vec<u8>>());
+    let small = PreparedMessage::text("hi");
+    let mut p = Pair::new(Config::client(), cfg.clone());
+    assert_eq!(p.server.send_prepared(&big, None), Ok(SendStatus::Queued));
+    // The fragments' payloads are slices of the prepared payload, not copies.
+    let range = big.payload().as_ptr_range();
+    let chunks: Vec<Bytes> = std::iter::from_fn(|| p.server.poll_transmit()).collect();
+    let shared = chunks.iter().filter(|c| range.contains(&c.as_ptr())).map(Bytes::len).collect::<Vec<_>>();
+    assert_eq!(shared, [1000, 1000], "the 500-byte tail is small enough to be copied");
+    let wire: Vec<u8> = chunks.concat();
+    assert_eq!(wire.len(), p.server.buffered_amount());
+    let got = frames(&wire, Role::Server);
+    let ops: Vec<(bool, OpCode, usize)> = got.iter().map(|f| (f.fin, f.op, f.payload.len())).collect();
+    assert_eq!(
+        ops,
+        [(false, OpCode::Binary, 1000), (false, OpCode::Continuation, 1000), (true, OpCode::Continuation, 500)]
+    );
+    assert_eq!(got.iter().flat_map(|f| f.payload.clone()).collect::<Vec<u8>>(), &big.payload()[..]);
+    // A small one keeps the shared wire bytes.
+    let _ = p.server.send_prepared(&small, None).unwrap();
+    assert_eq!(p.server.poll_transmit().unwrap(), small.wire());
+    // Without fragmentation, one frame.
+    cfg.fragment_outgoing_messages = false;
+    let mut p = Pair::new(Config::client(), cfg.clone());
+    let _ = p.server.send_prepared(&big, None).unwrap();
+    let wire: Vec<u8> = std::iter::from_fn(|| p.server.poll_transmit()).flat_map(|b| b.to_vec()).collect();
+    assert_eq!(wire, &big.wire()[..]);
+    // A client fragments too (and masks).
+    let mut client = Config::client();
+    client.fragmentation_threshold = 1000;
+    let mut p = Pair::new(client, Config::server());
+    let _ = p.client.send_prepared(&big, None).unwrap();
+    p.drive();
+    assert_eq!(p.server_events(), [Event::Message(crate::Message::Binary(big.payload().clone()))]);
+    assert_eq!(frames(&p.client_wire, Role::Client).len(), 3);
+}
