@@ -215,6 +215,12 @@ impl Connection {
         self.out.on_written(n, &mut self.events);
         if self.out.buffered() <= self.config.low_water_mark {
             self.out.read_blocked = false;
+            // Owed pongs are queued now, before a Drain lets the application refill the
+            // output above the mark (they would wait behind every refill); Drain then
+            // waits until the buffered amount, pongs included, is at the mark again.
+            self.flush_pongs();
+        }
+        if self.out.buffered() <= self.config.low_water_mark {
             if self.out.drain_owed {
                 self.out.drain_owed = false;
                 self.events.push_back(Event::Drain);

@@ -290,7 +290,11 @@ pub enum Event {
     Ping(Bytes),
     /// A pong arrived (Node `'pong'`).
     Pong(Bytes),
-    /// The buffered amount fell to the low-water mark after a `BufferFull` (Node `'drain'`).
+    /// The buffered amount fell to [`Config::low_water_mark`](crate::Config::low_water_mark)
+    /// or below after a `BufferFull` (Node `'drain'`). Node emits it when the socket's
+    /// buffer is empty: `low_water_mark = 0` gives exactly that (Drain when
+    /// [`buffered_amount`](crate::Connection::buffered_amount) reaches 0); the default,
+    /// 16 KiB, lets the application refill before the socket runs dry.
     Drain,
     /// Reading stopped after [`Connection::pause`](crate::Connection::pause) (Node `'pause'`).
     Pause,

@@ -5,6 +5,7 @@
 use super::*;
 use crate::{CloseCode, Frame, PreparedMessage, SendStatus, State};
 use bytes::Bytes;
+use std::time::Instant;
 
 fn pong(b: &[u8]) -> F {
     F { fin: true, op: OpCode::Pong, payload: b.to_vec() }
@@ -164,4 +165,58 @@ fn broadcasts_are_fragmented_like_sends() {
     p.drive();
     assert_eq!(p.server_events(), [Event::Message(crate::Message::Binary(big.payload().clone()))]);
     assert_eq!(frames(&p.client_wire, Role::Client).len(), 3);
+}
+
+/// A server whose application sends until `BufferFull` and again at every `Drain`, as a
+/// driver runs it (events, then transmit, after every input), while its peer reads 8 KiB
+/// at a time; the peer pinged first. Returns, for each `Drain`, the buffered amount the
+/// application saw and whether the pong was written by then.
+fn refill_on_every_drain(low_water_mark: usize, drains: usize) -> Vec<(usize, bool)> {
+    let mut cfg = Config::server();
+    cfg.low_water_mark = low_water_mark;
+    let now = Instant::now();
+    let mut s = Connection::new(Role::Server, cfg, ConnInfo::new(), now);
+    let fill = |s: &mut Connection| while s.send_binary(vec![7u8; 16 << 10], None).unwrap() == SendStatus::Queued {};
+    let pong: &[u8] = b"\x8a\x04ping";
+    let (mut handed, mut wire, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    let mut input = cframe(OpCode::Ping, true, b"ping");
+    input.extend(cframe(OpCode::Text, true, b"go"));
+    s.handle_read(&input, now);
+    loop {
+        while let Some(e) = s.poll_event() {
+            match e {
+                Event::Message(_) => fill(&mut s),
+                Event::Drain => {
+                    seen.push((s.buffered_amount(), wire.windows(pong.len()).any(|w| w == pong)));
+                    if seen.len() < drains {
+                        fill(&mut s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(chunk) = s.poll_transmit() {
+            handed.extend_from_slice(&chunk);
+        }
+        if handed.is_empty() {
+            return seen;
+        }
+        let n = handed.len().min(8 << 10);
+        wire.extend(handed.drain(..n));
+        s.handle_written(n, now);
+    }
+}
+
+#[test]
+fn low_water_mark_zero_drains_when_empty_and_pongs_still_go() {
+    let seen = refill_on_every_drain(0, 5);
+    assert_eq!(seen.len(), 5);
+    for (i, (buffered, ponged)) in seen.into_iter().enumerate() {
+        assert_eq!(buffered, 0, "Drain {i} comes with nothing buffered");
+        assert!(ponged, "Drain {i}: the pong went first, not starved by the refills");
+    }
+    // The default low-water mark: the pong is not starved either.
+    let seen = refill_on_every_drain(16 << 10, 5);
+    assert!(seen.iter().all(|&(b, _)| b <= 16 << 10));
+    assert!(seen[1..].iter().all(|&(_, ponged)| ponged), "{seen:?}");
 }
