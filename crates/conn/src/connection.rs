@@ -600,7 +600,10 @@ impl Connection {
         self.info.version()
     }
 
-    /// The peer's address (Node `remoteAddress`). The first call may write it as text.
+    /// The peer's IP address (Node `remoteAddress`): the TCP peer, or, when that is a
+    /// trusted proxy, the right-most `X-Forwarded-For` entry that is not one (the rule
+    /// of [`handshake::forwarded_addresses`](crate::handshake::forwarded_addresses)).
+    /// The first call may write it as text.
     pub fn remote_address(&self) -> Option<&str> {
         self.info.full().remote_address.as_deref()
     }

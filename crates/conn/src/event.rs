@@ -329,10 +329,12 @@ pub struct ConnInfo {
     pub extensions: Vec<String>,
     /// Protocol version: 13, or 8 for old clients.
     pub version: u8,
-    /// The peer's address: on a server, the left-most `X-Forwarded-For` entry when
-    /// that header is trusted, else the socket peer.
+    /// The peer's IP address: on a server, the socket peer, or when that is a trusted
+    /// proxy the right-most `X-Forwarded-For` entry that is not one (see
+    /// [`handshake::forwarded_addresses`](crate::handshake::forwarded_addresses)).
     pub remote_address: Option<String>,
-    /// `X-Forwarded-For` entries (if trusted) followed by the socket peer.
+    /// `X-Forwarded-For` entries (when the peer is a trusted proxy) followed by the
+    /// socket peer.
     pub remote_addresses: Vec<String>,
 }
 
