@@ -220,11 +220,9 @@ impl Connection {
             // waits until the buffered amount, pongs included, is at the mark again.
             self.flush_pongs();
         }
-        if self.out.buffered() <= self.config.low_water_mark {
-            if self.out.drain_owed {
-                self.out.drain_owed = false;
-                self.events.push_back(Event::Drain);
-            }
+        if self.out.drain_owed && self.out.buffered() <= self.config.low_water_mark {
+            self.out.drain_owed = false;
+            self.events.push_back(Event::Drain);
         }
         if self.state == State::PeerRequestedClose && self.out.close_written {
             self.finish_close();
