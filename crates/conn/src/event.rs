@@ -286,7 +286,7 @@ pub enum Event {
     Frame(Frame),
     /// A ping arrived (Node `'ping'`). A pong with the same payload is queued unless
     /// [`Connection::cancel_pong`](crate::Connection::cancel_pong) is called before the
-    /// next `poll_transmit` (or `auto_pong` is off).
+    /// next `poll_event` or `poll_transmit` (or `auto_pong` is off).
     Ping(Bytes),
     /// A pong arrived (Node `'pong'`).
     Pong(Bytes),
