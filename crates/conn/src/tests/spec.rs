@@ -209,6 +209,17 @@ fn refill_on_every_drain(low_water_mark: usize, drains: usize) -> Vec<(usize, bo
 
 #[test]
 fn low_water_mark_zero_drains_when_empty_and_pongs_still_go() {
+    // Drain comes with the last byte written, not one byte before.
+    let mut cfg = Config::server();
+    cfg.low_water_mark = 0;
+    let mut p = Pair::new(Config::client(), cfg);
+    assert_eq!(p.server.send_binary(vec![0u8; 100 << 10], None), Ok(SendStatus::BufferFull));
+    let n: usize = std::iter::from_fn(|| p.server.poll_transmit()).map(|c| c.len()).sum();
+    p.server.handle_written(n - 1, p.now);
+    assert_eq!((p.server.poll_event(), p.server.buffered_amount()), (None, 1));
+    p.server.handle_written(1, p.now);
+    assert_eq!((p.server.poll_event(), p.server.buffered_amount()), (Some(Event::Drain), 0));
+
     let seen = refill_on_every_drain(0, 5);
     assert_eq!(seen.len(), 5);
     for (i, (buffered, ponged)) in seen.into_iter().enumerate() {
