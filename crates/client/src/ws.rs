@@ -155,9 +155,10 @@ impl Ctl<'_> {
         self.cmds.push(Cmd::Conn(id, Command::Send(data.into())));
     }
 
-    /// Starts the close handshake on another connection of this loop.
-    pub fn close(&mut self, id: ClientId, code: CloseCode, reason: &str) {
-        self.cmds.push(Cmd::Conn(id, Command::Close(code, reason.to_owned())));
+    /// Starts the close handshake on another connection of this loop (`None` for the
+    /// reason: the code's description).
+    pub fn close<'r>(&mut self, id: ClientId, code: CloseCode, reason: impl Into<Option<&'r str>>) {
+        self.cmds.push(Cmd::Conn(id, Command::close(code, reason)));
     }
 
     /// Stops or resumes reading from another connection of this loop (Node `pause`/`resume`).
@@ -206,15 +207,21 @@ impl LoopHandle {
         self.shared.push(Cmd::Conn(id, Command::Ping(payload.into())), false)
     }
 
-    /// Starts the close handshake on a connection.
-    pub fn close(&self, id: ClientId, code: CloseCode, reason: &str) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Conn(id, Command::Close(code, reason.to_owned())), false)
+    /// Starts the close handshake on a connection (`None` for the reason: the code's
+    /// description).
+    pub fn close<'r>(
+        &self,
+        id: ClientId,
+        code: CloseCode,
+        reason: impl Into<Option<&'r str>>,
+    ) -> Result<(), QueueError> {
+        self.shared.push(Cmd::Conn(id, Command::close(code, reason)), false)
     }
 
     /// Like [`close`](Self::close) but queued even when the inbox is full: for the one
     /// close a blocking [`WebSocket`](crate::WebSocket) sends, which must not be lost.
     pub(crate) fn close_always(&self, id: ClientId, code: CloseCode, reason: &str) -> Result<(), QueueError> {
-        self.shared.push(Cmd::Conn(id, Command::Close(code, reason.to_owned())), true)
+        self.shared.push(Cmd::Conn(id, Command::close(code, reason)), true)
     }
 
     /// Stops reading from a connection (Node `pause`).

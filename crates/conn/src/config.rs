@@ -72,9 +72,10 @@ pub struct Config {
     pub fragment_outgoing_messages: bool,
     /// Payload bytes per outgoing frame when fragmenting (Node `fragmentationThreshold`, 16 KiB).
     pub fragmentation_threshold: usize,
-    /// Assemble fragments into [`Event::Message`](crate::Event); when false, every data
-    /// frame is an [`Event::Frame`](crate::Event) and no Message is emitted
-    /// (Node `assembleFragments`, true).
+    /// Assemble fragments into [`Event::Message`](crate::Event); when false, every
+    /// frame received (data, continuation, ping, pong, close) is an
+    /// [`Event::Frame`](crate::Event), no Message is emitted, and control frames are
+    /// still handled after theirs (Node `assembleFragments`, true).
     pub assemble_fragments: bool,
     /// Node `disableNagleAlgorithm` (true): `TCP_NODELAY` on the connection's socket, so
     /// small writes go out at once. The connection has no socket; the server and client
@@ -102,8 +103,16 @@ pub struct Config {
     /// does not read what we answer cannot keep making us answer.
     pub high_water_mark: usize,
     /// After a `BufferFull`, [`Event::Drain`](crate::Event) is emitted once the buffered
-    /// amount falls to this many bytes or fewer, and reading stopped at the high-water
-    /// mark starts again (16 KiB; see `docs/conn.md`).
+    /// amount falls to this many bytes or fewer (16 KiB; see `docs/conn.md`). The same
+    /// mark governs two more things: reading stopped at the high-water mark starts again
+    /// here, and automatic pongs are queued only while at most this much is buffered
+    /// (owed ones go as soon as the amount falls to it, before the Drain, so an
+    /// application that refills at every Drain does not starve them).
+    ///
+    /// `0` is WebSocket-Node's `'drain'`: emitted when the output is empty
+    /// ([`buffered_amount`](crate::Connection::buffered_amount) is 0 when the
+    /// application sees it). Reading then resumes, and pongs are queued, only once
+    /// everything is written, and the socket runs dry before the application refills it.
     pub low_water_mark: usize,
     /// Hard limit on buffered bytes, control frames included; a send, [`ping`] or
     /// [`pong`] that would exceed it is refused and

@@ -16,6 +16,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod pings;
+
+use pings::Pings;
+
 /// One WebSocket connection after the handshake, for either role, with no socket,
 /// thread or clock inside.
 ///
@@ -77,25 +81,6 @@ pub struct Connection {
     /// Pings received and the pong owed; `None` while no ping is outstanding.
     pings: Option<Box<Pings>>,
 }
-
-/// Ping bookkeeping, created when a ping arrives and dropped once every ping was
-/// polled and no pong is owed (the numbering then restarts at zero, which nothing can
-/// tell apart: a number only matters while its pong is owed).
-#[derive(Debug, Default)]
-struct Pings {
-    /// The pongs owed and not queued yet, oldest first: `(ping number, payload)`. At
-    /// most [`MAX_OWED_PONGS`]: a ping that finds the list full replaces the newest
-    /// (RFC 6455 5.5.3 lets an endpoint answer only the most recent of the pings it has
-    /// not answered yet).
-    owed: VecDeque<(u64, Bytes)>,
-    received: u64,
-    polled: u64,
-}
-
-/// Pongs owed at most (see [`Pings::owed`]). Every ping is answered while the output
-/// drains; a peer that pings faster than it reads gets at most this many pongs beyond
-/// the low-water mark.
-const MAX_OWED_PONGS: usize = 16;
 
 impl Connection {
     /// A connection in the `Open` state, right after a successful handshake. Pass the
@@ -198,15 +183,7 @@ impl Connection {
             Inbound::Frame(f) => events.push_back(Event::Frame(f)),
             Inbound::Pong(p) => events.push_back(Event::Pong(p)),
             Inbound::Ping(p) => {
-                let pings = pings.get_or_insert_with(Box::default);
-                if owe_pongs {
-                    if pings.owed.len() == MAX_OWED_PONGS {
-                        // Full: the latest ping's pong replaces the newest owed one.
-                        pings.owed.pop_back();
-                    }
-                    pings.owed.push_back((pings.received, p.clone()));
-                }
-                pings.received += 1;
+                Pings::on_ping(pings, &p, owe_pongs);
                 events.push_back(Event::Ping(p));
             }
             end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
@@ -238,10 +215,14 @@ impl Connection {
         self.out.on_written(n, &mut self.events);
         if self.out.buffered() <= self.config.low_water_mark {
             self.out.read_blocked = false;
-            if self.out.drain_owed {
-                self.out.drain_owed = false;
-                self.events.push_back(Event::Drain);
-            }
+            // Owed pongs are queued now, before a Drain lets the application refill the
+            // output above the mark (they would wait behind every refill); Drain then
+            // waits until the buffered amount, pongs included, is at the mark again.
+            self.flush_pongs();
+        }
+        if self.out.drain_owed && self.out.buffered() <= self.config.low_water_mark {
+            self.out.drain_owed = false;
+            self.events.push_back(Event::Drain);
         }
         if self.state == State::PeerRequestedClose && self.out.close_written {
             self.finish_close();
@@ -290,7 +271,7 @@ impl Connection {
                     // Over `max_buffered` the ping is skipped; the grace period runs
                     // all the same.
                     if self.fits(self.out.wire_len(0, None)) {
-                        self.out.push_control(OpCode::Ping, &[]);
+                        self.out.push_control(OpCode::Ping, &[], false);
                     }
                     self.timers.on_ping_sent(&self.config, now);
                 }
@@ -326,30 +307,40 @@ impl Connection {
     /// Sends a message framed once for many connections (broadcast). A server queues
     /// the shared wire bytes without copying them, except that a small message (up to
     /// 526 wire bytes) is copied next to the other small frames queued, so that a burst
-    /// goes out as one write; a client must mask, so it frames the payload itself. Not
-    /// fragmented.
+    /// goes out as one write; a client must mask, so it frames the payload itself.
+    ///
+    /// Fragmented like [`send`](Self::send) when
+    /// [`Config::fragment_outgoing_messages`] is on and the payload is over
+    /// [`Config::fragmentation_threshold`]: then the frames are made here, each a new
+    /// header and a slice of the shared payload (not copied on a server).
     pub fn send_prepared(
         &mut self,
         frame: &PreparedMessage,
         token: Option<SendToken>,
     ) -> Result<SendStatus, SendError> {
-        let wire = match self.role {
-            Role::Server => frame.wire().len(),
-            Role::Client => self.out.wire_len(frame.payload().len(), None),
-        };
+        let threshold = self.fragmentation();
+        let len = frame.payload().len();
+        let shared_wire = self.role == Role::Server && !threshold.is_some_and(|t| len > t && t > 0);
+        let wire = if shared_wire { frame.wire().len() } else { self.out.wire_len(len, threshold) };
         self.check_send(wire)?;
-        match self.role {
-            Role::Server => self.out.push_wire(frame.wire().clone(), token),
-            Role::Client => self.out.push_message(frame.opcode(), frame.payload().clone(), None, token),
+        if shared_wire {
+            self.out.push_wire(frame.wire().clone(), token);
+        } else {
+            self.out.push_message(frame.opcode(), frame.payload().clone(), threshold, token);
         }
         Ok(self.send_status())
     }
 
     fn send_data(&mut self, opcode: OpCode, payload: Bytes, token: Option<SendToken>) -> Result<SendStatus, SendError> {
-        let threshold = self.config.fragment_outgoing_messages.then_some(self.config.fragmentation_threshold);
+        let threshold = self.fragmentation();
         self.check_send(self.out.wire_len(payload.len(), threshold))?;
         self.out.push_message(opcode, payload, threshold, token);
         Ok(self.send_status())
+    }
+
+    /// The frame size outgoing messages are cut to, if they are.
+    fn fragmentation(&self) -> Option<usize> {
+        self.config.fragment_outgoing_messages.then_some(self.config.fragmentation_threshold)
     }
 
     fn check_send(&mut self, wire: usize) -> Result<(), SendError> {
@@ -401,23 +392,8 @@ impl Connection {
         }
         self.flush_pongs();
         self.check_send(self.out.wire_len(payload.len(), None))?;
-        self.out.push_control(op, payload);
+        self.out.push_control(op, payload, false);
         Ok(())
-    }
-
-    /// Suppresses the automatic pong for the last [`Event::Ping`] returned by
-    /// [`poll_event`](Self::poll_event) (Node's `cancel()` in the `'ping'` handler).
-    /// Call it before the next `poll_transmit`; once the pong is queued it has no
-    /// effect. A ping whose pong was replaced by a later ping's (more than sixteen
-    /// owed, see [`Config::auto_pong`]) has no pong left to cancel.
-    pub fn cancel_pong(&mut self) {
-        if let Some(p) = &mut self.pings
-            && p.polled > 0
-            && let Some(i) = p.owed.iter().position(|(seq, _)| *seq == p.polled - 1)
-        {
-            p.owed.remove(i);
-        }
-        self.release_pings();
     }
 
     /// Starts the close handshake (Node `close`): the close frame goes after
@@ -425,7 +401,27 @@ impl Connection {
     /// `close_timeout` (counted from the last `now` given) to answer. A no-op once a
     /// close has started. Codes that may not be sent (1004-1006, 1015, unassigned) and
     /// reasons over 123 bytes are errors.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+    ///
+    /// `reason` is a `&str` or an `Option<&str>`: `None` sends (and reports as
+    /// [`close_description`](Self::close_description)) the code's
+    /// [`description`](CloseCode::description), as Node fills an absent description
+    /// from `CLOSE_DESCRIPTIONS` (empty for a code without one); `Some("")` sends no
+    /// reason. Node's `close()` with no arguments is
+    /// `close(CloseCode::default(), None)` (1000, "Normal connection closure").
+    ///
+    /// ```
+    /// use ringwire_conn::{CloseCode, Config, ConnInfo, Connection, Role};
+    /// use std::time::Instant;
+    ///
+    /// let mut c = Connection::new(Role::Server, Config::server(), ConnInfo::new(), Instant::now());
+    /// c.close(CloseCode::default(), None)?;
+    /// assert_eq!(c.close_reason_code(), Some(CloseCode::NORMAL));
+    /// assert_eq!(c.close_description(), Some("Normal connection closure"));
+    /// assert_eq!(&c.poll_transmit().unwrap()[4..], b"Normal connection closure");
+    /// # Ok::<(), ringwire_conn::SendError>(())
+    /// ```
+    pub fn close<'r>(&mut self, code: CloseCode, reason: impl Into<Option<&'r str>>) -> Result<(), SendError> {
+        let reason = reason_or_description(code, reason.into());
         if !code.is_allowed_on_wire() {
             return Err(SendError::InvalidCloseCode(code.0));
         }
@@ -452,11 +448,14 @@ impl Connection {
     /// fail), a close frame with `code` and `reason` is queued unless
     /// `skip_close_frame` (or a close frame was already sent, or `code` may not be
     /// sent), and the state becomes `Closed` with a `Close` event. The reason is cut at
-    /// 123 bytes on a character boundary.
-    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
+    /// 123 bytes on a character boundary; `None` means the code's
+    /// [`description`](CloseCode::description), as for [`close`](Self::close) (Node's
+    /// `drop()` defaults the code to 1002: pass `CloseCode::PROTOCOL_ERROR`).
+    pub fn drop_connection<'r>(&mut self, code: CloseCode, reason: impl Into<Option<&'r str>>, skip_close_frame: bool) {
         if self.state == State::Closed {
             return;
         }
+        let reason = reason_or_description(code, reason.into());
         self.clear_pongs();
         self.out.discard_unhanded(&mut self.events);
         if !skip_close_frame && !self.out.close_queued && !self.out.close_written {
@@ -491,6 +490,7 @@ impl Connection {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.close_pong_window();
         if self.events.is_empty() {
             self.parse_pending();
         }
@@ -499,12 +499,7 @@ impl Connection {
             self.events = VecDeque::new();
             return None;
         };
-        if matches!(e, Event::Ping(_)) {
-            if let Some(p) = &mut self.pings {
-                p.polled += 1;
-            }
-            self.release_pings();
-        }
+        self.on_event_polled(&e);
         Some(e)
     }
 
@@ -514,6 +509,7 @@ impl Connection {
     /// then the shared payload); payloads are copied only to be masked (client role).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.close_pong_window();
         self.flush_pongs();
         self.out.poll_transmit()
     }
@@ -602,7 +598,10 @@ impl Connection {
         self.info.version()
     }
 
-    /// The peer's address (Node `remoteAddress`). The first call may write it as text.
+    /// The peer's IP address (Node `remoteAddress`): the TCP peer, or, when that is a
+    /// trusted proxy, the right-most `X-Forwarded-For` entry that is not one (the rule
+    /// of [`handshake::forwarded_addresses`](crate::handshake::forwarded_addresses)).
+    /// The first call may write it as text.
     pub fn remote_address(&self) -> Option<&str> {
         self.info.full().remote_address.as_deref()
     }
@@ -711,64 +710,12 @@ impl Connection {
     fn fits(&self, wire: usize) -> bool {
         self.config.max_buffered.is_none_or(|limit| self.out.buffered() + wire <= limit)
     }
+}
 
-    /// The oldest owed pong may be queued now: the connection is open, the output is
-    /// not backed up (at most the low-water mark is unwritten), and it fits in
-    /// `max_buffered`.
-    fn pong_ready(&self) -> bool {
-        self.pings.as_ref().and_then(|p| p.owed.front()).is_some_and(|(_, p)| {
-            self.state == State::Open
-                && !self.out.close_queued
-                && self.out.buffered() <= self.config.low_water_mark
-                && self.fits(self.out.wire_len(p.len(), None))
-        })
-    }
-
-    /// Queues the owed pongs that may go (see [`pong_ready`](Self::pong_ready)); the
-    /// rest stay owed (a newer ping may still replace the newest), or are dropped once
-    /// the connection is no longer open.
-    fn flush_pongs(&mut self) {
-        if self.pings.is_none() {
-            return;
-        }
-        while self.pong_ready() {
-            let (_, p) = self.pings.as_mut().and_then(|p| p.owed.pop_front()).expect("pong_ready");
-            self.out.push_control(OpCode::Pong, &p);
-        }
-        if self.state != State::Open || self.out.close_queued {
-            self.clear_pongs();
-            return;
-        }
-        self.release_pings();
-    }
-
-    /// Right before our close frame is queued: the owed pongs go now or never, so they
-    /// are queued even while the output is backed up or over `max_buffered` (once; at
-    /// most [`MAX_OWED_PONGS`]).
-    fn flush_pongs_before_close(&mut self) {
-        let owed = self.pings.as_mut().map(|p| std::mem::take(&mut p.owed)).unwrap_or_default();
-        if self.state == State::Open && !self.out.close_queued {
-            for (_, p) in owed {
-                self.out.push_control(OpCode::Pong, &p);
-            }
-        }
-        self.release_pings();
-    }
-
-    /// Drops the owed pongs.
-    fn clear_pongs(&mut self) {
-        if let Some(p) = &mut self.pings {
-            p.owed.clear();
-        }
-        self.release_pings();
-    }
-
-    /// Drops the ping bookkeeping once every ping was polled and no pong is owed.
-    fn release_pings(&mut self) {
-        if self.pings.as_ref().is_some_and(|p| p.owed.is_empty() && p.received == p.polled) {
-            self.pings = None;
-        }
-    }
+/// `reason`, or the code's description when it is `None` (Node's
+/// `CLOSE_DESCRIPTIONS[code]`; empty for a code without one).
+fn reason_or_description(code: CloseCode, reason: Option<&str>) -> &str {
+    reason.unwrap_or_else(|| code.description().unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -206,16 +206,21 @@ impl Message {
     }
 }
 
-/// One received data frame, unmasked (Node's `WebSocketFrame`), emitted instead of
-/// messages when [`Config::assemble_fragments`](crate::Config) is off.
+/// One received frame, unmasked (Node's `WebSocketFrame`), emitted for every frame
+/// when [`Config::assemble_fragments`](crate::Config) is off: data, continuation, ping,
+/// pong and close frames alike, in stream order. A control frame is still handled after
+/// its `Frame` event (a ping is answered and reported as [`Event::Ping`], a pong as
+/// [`Event::Pong`], a close frame starts or ends the close handshake), as in Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    /// Final fragment of its message.
+    /// Final fragment of its message (always true for a control frame).
     pub fin: bool,
-    /// Text, Binary or Continuation.
+    /// Text, Binary, Continuation, Ping, Pong or Close.
     pub opcode: OpCode,
-    /// The unmasked payload. Text is UTF-8-checked across frames, but a code point may
-    /// be split between two frames, so it is given as bytes.
+    /// The unmasked payload, as received: for a close frame the raw payload (the code
+    /// in two bytes, then the reason), checked only after this event. Text is
+    /// UTF-8-checked across frames, but a code point may be split between two frames,
+    /// so it is given as bytes.
     pub payload: Bytes,
 }
 
@@ -275,15 +280,21 @@ impl fmt::Display for State {
 pub enum Event {
     /// A whole message (Node `'message'`).
     Message(Message),
-    /// A data frame, only when `assemble_fragments` is off (Node `'frame'`).
+    /// A received frame, any opcode, only when `assemble_fragments` is off (Node
+    /// `'frame'`); a control frame's own event (`Ping`, `Pong`, the close handshake)
+    /// follows it.
     Frame(Frame),
     /// A ping arrived (Node `'ping'`). A pong with the same payload is queued unless
     /// [`Connection::cancel_pong`](crate::Connection::cancel_pong) is called before the
-    /// next `poll_transmit` (or `auto_pong` is off).
+    /// next `poll_event` or `poll_transmit` (or `auto_pong` is off).
     Ping(Bytes),
     /// A pong arrived (Node `'pong'`).
     Pong(Bytes),
-    /// The buffered amount fell to the low-water mark after a `BufferFull` (Node `'drain'`).
+    /// The buffered amount fell to [`Config::low_water_mark`](crate::Config::low_water_mark)
+    /// or below after a `BufferFull` (Node `'drain'`). Node emits it when the socket's
+    /// buffer is empty: `low_water_mark = 0` gives exactly that (Drain when
+    /// [`buffered_amount`](crate::Connection::buffered_amount) reaches 0); the default,
+    /// 16 KiB, lets the application refill before the socket runs dry.
     Drain,
     /// Reading stopped after [`Connection::pause`](crate::Connection::pause) (Node `'pause'`).
     Pause,
@@ -318,10 +329,12 @@ pub struct ConnInfo {
     pub extensions: Vec<String>,
     /// Protocol version: 13, or 8 for old clients.
     pub version: u8,
-    /// The peer's address: on a server, the left-most `X-Forwarded-For` entry when
-    /// that header is trusted, else the socket peer.
+    /// The peer's IP address: on a server, the socket peer, or when that is a trusted
+    /// proxy the right-most `X-Forwarded-For` entry that is not one (see
+    /// [`handshake::forwarded_addresses`](crate::handshake::forwarded_addresses)).
     pub remote_address: Option<String>,
-    /// `X-Forwarded-For` entries (if trusted) followed by the socket peer.
+    /// `X-Forwarded-For` entries (when the peer is a trusted proxy) followed by the
+    /// socket peer.
     pub remote_addresses: Vec<String>,
 }
 

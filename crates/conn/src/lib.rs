@@ -30,7 +30,7 @@
 //! let (request, _) = parse_request(req.as_bytes(), &HandshakeLimits::default())?.expect("complete");
 //! let protocol = request.select_protocol(&["chat"]);
 //! let response = request.accept(&Accept { protocol: protocol.map(String::from), ..Accept::default() })?;
-//! let info = request.conn_info(protocol, Some("192.0.2.1:4000".into()), false);
+//! let info = request.conn_info(protocol, Some("192.0.2.1".parse()?), &[]);
 //! let mut server = Connection::new(Role::Server, Config::server(), info, now);
 //! // Server -> client: the 101, checked.
 //! let (resp, _) = req.verify_response(&response)?.expect("complete");

@@ -171,7 +171,7 @@ fn whole_frame(lim: &Limits, data: &mut &[u8], out: &mut impl FnMut(Inbound)) ->
     let payload = &data[n..n + len];
     *data = &data[n + len..];
     Some(if h.opcode.is_control() {
-        control(h.opcode, h.mask, payload.to_vec(), out)
+        control(lim, h.opcode, h.mask, payload.to_vec(), out)
     } else {
         message_size(lim, h.payload_len).and_then(|()| single_frame(lim, h.opcode, h.mask, payload, out))
     })
@@ -234,8 +234,10 @@ fn single_frame(
     Ok(Flow::Go)
 }
 
-/// A whole control frame's payload, unmasked and reported.
+/// A whole control frame's payload, unmasked and reported: without assembly first as a
+/// [`Frame`] (as Node emits `'frame'` for every frame), then as what it is.
 fn control(
+    lim: &Limits,
     op: OpCode,
     mask: Option<[u8; 4]>,
     mut payload: Vec<u8>,
@@ -244,9 +246,14 @@ fn control(
     if let Some(k) = mask {
         apply_mask(&mut payload, k, 0);
     }
+    let payload = Bytes::from(payload);
+    if !lim.assemble {
+        // Control frames are never fragmented (the decoder refuses them).
+        out(Inbound::Frame(Frame { fin: true, opcode: op, payload: payload.clone() }));
+    }
     match op {
-        OpCode::Ping => out(Inbound::Ping(payload.into())),
-        OpCode::Pong => out(Inbound::Pong(payload.into())),
+        OpCode::Ping => out(Inbound::Ping(payload)),
+        OpCode::Pong => out(Inbound::Pong(payload)),
         _ => {
             let parsed = parse_close_payload(&payload).map_err(ProtocolError::InvalidClosePayload)?;
             out(Inbound::Close(parsed.map(|(c, r)| (c, r.to_owned()))));
@@ -364,7 +371,7 @@ impl Split {
         out: &mut impl FnMut(Inbound),
     ) -> Result<Flow, ProtocolError> {
         if cur.opcode.is_control() {
-            return control(cur.opcode, cur.mask, payload.to_vec(), out);
+            return control(lim, cur.opcode, cur.mask, payload.to_vec(), out);
         }
         if cur.fin && cur.opcode != OpCode::Continuation {
             // A single-frame message: `begin` started its message for it alone.
@@ -397,7 +404,7 @@ impl Split {
             self.ctrl.extend_from_slice(part);
             if cur.got == cur.len {
                 self.cur = None;
-                return control(cur.opcode, cur.mask, core::mem::take(&mut self.ctrl), out);
+                return control(lim, cur.opcode, cur.mask, core::mem::take(&mut self.ctrl), out);
             }
             return Ok(Flow::Go);
         }

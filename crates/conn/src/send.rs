@@ -31,6 +31,8 @@ struct Chunk {
     priority: bool,
     /// The chunk holds our close frame.
     close: bool,
+    /// The automatic pong [`Outbound::cancel_pong`] may still take back.
+    cancellable: bool,
 }
 
 /// A chunk's bytes: still open in the arena (more small frames may be appended) until it
@@ -231,8 +233,10 @@ impl Outbound {
     }
 
     /// Queues a ping or pong ahead of data frames not yet handed out, behind other
-    /// control frames and never inside a frame.
-    pub(crate) fn push_control(&mut self, opcode: OpCode, payload: &[u8]) {
+    /// control frames and never inside a frame. A `cancellable` one (at most one at a
+    /// time) can be taken back by [`cancel_pong`](Self::cancel_pong) until it is handed
+    /// out or [`keep_pong`](Self::keep_pong) is called.
+    pub(crate) fn push_control(&mut self, opcode: OpCode, payload: &[u8], cancellable: bool) {
         let at = self.queue.as_ref().map_or(0, |q| {
             (q.handed..q.chunks.len())
                 .find(|&i| q.chunks[i].frame_start && !q.chunks[i].priority)
@@ -244,7 +248,26 @@ impl Outbound {
         debug_assert_eq!(q.chunks.len(), before + 1, "control frames are inline");
         let mut c = q.chunks.pop_back().expect("just pushed");
         c.priority = true;
+        c.cancellable = cancellable;
         q.chunks.insert(at, c);
+    }
+
+    /// Takes the cancellable pong out of the queue, if it is there and not handed out
+    /// (a control frame is a chunk of its own, so nothing else goes with it).
+    pub(crate) fn cancel_pong(&mut self) {
+        let Some(q) = self.queue.as_mut() else { return };
+        if let Some(i) = (q.handed..q.chunks.len()).find(|&i| q.chunks[i].cancellable) {
+            let c = q.chunks.remove(i).expect("found");
+            q.buffered -= c.bytes.len();
+        }
+        self.release_if_empty();
+    }
+
+    /// The cancellable pong, if still queued, stays: it is an ordinary pong now.
+    pub(crate) fn keep_pong(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.chunks.iter_mut().for_each(|c| c.cancellable = false);
+        }
     }
 
     /// Queues our close frame at the very end: everything queued before it goes first.
@@ -333,7 +356,14 @@ impl Queue {
 
     fn push(&mut self, bytes: Body, frame_start: bool) {
         self.buffered += bytes.len();
-        self.chunks.push_back(Chunk { bytes, token: None, frame_start, priority: false, close: false });
+        self.chunks.push_back(Chunk {
+            bytes,
+            token: None,
+            frame_start,
+            priority: false,
+            close: false,
+            cancellable: false,
+        });
     }
 
     /// Queues what was written into the arena since the last split (whole frames, or a
@@ -414,7 +444,7 @@ mod tests {
         let mut o = Outbound::new(Role::Server);
         o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, Some(SendToken(1)));
         o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None);
-        o.push_control(OpCode::Ping, b"p");
+        o.push_control(OpCode::Ping, b"p", false);
         o.push_message(OpCode::Text, Bytes::from_static(b"c"), None, None);
         o.push_close(b"");
         o.push_message(OpCode::Text, Bytes::from_static(b"d"), None, None);
@@ -501,8 +531,8 @@ mod tests {
         o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, None);
         let h = o.poll_transmit().unwrap(); // header of the first frame
         assert_eq!(h.len(), 4);
-        o.push_control(OpCode::Pong, b"p");
-        o.push_control(OpCode::Ping, b"q");
+        o.push_control(OpCode::Pong, b"p", false);
+        o.push_control(OpCode::Ping, b"q", false);
         assert_eq!(o.poll_transmit().unwrap().len(), 600);
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x8a\x01p");
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x89\x01q");

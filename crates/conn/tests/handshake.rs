@@ -3,7 +3,7 @@
 
 use ringwire_conn::handshake::{
     Accept, AcceptError, ClientHandshakeError, ClientRequest, HandshakeError, HandshakeLimits, SetCookie, accept_key,
-    parse_request, reject_response,
+    forwarded_addresses, parse_request, reject_response,
 };
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -198,14 +198,41 @@ fn version_8_uses_sec_websocket_origin() {
 }
 
 #[test]
-fn conn_info_trusts_x_forwarded_for_only_when_asked() {
+fn conn_info_trusts_x_forwarded_for_only_from_trusted_proxies() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
     let (req, _) = parse_request(&request(&valid()), &HandshakeLimits::default()).unwrap().unwrap();
-    let info = req.conn_info(Some("chat"), Some("127.0.0.1".into()), true);
+    // X-Forwarded-For: 203.0.113.7, 10.0.0.2 from 127.0.0.1, with both proxies trusted.
+    let info = req.conn_info(Some("chat"), Some(ip("127.0.0.1")), &[ip("127.0.0.1"), ip("10.0.0.2")]);
     assert_eq!(info.remote_address.as_deref(), Some("203.0.113.7"));
     assert_eq!(info.remote_addresses, ["203.0.113.7", "10.0.0.2", "127.0.0.1"]);
     assert_eq!((info.protocol.as_deref(), info.version), (Some("chat"), 13));
-    let info = req.conn_info(None, Some("127.0.0.1".into()), false);
-    assert_eq!(info.remote_addresses, ["127.0.0.1"]);
+    // Only the peer trusted: 10.0.0.2 is the right-most address nobody trusted vouches
+    // for (the left-most, Node's choice, is whatever the client wrote).
+    let info = req.conn_info(None, Some(ip("127.0.0.1")), &[ip("127.0.0.1")]);
+    assert_eq!(info.remote_address.as_deref(), Some("10.0.0.2"));
+    assert_eq!(info.remote_addresses, ["203.0.113.7", "10.0.0.2", "127.0.0.1"]);
+    // An untrusted peer: the header is ignored.
+    let info = req.conn_info(None, Some(ip("127.0.0.1")), &[]);
+    assert_eq!(
+        (info.remote_address.as_deref(), &info.remote_addresses[..]),
+        (Some("127.0.0.1"), &["127.0.0.1".to_owned()][..])
+    );
+    assert_eq!(req.conn_info(None, None, &[ip("127.0.0.1")]).remote_addresses, Vec::<String>::new());
+}
+
+#[test]
+fn forwarded_addresses_takes_the_right_most_untrusted_entry() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let xff = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(forwarded_addresses(ip("10.0.0.9"), &xff(&["1.2.3.4"]), &[]), None, "untrusted peer");
+    assert_eq!(forwarded_addresses(ip("10.0.0.1"), &[], &[ip("10.0.0.1")]), None, "nothing forwarded");
+    let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+    let (a, all) = forwarded_addresses(ip("10.0.0.1"), &xff(&["6.6.6.6", " 1.2.3.4", "10.0.0.2"]), &trusted).unwrap();
+    assert_eq!(a, "1.2.3.4");
+    assert_eq!(all, ["6.6.6.6", "1.2.3.4", "10.0.0.2", "10.0.0.1"]);
+    // Every hop trusted: the left-most entry is all there is.
+    let (a, _) = forwarded_addresses(ip("10.0.0.1"), &xff(&["10.0.0.2"]), &trusted).unwrap();
+    assert_eq!(a, "10.0.0.2");
 }
 
 #[test]

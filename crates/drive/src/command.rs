@@ -11,13 +11,18 @@ pub enum Command {
     Send(Payload),
     /// A ping (ignored if the payload is over 125 bytes).
     Ping(Bytes),
-    /// Start the close handshake.
-    Close(CloseCode, String),
+    /// Start the close handshake; no reason: the code's description (as `close` with `None`).
+    Close(CloseCode, Option<String>),
     /// Stop reading (`true`) or read again.
     Pause(bool),
 }
 
 impl Command {
+    /// A [`Command::Close`] from what `close` takes.
+    pub fn close<'r>(code: CloseCode, reason: impl Into<Option<&'r str>>) -> Self {
+        Self::Close(code, reason.into().map(str::to_owned))
+    }
+
     /// Carries the command out. A connection that is no longer open ignores it: the
     /// sender could not know, and nothing is owed to a closed peer.
     pub fn apply(self, conn: &mut Connection) {
@@ -29,7 +34,7 @@ impl Command {
                 let _ = conn.ping(&payload);
             }
             Self::Close(code, reason) => {
-                let _ = conn.close(code, &reason);
+                let _ = conn.close(code, reason.as_deref());
             }
             Self::Pause(true) => conn.pause(),
             Self::Pause(false) => conn.resume(),

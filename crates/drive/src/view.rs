@@ -103,8 +103,10 @@ impl WebSocketConnection<'_> {
         self.conn.pong(payload)
     }
 
-    /// Starts the close handshake (Node `close`); see [`Connection::close`].
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+    /// Starts the close handshake (Node `close`): `ws.close(CloseCode::default(), None)`
+    /// is Node's `close()` (1000, the code's description as the reason); see
+    /// [`Connection::close`].
+    pub fn close<'r>(&mut self, code: CloseCode, reason: impl Into<Option<&'r str>>) -> Result<(), SendError> {
         self.conn.close(code, reason)
     }
 
@@ -113,7 +115,8 @@ impl WebSocketConnection<'_> {
     /// driver then destroys the socket (a TCP reset) instead of flushing it, so a peer
     /// that does not read cannot hold it. The close frame is best effort: it is handed
     /// to the event loop just before the abort, which may discard it.
-    pub fn drop_connection(&mut self, code: CloseCode, reason: &str, skip_close_frame: bool) {
+    /// `reason`: as for [`close`](Self::close) (`None`: the code's description).
+    pub fn drop_connection<'r>(&mut self, code: CloseCode, reason: impl Into<Option<&'r str>>, skip_close_frame: bool) {
         if self.conn.state() != State::Closed {
             *self.dropped = true;
         }

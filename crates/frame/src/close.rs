@@ -97,6 +97,14 @@ impl fmt::Display for CloseCode {
     }
 }
 
+impl Default for CloseCode {
+    /// [`NORMAL`](Self::NORMAL) (1000), the code of WebSocket-Node's `close()` without
+    /// arguments.
+    fn default() -> Self {
+        Self::NORMAL
+    }
+}
+
 impl From<u16> for CloseCode {
     fn from(v: u16) -> Self {
         Self(v)

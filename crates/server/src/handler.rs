@@ -71,8 +71,10 @@ pub trait Handler: Send + 'static {
     }
     /// A pong arrived.
     fn on_pong(&mut self, ws: &mut Ws<'_>, payload: &Bytes) {}
-    /// The buffered amount fell below the low-water mark after a send reported
-    /// [`SendStatus::BufferFull`](ringwire_conn::SendStatus::BufferFull).
+    /// The buffered amount fell to the low-water mark or below after a send reported
+    /// [`Sent::BufferFull`](crate::Sent::BufferFull) (Node's `drain`; with
+    /// [`low_water_mark`](ringwire_conn::Config::low_water_mark) 0, once the output is empty,
+    /// as in Node).
     fn on_drain(&mut self, ws: &mut Ws<'_>) {}
     /// Reading was paused ([`Connection::pause`](ringwire_conn::Connection::pause)).
     fn on_pause(&mut self, ws: &mut Ws<'_>) {}

@@ -103,9 +103,9 @@ impl Remote {
         self.push(ConnCommand::Ping(payload.into()))
     }
 
-    /// Closes the connection with `code` and `reason`.
-    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), QueueError> {
-        self.push(ConnCommand::Close(code, reason.to_owned()))
+    /// Closes the connection with `code` and `reason` (`None`: the code's description).
+    pub fn close<'r>(&self, code: CloseCode, reason: impl Into<Option<&'r str>>) -> Result<(), QueueError> {
+        self.push(ConnCommand::close(code, reason))
     }
 
     /// Stops reading from the connection (Node `pause`).

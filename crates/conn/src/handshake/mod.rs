@@ -12,7 +12,8 @@ mod server;
 
 pub use client::{ClientHandshakeError, ClientRequest, Response};
 pub use server::{
-    Accept, AcceptError, ExtensionOffer, HandshakeError, Request, SetCookie, parse_request, reject_response,
+    Accept, AcceptError, ExtensionOffer, HandshakeError, Request, SetCookie, forwarded_addresses, parse_request,
+    reject_response,
 };
 
 use base64::Engine as _;

@@ -4,6 +4,7 @@ use super::{HandshakeLimits, accept_key, has_token, is_safe_value, is_token, lis
 use crate::ConnInfo;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use std::net::IpAddr;
 
 /// Why an upgrade request was refused; each maps to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -362,20 +363,70 @@ impl Request {
         Ok(r.into_bytes())
     }
 
-    /// The [`ConnInfo`] for a connection made from this request. With
-    /// `trust_x_forwarded_for` (WebSocket-Node's default, `ignoreXForwardedFor: false`)
-    /// the addresses are the `X-Forwarded-For` entries then `peer`, and the remote
-    /// address is the left-most one; otherwise only `peer`.
-    pub fn conn_info(&self, protocol: Option<&str>, peer: Option<String>, trust_x_forwarded_for: bool) -> ConnInfo {
-        let mut addrs: Vec<String> = if trust_x_forwarded_for { self.x_forwarded_for.clone() } else { Vec::new() };
-        addrs.extend(peer);
+    /// The [`ConnInfo`] for a connection made from this request, from the TCP `peer`:
+    /// its addresses follow the one rule of [`forwarded_addresses`] (`X-Forwarded-For`
+    /// is believed only from `trusted_proxies`, and the remote address is the right-most
+    /// entry that is not one of them). With no peer there are no addresses.
+    ///
+    /// ```
+    /// use ringwire_conn::handshake::{HandshakeLimits, parse_request};
+    /// use std::net::IpAddr;
+    ///
+    /// let head = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    ///     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    ///     X-Forwarded-For: 6.6.6.6, 198.51.100.3\r\n\r\n";
+    /// let (req, _) = parse_request(head.as_bytes(), &HandshakeLimits::default())?.unwrap();
+    /// let proxy: IpAddr = "10.0.0.1".parse()?;
+    /// let info = req.conn_info(None, Some(proxy), &[proxy]);
+    /// // 6.6.6.6 is what 198.51.100.3 claims; only 198.51.100.3 is vouched for.
+    /// assert_eq!(info.remote_address.as_deref(), Some("198.51.100.3"));
+    /// assert_eq!(info.remote_addresses, ["6.6.6.6", "198.51.100.3", "10.0.0.1"]);
+    /// // From a peer that is not a trusted proxy the header is ignored.
+    /// let info = req.conn_info(None, Some("192.0.2.1".parse()?), &[proxy]);
+    /// assert_eq!(info.remote_addresses, ["192.0.2.1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn conn_info(&self, protocol: Option<&str>, peer: Option<IpAddr>, trusted_proxies: &[IpAddr]) -> ConnInfo {
         let mut info = ConnInfo::new();
+        if let Some(peer) = peer {
+            info = match forwarded_addresses(peer, &self.x_forwarded_for, trusted_proxies) {
+                Some((remote_address, remote_addresses)) => {
+                    ConnInfo { remote_address: Some(remote_address), remote_addresses, ..info }
+                }
+                None => info.with_remote_address(peer.to_string()),
+            };
+        }
         info.protocol = protocol.map(str::to_owned);
         info.version = self.version;
-        info.remote_address = addrs.first().cloned();
-        info.remote_addresses = addrs;
         info
     }
+}
+
+/// The client's addresses when the TCP `peer` forwarded `X-Forwarded-For` entries and is
+/// one of `trusted_proxies`: `(remote_address, remote_addresses)`. `None` when the peer
+/// alone is both (no entries, or a peer that is not a trusted proxy, whose header anyone
+/// could have written).
+///
+/// `remote_addresses` is WebSocket-Node's list: the entries, left-most first, then the
+/// peer. `remote_address` is the right-most of them that is not a trusted proxy: the
+/// first address that no trusted hop vouches for (each proxy appends the address it
+/// got the request from, so everything left of that one is only what a client claimed).
+/// WebSocket-Node takes the left-most entry from any peer, which lets every client
+/// choose its address; with no trusted proxies (the server's default) this is always
+/// the peer. This is the one rule: [`Request::conn_info`] and the server use it.
+pub fn forwarded_addresses(
+    peer: IpAddr,
+    x_forwarded_for: &[String],
+    trusted_proxies: &[IpAddr],
+) -> Option<(String, Vec<String>)> {
+    if x_forwarded_for.is_empty() || !trusted_proxies.contains(&peer) {
+        return None;
+    }
+    let mut all: Vec<String> = x_forwarded_for.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    all.push(peer.to_string());
+    let trusted = |s: &str| s.parse::<IpAddr>().is_ok_and(|ip| trusted_proxies.contains(&ip));
+    let client = all.iter().rev().find(|s| !trusted(s)).unwrap_or(&all[0]).clone();
+    Some((client, all))
 }
 
 impl SetCookie {

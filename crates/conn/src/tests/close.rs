@@ -86,9 +86,9 @@ fn close_rejects_codes_that_may_not_be_sent_and_long_reasons() {
     for bad in [1004, 1005, 1006, 1015, 999, 2000, 5000] {
         assert_eq!(p.server.close(CloseCode(bad), ""), Err(SendError::InvalidCloseCode(bad)));
     }
-    assert_eq!(p.server.close(CloseCode::NORMAL, &"x".repeat(124)), Err(SendError::CloseReasonTooLong(124)));
+    assert_eq!(p.server.close(CloseCode::NORMAL, "x".repeat(124).as_str()), Err(SendError::CloseReasonTooLong(124)));
     assert_eq!(p.server.state(), State::Open);
-    p.server.close(CloseCode(4000), &"x".repeat(123)).unwrap();
+    p.server.close(CloseCode(4000), "x".repeat(123).as_str()).unwrap();
     p.server.close(CloseCode::NORMAL, "again").unwrap(); // a no-op once closing
     assert_eq!(p.server.close_reason_code(), Some(CloseCode(4000)));
 }

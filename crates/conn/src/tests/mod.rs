@@ -8,6 +8,7 @@ mod hostile;
 mod methods;
 mod props;
 mod protocol;
+mod spec;
 
 use crate::{Config, ConnInfo, Connection, Event, OpCode, Role};
 use ringwire_frame::{DecodeConfig, Decoded, FrameHeader, apply_mask, decode_header};
