@@ -67,6 +67,9 @@ pub struct Connection {
     info: Info,
     state: State,
     recv: Recv,
+    /// A close frame or a protocol error was read (or the peer's side ended): no more
+    /// input is parsed.
+    input_done: bool,
     out: Outbound,
     events: VecDeque<Event>,
     /// The deadlines and the last `now` given.
@@ -90,6 +93,7 @@ impl Connection {
         Self {
             role,
             recv: Recv::new(),
+            input_done: false,
             timers: Timers::new(&config, now),
             config,
             info: Info::new(info),
@@ -133,7 +137,7 @@ impl Connection {
     /// connection no longer reads; buffered (not parsed) while paused.
     pub fn handle_read(&mut self, data: &[u8], now: Instant) {
         self.timers.set_now(now);
-        if self.state == State::Closed || self.recv.done || data.is_empty() {
+        if self.state == State::Closed || self.input_done || data.is_empty() {
             return;
         }
         if self.state == State::Open {
@@ -155,7 +159,7 @@ impl Connection {
     fn parse_pending(&mut self) {
         while self.events.is_empty() && !self.paused && !self.output_full() {
             let Some(mut held) = self.pending.take() else { return };
-            if self.state == State::Closed || self.recv.done {
+            if self.state == State::Closed || self.input_done {
                 return;
             }
             let used = self.feed(&held);
@@ -178,7 +182,7 @@ impl Connection {
         };
         let (events, pings) = (&mut self.events, &mut self.pings);
         let mut last = None;
-        let used = self.recv.feed(&lim, data, &mut |item| match item {
+        let (used, done) = self.recv.feed(&lim, data, &mut |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
             Inbound::Frame(f) => events.push_back(Event::Frame(f)),
             Inbound::Pong(p) => events.push_back(Event::Pong(p)),
@@ -188,6 +192,7 @@ impl Connection {
             }
             end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
         });
+        self.input_done |= done;
         if let Some(end) = last {
             self.on_stream_end(end);
         }
@@ -234,7 +239,7 @@ impl Connection {
     /// frame arrived, with ours if we were closing, else with 1006.
     pub fn handle_eof(&mut self, now: Instant) {
         self.timers.set_now(now);
-        self.recv.done = true;
+        self.input_done = true;
         self.clear_pongs();
         self.out.clear(&mut self.events);
         if self.state == State::Open {
@@ -534,7 +539,7 @@ impl Connection {
     /// of [`pause`](Self::pause): reading needs both to allow it. Bytes handed in
     /// anyway are kept, not parsed, until then.
     pub fn wants_read(&self) -> bool {
-        !self.paused && !self.output_full() && !self.recv.done && self.state != State::Closed
+        !self.paused && !self.output_full() && !self.input_done && self.state != State::Closed
     }
 
     /// Whether there are chunks waiting for [`poll_transmit`](Self::poll_transmit).
@@ -687,7 +692,7 @@ impl Connection {
     /// Moves to `Closed` and emits `Close` with the recorded code.
     fn finish_close(&mut self) {
         self.state = State::Closed;
-        self.recv.done = true;
+        self.input_done = true;
         self.timers.stop_all();
         if !self.out.is_empty() {
             // What is left (a close frame, data queued before a protocol error) gets

@@ -71,10 +71,11 @@ struct Split {
     ctrl: Vec<u8>,
 }
 
+/// The receive state. A close frame or an error ends the stream: [`Recv::feed`] says so,
+/// and the connection feeds nothing after it (the flag lives in the connection, where it
+/// fills padding: this is one pointer).
 #[derive(Debug, Default)]
 pub(crate) struct Recv {
-    /// A close frame or an error was seen: the rest of the input is ignored.
-    pub(crate) done: bool,
     split: Option<Box<Split>>,
 }
 
@@ -106,17 +107,18 @@ impl Recv {
 
     /// Consumes `data`, calling `out` for each finding, until the input ends, a close
     /// frame or an error stops the stream, or a finding was reported: then it returns
-    /// how many bytes it used, and the caller feeds the rest once the application has
-    /// taken the events. Yielding after every finding keeps the application's reply to
+    /// how many bytes it used and whether the stream ended (then nothing more may be fed),
+    /// and the caller feeds the rest once the application has taken the events. Yielding after every finding keeps the application's reply to
     /// a message ahead of the failure a later frame causes (Autobahn 3.2, 5.15).
-    pub(crate) fn feed(&mut self, lim: &Limits, mut data: &[u8], out: &mut impl FnMut(Inbound)) -> usize {
+    pub(crate) fn feed(&mut self, lim: &Limits, mut data: &[u8], out: &mut impl FnMut(Inbound)) -> (usize, bool) {
         let len = data.len();
+        let mut done = false;
         let found = std::cell::Cell::new(false);
         let mut out = |item: Inbound| {
             found.set(true);
             out(item)
         };
-        while !self.done && !found.get() {
+        while !done && !found.get() {
             let flow = match self.split.as_deref_mut() {
                 Some(s) => s.step(lim, &mut data, &mut out),
                 None if data.is_empty() => break,
@@ -128,9 +130,13 @@ impl Recv {
             match flow {
                 Ok(Flow::Go) => {}
                 Ok(Flow::Starved) => break,
-                Ok(Flow::End) => self.end(),
+                Ok(Flow::End) => {
+                    done = true;
+                    self.split = None;
+                }
                 Err(e) => {
-                    self.end();
+                    done = true;
+                    self.split = None;
                     out(Inbound::Error(e));
                 }
             }
@@ -140,13 +146,7 @@ impl Recv {
                 self.split = None;
             }
         }
-        if self.done { len } else { len - data.len() }
-    }
-
-    /// A close frame or an error: nothing after it is read.
-    fn end(&mut self) {
-        self.done = true;
-        self.split = None;
+        if done { (len, true) } else { (len - data.len(), false) }
     }
 }
 
