@@ -189,6 +189,9 @@ impl Outbound {
     }
 
     /// Queues a data message, split into frames of `threshold` bytes when given.
+    // Inlined into send_data (the per-message path) although send_prepared calls it too
+    // (a plain #[inline] was not taken).
+    #[inline(always)]
     pub(crate) fn push_message(
         &mut self,
         opcode: OpCode,

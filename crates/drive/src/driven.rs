@@ -82,6 +82,51 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("(a panic payload that is not a string)")
 }
 
+/// Runs one handler callback on a view of `conn`, unless the handler faulted earlier. A
+/// panic is contained: logged with `who`, the connection closed with 1011, `*faulted` set.
+/// Returns the callback's answer (whether to pong; true after a panic).
+#[inline(always)]
+fn guarded<F>(
+    conn: &mut Connection,
+    dropped: &mut bool,
+    faulted: &mut bool,
+    who: &dyn fmt::Display,
+    deliver: &mut F,
+    callback: Callback,
+) -> bool
+where
+    F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
+{
+    if *faulted {
+        return true; // closing with 1011; the handler hears nothing more of it
+    }
+    let view = WebSocketConnection { conn: &mut *conn, dropped };
+    match catch_unwind(AssertUnwindSafe(|| deliver(view, callback))) {
+        Ok(pong) => pong,
+        Err(payload) => fault(conn, faulted, who, &*payload),
+    }
+}
+
+/// `on_open`, once per connection: out of the per-message path.
+#[cold]
+#[inline(never)]
+fn announce<F>(conn: &mut Connection, dropped: &mut bool, faulted: &mut bool, who: &dyn fmt::Display, deliver: &mut F)
+where
+    F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
+{
+    guarded(conn, dropped, faulted, who, deliver, Callback::Open);
+}
+
+/// A handler callback panicked.
+#[cold]
+#[inline(never)]
+fn fault(conn: &mut Connection, faulted: &mut bool, who: &dyn fmt::Display, payload: &(dyn Any + Send)) -> bool {
+    *faulted = true;
+    tracing::error!(conn = %who, panic = panic_message(payload), "handler panicked; closing the connection with 1011");
+    let _ = conn.close(CloseCode::INTERNAL_SERVER_ERROR, "internal error");
+    true
+}
+
 impl Driven {
     /// A connection that just opened. `preamble`: bytes the driver queued on the socket
     /// ahead of the connection's output (the server's 101 response), which
@@ -164,6 +209,7 @@ impl Driven {
     }
 
     /// Makes the loop's timer for `id` fire no later than `at`.
+    #[inline]
     pub fn arm(&mut self, io: &mut impl Io, id: ConnId, epoch: Instant, at: Instant) {
         let ns = nanos_since(epoch, at);
         if self.armed == NOT_ARMED || ns < self.armed {
@@ -175,6 +221,7 @@ impl Driven {
     /// The loop reported the socket closed, with the error that closed it if any. Unless
     /// the handler already heard `on_close`, it hears the error (Node's `error` event; only
     /// when the driver did not close the socket itself) and then `on_close`.
+    #[cold]
     pub fn closed<F>(
         &mut self,
         io: &mut impl Io,
@@ -182,7 +229,7 @@ impl Driven {
         epoch: Instant,
         error: Option<&std::io::Error>,
         who: &dyn fmt::Display,
-        deliver: F,
+        mut deliver: F,
     ) where
         F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
     {
@@ -190,12 +237,17 @@ impl Driven {
             return;
         }
         let error = error.filter(|_| !self.flags.has(Flags::SOCKET_CLOSING));
+        self.flags.set(Flags::SOCKET_CLOSING, true);
         if let Some(e) = error {
             tracing::debug!(conn = %who, error = %e, "connection error");
+            let event = Callback::Event(Event::Error(ConnError::socket(e)));
+            let mut faulted = self.flags.has(Flags::FAULTED);
+            let mut dropped = false;
+            guarded(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver, event);
+            self.flags.set(Flags::FAULTED, faulted);
         }
-        self.flags.set(Flags::SOCKET_CLOSING, true);
         self.conn.handle_eof(io.now());
-        self.run(io, id, epoch, who, error.map(ConnError::socket), deliver);
+        self.pump(io, id, epoch, who, deliver);
     }
 
     /// Delivers the connection's events to the handler (`on_open` first, once), moves its
@@ -206,54 +258,26 @@ impl Driven {
     /// panic in it is contained: logged with `who`, the connection closed with 1011,
     /// and nothing more delivered to the handler for it. `epoch`: the instant the
     /// driver's armed deadlines count from (any fixed one).
-    pub fn pump<F>(&mut self, io: &mut impl Io, id: ConnId, epoch: Instant, who: &dyn fmt::Display, deliver: F)
+    // Inlined into each driver's own pump: the per-message path (several calls per
+    // message) then passes no arguments and calls no closure out of line (a plain
+    // #[inline] was not taken: callgrind showed the call and its argument set-up).
+    #[inline(always)]
+    pub fn pump<F>(&mut self, io: &mut impl Io, id: ConnId, epoch: Instant, who: &dyn fmt::Display, mut deliver: F)
     where
-        F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
-    {
-        self.run(io, id, epoch, who, None, deliver);
-    }
-
-    fn run<F>(
-        &mut self,
-        io: &mut impl Io,
-        id: ConnId,
-        epoch: Instant,
-        who: &dyn fmt::Display,
-        error: Option<ConnError>,
-        mut deliver: F,
-    ) where
         F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
     {
         let mut faulted = self.flags.has(Flags::FAULTED);
         let mut dropped = false;
-        let mut call = |conn: &mut Connection, dropped: &mut bool, faulted: &mut bool, callback: Callback| -> bool {
-            if *faulted {
-                return true; // closing with 1011; the handler hears nothing more of it
-            }
-            let view = WebSocketConnection { conn: &mut *conn, dropped };
-            match catch_unwind(AssertUnwindSafe(|| deliver(view, callback))) {
-                Ok(pong) => pong,
-                Err(payload) => {
-                    *faulted = true;
-                    tracing::error!(conn = %who, panic = panic_message(&*payload), "handler panicked; closing the connection with 1011");
-                    let _ = conn.close(CloseCode::INTERNAL_SERVER_ERROR, "internal error");
-                    true
-                }
-            }
-        };
         if !self.flags.has(Flags::ANNOUNCED) {
             self.flags.set(Flags::ANNOUNCED, true);
-            call(&mut self.conn, &mut dropped, &mut faulted, Callback::Open);
-        }
-        if let Some(e) = error {
-            call(&mut self.conn, &mut dropped, &mut faulted, Callback::Event(Event::Error(e)));
+            announce(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver);
         }
         while let Some(event) = self.conn.poll_event() {
             if matches!(event, Event::Close { .. }) {
                 self.flags.set(Flags::CLOSE_REPORTED, true);
             }
             let ping = matches!(event, Event::Ping(_));
-            if !call(&mut self.conn, &mut dropped, &mut faulted, Callback::Event(event)) && ping {
+            if !guarded(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver, Callback::Event(event)) && ping {
                 self.conn.cancel_pong();
             }
         }
@@ -265,6 +289,7 @@ impl Driven {
     }
 
     /// Moves the output to the loop and syncs reading, the timer and the socket.
+    #[inline(always)]
     fn sync(&mut self, io: &mut impl Io, id: ConnId, epoch: Instant) {
         if self.flags.has(Flags::SOCKET_CLOSING) {
             return; // the socket is gone or going; nothing more to write

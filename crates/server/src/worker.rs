@@ -186,7 +186,9 @@ impl<H: Handler> Worker<H> {
         let Some(Slot::Open(open)) = self.slots.get_mut(&id) else { return };
         let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local_broadcast);
         open.pump(io, id, self.epoch, &Who(self.index, id), deliver);
-        self.arm_shutdown(io, id);
+        if self.shutdown_deadline.is_some() {
+            self.arm_shutdown(io, id);
+        }
     }
 
     /// During shutdown, makes sure `id`'s timer fires no later than the deadline.

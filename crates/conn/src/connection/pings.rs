@@ -73,6 +73,7 @@ impl Connection {
 
     /// `poll_event` handed out an event: a ping opens the window in which its pong
     /// stays cancellable.
+    #[inline(always)]
     pub(super) fn on_event_polled(&mut self, e: &Event) {
         if let (Event::Ping(_), Some(p)) = (e, &mut self.pings) {
             p.polled += 1;
@@ -82,7 +83,18 @@ impl Connection {
 
     /// The next `poll_event` or `poll_transmit`: the last polled ping's pong is no
     /// longer cancellable once queued.
+    // The check is inlined into every caller (poll_event, poll_transmit: several times per
+    // message), the rest is not: with no ping outstanding it costs one test.
+    #[inline(always)]
     pub(super) fn close_pong_window(&mut self) {
+        if self.pings.is_some() {
+            self.close_pong_window_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn close_pong_window_slow(&mut self) {
         let Some(p) = &mut self.pings else { return };
         if p.window {
             p.window = false;
@@ -108,10 +120,16 @@ impl Connection {
     /// Queues the owed pongs that may go (see [`pong_ready`](Self::pong_ready)); the
     /// rest stay owed (a newer ping may still replace the newest), or are dropped once
     /// the connection is no longer open.
+    #[inline(always)]
     pub(super) fn flush_pongs(&mut self) {
-        if self.pings.is_none() {
-            return;
+        if self.pings.is_some() {
+            self.flush_pongs_slow();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn flush_pongs_slow(&mut self) {
         while self.pong_ready() {
             let (seq, p) = self.pings.as_mut().and_then(|p| p.owed.pop_front()).expect("pong_ready");
             self.queue_pong(seq, &p);
