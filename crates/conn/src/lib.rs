@@ -62,6 +62,7 @@
 
 mod config;
 mod connection;
+pub mod deflate;
 mod error;
 mod event;
 pub mod handshake;
@@ -74,6 +75,7 @@ mod timers;
 
 pub use config::{BufferedLimitPolicy, Config, Keepalive};
 pub use connection::Connection;
+pub use deflate::{Compressor, Decompressor, DeflateConfig, DeflateError, DeflateParams, InflateError};
 pub use error::{ConnError, ProtocolError, SendError};
 pub use event::{ConnInfo, Event, Frame, Message, Payload, SendStatus, SendToken, State, Utf8Bytes};
 pub use prepared::PreparedMessage;
