@@ -29,7 +29,10 @@ if (mode === 'server') {
   wss.on('listening', () => console.log(`ws echo server on ${where}, threshold ${label}`));
 } else if (mode === 'client') {
   const agent = `ws-${label}`;
-  const open = (path) => new WebSocket(`${where}${path}`, { perMessageDeflate, maxPayload: 64 << 20 });
+  // Offer client_no_context_takeover too (ws leaves it out by default): kosoku's 13.2, 13.5
+  // and 13.6 accept only an offer that has it, and answer UNIMPLEMENTED otherwise.
+  const offer = { ...perMessageDeflate, clientNoContextTakeover: true };
+  const open = (path) => new WebSocket(`${where}${path}`, { perMessageDeflate: offer, maxPayload: 64 << 20 });
   const done = (ws) => new Promise((resolve) => { ws.on('close', resolve); ws.on('error', resolve); });
   (async () => {
     const count = await new Promise((resolve, reject) => {

@@ -10,7 +10,7 @@
 # `--final-block`. kosoku args default to `-i 12.* -i 13.*`. KOSOKU_VENV picks the runner's
 # venv (default .venv-autobahn, fixed by scripts/kosoku_fix.py as the gate does).
 # Peers install under target/peers (npm and pip from their registries). Prints the wall
-# time and the verdicts per section; reports in target/autobahn-peers/<mode>-<peer>[-<opt>].
+# time and the verdicts per section; reports in target/autobahn-peers/<mode>-<peer>[-<opt>][-$AUTOBAHN_TAG].
 set -euo pipefail
 mode=${1:?usage: $0 server|client ws|websockets [PEER_OPTION] [-- kosoku args]}
 peer=${2:?usage: $0 server|client ws|websockets [PEER_OPTION] [-- kosoku args]}
@@ -39,7 +39,7 @@ websockets)
     run_peer() { "$peers/venv/bin/python" scripts/autobahn-peer-websockets.py "$@" "${opt[@]}"; } ;;
 *) echo "unknown peer $peer (ws or websockets)" >&2; exit 2 ;;
 esac
-out=$root/target/autobahn-peers/$mode-$peer${opt:+-${opt[0]#--}}
+out=$root/target/autobahn-peers/$mode-$peer${opt:+-${opt[0]#--}}${AUTOBAHN_TAG:+-$AUTOBAHN_TAG}
 rm -rf "$out"; mkdir -p "$out"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
