@@ -32,11 +32,11 @@ fi
 case "$peer" in
 ws)
     [ -d "$peers/node/node_modules/ws" ] || { mkdir -p "$peers/node"; (cd "$peers/node" && npm install --silent --no-save ws); }
-    run_peer() { NODE_PATH=$peers/node/node_modules node scripts/autobahn-peer-ws.js "$@" "${opt[@]}"; } ;;
+    run_peer() { NODE_PATH=$peers/node/node_modules exec node scripts/autobahn-peer-ws.js "$@" "${opt[@]}"; } ;;
 websockets)
     [ -x "$peers/venv/bin/python" ] || python3 -m venv "$peers/venv"
     "$peers/venv/bin/python" -c 'import websockets' 2>/dev/null || "$peers/venv/bin/pip" install --quiet websockets
-    run_peer() { "$peers/venv/bin/python" scripts/autobahn-peer-websockets.py "$@" "${opt[@]}"; } ;;
+    run_peer() { exec "$peers/venv/bin/python" scripts/autobahn-peer-websockets.py "$@" "${opt[@]}"; } ;;
 *) echo "unknown peer $peer (ws or websockets)" >&2; exit 2 ;;
 esac
 out=$root/target/autobahn-peers/$mode-$peer${opt:+-${opt[0]#--}}${AUTOBAHN_TAG:+-$AUTOBAHN_TAG}
