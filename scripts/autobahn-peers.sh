@@ -21,13 +21,11 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then opt=("$1"); shift; fi
 kargs=("$@"); [ ${#kargs[@]} -gt 0 ] || kargs=(-i '12.*' -i '13.*')
 cd "$(dirname "$0")/.."
 root=$PWD
+source scripts/autobahn-common.sh
 venv=${KOSOKU_VENV:-$root/.venv-autobahn}
 peers=$root/target/peers
 port=${AUTOBAHN_PORT:-9011}
-if [ ! -x "$venv/bin/kosoku" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet 'kosoku==0.1.*'
-fi
+install_kosoku "$venv"
 [ -n "${KOSOKU_VENV:-}" ] || "$venv/bin/python" scripts/kosoku_fix.py
 case "$peer" in
 ws)
@@ -41,16 +39,6 @@ websockets)
 esac
 out=$root/target/autobahn-peers/$mode-$peer${opt:+-${opt[0]#--}}${AUTOBAHN_TAG:+-$AUTOBAHN_TAG}
 rm -rf "$out"; mkdir -p "$out"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "autobahn-peers: nothing listens on $port" >&2; return 1
-}
 limit=${AUTOBAHN_TIMEOUT:-1500}
 start=$SECONDS
 rc=0

@@ -7,11 +7,9 @@ set -euo pipefail
 mode=${1:-server}; shift || true
 cd "$(dirname "$0")/.."
 root=$PWD
+source scripts/autobahn-common.sh
 venv=$root/.venv-autobahn
-if [ ! -x "$venv/bin/kosoku" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet 'kosoku==0.1.*'
-fi
+install_kosoku "$venv"
 # kosoku 0.1.0 errors every 12.x/13.x case whose echo arrives uncompressed ("Strings must be
 # encoded before hashing"): fix the installed runner (idempotent; stops here on a kosoku
 # whose case file it does not know, instead of running it unfixed).
@@ -20,18 +18,7 @@ port=${AUTOBAHN_PORT:-9001}
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 out=$root/target/autobahn/$mode
 rm -rf "$out"; mkdir -p "$out"
-pids=()
 rc=0
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "autobahn: nothing listens on $port" >&2; return 1
-}
 
 case "$mode" in
 server)
