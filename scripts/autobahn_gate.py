@@ -2,6 +2,8 @@
 """Diff a fresh Autobahn (kosoku) index.json against the committed expected verdicts.
 
 usage: autobahn_gate.py INDEX_JSON EXPECTED_JSON [--write]
+       autobahn_gate.py INDEX_JSON --summary
+
 
 Fails (exit 1) when:
   * any case's (behavior, behaviorClose) differs from the expected file (newly failing
@@ -10,6 +12,8 @@ Fails (exit 1) when:
     enforced here too so the expected file cannot quietly hold a failure), or
   * any case of sections 12-13 is anything but OK/INFORMATIONAL/UNIMPLEMENTED.
 --write rewrites EXPECTED_JSON from the run (use after a deliberate change).
+--summary only prints the verdicts per section and the summed case durations (no bar, no
+expected file; scripts/autobahn-peers.sh uses it for runs against other peers).
 """
 import json
 import os
@@ -44,14 +48,35 @@ def reason(outdir, entry):
         return ""
 
 
+def print_sections(got, durations=None):
+    per_section = {}
+    for cid, g in got.items():
+        sec = cid.split(".")[0]
+        verdict = g["behavior"] if g["behavior"] == g["behaviorClose"] else f"{g['behavior']}/{g['behaviorClose']}"
+        per_section.setdefault(sec, Counter())[verdict] += 1
+    for sec in sorted(per_section, key=int):
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(per_section[sec].items()))
+        took = ""
+        if durations is not None:
+            ms = sum(d for cid, d in durations.items() if cid.split(".")[0] == sec)
+            took = f"  ({ms / 1000:.1f} s of case time)"
+        print(f"  section {sec:>2}: {counts}{took}")
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if len(args) != 2:
+    summary = "--summary" in sys.argv
+    if len(args) != (1 if summary else 2):
         sys.exit(__doc__)
-    index_path, expected_path = args
+    index_path = args[0]
     outdir = os.path.dirname(index_path)
     agent, cases = load_run(index_path)
     got = {cid: {"behavior": e["behavior"], "behaviorClose": e["behaviorClose"]} for cid, e in cases.items()}
+    if summary:
+        print(f"autobahn summary ({agent}): {len(got)} cases")
+        print_sections(got, {cid: e.get("duration", 0) for cid, e in cases.items()})
+        return 0
+    expected_path = args[1]
 
     if "--write" in sys.argv:
         with open(expected_path, "w") as f:
@@ -75,15 +100,8 @@ def main():
         if g["behavior"] not in allowed or g["behaviorClose"] not in allowed:
             problems.append(f"  {cid}: {g['behavior']}/{g['behaviorClose']} is below the bar  {reason(outdir, cases[cid])}")
 
-    per_section = {}
-    for cid, g in got.items():
-        sec = cid.split(".")[0]
-        verdict = g["behavior"] if g["behavior"] == g["behaviorClose"] else f"{g['behavior']}/{g['behaviorClose']}"
-        per_section.setdefault(sec, Counter())[verdict] += 1
     print(f"autobahn gate ({agent}): {len(got)} cases")
-    for sec in sorted(per_section, key=int):
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(per_section[sec].items()))
-        print(f"  section {sec:>2}: {counts}")
+    print_sections(got)
     if problems:
         print("autobahn gate: FAILED: either this is a regression, or update the expected file on purpose")
         print("\n".join(problems))
