@@ -142,6 +142,19 @@ pub struct Config {
     /// most recent), so a ping flood from a peer that never reads costs at most the
     /// low-water mark plus sixteen pongs, not one pong per ping.
     pub auto_pong: bool,
+    /// permessage-deflate (RFC 7692): `None` (the default, as WebSocket-Node, which has
+    /// none) neither offers nor accepts it. A server accepts a client's offer with these
+    /// settings; a client offers them. Never negotiated while
+    /// [`assemble_fragments`](Self::assemble_fragments) is off (frames are handed out
+    /// as they arrive, so there is no message to inflate).
+    ///
+    /// `server_no_context_takeover` and `client_no_context_takeover` both set is
+    /// uWebSockets' shared mode: no compression state per connection at all (one
+    /// compressor and one decompressor per thread, and a broadcast compressed once for
+    /// every recipient). Without them a connection keeps its own (dedicated mode:
+    /// better ratio, zlib's memory per connection, allocated when its first compressed
+    /// message is sent or received).
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl Config {
@@ -163,6 +176,7 @@ impl Config {
             max_buffered: Some(64 << 20),
             buffered_limit_policy: BufferedLimitPolicy::Drop,
             auto_pong: true,
+            deflate: None,
         }
     }
 

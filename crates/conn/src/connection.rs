@@ -10,14 +10,16 @@ use crate::{
 };
 use bytes::Buf as _;
 use bytes::{Bytes, BytesMut};
-use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, truncate_utf8};
+use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, RSV1, truncate_utf8};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod compression;
 mod pings;
 
+use compression::Codecs;
 use pings::Pings;
 
 /// One WebSocket connection after the handshake, for either role, with no socket,
@@ -81,6 +83,9 @@ pub struct Connection {
     /// a finding, parsed once the application has taken the events before it. `None`
     /// when there are none (boxed and released, so an idle connection holds nothing).
     pending: Option<Box<BytesMut>>,
+    /// This connection's own permessage-deflate codecs (context takeover), created with
+    /// the first message that needs one; `None` otherwise (shared mode never has any).
+    codecs: Option<Box<Codecs>>,
     /// Pings received and the pong owed; `None` while no ping is outstanding.
     pings: Option<Box<Pings>>,
 }
@@ -105,6 +110,7 @@ impl Connection {
             paused: false,
             pending: None,
             pings: None,
+            codecs: None,
         }
     }
 
@@ -175,15 +181,29 @@ impl Connection {
         // Data, pings and pongs become events in stream order right here; a close frame
         // or an error ends the stream, so it is handled after.
         let owe_pongs = self.config.auto_pong && self.state == State::Open;
+        let deflate = self.info.deflate();
+        let mut dcfg = DecodeConfig::new(self.role, self.config.max_received_frame_size as u64);
+        if deflate.is_some() {
+            dcfg.allowed_rsv = RSV1;
+        }
         let lim = Limits {
-            dcfg: DecodeConfig::new(self.role, self.config.max_received_frame_size as u64),
+            dcfg,
             max_message: self.config.max_received_message_size,
             assemble: self.config.assemble_fragments,
         };
-        let (events, pings) = (&mut self.events, &mut self.pings);
+        let (events, pings, codecs, role) = (&mut self.events, &mut self.pings, &mut self.codecs, self.role);
         let mut last = None;
         let (used, done) = self.recv.feed(&lim, data, &mut |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
+            Inbound::Compressed { text, payload } => {
+                // RSV1 only gets through the decoder once deflate was agreed.
+                let params = deflate.expect("RSV1 allowed only with deflate");
+                match compression::inflate(codecs, params, role, lim.max_message, text, &payload) {
+                    Ok(m) => events.push_back(Event::Message(m)),
+                    // The receive path stops after each finding: this is the last.
+                    Err(e) => last = Some(Inbound::Error(e)),
+                }
+            }
             Inbound::Frame(f) => events.push_back(Event::Frame(f)),
             Inbound::Pong(p) => events.push_back(Event::Pong(p)),
             Inbound::Ping(p) => {
@@ -192,7 +212,7 @@ impl Connection {
             }
             end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
         });
-        self.input_done |= done;
+        self.input_done |= done || last.is_some();
         if let Some(end) = last {
             self.on_stream_end(end);
         }
@@ -328,18 +348,43 @@ impl Connection {
         let shared_wire = self.role == Role::Server && !threshold.is_some_and(|t| len > t && t > 0);
         let wire = if shared_wire { frame.wire().len() } else { self.out.wire_len(len, threshold) };
         self.check_send(wire)?;
-        if shared_wire {
+        if let Some(z) = self.deflated_prepared(frame) {
+            self.out.push_message(frame.opcode(), z, threshold, token, RSV1);
+        } else if shared_wire {
             self.out.push_wire(frame.wire().clone(), token);
         } else {
-            self.out.push_message(frame.opcode(), frame.payload().clone(), threshold, token);
+            self.out.push_message(frame.opcode(), frame.payload().clone(), threshold, token, 0);
         }
+        Ok(self.send_status())
+    }
+
+    /// Sends text or binary like [`send`](Self::send), never compressed, even with
+    /// permessage-deflate agreed: for a message that mixes a secret with what an attacker
+    /// controls, which compression would leak through its size (CRIME, BREACH).
+    pub fn send_uncompressed(
+        &mut self,
+        data: impl Into<Payload>,
+        token: Option<SendToken>,
+    ) -> Result<SendStatus, SendError> {
+        let (opcode, payload) = match data.into() {
+            Payload::Text(t) => (OpCode::Text, t.into_bytes()),
+            Payload::Binary(b) => (OpCode::Binary, b),
+        };
+        let threshold = self.fragmentation();
+        self.check_send(self.out.wire_len(payload.len(), threshold))?;
+        self.out.push_message(opcode, payload, threshold, token, 0);
         Ok(self.send_status())
     }
 
     fn send_data(&mut self, opcode: OpCode, payload: Bytes, token: Option<SendToken>) -> Result<SendStatus, SendError> {
         let threshold = self.fragmentation();
+        // Checked at the uncompressed size: compression makes it smaller, or larger by a
+        // few bytes on data that does not compress.
         self.check_send(self.out.wire_len(payload.len(), threshold))?;
-        self.out.push_message(opcode, payload, threshold, token);
+        match self.deflated(&payload) {
+            Some(z) => self.out.push_message(opcode, z, threshold, token, RSV1),
+            None => self.out.push_message(opcode, payload, threshold, token, 0),
+        }
         Ok(self.send_status())
     }
 

@@ -32,6 +32,13 @@ pub enum ProtocolError {
     /// A close frame with a 1-byte payload, a forbidden code or a non-UTF-8 reason.
     #[error("invalid close frame: {0}")]
     InvalidClosePayload(ClosePayloadError),
+    /// RSV1 (permessage-deflate's "compressed") on a control or continuation frame
+    /// (RFC 7692 6.1: only a message's first frame carries it) (1002).
+    #[error("RSV1 set on a control or continuation frame")]
+    CompressedControlOrContinuation,
+    /// A compressed message that does not inflate (1007).
+    #[error("invalid compressed data: {0}")]
+    InvalidCompressedData(String),
 }
 
 impl ProtocolError {
@@ -43,6 +50,8 @@ impl ProtocolError {
             Self::InvalidUtf8 => CloseCode::INVALID_DATA,
             Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
             Self::InvalidClosePayload(e) => e.close_code(),
+            Self::CompressedControlOrContinuation => CloseCode::PROTOCOL_ERROR,
+            Self::InvalidCompressedData(_) => CloseCode::INVALID_DATA,
         }
     }
 }

@@ -325,8 +325,13 @@ pub enum Event {
 pub struct ConnInfo {
     /// The negotiated subprotocol.
     pub protocol: Option<String>,
-    /// Negotiated extensions (none are negotiated yet, as in WebSocket-Node).
+    /// Negotiated extensions as the handshake stated them (Node `extensions`). When it
+    /// is left empty and [`deflate`](Self::deflate) is set, the connection reports
+    /// permessage-deflate's response value here.
     pub extensions: Vec<String>,
+    /// The permessage-deflate parameters agreed in the handshake, if any: the connection
+    /// then accepts compressed messages (RSV1) and compresses what it sends.
+    pub deflate: Option<crate::deflate::DeflateParams>,
     /// Protocol version: 13, or 8 for old clients.
     pub version: u8,
     /// The peer's IP address: on a server, the socket peer, or when that is a trusted
@@ -340,7 +345,14 @@ pub struct ConnInfo {
 
 impl Default for ConnInfo {
     fn default() -> Self {
-        Self { protocol: None, extensions: Vec::new(), version: 13, remote_address: None, remote_addresses: Vec::new() }
+        Self {
+            protocol: None,
+            extensions: Vec::new(),
+            deflate: None,
+            version: 13,
+            remote_address: None,
+            remote_addresses: Vec::new(),
+        }
     }
 }
 

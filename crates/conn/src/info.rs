@@ -2,12 +2,14 @@
 //! common case, where the handshake facts are just a version and the peer's IP address.
 
 use crate::ConnInfo;
+use crate::deflate::DeflateParams;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-/// The handshake facts. When they carry no protocol and no extensions, and the only
-/// address is one IP address (or there is none), they are kept as that address and the
-/// version: no strings. The [`ConnInfo`] with the address as text is then built the first
+/// The handshake facts. When they carry no protocol and no extensions (but for
+/// permessage-deflate's parameters), and the only address is one IP address (or there is
+/// none), they are kept as that address, the version and the deflate parameters: no
+/// strings. The [`ConnInfo`] with the address as text is then built the first
 /// time something asks for it, and kept. Any other facts are kept as given, boxed.
 #[derive(Debug)]
 pub(crate) struct Info {
@@ -16,13 +18,23 @@ pub(crate) struct Info {
     /// The only address, in the compact form.
     peer: Option<IpAddr>,
     version: u8,
+    /// Kept apart from `full`: the connection reads it on every compressed message.
+    deflate: Option<DeflateParams>,
 }
 
 impl Info {
-    pub(crate) fn new(info: ConnInfo) -> Self {
+    pub(crate) fn new(mut info: ConnInfo) -> Self {
+        let (version, deflate) = (info.version, info.deflate);
         match compact_peer(&info) {
-            Some(peer) => Self { full: OnceLock::new(), peer, version: info.version },
-            None => Self { peer: None, version: info.version, full: OnceLock::from(Box::new(info)) },
+            Some(peer) => Self { full: OnceLock::new(), peer, version, deflate },
+            None => {
+                if info.extensions.is_empty()
+                    && let Some(p) = deflate
+                {
+                    info.extensions.push(p.response_header());
+                }
+                Self { peer: None, version, deflate, full: OnceLock::from(Box::new(info)) }
+            }
         }
     }
 
@@ -31,7 +43,7 @@ impl Info {
     pub(crate) fn with_peer(self, peer: IpAddr) -> Self {
         match self.full.into_inner() {
             Some(full) => Self::new(full.with_remote_address(peer.to_string())),
-            None => Self { full: OnceLock::new(), peer: Some(peer), version: self.version },
+            None => Self { full: OnceLock::new(), peer: Some(peer), version: self.version, deflate: self.deflate },
         }
     }
 
@@ -39,20 +51,30 @@ impl Info {
         self.version
     }
 
+    /// The permessage-deflate parameters agreed, if any.
+    pub(crate) fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
+    }
+
     /// The subprotocol; the compact form has none.
     pub(crate) fn protocol(&self) -> Option<&str> {
         self.full.get()?.protocol.as_deref()
     }
 
-    /// The extensions; the compact form has none.
+    /// The extensions (permessage-deflate's, in the compact form, written on first use).
     pub(crate) fn extensions(&self) -> &[String] {
-        self.full.get().map_or(&[], |f| &f.extensions)
+        match (self.full.get(), self.deflate) {
+            (Some(f), _) => &f.extensions,
+            (None, Some(_)) => &self.full().extensions,
+            (None, None) => &[],
+        }
     }
 
     /// The full facts, built now if need be.
     pub(crate) fn full(&self) -> &ConnInfo {
         self.full.get_or_init(|| {
-            let info = ConnInfo { version: self.version, ..ConnInfo::new() };
+            let extensions = self.deflate.iter().map(DeflateParams::response_header).collect();
+            let info = ConnInfo { version: self.version, extensions, deflate: self.deflate, ..ConnInfo::new() };
             Box::new(match self.peer {
                 Some(peer) => info.with_remote_address(peer.to_string()),
                 None => info,

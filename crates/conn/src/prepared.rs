@@ -1,17 +1,35 @@
 //! [`PreparedMessage`]: a message framed once and shared by many connections.
 
+use crate::deflate::with_shared_compressor;
 use crate::{OpCode, Payload, Utf8Bytes};
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::FrameHeader;
+use std::sync::{Arc, OnceLock};
 
 /// A message framed once, as a server sends it (one unmasked frame), into shared
-/// `Bytes`: broadcasting it to N connections copies nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Bytes`: broadcasting it to N connections copies nothing. With permessage-deflate in
+/// shared mode (no context takeover) it is also compressed once, by the first connection
+/// that sends it, for all (clones share that).
+#[derive(Debug, Clone)]
 pub struct PreparedMessage {
     opcode: OpCode,
     payload: Bytes,
     wire: Bytes,
+    /// The payload compressed with the settings it was compressed with.
+    deflated: Arc<OnceLock<(DeflateKey, Bytes)>>,
 }
+
+/// permessage-deflate settings a compressed payload depends on: window bits, level,
+/// memory level.
+type DeflateKey = (u8, u32, u8);
+
+impl PartialEq for PreparedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        (self.opcode, &self.payload) == (other.opcode, &other.payload)
+    }
+}
+
+impl Eq for PreparedMessage {}
 
 impl PreparedMessage {
     /// A text message.
@@ -42,7 +60,7 @@ impl PreparedMessage {
         wire.extend_from_slice(&payload);
         let wire = wire.freeze();
         let payload = wire.slice(h.len()..);
-        Self { opcode, payload, wire }
+        Self { opcode, payload, wire, deflated: Arc::default() }
     }
 
     /// Text or Binary.
@@ -58,6 +76,23 @@ impl PreparedMessage {
     /// The whole frame as a server writes it.
     pub fn wire(&self) -> &Bytes {
         &self.wire
+    }
+
+    /// The payload as permessage-deflate without context takeover compresses it: once
+    /// for all connections that use these settings (the first ones asked for; other
+    /// settings compress anew each time).
+    pub(crate) fn deflated(&self, window_bits: u8, level: u32, mem_level: u8) -> Bytes {
+        let key = (window_bits, level, mem_level);
+        if let Some((k, z)) = self.deflated.get()
+            && *k == key
+        {
+            return z.clone();
+        }
+        let mut z = BytesMut::with_capacity(self.payload.len() / 2 + 64);
+        with_shared_compressor(window_bits, level, mem_level, |c| c.compress(&self.payload, &mut z, true));
+        let z = z.freeze();
+        let _ = self.deflated.set((key, z.clone()));
+        z
     }
 }
 

@@ -22,6 +22,12 @@ pub(crate) enum Inbound {
     Frame(Frame),
     Ping(Bytes),
     Pong(Bytes),
+    /// A compressed (permessage-deflate) message, whole: the connection inflates it
+    /// (and checks a text message's UTF-8 after).
+    Compressed {
+        text: bool,
+        payload: Bytes,
+    },
     /// A valid close frame: its code and reason, or `None` for an empty payload.
     Close(Option<(CloseCode, String)>),
     /// The stream broke the protocol; nothing after it is read.
@@ -34,6 +40,8 @@ struct Cur {
     opcode: OpCode,
     fin: bool,
     mask: Option<[u8; 4]>,
+    /// RSV1 on a single-frame message: compressed.
+    compressed: bool,
     len: usize,
     got: usize,
 }
@@ -42,6 +50,8 @@ struct Cur {
 #[derive(Debug)]
 struct Msg {
     text: bool,
+    /// RSV1 on its first frame: the payload is deflate data, checked once inflated.
+    compressed: bool,
     /// Payload bytes announced so far, the current frame included.
     total: u64,
     utf8: Utf8Validator,
@@ -168,10 +178,15 @@ fn whole_frame(lim: &Limits, data: &mut &[u8], out: &mut impl FnMut(Inbound)) ->
     if data.len() - n < len || !(single || h.opcode.is_control()) {
         return None;
     }
+    if h.rsv != 0 && h.opcode.is_control() {
+        return Some(Err(ProtocolError::CompressedControlOrContinuation));
+    }
     let payload = &data[n..n + len];
     *data = &data[n + len..];
     Some(if h.opcode.is_control() {
         control(lim, h.opcode, h.mask, payload.to_vec(), out)
+    } else if h.rsv != 0 {
+        message_size(lim, h.payload_len).map(|()| compressed(h.opcode, unmasked(payload, h.mask).freeze(), out))
     } else {
         message_size(lim, h.payload_len).and_then(|()| single_frame(lim, h.opcode, h.mask, payload, out))
     })
@@ -232,6 +247,13 @@ fn single_frame(
         Inbound::Frame(Frame { fin: true, opcode, payload: bytes })
     });
     Ok(Flow::Go)
+}
+
+/// A whole compressed message, unmasked: the connection inflates it.
+#[cold]
+fn compressed(opcode: OpCode, payload: Bytes, out: &mut impl FnMut(Inbound)) -> Flow {
+    out(Inbound::Compressed { text: opcode == OpCode::Text, payload });
+    Flow::Go
 }
 
 /// A whole control frame's payload, unmasked and reported: without assembly first as a
@@ -341,6 +363,10 @@ impl Split {
     /// Checks a header against the message in progress and the message limit.
     fn begin(&mut self, lim: &Limits, h: FrameHeader) -> Result<(), ProtocolError> {
         let len = h.payload_len;
+        let rsv1 = h.rsv != 0; // the decoder lets RSV1 through only once negotiated
+        if rsv1 && (h.opcode.is_control() || h.opcode == OpCode::Continuation) {
+            return Err(ProtocolError::CompressedControlOrContinuation);
+        }
         match h.opcode {
             OpCode::Continuation => {
                 let Some(m) = &mut self.msg else { return Err(ProtocolError::UnexpectedContinuation) };
@@ -352,13 +378,18 @@ impl Split {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 message_size(lim, len)?;
-                self.msg = Some(Msg { text: h.opcode == OpCode::Text, total: len, utf8: Utf8Validator::new() });
+                self.msg = Some(Msg {
+                    text: h.opcode == OpCode::Text,
+                    compressed: rsv1,
+                    total: len,
+                    utf8: Utf8Validator::new(),
+                });
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => {}
         }
         // The frame limit (checked by the decoder) bounds `len` to usize.
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        self.cur = Some(Cur { opcode: h.opcode, fin: h.fin, mask: h.mask, len, got: 0 });
+        self.cur = Some(Cur { opcode: h.opcode, fin: h.fin, mask: h.mask, compressed: rsv1, len, got: 0 });
         Ok(())
     }
 
@@ -376,11 +407,14 @@ impl Split {
         if cur.fin && cur.opcode != OpCode::Continuation {
             // A single-frame message: `begin` started its message for it alone.
             self.msg = None;
+            if cur.compressed {
+                return Ok(compressed(cur.opcode, unmasked(payload, cur.mask).freeze(), out));
+            }
             return single_frame(lim, cur.opcode, cur.mask, payload, out);
         }
         let b = unmasked(payload, cur.mask);
         let msg = self.msg.as_mut().expect("begin() set the message");
-        if msg.text {
+        if msg.text && !msg.compressed {
             msg.utf8.feed(&b).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if lim.assemble {
@@ -421,7 +455,7 @@ impl Split {
             apply_mask(&mut buf[start..], k, offset);
         }
         let msg = self.msg.as_mut().expect("begin() set the message");
-        if msg.text {
+        if msg.text && !msg.compressed {
             msg.utf8.feed(&buf[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if cur.got < cur.len {
@@ -437,6 +471,10 @@ impl Split {
         }
         let bytes = buf.split().freeze();
         let msg = self.msg.take().expect("message");
+        if msg.compressed {
+            let opcode = if msg.text { OpCode::Text } else { OpCode::Binary };
+            return Ok(compressed(opcode, bytes, out));
+        }
         let mut utf8 = msg.utf8;
         out(Inbound::Message(if msg.text {
             utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;

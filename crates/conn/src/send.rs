@@ -159,8 +159,8 @@ impl Outbound {
     /// Frames one frame of `payload` at the back of the queue. A data frame that fits
     /// the arena joins the open chunk at the back when there is one (see
     /// [`Queue::push_arena`]); control frames always get a chunk of their own.
-    fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: &Bytes) {
-        let mut h = FrameHeader { fin, ..FrameHeader::new(opcode, payload.len() as u64) };
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: &Bytes) {
+        let mut h = FrameHeader { fin, rsv, ..FrameHeader::new(opcode, payload.len() as u64) };
         let join = !opcode.is_control();
         let q = self.queue.get_or_insert_with(Box::default);
         if self.mask {
@@ -198,19 +198,21 @@ impl Outbound {
         payload: Bytes,
         threshold: Option<usize>,
         token: Option<SendToken>,
+        rsv: u8,
     ) {
         match threshold {
             Some(t) if payload.len() > t && t > 0 => {
-                let mut op = opcode;
+                // RSV1 (compressed) goes on the first frame only (RFC 7692 6.1).
+                let (mut op, mut rsv) = (opcode, rsv);
                 let mut at = 0;
                 while at < payload.len() {
                     let end = (at + t).min(payload.len());
-                    self.push_frame(op, end == payload.len(), &payload.slice(at..end));
-                    op = OpCode::Continuation;
+                    self.push_frame(op, end == payload.len(), rsv, &payload.slice(at..end));
+                    (op, rsv) = (OpCode::Continuation, 0);
                     at = end;
                 }
             }
-            _ => self.push_frame(opcode, true, &payload),
+            _ => self.push_frame(opcode, true, rsv, &payload),
         }
         self.set_last_token(token);
     }
@@ -246,7 +248,7 @@ impl Outbound {
                 .unwrap_or(q.chunks.len())
         });
         let before = self.queue.as_ref().map_or(0, |q| q.chunks.len());
-        self.push_frame(opcode, true, &Bytes::copy_from_slice(payload));
+        self.push_frame(opcode, true, 0, &Bytes::copy_from_slice(payload));
         let q = self.queue.as_mut().expect("just pushed");
         debug_assert_eq!(q.chunks.len(), before + 1, "control frames are inline");
         let mut c = q.chunks.pop_back().expect("just pushed");
@@ -275,7 +277,7 @@ impl Outbound {
 
     /// Queues our close frame at the very end: everything queued before it goes first.
     pub(crate) fn push_close(&mut self, payload: &[u8]) {
-        self.push_frame(OpCode::Close, true, &Bytes::copy_from_slice(payload));
+        self.push_frame(OpCode::Close, true, 0, &Bytes::copy_from_slice(payload));
         if let Some(c) = self.queue.as_mut().and_then(|q| q.chunks.back_mut()) {
             c.close = true;
         }
@@ -408,10 +410,10 @@ mod tests {
     #[test]
     fn server_small_frame_is_one_chunk_and_large_is_shared() {
         let mut o = Outbound::new(Role::Server);
-        o.push_message(OpCode::Text, Bytes::from_static(b"hi"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"hi"), None, None, 0);
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x81\x02hi");
         let big = Bytes::from(vec![7u8; 1000]);
-        o.push_message(OpCode::Binary, big.clone(), None, None);
+        o.push_message(OpCode::Binary, big.clone(), None, None, 0);
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x82\x7e\x03\xe8");
         let p = o.poll_transmit().unwrap();
         assert_eq!(p.as_ptr(), big.as_ptr(), "payload shared, not copied");
@@ -422,19 +424,19 @@ mod tests {
     fn a_burst_of_small_frames_is_one_chunk_until_handed_out() {
         let mut o = Outbound::new(Role::Server);
         for _ in 0..3 {
-            o.push_message(OpCode::Text, Bytes::from_static(b"hi"), None, None);
+            o.push_message(OpCode::Text, Bytes::from_static(b"hi"), None, None, 0);
         }
         o.push_wire(PreparedMessage::binary(Bytes::from_static(b"pm")).wire().clone(), None);
         // A large frame's header joins too; its shared payload is a chunk of its own.
         let big = Bytes::from(vec![7u8; 600]);
-        o.push_message(OpCode::Binary, big.clone(), None, None);
+        o.push_message(OpCode::Binary, big.clone(), None, None, 0);
         let first = o.poll_transmit().unwrap();
         assert_eq!(&first[..], b"\x81\x02hi\x81\x02hi\x81\x02hi\x82\x02pm\x82\x7e\x02\x58");
         assert_eq!(o.poll_transmit().unwrap().as_ptr(), big.as_ptr(), "payload shared, not copied");
         assert!(o.poll_transmit().is_none());
         // Handed out: what comes next starts a new chunk.
-        o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, None);
-        o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, None, 0);
+        o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None, 0);
         assert_eq!(&o.poll_transmit().unwrap()[..], b"\x81\x01a\x81\x01b");
         assert_eq!(o.buffered(), first.len() + 600 + 6);
         let mut ev = VecDeque::new();
@@ -445,12 +447,12 @@ mod tests {
     #[test]
     fn nothing_joins_a_token_a_control_frame_or_the_close() {
         let mut o = Outbound::new(Role::Server);
-        o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, Some(SendToken(1)));
-        o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"a"), None, Some(SendToken(1)), 0);
+        o.push_message(OpCode::Text, Bytes::from_static(b"b"), None, None, 0);
         o.push_control(OpCode::Ping, b"p", false);
-        o.push_message(OpCode::Text, Bytes::from_static(b"c"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"c"), None, None, 0);
         o.push_close(b"");
-        o.push_message(OpCode::Text, Bytes::from_static(b"d"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"d"), None, None, 0);
         let chunks: Vec<Bytes> = std::iter::from_fn(|| o.poll_transmit()).collect();
         // `c` was framed after the ping, which now lies between it and `b` in the arena.
         let want: [&[u8]; 6] = [b"\x89\x01p", b"\x81\x01a", b"\x81\x01b", b"\x81\x01c", b"\x88\x00", b"\x81\x01d"];
@@ -466,8 +468,8 @@ mod tests {
     #[test]
     fn masked_frames_join_and_each_has_its_own_key() {
         let mut o = Outbound::new(Role::Client);
-        o.push_message(OpCode::Text, Bytes::from_static(b"Hello"), None, None);
-        o.push_message(OpCode::Text, Bytes::from_static(b"World"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"Hello"), None, None, 0);
+        o.push_message(OpCode::Text, Bytes::from_static(b"World"), None, None, 0);
         let w = o.poll_transmit().unwrap();
         assert!(o.poll_transmit().is_none());
         assert_eq!(w.len(), 2 * 11);
@@ -482,7 +484,7 @@ mod tests {
     #[test]
     fn masking_keys_differ_across_frames_and_connections() {
         fn key(o: &mut Outbound) -> [u8; 4] {
-            o.push_message(OpCode::Binary, Bytes::from_static(b"x"), None, None);
+            o.push_message(OpCode::Binary, Bytes::from_static(b"x"), None, None, 0);
             let w = o.poll_transmit().expect("a frame");
             let mut ev = VecDeque::new();
             o.on_written(w.len(), &mut ev);
@@ -500,7 +502,7 @@ mod tests {
         let mut want = Vec::new();
         for i in 0..100u8 {
             let p = Bytes::from(vec![i; 300]);
-            o.push_message(OpCode::Binary, p, None, None);
+            o.push_message(OpCode::Binary, p, None, None, 0);
             want.extend_from_slice(&[0x82, 0x7e, 0x01, 0x2c]);
             want.extend_from_slice(&[i; 300]);
         }
@@ -513,7 +515,7 @@ mod tests {
         let mut o = Outbound::new(Role::Server);
         assert_eq!(o.wire_len(10, Some(0)), 12, "a zero threshold means no fragmentation");
         let payload = Bytes::from(vec![1u8; 10]);
-        o.push_message(OpCode::Binary, payload, Some(4), Some(SendToken(9)));
+        o.push_message(OpCode::Binary, payload, Some(4), Some(SendToken(9)), 0);
         let wire = drain(&mut o);
         assert_eq!(wire.len(), o.wire_len(10, Some(4)));
         assert_eq!(&wire[..2], &[0x02, 4]);
@@ -530,8 +532,8 @@ mod tests {
     #[test]
     fn control_goes_ahead_of_unhanded_data_but_never_inside_a_frame() {
         let mut o = Outbound::new(Role::Server);
-        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, None);
-        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, None);
+        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, None, 0);
+        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, None, 0);
         let h = o.poll_transmit().unwrap(); // header of the first frame
         assert_eq!(h.len(), 4);
         o.push_control(OpCode::Pong, b"p", false);
@@ -545,7 +547,7 @@ mod tests {
     #[test]
     fn client_frames_are_masked() {
         let mut o = Outbound::new(Role::Client);
-        o.push_message(OpCode::Text, Bytes::from_static(b"Hello"), None, None);
+        o.push_message(OpCode::Text, Bytes::from_static(b"Hello"), None, None, 0);
         let w = o.poll_transmit().unwrap();
         assert_eq!(w[0], 0x81);
         assert_eq!(w[1], 0x85);
@@ -558,8 +560,8 @@ mod tests {
     #[test]
     fn discard_keeps_a_started_frame_and_fails_tokens() {
         let mut o = Outbound::new(Role::Server);
-        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, Some(SendToken(1)));
-        o.push_message(OpCode::Binary, Bytes::from_static(b"x"), None, Some(SendToken(2)));
+        o.push_message(OpCode::Binary, Bytes::from(vec![0u8; 600]), None, Some(SendToken(1)), 0);
+        o.push_message(OpCode::Binary, Bytes::from_static(b"x"), None, Some(SendToken(2)), 0);
         o.poll_transmit().unwrap();
         let mut ev = VecDeque::new();
         o.discard_unhanded(&mut ev);

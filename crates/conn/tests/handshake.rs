@@ -153,6 +153,7 @@ fn accept_writes_the_101_with_the_accept_key() {
         origin: Some("http://example.com".into()),
         cookies: vec![SetCookie { path: Some("/".into()), http_only: true, ..SetCookie::new("id", "42") }],
         extra_headers: vec![("X-Served-By".into(), "ringwire".into())],
+        deflate: None,
     };
     let resp = String::from_utf8(req.accept(&a).unwrap()).unwrap();
     assert_eq!(

@@ -47,6 +47,9 @@ pub enum ClientHandshakeError {
     /// The server named an extension we did not request.
     #[error("server enabled extension {0:?}, which was not requested")]
     UnrequestedExtension(String),
+    /// The server's permessage-deflate response does not fit our offer.
+    #[error("bad permessage-deflate response: {0}")]
+    Deflate(#[from] crate::deflate::DeflateError),
 }
 
 /// A verified 101 response.
@@ -59,6 +62,8 @@ pub struct Response {
     pub protocol: Option<String>,
     /// Every header line.
     pub headers: Vec<(String, String)>,
+    /// permessage-deflate, when we offered it and the server accepted.
+    pub deflate: Option<crate::deflate::DeflateParams>,
 }
 
 /// A client upgrade request, and the key to check the answer against.
@@ -69,6 +74,8 @@ pub struct ClientRequest {
     protocols: Vec<String>,
     version: u8,
     limits: HandshakeLimits,
+    /// What we offered for permessage-deflate, if anything.
+    deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl ClientRequest {
@@ -131,7 +138,19 @@ impl ClientRequest {
             protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
             version,
             limits: HandshakeLimits::default(),
+            deflate: None,
         })
+    }
+
+    /// Offers permessage-deflate with `cfg` (a `Sec-WebSocket-Extensions` header), and
+    /// checks the server's answer against it in [`verify_response`](Self::verify_response).
+    pub fn with_deflate(mut self, cfg: crate::deflate::DeflateConfig) -> Self {
+        let header = format!("Sec-WebSocket-Extensions: {}\r\n\r\n", crate::deflate::client_offer(&cfg));
+        // The request ends with the blank line: the header goes before it.
+        self.bytes.truncate(self.bytes.len() - 2);
+        self.bytes.extend_from_slice(header.as_bytes());
+        self.deflate = Some(cfg);
+        self
     }
 
     /// Changes the limits applied to the response head.
@@ -195,17 +214,23 @@ impl ClientRequest {
         if let Some(p) = protocol.as_ref().filter(|p| !self.protocols.iter().any(|o| o.eq_ignore_ascii_case(p))) {
             return Err(ClientHandshakeError::ProtocolNotOffered(p.clone()));
         }
-        if let Some(ext) = list_items(all("Sec-WebSocket-Extensions")).next() {
-            let name = ext.split(';').next().unwrap_or(ext).trim();
-            return Err(ClientHandshakeError::UnrequestedExtension(name.to_owned()));
-        }
-        Ok(Some((Response { status, protocol, headers: hs }, n)))
+        let extensions: Vec<&str> = list_items(all("Sec-WebSocket-Extensions")).collect();
+        let deflate = match (extensions.first(), &self.deflate) {
+            (None, _) => None,
+            (Some(_), Some(cfg)) => Some(crate::deflate::accept_response(&extensions.join(", "), cfg)?),
+            (Some(ext), None) => {
+                let name = ext.split(';').next().unwrap_or(ext).trim();
+                return Err(ClientHandshakeError::UnrequestedExtension(name.to_owned()));
+            }
+        };
+        Ok(Some((Response { status, protocol, headers: hs, deflate }, n)))
     }
 
     /// The [`ConnInfo`] for the connection a verified `response` opens.
     pub fn conn_info(&self, response: &Response, remote_address: Option<String>) -> ConnInfo {
         let mut info = ConnInfo::new();
         info.protocol = response.protocol.clone();
+        info.deflate = response.deflate;
         info.version = self.version;
         info.remote_addresses = remote_address.iter().cloned().collect();
         info.remote_address = remote_address;

@@ -131,6 +131,10 @@ pub struct Accept {
     pub cookies: Vec<SetCookie>,
     /// Further headers for the 101.
     pub extra_headers: Vec<(String, String)>,
+    /// permessage-deflate as agreed with [`Request::negotiate_deflate`]: stated in the
+    /// 101 (`Sec-WebSocket-Extensions`); give the same to the connection's
+    /// [`ConnInfo::deflate`](crate::ConnInfo::deflate).
+    pub deflate: Option<(crate::deflate::DeflateParams, String)>,
 }
 
 /// A cookie to set in the 101 response (the third argument of Node's `accept`).
@@ -350,6 +354,11 @@ impl Request {
             r.push_str(&c.to_header()?);
             r.push_str("\r\n");
         }
+        if let Some((_, value)) = &a.deflate {
+            r.push_str("Sec-WebSocket-Extensions: ");
+            r.push_str(value);
+            r.push_str("\r\n");
+        }
         for (k, v) in &a.extra_headers {
             if !is_token(k) || !is_safe_value(v) {
                 return Err(AcceptError::InvalidHeader(k.clone()));
@@ -361,6 +370,16 @@ impl Request {
         }
         r.push_str("\r\n");
         Ok(r.into_bytes())
+    }
+
+    /// permessage-deflate for this request under `cfg`: the parameters of the first offer
+    /// that is acceptable, and the response value that states them (for
+    /// [`Accept::deflate`]); `None` if the client offered none that is.
+    pub fn negotiate_deflate(
+        &self,
+        cfg: &crate::deflate::DeflateConfig,
+    ) -> Option<(crate::deflate::DeflateParams, String)> {
+        crate::deflate::negotiate_response(&self.extensions, cfg)
     }
 
     /// The [`ConnInfo`] for a connection made from this request, from the TCP `peer`:

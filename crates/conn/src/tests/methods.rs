@@ -227,6 +227,7 @@ fn properties_come_from_conn_info() {
     let info = ConnInfo {
         protocol: Some("echo-protocol".into()),
         extensions: vec![],
+        deflate: None,
         version: 8,
         remote_address: Some("203.0.113.9".into()),
         remote_addresses: vec!["203.0.113.9".into(), "10.0.0.1".into()],

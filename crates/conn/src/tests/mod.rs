@@ -3,6 +3,7 @@
 //! transcripts: act on one side, `drive()`, assert on the other side's events.
 
 mod close;
+mod deflate;
 mod flow;
 mod hostile;
 mod methods;
