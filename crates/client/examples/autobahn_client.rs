@@ -111,6 +111,15 @@ fn main() {
     opts.config.max_received_message_size = 16 << 20;
     opts.config.max_buffered = Some(64 << 20);
     opts.config.fragment_outgoing_messages = false;
+    // Sections 12 and 13: permessage-deflate, offered as
+    // `permessage-deflate; client_no_context_takeover; client_max_window_bits`, which
+    // lets the fuzzing server pick every parameter its cases need. RINGWIRE_DEFLATE=off
+    // offers nothing (those sections are then UNIMPLEMENTED).
+    if std::env::var("RINGWIRE_DEFLATE").as_deref() != Ok("off") {
+        let mut deflate = ringwire_conn::deflate::DeflateConfig::default();
+        deflate.client_no_context_takeover = true;
+        opts.config.deflate = Some(deflate);
+    }
     opts.handshake_timeout = Some(std::time::Duration::from_secs(30));
 
     let mut client = match ClientLoop::new(IoChoice::Auto) {

@@ -293,6 +293,7 @@ impl<H: ClientHandler> Driver<'_, H> {
                 let addr = attempt.addr();
                 let mut info = ConnInfo::new();
                 info.protocol = response.protocol.clone();
+                info.deflate = response.deflate;
                 info.version = attempt.target.opts.version;
                 let now = io.now();
                 // The spec's remoteAddress is the peer's IP (no port), as on the server.

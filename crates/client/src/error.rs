@@ -80,12 +80,16 @@ pub enum ConnectError {
         /// The server's choice.
         protocol: String,
     },
-    /// The server answered with an extension we did not request (we request none).
+    /// The server answered with an extension we did not request (we request only
+    /// permessage-deflate, and only with `ConnectOptions::config.deflate` set).
     #[error("server answered with extension {extension:?}, which was not requested")]
     UnrequestedExtension {
         /// The extension header value.
         extension: String,
     },
+    /// The server accepted permessage-deflate with parameters our offer does not allow.
+    #[error("the server's permessage-deflate response does not fit our offer: {0}")]
+    Deflate(ringwire_conn::deflate::DeflateError),
     /// A 101 that is not a valid WebSocket upgrade (missing `Upgrade: websocket` or
     /// `Connection: Upgrade`, malformed HTTP, a head over the size limit).
     #[error("invalid upgrade response: {0}")]

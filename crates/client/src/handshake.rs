@@ -58,6 +58,14 @@ pub(crate) fn prepare(url: &WsUrl, opts: &ConnectOptions) -> Result<Prepared, Co
         ClientHandshakeError::InvalidRequest(m) => ConnectError::InvalidOptions(m),
         other => ConnectError::InvalidOptions(other.to_string()),
     })?;
+    // permessage-deflate, when configured: never without assembly (no message to inflate).
+    let request = match opts.config.deflate.clone().filter(|_| opts.config.assemble_fragments) {
+        Some(deflate) => {
+            deflate.validate().map_err(|e| ConnectError::InvalidOptions(e.to_string()))?;
+            request.with_deflate(deflate)
+        }
+        None => request,
+    };
     let bytes = Bytes::copy_from_slice(request.as_bytes());
     Ok(Prepared { request, bytes })
 }
@@ -109,6 +117,7 @@ fn handshake_error(e: ClientHandshakeError) -> ConnectError {
         ClientHandshakeError::BadAccept { expected, got } => ConnectError::BadAccept { expected, got },
         ClientHandshakeError::ProtocolNotOffered(protocol) => ConnectError::ProtocolNotOffered { protocol },
         ClientHandshakeError::UnrequestedExtension(extension) => ConnectError::UnrequestedExtension { extension },
+        ClientHandshakeError::Deflate(e) => ConnectError::Deflate(e),
         ClientHandshakeError::Status { status, reason, headers, body } => {
             ConnectError::Status { status, reason, headers, body }
         }

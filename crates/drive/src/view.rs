@@ -81,6 +81,12 @@ impl WebSocketConnection<'_> {
         self.conn.send_binary(data, None).into()
     }
 
+    /// [`send`](Self::send), never compressed even with permessage-deflate agreed: for a
+    /// message that mixes a secret with what an attacker controls (CRIME, BREACH).
+    pub fn send_uncompressed(&mut self, data: impl Into<Payload>) -> Sent {
+        self.conn.send_uncompressed(data, None).into()
+    }
+
     /// [`send`](Self::send) with Node's callback: the handler's `on_send_complete` gets
     /// `token` once every byte is written, or when the connection closes first.
     pub fn send_tracked(&mut self, data: impl Into<Payload>, token: SendToken) -> Sent {

@@ -128,7 +128,7 @@ impl<H: Handler> Worker<H> {
         }
         let handler = &mut self.handler;
         let decision = catch_unwind(AssertUnwindSafe(|| handler.on_request(&req, &self.cfg.subprotocols)));
-        let accept = match decision {
+        let mut accept = match decision {
             Ok(Decision::Accept(accept)) => accept,
             Ok(Decision::Reject { status, reason, headers }) => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -145,6 +145,11 @@ impl<H: Handler> Worker<H> {
                 return self.refuse(io, id, handshake::reject_response(500, Some("internal error"), &[]));
             }
         };
+        // permessage-deflate, when configured: never without assembly (no message to inflate).
+        let conn_cfg = &self.cfg.connection;
+        if let Some(deflate) = conn_cfg.deflate.as_ref().filter(|_| conn_cfg.assemble_fragments) {
+            accept.deflate = req.negotiate_deflate(deflate);
+        }
         let response = match req.accept(&accept) {
             Ok(r) => r,
             Err(e) => {
@@ -154,6 +159,7 @@ impl<H: Handler> Worker<H> {
         };
         let mut info = ConnInfo::new();
         info.protocol = accept.protocol;
+        info.deflate = accept.deflate.map(|(params, _)| params);
         info.version = req.version;
         let forwarded = proxy::forwarded(peer.ip(), &req.x_forwarded_for, &self.cfg.trusted_proxies);
         let peer_only = forwarded.is_none();

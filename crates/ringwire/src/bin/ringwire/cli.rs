@@ -1,6 +1,7 @@
 //! The `ringwire` command line: flags, their parsing, and the config they build.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringwire::conn::deflate::DeflateConfig;
 use ringwire::conn::{Config as ConnConfig, Keepalive};
 use ringwire::io::IoChoice;
 use ringwire::server::ServerConfig;
@@ -138,6 +139,35 @@ pub(crate) struct ServeArgs {
     /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
     #[arg(long = "trust-proxy", value_name = "IP", value_delimiter = ',')]
     pub(crate) trusted_proxies: Vec<IpAddr>,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it (off by default).
+    /// shared: no context takeover either way, so no compression state per connection
+    /// (one compressor and one decompressor per worker, a broadcast compressed once);
+    /// dedicated: each connection keeps its compression context (better ratio; zlib's
+    /// memory per connection, see --deflate-window-bits and --deflate-mem-level).
+    #[arg(long, value_name = "shared|dedicated", num_args = 0..=1, default_missing_value = "shared")]
+    pub(crate) deflate: Option<DeflateMode>,
+    /// Dedicated mode: the most window bits (9-15) either side compresses with; a
+    /// connection's compressor takes 2^(bits+2) bytes plus the memory level's share.
+    #[arg(long, default_value_t = 15, value_name = "9-15", value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub(crate) deflate_window_bits: u8,
+    /// zlib memory level (1-9) of the compressors: 2^(level+9) bytes each.
+    #[arg(long, default_value_t = 8, value_name = "1-9", value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub(crate) deflate_mem_level: u8,
+    /// Compression level (0-9; 1 is fastest, 9 smallest).
+    #[arg(long, default_value_t = 6, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub(crate) deflate_level: u32,
+    /// Messages shorter than this are sent uncompressed.
+    #[arg(long, default_value = "0", value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) deflate_threshold: usize,
+}
+
+/// How `--deflate` keeps compression state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeflateMode {
+    /// No context takeover either way: nothing per connection.
+    Shared,
+    /// Context takeover: each connection keeps its own compressor and decompressor.
+    Dedicated,
 }
 
 impl ServeArgs {
@@ -170,6 +200,18 @@ impl ServeArgs {
         conn.keepalive =
             (!self.keepalive_interval.is_zero()).then(|| Keepalive::new(self.keepalive_interval, self.keepalive_grace));
         conn.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+        conn.deflate = self.deflate.map(|mode| {
+            let mut d = DeflateConfig::default();
+            let shared = mode == DeflateMode::Shared;
+            d.server_no_context_takeover = shared;
+            d.client_no_context_takeover = shared;
+            d.server_max_window_bits = self.deflate_window_bits;
+            d.client_max_window_bits = self.deflate_window_bits;
+            d.mem_level = self.deflate_mem_level;
+            d.level = self.deflate_level;
+            d.threshold = self.deflate_threshold;
+            d
+        });
         let mut cfg = ServerConfig::new(addr)
             .with_threads(self.threads)
             .with_io(self.io)
