@@ -290,6 +290,26 @@ mod tests {
     }
 
     #[test]
+    fn deflate_flags_build_the_deflate_config() {
+        let deflate = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["ringwire", "echo"].iter().chain(args)).map_err(|e| e.to_string())?;
+            let Command::Echo(a) = cli.command else { panic!("echo") };
+            Ok::<_, String>(a.to_config().connection.deflate)
+        };
+        assert_eq!(deflate(&[]).unwrap(), None, "off by default");
+        let shared = deflate(&["--deflate"]).unwrap().expect("on");
+        assert!(shared.server_no_context_takeover && shared.client_no_context_takeover);
+        let d = deflate(&["--deflate", "dedicated", "--deflate-window-bits", "12", "--deflate-threshold", "1KiB"])
+            .unwrap()
+            .expect("on");
+        assert!(!d.server_no_context_takeover && !d.client_no_context_takeover);
+        assert_eq!((d.server_max_window_bits, d.client_max_window_bits, d.threshold), (12, 12, 1024));
+        let e = deflate(&["--deflate", "--deflate-window-bits", "8"]).unwrap_err();
+        assert!(e.contains("--deflate-window-bits"), "{e}");
+        assert!(deflate(&["--deflate", "fast"]).unwrap_err().contains("--deflate"));
+    }
+
+    #[test]
     fn flags_build_the_config() {
         let cli = Cli::try_parse_from([
             "ringwire",
