@@ -1,10 +1,12 @@
-//! A client and a server `Connection` driven by arbitrary operations and bytes.
-//! Oracles: nothing panics, the state never moves backwards, `Close` is reported
+//! A client and a server `Connection` driven by arbitrary operations and bytes, with
+//! permessage-deflate agreed or not (the first byte picks: off, shared mode, dedicated
+//! mode, or windows of 9-15 bits with mixed context takeover). Oracles: nothing panics, the state never moves backwards, `Close` is reported
 //! exactly once and only when closed, and everything ends finished after a final
 //! close and enough time.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringwire_conn::deflate::{DeflateConfig, DeflateParams};
 use ringwire_conn::{CloseCode, Config, ConnInfo, Connection, Event, Role, State};
 use std::time::{Duration, Instant};
 
@@ -69,10 +71,45 @@ fn pump(a: &mut Side, b: &mut Side, now: Instant, split: usize) {
     b.check();
 }
 
+/// The deflate parameters byte `b` picks, if any.
+fn deflate(b: u8) -> Option<DeflateParams> {
+    let bits = |x: u8| 9 + x % 7;
+    match b & 3 {
+        0 => None,
+        1 => Some(DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }),
+        2 => Some(DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }),
+        _ => Some(DeflateParams {
+            server_no_context_takeover: b & 4 != 0,
+            client_no_context_takeover: b & 8 != 0,
+            server_max_window_bits: bits(b >> 4),
+            client_max_window_bits: bits(b >> 5),
+        }),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
+    let params = data.first().and_then(|&b| deflate(b));
+    let data = data.get(1..).unwrap_or_default();
+    let config = |role| {
+        let mut c = Config::for_role(role);
+        c.deflate = params.map(|_| DeflateConfig::default());
+        c
+    };
+    let mut info = ConnInfo::new();
+    info.deflate = params;
     let side = |role| Side {
-        conn: Connection::new(role, Config::for_role(role), ConnInfo::new(), now),
+        conn: Connection::new(role, config(role), info.clone(), now),
         last: State::Open,
         closes: 0,
         blocked: false,
