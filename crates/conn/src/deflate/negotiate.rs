@@ -162,10 +162,9 @@ pub fn accept_response(value: &str, cfg: &DeflateConfig) -> Result<DeflateParams
     if items.next().is_some() {
         return Err(DeflateError::SeveralExtensions(value.trim().to_owned()));
     }
-    let offer = parse_item(item);
-    if !offer.name.eq_ignore_ascii_case(EXTENSION_NAME) {
-        return Err(DeflateError::NotOffered(offer.name));
-    }
+    let offer = crate::handshake::parse_extension(item)
+        .filter(|o| o.name == EXTENSION_NAME)
+        .ok_or_else(|| DeflateError::NotOffered(item.split(';').next().unwrap_or_default().trim().to_owned()))?;
     let p = parse_params(&offer.params)?;
     let client_max_window_bits = match p.client_max_window_bits {
         None => cfg.client_max_window_bits,
@@ -189,18 +188,4 @@ pub fn accept_response(value: &str, cfg: &DeflateConfig) -> Result<DeflateParams
         server_max_window_bits,
         client_max_window_bits,
     })
-}
-
-/// One `name; k=v; k` list item, as the server's request parser reads offers.
-fn parse_item(item: &str) -> ExtensionOffer {
-    let mut parts = item.split(';').map(str::trim);
-    let name = parts.next().unwrap_or_default().to_ascii_lowercase();
-    let params = parts
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().trim_matches('"').to_owned())),
-            None => (p.to_ascii_lowercase(), None),
-        })
-        .collect();
-    ExtensionOffer { name, params }
 }

@@ -11,6 +11,7 @@ mod client;
 mod server;
 
 pub use client::{ClientHandshakeError, ClientRequest, Response};
+pub(crate) use server::parse_extension;
 pub use server::{
     Accept, AcceptError, ExtensionOffer, HandshakeError, Request, SetCookie, forwarded_addresses, parse_request,
     reject_response,

@@ -270,7 +270,10 @@ pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(Req
     Ok(Some((request, n)))
 }
 
-fn parse_extension(item: &str) -> Option<ExtensionOffer> {
+/// One `name; k=v; k` item of `Sec-WebSocket-Extensions` (name and keys lower-cased,
+/// quoted values unquoted); `None` if the name is not a token. The client reads the
+/// server's answer with it too.
+pub(crate) fn parse_extension(item: &str) -> Option<ExtensionOffer> {
     let mut parts = item.split(';').map(str::trim);
     let name = parts.next().filter(|n| is_token(n))?.to_ascii_lowercase();
     let params = parts
