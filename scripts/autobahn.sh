@@ -2,6 +2,10 @@
 # The Autobahn gate. `scripts/autobahn.sh server` runs the whole fuzzingclient suite against
 # `ringwire echo`; `scripts/autobahn.sh client` runs the fuzzingserver suite against the ringwire
 # client example. Either diffs the verdicts with autobahn/expected-<mode>.json.
+# permessage-deflate: RINGWIRE_DEFLATE=shared (the default) or dedicated sets the server's
+# --deflate mode (the client always offers it); RINGWIRE_DEFLATE=off runs without it and
+# diffs with autobahn/expected-<mode>-nodeflate.json (sections 12 and 13 are then
+# UNIMPLEMENTED, and RSV1 must still be refused with 1002).
 # Extra arguments go to kosoku (e.g. `-i 9.*`); WRITE=1 rewrites the expected file.
 set -euo pipefail
 mode=${1:-server}; shift || true
@@ -19,6 +23,12 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 out=$root/target/autobahn/$mode
 rm -rf "$out"; mkdir -p "$out"
 rc=0
+deflate=${RINGWIRE_DEFLATE:-shared}
+case "$deflate" in
+shared|dedicated) deflate_flag=(--deflate "$deflate"); expected=autobahn/expected-$mode.json; gate_flags=() ;;
+off) deflate_flag=(); expected=autobahn/expected-$mode-nodeflate.json; gate_flags=(--allow-unimplemented) ;;
+*) echo "RINGWIRE_DEFLATE must be shared, dedicated or off, not $deflate" >&2; exit 2 ;;
+esac
 
 case "$mode" in
 server)
@@ -26,7 +36,7 @@ server)
     # Limits large enough for the 9.x cases (16 MiB messages, 4 MiB frames).
     "$bin/ringwire" echo --addr "127.0.0.1:$port" --threads 2 \
         --max-frame-size 16MiB --max-message-size 16MiB --max-buffered 64MiB \
-        --keepalive-interval 0 --io "${RINGWIRE_IO:-auto}" >"$out/server.log" 2>&1 &
+        --keepalive-interval 0 --io "${RINGWIRE_IO:-auto}" "${deflate_flag[@]}" >"$out/server.log" 2>&1 &
     pids+=($!)
     wait_port
     timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || rc=$?
@@ -36,7 +46,7 @@ client)
     timeout 1500 "$venv/bin/kosoku" -m fuzzingserver -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 &
     pids+=($!)
     wait_port
-    timeout 1400 "$bin/examples/autobahn_client" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1 || {
+    RINGWIRE_DEFLATE=$deflate timeout 1400 "$bin/examples/autobahn_client" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1 || {
         c=$?; [ "$c" != 124 ] || rc=124
         echo "autobahn: the client exited with $c; client log:" >&2; tail -20 "$out/client.log" >&2
         [ "$rc" = 124 ] || exit 1
@@ -49,4 +59,4 @@ esac
 # forever on a message ending in a final deflate block) holds the run until `timeout` ends it.
 [ "$rc" != 124 ] || echo "autobahn: kosoku did not finish in time: a case hung (one cause: a compressed message ending in a final deflate block, which kosoku 0.1.0 never returns from; see docs/autobahn-deflate-notes.md)" >&2
 [ -f "$out/index.json" ] || { echo "autobahn: no index.json; kosoku log:" >&2; tail -20 "$out/kosoku.log" >&2; exit 1; }
-python3 scripts/autobahn_gate.py "$out/index.json" "autobahn/expected-$mode.json" ${WRITE:+--write}
+python3 scripts/autobahn_gate.py "$out/index.json" "$expected" "${gate_flags[@]}" ${WRITE:+--write}
