@@ -15,7 +15,10 @@
 //! - [`Connection`]: the state machine after the handshake, for both roles; its docs
 //!   give the calling order.
 //! - [`Config`]: WebSocket-Node's `ConnectionConfig` plus keepalive, idle timeout and
-//!   flow control.
+//!   flow control, and permessage-deflate ([`Config::deflate`]).
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation and the codec; once agreed
+//!   in the handshake ([`ConnInfo::deflate`]), the connection inflates and compresses by
+//!   itself.
 //!
 //! A whole exchange, with byte vectors standing in for the socket:
 //!
