@@ -314,19 +314,19 @@ impl Connection {
     /// [`Utf8Bytes`] as text, `Bytes`/`Vec<u8>`/`&[u8]` as binary.
     pub fn send(&mut self, data: impl Into<Payload>, token: Option<SendToken>) -> Result<SendStatus, SendError> {
         match data.into() {
-            Payload::Text(t) => self.send_data(OpCode::Text, t.into_bytes(), token),
-            Payload::Binary(b) => self.send_data(OpCode::Binary, b, token),
+            Payload::Text(t) => self.send_data(OpCode::Text, t.into_bytes(), token, true),
+            Payload::Binary(b) => self.send_data(OpCode::Binary, b, token, true),
         }
     }
 
     /// Sends a text message (Node `sendUTF`). Valid UTF-8 by type.
     pub fn send_text(&mut self, text: impl Into<Utf8Bytes>, token: Option<SendToken>) -> Result<SendStatus, SendError> {
-        self.send_data(OpCode::Text, text.into().into_bytes(), token)
+        self.send_data(OpCode::Text, text.into().into_bytes(), token, true)
     }
 
     /// Sends a binary message (Node `sendBytes`).
     pub fn send_binary(&mut self, data: impl Into<Bytes>, token: Option<SendToken>) -> Result<SendStatus, SendError> {
-        self.send_data(OpCode::Binary, data.into(), token)
+        self.send_data(OpCode::Binary, data.into(), token, true)
     }
 
     /// Sends a message framed once for many connections (broadcast). A server queues
@@ -366,22 +366,26 @@ impl Connection {
         data: impl Into<Payload>,
         token: Option<SendToken>,
     ) -> Result<SendStatus, SendError> {
-        let (opcode, payload) = match data.into() {
-            Payload::Text(t) => (OpCode::Text, t.into_bytes()),
-            Payload::Binary(b) => (OpCode::Binary, b),
-        };
-        let threshold = self.fragmentation();
-        self.check_send(self.out.wire_len(payload.len(), threshold))?;
-        self.out.push_message(opcode, payload, threshold, token, 0);
-        Ok(self.send_status())
+        match data.into() {
+            Payload::Text(t) => self.send_data(OpCode::Text, t.into_bytes(), token, false),
+            Payload::Binary(b) => self.send_data(OpCode::Binary, b, token, false),
+        }
     }
 
-    fn send_data(&mut self, opcode: OpCode, payload: Bytes, token: Option<SendToken>) -> Result<SendStatus, SendError> {
+    /// Queues a data message, compressed when `compress` and permessage-deflate applies.
+    fn send_data(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        token: Option<SendToken>,
+        compress: bool,
+    ) -> Result<SendStatus, SendError> {
         let threshold = self.fragmentation();
         // Checked at the uncompressed size: compression makes it smaller, or larger by a
         // few bytes on data that does not compress.
         self.check_send(self.out.wire_len(payload.len(), threshold))?;
-        match self.deflated(&payload) {
+        let deflated = if compress { self.deflated(&payload) } else { None };
+        match deflated {
             Some(z) => self.out.push_message(opcode, z, threshold, token, RSV1),
             None => self.out.push_message(opcode, payload, threshold, token, 0),
         }

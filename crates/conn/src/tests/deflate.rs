@@ -1,11 +1,11 @@
 //! permessage-deflate on a connection pair: what is compressed and how it looks on the
 //! wire, what a negotiated connection must still accept, and what it must refuse.
 
-use super::{Pair, cframe};
+use super::{Pair, cframe, frames_rsv};
 use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::{Config, ConnInfo, Connection, Event, Message, OpCode, PreparedMessage, Role};
 use bytes::{Bytes, BytesMut};
-use ringwire_frame::{DecodeConfig, Decoded, FrameHeader, RSV1, apply_mask, decode_header};
+use ringwire_frame::{FrameHeader, RSV1, apply_mask};
 
 /// Both sides' parameters: shared mode (no context takeover) or dedicated.
 fn params(shared: bool) -> DeflateParams {
@@ -34,21 +34,7 @@ fn pair(shared: bool, threshold: usize) -> Pair {
 
 /// (fin, rsv, opcode, unmasked payload) of every frame `from` wrote.
 fn wire_frames(wire: &[u8], from: Role) -> Vec<(bool, u8, OpCode, Vec<u8>)> {
-    let mut cfg = DecodeConfig::new(if from == Role::Client { Role::Server } else { Role::Client }, u64::MAX >> 1);
-    cfg.allowed_rsv = RSV1;
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < wire.len() {
-        let Ok(Decoded::Header(h, n)) = decode_header(&wire[at..], &cfg) else { panic!("bad frame at {at}") };
-        let len = h.payload_len as usize;
-        let mut p = wire[at + n..at + n + len].to_vec();
-        if let Some(k) = h.mask {
-            apply_mask(&mut p, k, 0);
-        }
-        out.push((h.fin, h.rsv, h.opcode, p));
-        at += n + len;
-    }
-    out
+    frames_rsv(wire, from).into_iter().map(|(f, rsv)| (f.fin, rsv, f.op, f.payload)).collect()
 }
 
 /// A masked client frame with RSV bits.

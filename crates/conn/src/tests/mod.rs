@@ -258,8 +258,20 @@ pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 /// Decodes every frame in `wire`, sent by `from` (so masked iff from a client).
 pub(crate) fn frames(wire: &[u8], from: Role) -> Vec<F> {
+    frames_rsv(wire, from)
+        .into_iter()
+        .map(|(f, rsv)| {
+            assert_eq!(rsv, 0, "RSV bits on {f:?}");
+            f
+        })
+        .collect()
+}
+
+/// [`frames`], with each frame's RSV bits (RSV1 is let through: permessage-deflate).
+pub(crate) fn frames_rsv(wire: &[u8], from: Role) -> Vec<(F, u8)> {
     let role = if from == Role::Client { Role::Server } else { Role::Client };
-    let cfg = DecodeConfig::new(role, u64::MAX >> 1);
+    let mut cfg = DecodeConfig::new(role, u64::MAX >> 1);
+    cfg.allowed_rsv = ringwire_frame::RSV1;
     let mut out = Vec::new();
     let mut at = 0;
     while at < wire.len() {
@@ -269,7 +281,7 @@ pub(crate) fn frames(wire: &[u8], from: Role) -> Vec<F> {
         if let Some(k) = h.mask {
             apply_mask(&mut p, k, 0);
         }
-        out.push(F { fin: h.fin, op: h.opcode, payload: p });
+        out.push((F { fin: h.fin, op: h.opcode, payload: p }, h.rsv));
         at += n + len;
     }
     out
