@@ -10,7 +10,8 @@ use super::{MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 
 /// What a sync flush ends with; removed by the sender, appended by the receiver (7.2.1, 7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-/// The most output room handed to zlib in one call (the buffer is zeroed before each call).
+/// The most output room handed to zlib in one call (zeroed before each call: the safe API
+/// takes initialised bytes).
 const MAX_ROOM: usize = 64 << 10;
 /// Below this much spare capacity the output buffer grows before the next call.
 const MIN_ROOM: usize = 256;
@@ -198,22 +199,27 @@ impl Decompressor {
         let cap_max = limit.saturating_add(1);
         let mut parts = [compressed, &TAIL[..]];
         let mut part = 0;
-        // First guess: text inflates to a few times its compressed size.
-        let mut hint = compressed.len().saturating_mul(4).clamp(MIN_ROOM, MAX_ROOM);
+        // Room handed to zlib per call, zeroed first: a first guess (text inflates to
+        // several times its compressed size, 8x leaves zlib room for its fast loop, which
+        // needs 258 bytes of output), doubled after each call that fills it, so a
+        // small message never pays for zeroing a large buffer's spare capacity.
+        let mut step = compressed.len().saturating_mul(8).clamp(MIN_ROOM, MAX_ROOM);
         loop {
             let len = out.len();
             if out.capacity() - len < MIN_ROOM && out.capacity() < cap_max {
-                let target = out.capacity().saturating_mul(2).max(len + hint).min(cap_max);
+                let target = out.capacity().saturating_mul(2).max(len + step).min(cap_max);
                 grow(out, target);
-                hint = MAX_ROOM;
             }
-            let room = (out.capacity() - len).min(MAX_ROOM);
+            let room = (out.capacity() - len).min(step);
             out.resize(len + room, 0);
             let (in0, out0) = (self.inner.total_in(), self.inner.total_out());
             let status = self.inner.decompress(parts[part], &mut out[len..], InflateFlush::NoFlush);
             let consumed = (self.inner.total_in() - in0) as usize;
             let produced = (self.inner.total_out() - out0) as usize;
             out.truncate(len + produced);
+            if produced == room {
+                step = step.saturating_mul(2).min(MAX_ROOM);
+            }
             parts[part] = &parts[part][consumed..];
             let status = status.map_err(|e| InflateError::Corrupt(e.as_str().to_owned()))?;
             if out.len() > limit {
