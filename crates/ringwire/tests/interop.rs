@@ -148,9 +148,15 @@ struct Echo {
     proc: Proc,
 }
 
-fn ringwire_echo(mode: &str, extra: &[&str]) -> Echo {
+/// The server modes each client is run against: shared on the backend `--io auto` picks
+/// (io_uring where usable), dedicated on epoll, as the Autobahn gate runs them; the bool
+/// is context takeover.
+const MODES: [(&str, bool, &str); 2] = [("shared", false, "auto"), ("dedicated", true, "epoll")];
+
+fn ringwire_echo((mode, _, io): (&str, bool, &str), extra: &[&str]) -> Echo {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringwire"));
-    cmd.args(["echo", "--addr", "127.0.0.1:0", "--threads", "1", "--deflate", mode, "--deflate-threshold", "64"])
+    cmd.args(["echo", "--addr", "127.0.0.1:0", "--threads", "1", "--io", io])
+        .args(["--deflate", mode, "--deflate-threshold", "64"])
         .args(["--max-frame-size", "4MiB", "--max-message-size", "4MiB"])
         .args(extra);
     let proc = Proc::spawn(cmd);
@@ -162,10 +168,10 @@ fn ringwire_echo(mode: &str, extra: &[&str]) -> Echo {
 /// Runs a peer client (`cmd` gets the URL and [`SPEC`]) against both modes of
 /// `ringwire echo --deflate`, through a relay, and checks the wire.
 fn client_against_ringwire(who: &str, cmd: impl Fn(&str) -> Command) {
-    for (mode, takeover) in [("shared", false), ("dedicated", true)] {
-        let server = ringwire_echo(mode, &[]);
+    for m @ (mode, takeover, io) in MODES {
+        let server = ringwire_echo(m, &[]);
         let relay = Relay::start(server.addr);
-        let who = format!("{who} -> ringwire --deflate {mode}");
+        let who = format!("{who} -> ringwire --deflate {mode} --io {io}");
         let out = Proc::spawn(cmd(&format!("ws://{}/", relay.addr))).finish(PEER_LIMIT);
         let out = out.unwrap_or_else(|e| panic!("{who}: {e}\nringwire log:\n{}", server.proc.log()));
         assert!(out.starts_with("ok permessage-deflate"), "{who}: {out}");
@@ -175,13 +181,13 @@ fn client_against_ringwire(who: &str, cmd: impl Fn(&str) -> Command) {
     }
 }
 
-/// The ringwire client offering deflate (with context takeover or without) echoes
-/// [`SPEC`] through a relay to the echo server at `server`, and the wire is checked
-/// (`threshold_down` given takeover: see [`check_wire`]).
+/// The ringwire client offering deflate (with context takeover on the backend `Auto` picks,
+/// without it on epoll) echoes [`SPEC`] through a relay to the echo server at `server`, and
+/// the wire is checked (`threshold_down` given takeover: see [`check_wire`]).
 fn ringwire_client_against(who: &str, server: SocketAddr, threshold_down: fn(bool) -> bool) {
     let want = messages();
-    for takeover in [true, false] {
-        let who = format!("ringwire client -> {who}, context takeover {takeover}");
+    for (takeover, io) in [(true, IoChoice::Auto), (false, IoChoice::Epoll)] {
+        let who = format!("ringwire client ({io:?}) -> {who}, context takeover {takeover}");
         let relay = Relay::start(server);
         let mut offer = DeflateConfig::default();
         offer.server_no_context_takeover = !takeover;
@@ -190,7 +196,7 @@ fn ringwire_client_against(who: &str, server: SocketAddr, threshold_down: fn(boo
         opts.config.deflate = Some(offer);
         opts.config.max_received_frame_size = 4 << 20;
         opts.config.max_received_message_size = 4 << 20;
-        let mut ws = connect_with(&format!("ws://{}/", relay.addr), opts, IoChoice::Auto).unwrap();
+        let mut ws = connect_with(&format!("ws://{}/", relay.addr), opts, io).unwrap();
         assert!(ws.response().deflate.is_some(), "{who}: {:?}", ws.response().headers);
         for (i, m) in want.iter().enumerate() {
             ws.send(m.clone()).unwrap();
@@ -286,8 +292,7 @@ fn chromium_echoes_through_ringwire_deflate_both_modes() {
     let (page, results) = page_server();
     // A browser sends the page's Origin: ringwire lets exactly that one in.
     let origin = format!("http://{page}");
-    let modes = [("shared", false), ("dedicated", true)];
-    let servers: Vec<Echo> = modes.iter().map(|(m, _)| ringwire_echo(m, &["--allow-origin", &origin])).collect();
+    let servers: Vec<Echo> = MODES.iter().map(|&m| ringwire_echo(m, &["--allow-origin", &origin])).collect();
     let relays: Vec<Relay> = servers.iter().map(|s| Relay::start(s.addr)).collect();
     let ws: String = relays.iter().map(|r| format!("&ws=ws://{}/", r.addr)).collect();
     let profile = std::env::temp_dir().join(format!("ringwire-interop-chromium-{}", std::process::id()));
@@ -304,9 +309,9 @@ fn chromium_echoes_through_ringwire_deflate_both_modes() {
     let _ = std::fs::remove_dir_all(&profile);
     let verdict = verdict.unwrap_or_else(|_| panic!("no verdict from the page within 60 s; chromium said:\n{log}"));
     assert!(verdict.starts_with(r#"{"ok":true"#), "the page failed: {verdict}");
-    for ((mode, takeover), relay) in modes.iter().zip(&relays) {
+    for ((mode, takeover, io), relay) in MODES.iter().zip(&relays) {
         let caps = relay.captures();
-        assert_eq!(caps.len(), 1, "chromium -> ringwire --deflate {mode}: connections {caps:?}");
-        check_wire(&caps[0], *takeover, true, &format!("chromium -> ringwire --deflate {mode}"));
+        assert_eq!(caps.len(), 1, "chromium -> ringwire --deflate {mode} --io {io}: connections {caps:?}");
+        check_wire(&caps[0], *takeover, true, &format!("chromium -> ringwire --deflate {mode} --io {io}"));
     }
 }

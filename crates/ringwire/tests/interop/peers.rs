@@ -167,7 +167,8 @@ impl Proc {
         Proc { child, lines, log }
     }
 
-    /// The first output line that starts with `prefix`, the rest of it; panics after `limit`.
+    /// The first output line that starts with `prefix`, the rest of it; panics if the
+    /// process ends or `limit` passes first.
     pub(crate) fn wait_line(&self, prefix: &str, limit: Duration) -> String {
         let end = Instant::now() + limit;
         while let Ok(line) = self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
@@ -175,7 +176,7 @@ impl Proc {
                 return rest.to_owned();
             }
         }
-        panic!("no line starting with {prefix:?} within {limit:?}; output:\n{}", self.log())
+        panic!("no line starting with {prefix:?} (the process ended, or {limit:?} passed); output:\n{}", self.log())
     }
 
     /// Waits for the exit, at most `limit`: `Ok(output)` on exit 0, `Err(output)` on any
