@@ -68,7 +68,8 @@ impl Node {
         if !dir.join("node_modules/ws/package.json").exists() {
             run(Command::new("npm").arg("--version")).map_err(|e| format!("npm not usable: {e}"))?;
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            run(Command::new("npm").args(["install", "--silent", "--no-save", "ws@8"]).current_dir(&dir))?;
+            // --prefix: npm would otherwise install into the nearest parent with a package.json.
+            run(Command::new("npm").args(["install", "--silent", "--no-save", "ws@8", "--prefix"]).arg(&dir))?;
         }
         let node = Node { modules: dir.join("node_modules") };
         eprintln!("interop peer: {}", run(&mut node.command(&["version"]))?);
