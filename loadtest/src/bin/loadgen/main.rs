@@ -89,6 +89,10 @@ pub(crate) struct Args {
     /// read at the end of the hold (at least 0.5 s).
     #[arg(long, default_value_t = 2.0)]
     hold: f64,
+    /// Idle: every connection echoes its one message before the hold (not after), so the
+    /// server's memory is read with whatever state a message leaves behind.
+    #[arg(long)]
+    echo_first: bool,
     /// Seconds allowed for opening all connections.
     #[arg(long, default_value_t = 30.0)]
     connect_timeout: f64,
@@ -229,6 +233,9 @@ fn validate(args: &mut Args) -> Result<(), String> {
     if args.size == 0 && args.raw {
         return Err("--raw needs --size > 0".into());
     }
+    if args.echo_first && args.mode != Mode::Idle {
+        return Err("--echo-first only applies to --mode idle".into());
+    }
     if args.deflate && args.raw {
         return Err("--deflate needs WebSocket (not --raw)".into());
     }
@@ -365,16 +372,26 @@ fn run(mut args: Args) -> Result<Output, String> {
     if args.mode == Mode::Idle {
         // Hold the connections idle, read the server's memory at the end of the hold (idle
         // memory, not what a server still holds right after the burst of handshakes), then
-        // check every connection still echoes.
+        // check every connection still echoes. With --echo-first every connection echoes
+        // once before the hold instead, so the server holds whatever state a message leaves
+        // (compression contexts), and the memory read includes it.
+        let verify = || {
+            shared.phase.store(PHASE_RUN, Ordering::Release);
+            wake_all();
+            let verify_deadline = Instant::now() + Duration::from_secs(20);
+            while sum(|s| &s.msgs) + sum(|s| &s.errors) < opened && Instant::now() < verify_deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        if args.echo_first {
+            verify();
+        }
         sleep_with_progress(args.hold.max(0.5), &args, &stats, "holding");
         if let Some(pid) = args.server_pid {
             idle_rss_after = Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb);
         }
-        shared.phase.store(PHASE_RUN, Ordering::Release);
-        wake_all();
-        let verify_deadline = Instant::now() + Duration::from_secs(20);
-        while sum(|s| &s.msgs) + sum(|s| &s.errors) < opened && Instant::now() < verify_deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        if !args.echo_first {
+            verify();
         }
     }
 
