@@ -218,3 +218,102 @@ fn bad_arguments_get_clear_errors() {
         assert!(num(&v, "/errors") >= 1.0, "{v}");
     }
 }
+
+/// The `ringwire` binary: `$RINGWIRE_BIN`, or beside `loadgen` in this target directory
+/// (the same profile), or built there now with cargo.
+fn ringwire_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("RINGWIRE_BIN") {
+        return p.into();
+    }
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_loadgen")).parent().expect("target dir").to_path_buf();
+    let bin = dir.join("ringwire");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "ringwire", "--bin", "ringwire"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        // The binary goes to this test's own target directory (…/<profile>/ringwire).
+        let target = dir.parent().expect("target root");
+        let status = cmd.env("CARGO_TARGET_DIR", target).status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p ringwire failed");
+    }
+    assert!(bin.is_file(), "{} missing", bin.display());
+    bin
+}
+
+/// Starts `ringwire <mode> --addr 127.0.0.1:0 <extra>` and reads the address from its banner.
+fn ringwire(mode: &str, extra: &[&str]) -> Peer {
+    let mut child = Command::new(ringwire_bin())
+        .args([mode, "--addr", "127.0.0.1:0", "--threads", "1"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ringwire");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ringwire banner");
+    // "ringwire echo listening on ws://127.0.0.1:PORT (...)"
+    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).unwrap_or_else(|| panic!("banner: {line}"));
+    let addr = url.trim_start_matches("ws://").parse().expect("socket address");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Peer { child, addr }
+}
+
+#[test]
+fn deflate_echo_and_broadcast_against_ringwire_in_both_modes() {
+    let mut recv_ratio = Vec::new();
+    for mode in ["shared", "dedicated"] {
+        let p = ringwire("echo", &["--deflate", mode]);
+        let addr = p.addr.to_string();
+        let (v, err, code) =
+            loadgen(&["--addr", &addr, "--deflate", "--payload", "json", "--size", "2048", "--conns", "4"]);
+        let v = v.unwrap_or_else(|| panic!("{mode}: no JSON from loadgen ({code}): {err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{mode}: {v}");
+        assert!(num(&v, "/messages") > 0.0, "{v}");
+        assert_eq!(v["deflate_agreed"]["server_no_context_takeover"], mode == "shared", "{v}");
+        // Every echo arrived compressed, was inflated and matched; both directions shrank.
+        assert!(num(&v, "/bytes/recv_compressed_msgs") > 0.0 && num(&v, "/bytes/recv_plain_msgs") == 0.0, "{v}");
+        assert!(num(&v, "/bytes/recv_wire") < num(&v, "/bytes/recv_payload"), "{v}");
+        assert!(num(&v, "/bytes/sent_wire") < num(&v, "/bytes/sent_payload"), "{v}");
+        recv_ratio.push(num(&v, "/bytes/recv_ratio"));
+        // Without --deflate the same server answers with no extension.
+        let (v, err, _) = loadgen(&["--addr", &addr, "--payload", "json", "--size", "2048", "--conns", "2"]);
+        let v = v.unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert_eq!(num(&v, "/bytes/recv_wire"), num(&v, "/bytes/recv_payload"), "{v}");
+    }
+    // Context takeover (dedicated) compresses better than a fresh window per message.
+    assert!(recv_ratio[1] > recv_ratio[0], "ratios shared/dedicated {recv_ratio:?}");
+
+    let p = ringwire("broadcast", &["--deflate", "shared"]);
+    let addr = p.addr.to_string();
+    let (v, err, _) = loadgen(&[
+        "--addr",
+        &addr,
+        "--mode",
+        "broadcast",
+        "--conns",
+        "5",
+        "--size",
+        "1024",
+        "--payload",
+        "json",
+        "--deflate",
+    ]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert!(num(&v, "/deliveries_per_s") > 0.0 && num(&v, "/bytes/recv_wire") < num(&v, "/bytes/recv_payload"), "{v}");
+}
+
+#[test]
+fn deflate_refused_by_the_server_is_a_clear_error() {
+    let p = ringwire("echo", &[]);
+    let addr = p.addr.to_string();
+    let (v, err, _) = loadgen(&["--addr", &addr, "--deflate", "--payload", "json", "--size", "256", "--conns", "1"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert!(num(&v, "/errors") >= 1.0, "{v}");
+    assert!(v["error_samples"].to_string().contains("did not accept permessage-deflate"), "{v}");
+}
