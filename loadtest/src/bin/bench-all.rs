@@ -261,17 +261,18 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
 fn deflate_variants(plain: &[Server]) -> Vec<Server> {
     let mut v = Vec::new();
     for s in plain {
-        let (modes, extra): (&[&'static str], fn(&str) -> Vec<String>) = match s.base {
-            "ringwire" => (&["shared", "dedicated"], |m| {
-                ["--deflate", m, "--deflate-threshold", "128", "--deflate-level", "6"].map(String::from).to_vec()
-            }),
-            "bun" => (&["shared", "dedicated"], |m| vec![format!("deflate={m}")]),
-            "node-ws" => (&["dedicated"], |m| vec![format!("deflate={m}")]),
+        let modes: &[&'static str] = match s.base {
+            "ringwire" | "bun" => &["shared", "dedicated"],
+            "node-ws" => &["dedicated"],
             _ => continue,
         };
         for &m in modes {
             let mut args = s.args.clone();
-            args.extend(extra(m));
+            if s.base == "ringwire" {
+                args.extend(["--deflate", m, "--deflate-threshold", "128", "--deflate-level", "6"].map(String::from));
+            } else {
+                args.push(format!("deflate={m}"));
+            }
             v.push(Server { name: format!("{}-{m}", s.base), deflate: Some(m), args, ..s.clone() });
         }
     }
