@@ -8,20 +8,7 @@
 // connection), inflating with the shared decompressor; zlib level 6 (Z_DEFAULT_COMPRESSION,
 // and libdeflate level 6 on the shared path). uWS has no size threshold: every message
 // sent with compress=true is compressed.
-const port = Number(process.argv[2]);
-const mode = process.argv[3] || "echo";
-const deflateArg = process.argv[4];
-const deflate = deflateArg === undefined ? null : deflateArg.replace(/^deflate=/, "");
-if (
-  !Number.isInteger(port) ||
-  port <= 0 ||
-  port > 65535 ||
-  !["echo", "broadcast"].includes(mode) ||
-  (deflate !== null && !["shared", "dedicated"].includes(deflate))
-) {
-  console.error("usage: bun bun-echo.js <port> [echo|broadcast] [deflate=shared|dedicated]");
-  process.exit(2);
-}
+const { port, mode, deflate } = require("./args.js")("bun bun-echo.js");
 const compress = deflate !== null;
 const server = Bun.serve({
   hostname: "127.0.0.1",

@@ -9,20 +9,7 @@
 // "shared" adds server_no_context_takeover (the stream is reset after each message, its
 // memory kept), "dedicated" keeps the context. A broadcast is compressed per recipient.
 const { WebSocketServer } = require("ws");
-const port = Number(process.argv[2]);
-const mode = process.argv[3] || "echo";
-const deflateArg = process.argv[4];
-const deflate = deflateArg === undefined ? null : deflateArg.replace(/^deflate=/, "");
-if (
-  !Number.isInteger(port) ||
-  port <= 0 ||
-  port > 65535 ||
-  !["echo", "broadcast"].includes(mode) ||
-  (deflate !== null && !["shared", "dedicated"].includes(deflate))
-) {
-  console.error("usage: node node-ws-echo.js <port> [echo|broadcast] [deflate=shared|dedicated]");
-  process.exit(2);
-}
+const { port, mode, deflate } = require("./args.js")("node node-ws-echo.js");
 const wss = new WebSocketServer({
   host: "127.0.0.1",
   port,

@@ -313,6 +313,10 @@ fn with_ratio(v: Option<f64>, r: Option<f64>) -> String {
     }
 }
 
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0))
+}
+
 fn ratio_cell(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{x:.2}x"))
 }
@@ -378,7 +382,7 @@ pub fn markdown(
                     ratio_cell(r.cpu_vs_best_peer),
                     ratio_cell(r.cpu_vs_floor),
                     num(r.median.rss_kb.map(|k| k / 1024.0), 1),
-                    r.median.loadgen_cpu_util.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0)),
+                    percent(r.median.loadgen_cpu_util),
                     r.ok_runs,
                     r.runs,
                     r.median.errors
@@ -395,47 +399,58 @@ pub fn markdown(
     md
 }
 
+/// A table's cells for one row, after its server and mode.
+type Cells = fn(&SummaryRow) -> Vec<String>;
+
 /// A deflate scenario's table: each server with its mode, ratios to Bun in the same
 /// mode, and how much the server's compression saved.
 fn deflate_table(md: &mut String, rs: &[&SummaryRow], idle: bool) {
-    let mode = |r: &SummaryRow| r.deflate.clone().unwrap_or_else(|| "–".into());
-    let runs = |r: &SummaryRow| format!("{}/{} | {}", r.ok_runs, r.runs, r.median.errors);
-    if idle {
-        md.push_str("| server | mode | RSS per connection (bytes) | vs Bun | server RSS (MiB) | ok runs | errors |\n");
-        md.push_str("|---|---|---:|---:|---:|---:|---:|\n");
-        for r in rs {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} |",
-                r.server,
-                mode(r),
+    let (header, cells): (&[&str], Cells) = if idle {
+        (&["RSS per connection (bytes)", "vs Bun", "server RSS (MiB)"], |r| {
+            vec![
                 num(r.median.rss_bytes_per_conn, 0),
                 ratio_cell(r.rss_conn_vs_bun),
                 num(r.median.rss_kb.map(|k| k / 1024.0), 1),
-                runs(r)
-            );
-        }
-        return;
-    }
-    md.push_str(
-        "| server | mode | msgs/s | vs Bun | server CPU µs/msg | vs Bun | p50 µs | p99 µs | server's compression | loadgen CPU | ok runs | errors |\n",
-    );
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            ]
+        })
+    } else {
+        (
+            &[
+                "msgs/s",
+                "vs Bun",
+                "server CPU µs/msg",
+                "vs Bun",
+                "p50 µs",
+                "p99 µs",
+                "server's compression",
+                "loadgen CPU",
+            ],
+            |r| {
+                vec![
+                    rate(r.median.msgs_per_s),
+                    ratio_cell(r.msgs_vs_bun),
+                    num(r.median.cpu_us_per_msg, 2),
+                    ratio_cell(r.cpu_vs_bun),
+                    num(r.median.p50_us, 1),
+                    num(r.median.p99_us, 1),
+                    ratio_cell(r.median.recv_ratio),
+                    percent(r.median.loadgen_cpu_util),
+                ]
+            },
+        )
+    };
+    let _ = writeln!(md, "| server | mode | {} | ok runs | errors |", header.join(" | "));
+    let _ = writeln!(md, "|---|---|{}---:|---:|", "---:|".repeat(header.len()));
     for r in rs {
+        let mode = r.deflate.as_deref().unwrap_or("–");
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {mode} | {} | {}/{} | {} |",
             r.server,
-            mode(r),
-            rate(r.median.msgs_per_s),
-            ratio_cell(r.msgs_vs_bun),
-            num(r.median.cpu_us_per_msg, 2),
-            ratio_cell(r.cpu_vs_bun),
-            num(r.median.p50_us, 1),
-            num(r.median.p99_us, 1),
-            r.median.recv_ratio.map_or_else(|| "–".to_string(), |x| format!("{x:.2}x")),
-            r.median.loadgen_cpu_util.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0)),
-            runs(r)
+            cells(r).join(" | "),
+            r.ok_runs,
+            r.runs,
+            r.median.errors
         );
     }
 }
