@@ -142,6 +142,9 @@ fn render(args: &mut Args, out: &Path) -> Result<(), String> {
     if let Some(v) = config.get("open_rates").and_then(|v| serde_json::from_value(v.clone()).ok()) {
         args.open_rates = v;
     }
+    if let Some(v) = config.get("idle_deflate").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.idle_deflate = v;
+    }
     let pre = match json.get("preamble").and_then(|p| p.as_str()) {
         Some(p) => p.to_string(),
         None => {
@@ -851,10 +854,11 @@ fn run(mut args: Args) -> Result<(), String> {
         "config": {
             "duration_s": args.duration, "warmup_s": args.warmup, "reps": args.reps, "smoke": args.smoke,
             "pinned": has_taskset, "idle": args.idle, "open_rates": args.open_rates,
+            "idle_deflate": args.idle_deflate,
             "open_file_limit": limit, "skipped_scenarios": skipped_scenarios,
         },
         "servers": all.iter().map(|s| serde_json::json!({
-            "name": s.name, "kind": s.kind, "program": s.program.display().to_string(),
+            "name": s.name, "kind": s.kind, "program": s.program.display().to_string(), "deflate": s.deflate,
             "skipped": s.available.as_ref().err(),
         })).collect::<Vec<_>>(),
         "summary": rows,

@@ -7,8 +7,10 @@
 //!
 //! Each worker thread owns a slice of the connections and one `mio::Poll`. Frames are
 //! pre-built and pre-masked; every echoed byte is checked against what was sent; latency
-//! goes into an HDR histogram (nanoseconds). The result is one JSON object on stdout; a
-//! progress line is printed on stderr each second.
+//! goes into an HDR histogram (nanoseconds). With `--deflate` the frames are compressed
+//! once up front and what the server sends is inflated per connection before the check.
+//! The result is one JSON object on stdout; a progress line is printed on stderr each
+//! second.
 
 mod conn;
 mod worker;
