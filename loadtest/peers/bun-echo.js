@@ -1,14 +1,15 @@
 // Peer server: Bun's built-in WebSocket server (uWebSockets inside), one JS thread.
-// Usage: bun bun-echo.js <port> [echo|broadcast]
+// Usage: bun bun-echo.js <port> [echo|broadcast] [deflate=shared|dedicated]
 // echo: every text/binary message is sent back as is. broadcast: every message goes to
 // every connected client (the sender included). Limits as for every peer: 64 MiB
-// messages, no compression.
-const port = Number(process.argv[2]);
-const mode = process.argv[3] || "echo";
-if (!Number.isInteger(port) || port <= 0 || port > 65535 || !["echo", "broadcast"].includes(mode)) {
-  console.error("usage: bun bun-echo.js <port> [echo|broadcast]");
-  process.exit(2);
-}
+// messages. No compression unless deflate= is given: then permessage-deflate with
+// uWebSockets' "shared" compressor (no context takeover, one compressor, a publish
+// compressed once) or "dedicated" (DEDICATED_COMPRESSOR: window 15, memLevel 8, per
+// connection), inflating with the shared decompressor; zlib level 6 (Z_DEFAULT_COMPRESSION,
+// and libdeflate level 6 on the shared path). uWS has no size threshold: every message
+// sent with compress=true is compressed.
+const { port, mode, deflate } = require("./args.js")("bun bun-echo.js");
+const compress = deflate !== null;
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
@@ -18,16 +19,17 @@ const server = Bun.serve({
   },
   websocket: {
     maxPayloadLength: 64 * 1024 * 1024,
-    perMessageDeflate: false,
+    perMessageDeflate: compress ? { compress: deflate, decompress: "shared" } : false,
     idleTimeout: 960,
     backpressureLimit: 64 * 1024 * 1024,
     open(ws) {
       if (mode === "broadcast") ws.subscribe("all");
     },
     message(ws, msg) {
-      if (mode === "broadcast") server.publish("all", msg);
-      else ws.send(msg);
+      // The last argument asks for compression (ignored where it was not negotiated).
+      if (mode === "broadcast") server.publish("all", msg, compress);
+      else ws.send(msg, compress);
     },
   },
 });
-console.error(`bun ${Bun.version} ${mode} listening on 127.0.0.1:${port}`);
+console.error(`bun ${Bun.version} ${mode}${compress ? ` deflate=${deflate}` : ""} listening on 127.0.0.1:${port}`);

@@ -5,6 +5,7 @@
 //! (runs every scenario against every server and writes the results). `run.sh` builds
 //! everything in release and starts `bench-all`. See `loadtest/README.md`.
 
+pub mod deflate;
 pub mod peer;
 pub mod procfs;
 pub mod report;

@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn upgrade_request_parsing() {
-        let req = crate::wire::upgrade_request("h", "/", "dGhlIHNhbXBsZSBub25jZQ==");
+        let req = crate::wire::upgrade_request("h", "/", "dGhlIHNhbXBsZSBub25jZQ==", None);
         assert_eq!(parse_upgrade(&req), Ok(Some(("dGhlIHNhbXBsZSBub25jZQ==".into(), req.len()))));
         assert_eq!(parse_upgrade(&req[..10]), Ok(None));
         let post = String::from_utf8(req.clone()).unwrap().replace("GET", "POST");

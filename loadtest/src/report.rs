@@ -37,6 +37,10 @@ pub struct Metrics {
     pub loadgen_cpu_util: Option<f64>,
     /// Errors the generator saw.
     pub errors: f64,
+    /// With permessage-deflate: the server's messages' payload bytes over their bytes on
+    /// the wire (how much its compression saved).
+    #[serde(default)]
+    pub recv_ratio: Option<f64>,
 }
 
 impl Metrics {
@@ -54,6 +58,7 @@ impl Metrics {
             rss_bytes_per_conn: f("/rss_bytes_per_conn"),
             loadgen_cpu_util: f("/loadgen_cpu_util").filter(|_| !idle),
             errors: f("/errors").unwrap_or(0.0),
+            recv_ratio: f("/bytes/recv_ratio").filter(|_| v.get("deflate").and_then(|d| d.as_bool()) == Some(true)),
         }
     }
 }
@@ -67,6 +72,9 @@ pub struct RunRecord {
     pub server: String,
     /// What the server is.
     pub kind: ServerKind,
+    /// permessage-deflate mode of the server (`shared`, `dedicated`), when compressing.
+    #[serde(default)]
+    pub deflate: Option<String>,
     /// Repetition, from 1.
     pub rep: u32,
     /// `None` when the run completed without errors; what went wrong otherwise.
@@ -86,6 +94,9 @@ pub struct SummaryRow {
     pub server: String,
     /// What the server is (`None` only in `Default`).
     pub kind: Option<ServerKind>,
+    /// permessage-deflate mode, when compressing.
+    #[serde(default)]
+    pub deflate: Option<String>,
     /// Repetitions that completed without errors.
     pub ok_runs: usize,
     /// Repetitions attempted.
@@ -104,6 +115,15 @@ pub struct SummaryRow {
     pub rss_conn_vs_best_peer: Option<f64>,
     /// CPU per message divided by the raw TCP floor's.
     pub cpu_vs_floor: Option<f64>,
+    /// Deflate scenarios: msgs/s divided by Bun's in the same mode (`bun-<mode>`).
+    #[serde(default)]
+    pub msgs_vs_bun: Option<f64>,
+    /// Deflate scenarios: CPU per message divided by Bun's in the same mode.
+    #[serde(default)]
+    pub cpu_vs_bun: Option<f64>,
+    /// Deflate scenarios: RSS per idle connection divided by Bun's in the same mode.
+    #[serde(default)]
+    pub rss_conn_vs_bun: Option<f64>,
     /// msgs/s divided by the raw TCP floor's.
     pub msgs_vs_floor: Option<f64>,
 }
@@ -141,6 +161,7 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
                 scenario: key.0.clone(),
                 server: key.1.clone(),
                 kind: Some(rs[0].kind),
+                deflate: rs[0].deflate.clone(),
                 ok_runs: ok.len(),
                 runs: rs.len(),
                 median: Metrics {
@@ -151,6 +172,7 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
                     rss_kb: med(|m| m.rss_kb),
                     rss_bytes_per_conn: med(|m| m.rss_bytes_per_conn),
                     loadgen_cpu_util: med(|m| m.loadgen_cpu_util),
+                    recv_ratio: med(|m| m.recv_ratio),
                     errors: rs.iter().filter_map(|r| r.metrics.map(|m| m.errors)).sum(),
                 },
                 ..SummaryRow::default()
@@ -173,7 +195,20 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
+        // Compressing servers compare with Bun in the same mode.
+        let bun: Vec<(String, Metrics)> = rows
+            .iter()
+            .filter(|r| r.scenario == s)
+            .filter_map(|r| {
+                r.deflate.as_ref().filter(|m| r.server == format!("bun-{m}")).map(|m| (m.clone(), r.median))
+            })
+            .collect();
         for r in rows.iter_mut().filter(|r| r.scenario == s) {
+            if let Some((_, b)) = bun.iter().find(|(m, _)| Some(m) == r.deflate.as_ref()) {
+                r.msgs_vs_bun = ratio(r.median.msgs_per_s, b.msgs_per_s);
+                r.cpu_vs_bun = ratio(r.median.cpu_us_per_msg, b.cpu_us_per_msg);
+                r.rss_conn_vs_bun = ratio(r.median.rss_bytes_per_conn, b.rss_bytes_per_conn);
+            }
             r.msgs_vs_best_peer = ratio(r.median.msgs_per_s, best_msgs);
             r.cpu_vs_best_peer = ratio(r.median.cpu_us_per_msg, best_cpu);
             r.p50_vs_best_peer = ratio(r.median.p50_us, best_p50);
@@ -202,31 +237,42 @@ pub fn paired_notes(runs: &[RunRecord], rows: &[SummaryRow]) -> BTreeMap<String,
     for s in dedup(rows.iter().map(|r| r.scenario.clone())) {
         let sc = s.as_str();
         let in_s = |kind: ServerKind| rows.iter().filter(move |r| r.scenario == sc && r.kind == Some(kind));
-        let Some(rw) = in_s(ServerKind::Ringwire).next() else { continue };
-        let peer = in_s(ServerKind::Peer)
+        let best_peer = in_s(ServerKind::Peer)
             .filter(|r| r.median.cpu_us_per_msg.is_some())
             .min_by(|a, b| a.median.cpu_us_per_msg.partial_cmp(&b.median.cpu_us_per_msg).expect("finite"));
         let floor = in_s(ServerKind::Floor).next();
         let mut reps: Vec<u32> = runs.iter().filter(|r| r.scenario == s).map(|r| r.rep).collect();
         reps.sort_unstable();
         reps.dedup();
-        let mut parts = Vec::new();
-        for (other, what) in [(peer, None), (floor, Some("the TCP floor's"))] {
-            let Some(other) = other else { continue };
-            let ratios: Vec<f64> =
-                reps.iter().filter_map(|&rep| Some(cpu(&s, &rw.server, rep)? / cpu(&s, &other.server, rep)?)).collect();
-            let Some(med) = median(ratios.clone()) else { continue };
-            let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
-            let whose = what.map_or_else(|| possessive(&other.server), String::from);
-            parts.push(format!("over {whose} {} (median {med:.2}x)", list.join(", ")));
+        let mut sentences = Vec::new();
+        for rw in in_s(ServerKind::Ringwire) {
+            // A compressing ringwire pairs with Bun in the same mode, otherwise the best peer.
+            let peer = match &rw.deflate {
+                Some(m) => in_s(ServerKind::Peer).find(|r| r.server == format!("bun-{m}")),
+                None => best_peer,
+            };
+            let mut parts = Vec::new();
+            for (other, what) in [(peer, None), (floor, Some("the TCP floor's"))] {
+                let Some(other) = other else { continue };
+                let ratios: Vec<f64> = reps
+                    .iter()
+                    .filter_map(|&rep| Some(cpu(&s, &rw.server, rep)? / cpu(&s, &other.server, rep)?))
+                    .collect();
+                let Some(med) = median(ratios.clone()) else { continue };
+                let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+                let whose = what.map_or_else(|| possessive(&other.server), String::from);
+                parts.push(format!("over {whose} {} (median {med:.2}x)", list.join(", ")));
+            }
+            if !parts.is_empty() {
+                sentences.push(format!(
+                    "Paired by repetition, {} server CPU per message {}.",
+                    possessive(&rw.server),
+                    parts.join("; ")
+                ));
+            }
         }
-        if !parts.is_empty() {
-            let note = format!(
-                "Paired by repetition, {} server CPU per message {}.",
-                possessive(&rw.server),
-                parts.join("; ")
-            );
-            notes.insert(s, note);
+        if !sentences.is_empty() {
+            notes.insert(s, sentences.join(" "));
         }
     }
     notes
@@ -267,6 +313,10 @@ fn with_ratio(v: Option<f64>, r: Option<f64>) -> String {
     }
 }
 
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0))
+}
+
 fn ratio_cell(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{x:.2}x"))
 }
@@ -294,7 +344,9 @@ pub fn markdown(
             let _ = writeln!(md, "{d}\n");
         }
         let idle = rs.iter().all(|r| r.median.msgs_per_s.is_none() && r.median.rss_bytes_per_conn.is_some());
-        if idle {
+        if rs.iter().any(|r| r.deflate.is_some()) {
+            deflate_table(&mut md, &rs, idle);
+        } else if idle {
             md.push_str(
                 "| server | RSS per connection (bytes) | vs best peer | server RSS (MiB) | ok runs | errors |\n",
             );
@@ -330,7 +382,7 @@ pub fn markdown(
                     ratio_cell(r.cpu_vs_best_peer),
                     ratio_cell(r.cpu_vs_floor),
                     num(r.median.rss_kb.map(|k| k / 1024.0), 1),
-                    r.median.loadgen_cpu_util.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0)),
+                    percent(r.median.loadgen_cpu_util),
                     r.ok_runs,
                     r.runs,
                     r.median.errors
@@ -345,6 +397,62 @@ pub fn markdown(
         let _ = writeln!(md, "\n![messages per second and server CPU per message]({c})");
     }
     md
+}
+
+/// A table's cells for one row, after its server and mode.
+type Cells = fn(&SummaryRow) -> Vec<String>;
+
+/// A deflate scenario's table: each server with its mode, ratios to Bun in the same
+/// mode, and how much the server's compression saved.
+fn deflate_table(md: &mut String, rs: &[&SummaryRow], idle: bool) {
+    let (header, cells): (&[&str], Cells) = if idle {
+        (&["RSS per connection (bytes)", "vs Bun", "server RSS (MiB)"], |r| {
+            vec![
+                num(r.median.rss_bytes_per_conn, 0),
+                ratio_cell(r.rss_conn_vs_bun),
+                num(r.median.rss_kb.map(|k| k / 1024.0), 1),
+            ]
+        })
+    } else {
+        (
+            &[
+                "msgs/s",
+                "vs Bun",
+                "server CPU µs/msg",
+                "vs Bun",
+                "p50 µs",
+                "p99 µs",
+                "server's compression",
+                "loadgen CPU",
+            ],
+            |r| {
+                vec![
+                    rate(r.median.msgs_per_s),
+                    ratio_cell(r.msgs_vs_bun),
+                    num(r.median.cpu_us_per_msg, 2),
+                    ratio_cell(r.cpu_vs_bun),
+                    num(r.median.p50_us, 1),
+                    num(r.median.p99_us, 1),
+                    ratio_cell(r.median.recv_ratio),
+                    percent(r.median.loadgen_cpu_util),
+                ]
+            },
+        )
+    };
+    let _ = writeln!(md, "| server | mode | {} | ok runs | errors |", header.join(" | "));
+    let _ = writeln!(md, "|---|---|{}---:|---:|", "---:|".repeat(header.len()));
+    for r in rs {
+        let mode = r.deflate.as_deref().unwrap_or("–");
+        let _ = writeln!(
+            md,
+            "| {} | {mode} | {} | {}/{} | {} |",
+            r.server,
+            cells(r).join(" | "),
+            r.ok_runs,
+            r.runs,
+            r.median.errors
+        );
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -441,6 +549,7 @@ mod tests {
             scenario: scenario.into(),
             server: server.into(),
             kind,
+            deflate: None,
             rep: 1,
             failure: failure.map(String::from),
             metrics: Some(Metrics { msgs_per_s: Some(msgs), cpu_us_per_msg: Some(cpu), ..Metrics::default() }),
@@ -514,6 +623,38 @@ mod tests {
     }
 
     #[test]
+    fn deflate_rows_compare_with_bun_in_the_same_mode() {
+        let d = |server: &str, kind: ServerKind, mode: &str, msgs: f64, cpu: f64| RunRecord {
+            deflate: Some(mode.into()),
+            ..run("deflate-1k", server, kind, msgs, cpu, None)
+        };
+        let runs = vec![
+            d("ringwire-shared", ServerKind::Ringwire, "shared", 300.0, 2.0),
+            d("ringwire-dedicated", ServerKind::Ringwire, "dedicated", 200.0, 3.0),
+            d("bun-shared", ServerKind::Peer, "shared", 100.0, 4.0),
+            d("bun-dedicated", ServerKind::Peer, "dedicated", 100.0, 6.0),
+            d("node-ws-dedicated", ServerKind::Peer, "dedicated", 50.0, 12.0),
+        ];
+        let rows = summarize(&runs);
+        let get = |n: &str| rows.iter().find(|r| r.server == n).unwrap();
+        assert_eq!((get("ringwire-shared").msgs_vs_bun, get("ringwire-shared").cpu_vs_bun), (Some(3.0), Some(0.5)));
+        assert_eq!(
+            (get("ringwire-dedicated").msgs_vs_bun, get("ringwire-dedicated").cpu_vs_bun),
+            (Some(2.0), Some(0.5))
+        );
+        assert_eq!(get("node-ws-dedicated").cpu_vs_bun, Some(2.0));
+        let md = markdown("", &rows, &BTreeMap::new(), &BTreeMap::new(), None);
+        assert!(md.contains("| server | mode | msgs/s | vs Bun |"), "{md}");
+        assert!(md.contains("| ringwire-shared | shared | 300 | 3.00x | 2.00 | 0.50x |"), "{md}");
+        let notes = paired_notes(&runs, &rows);
+        assert_eq!(
+            notes["deflate-1k"],
+            "Paired by repetition, ringwire-shared's server CPU per message over bun-shared's 0.50x (median 0.50x). \
+             Paired by repetition, ringwire-dedicated's server CPU per message over bun-dedicated's 0.50x (median 0.50x)."
+        );
+    }
+
+    #[test]
     fn loadgen_json_to_metrics() {
         let v = serde_json::json!({
             "mode": "idle", "msgs_per_s": 0.0, "latency": {"samples": 0, "p50_us": 0.0},
@@ -524,5 +665,8 @@ mod tests {
         assert_eq!(m.p50_us, None);
         assert_eq!(m.rss_bytes_per_conn, Some(5000.0));
         assert_eq!(m.errors, 1.0);
+        assert_eq!(m.recv_ratio, None);
+        let v = serde_json::json!({"mode": "closed", "deflate": true, "bytes": {"recv_ratio": 2.5}});
+        assert_eq!(Metrics::from_loadgen(&v).recv_ratio, Some(2.5));
     }
 }

@@ -113,19 +113,24 @@ fn idle_reports_rss_per_connection_and_verifies_each() {
     assert!(v["rss_bytes_per_conn"].is_number(), "{v}");
 }
 
-/// A WebSocket echo server that flips one bit of every echoed payload.
-fn corrupting_ws_server() -> SocketAddr {
+/// What a scripted server writes back for one client frame: its first byte and its
+/// unmasked payload in, bytes for the socket out.
+type Reply = fn(u8, Vec<u8>) -> Vec<u8>;
+
+/// A WebSocket server (short frames only) answering the upgrade with `extensions` in
+/// its 101 and every client frame with `reply`.
+fn scripted_ws_server(extensions: Option<&'static str>, reply: Reply) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
-            std::thread::spawn(move || corrupt_conn(s));
+            std::thread::spawn(move || scripted_conn(s, extensions, reply));
         }
     });
     addr
 }
 
-fn corrupt_conn(mut s: TcpStream) -> Option<()> {
+fn scripted_conn(mut s: TcpStream, extensions: Option<&str>, reply: Reply) -> Option<()> {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     let key = loop {
@@ -135,8 +140,9 @@ fn corrupt_conn(mut s: TcpStream) -> Option<()> {
             break key;
         }
     };
+    let ext = extensions.map_or_else(String::new, |e| format!("Sec-WebSocket-Extensions: {e}\r\n"));
     let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{ext}\r\n",
         accept_key(&key)
     );
     s.write_all(resp.as_bytes()).ok()?;
@@ -152,10 +158,63 @@ fn corrupt_conn(mut s: TcpStream) -> Option<()> {
         for (i, x) in p.iter_mut().enumerate() {
             *x ^= mask[i & 3];
         }
-        p[len / 2] ^= 0x01;
-        let mut f = vec![h[0], len as u8];
-        f.extend_from_slice(&p);
-        s.write_all(&f).ok()?;
+        s.write_all(&reply(h[0], p)).ok()?;
+    }
+}
+
+/// An unmasked short frame.
+fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![b0, payload.len() as u8];
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A WebSocket echo server that flips one bit of every echoed payload.
+fn corrupting_ws_server() -> SocketAddr {
+    scripted_ws_server(None, |b0, mut p| {
+        let mid = p.len() / 2;
+        p[mid] ^= 0x01;
+        frame(b0, &p)
+    })
+}
+
+/// The message split in two frames: RSV1 (from `b0`) on the first, `rsv1_again` on the
+/// continuation too.
+fn split_echo(b0: u8, p: &[u8], rsv1_again: bool) -> Vec<u8> {
+    let (a, b) = p.split_at(p.len() / 2);
+    let mut out = frame(b0 & 0x7F, a);
+    out.extend(frame(0x80 | if rsv1_again { 0x40 } else { 0 }, b));
+    out
+}
+
+#[test]
+fn deflate_framing_is_checked() {
+    const AGREED: Option<&str> = Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+    let run = |addr: SocketAddr, deflate: bool| {
+        let addr = addr.to_string();
+        let mut args = vec!["--addr", &addr, "--conns", "2", "--size", "64", "--payload", "json"];
+        if deflate {
+            args.push("--deflate");
+        }
+        let (v, err, _) = loadgen(&args);
+        v.unwrap_or_else(|| panic!("{err}"))
+    };
+    // loadgen's own compressed frames echoed back (whole, or split with RSV1 on the first
+    // frame only) inflate to what was sent.
+    for reply in [(|b0, p| frame(b0, &p)) as Reply, |b0, p| split_echo(b0, &p, false)] {
+        let v = run(scripted_ws_server(AGREED, reply), true);
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert!(num(&v, "/messages") > 0.0 && num(&v, "/bytes/recv_compressed_msgs") > 0.0, "{v}");
+    }
+    let cases: [(Option<&'static str>, bool, Reply, &str); 3] = [
+        (AGREED, true, |b0, p| split_echo(b0, &p, true), "RSV1 on a continuation frame"),
+        (None, false, |b0, p| frame(b0 | 0x40, &p), "reserved bits"),
+        (Some("permessage-deflate"), true, |b0, p| frame(b0, &p), "client_no_context_takeover"),
+    ];
+    for (ext, deflate, reply, want) in cases {
+        let v = run(scripted_ws_server(ext, reply), deflate);
+        assert!(num(&v, "/errors") >= 1.0, "{want}: {v}");
+        assert!(v["error_samples"].to_string().contains(want), "{want}: {v}");
     }
 }
 
@@ -217,4 +276,103 @@ fn bad_arguments_get_clear_errors() {
     if let Some(v) = v {
         assert!(num(&v, "/errors") >= 1.0, "{v}");
     }
+}
+
+/// The `ringwire` binary: `$RINGWIRE_BIN`, or beside `loadgen` in this target directory
+/// (the same profile), or built there now with cargo.
+fn ringwire_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("RINGWIRE_BIN") {
+        return p.into();
+    }
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_loadgen")).parent().expect("target dir").to_path_buf();
+    let bin = dir.join("ringwire");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "ringwire", "--bin", "ringwire"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        // The binary goes to this test's own target directory (…/<profile>/ringwire).
+        let target = dir.parent().expect("target root");
+        let status = cmd.env("CARGO_TARGET_DIR", target).status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p ringwire failed");
+    }
+    assert!(bin.is_file(), "{} missing", bin.display());
+    bin
+}
+
+/// Starts `ringwire <mode> --addr 127.0.0.1:0 <extra>` and reads the address from its banner.
+fn ringwire(mode: &str, extra: &[&str]) -> Peer {
+    let mut child = Command::new(ringwire_bin())
+        .args([mode, "--addr", "127.0.0.1:0", "--threads", "1"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ringwire");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ringwire banner");
+    // "ringwire echo listening on ws://127.0.0.1:PORT (...)"
+    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).unwrap_or_else(|| panic!("banner: {line}"));
+    let addr = url.trim_start_matches("ws://").parse().expect("socket address");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Peer { child, addr }
+}
+
+#[test]
+fn deflate_echo_and_broadcast_against_ringwire_in_both_modes() {
+    let mut recv_ratio = Vec::new();
+    for mode in ["shared", "dedicated"] {
+        let p = ringwire("echo", &["--deflate", mode]);
+        let addr = p.addr.to_string();
+        let (v, err, code) =
+            loadgen(&["--addr", &addr, "--deflate", "--payload", "json", "--size", "2048", "--conns", "4"]);
+        let v = v.unwrap_or_else(|| panic!("{mode}: no JSON from loadgen ({code}): {err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{mode}: {v}");
+        assert!(num(&v, "/messages") > 0.0, "{v}");
+        assert_eq!(v["deflate_agreed"]["server_no_context_takeover"], mode == "shared", "{v}");
+        // Every echo arrived compressed, was inflated and matched; both directions shrank.
+        assert!(num(&v, "/bytes/recv_compressed_msgs") > 0.0 && num(&v, "/bytes/recv_plain_msgs") == 0.0, "{v}");
+        assert!(num(&v, "/bytes/recv_wire") < num(&v, "/bytes/recv_payload"), "{v}");
+        assert!(num(&v, "/bytes/sent_wire") < num(&v, "/bytes/sent_payload"), "{v}");
+        recv_ratio.push(num(&v, "/bytes/recv_ratio"));
+        // Without --deflate the same server answers with no extension.
+        let (v, err, _) = loadgen(&["--addr", &addr, "--payload", "json", "--size", "2048", "--conns", "2"]);
+        let v = v.unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert_eq!(num(&v, "/bytes/recv_wire"), num(&v, "/bytes/recv_payload"), "{v}");
+    }
+    // Context takeover (dedicated) compresses better than a fresh window per message.
+    assert!(recv_ratio[1] > recv_ratio[0], "ratios shared/dedicated {recv_ratio:?}");
+
+    let p = ringwire("broadcast", &["--deflate", "shared"]);
+    let addr = p.addr.to_string();
+    let (v, err, _) = loadgen(&[
+        "--addr",
+        &addr,
+        "--mode",
+        "broadcast",
+        "--conns",
+        "5",
+        "--size",
+        "1024",
+        "--payload",
+        "json",
+        "--deflate",
+    ]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert!(num(&v, "/deliveries_per_s") > 0.0 && num(&v, "/bytes/recv_wire") < num(&v, "/bytes/recv_payload"), "{v}");
+}
+
+#[test]
+fn deflate_refused_by_the_server_is_a_clear_error() {
+    let p = ringwire("echo", &[]);
+    let addr = p.addr.to_string();
+    let (v, err, _) = loadgen(&["--addr", &addr, "--deflate", "--payload", "json", "--size", "256", "--conns", "1"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert!(num(&v, "/errors") >= 1.0, "{v}");
+    assert!(v["error_samples"].to_string().contains("did not accept permessage-deflate"), "{v}");
 }

@@ -43,6 +43,9 @@ struct Args {
     /// Idle scenario sizes.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 50_000])]
     idle: Vec<usize>,
+    /// Connections in the idle-deflate scenario (dedicated compression, one message each).
+    #[arg(long, default_value_t = 2000)]
+    idle_deflate: usize,
     /// Open-loop rates (messages/s, 100 connections, 32 B).
     #[arg(long, value_delimiter = ',', default_values_t = [50_000u64, 100_000, 200_000])]
     open_rates: Vec<u64>,
@@ -61,8 +64,15 @@ struct Args {
     render: bool,
 }
 
+#[derive(Clone)]
 struct Server {
-    name: &'static str,
+    name: String,
+    /// The server this is a variant of (`ringwire` for `ringwire-shared`); `--servers`
+    /// takes either.
+    base: &'static str,
+    /// permessage-deflate mode (`shared` or `dedicated`): runs only the deflate scenarios
+    /// that include this mode. `None`: no compression, runs only the others.
+    deflate: Option<&'static str>,
     kind: ServerKind,
     program: PathBuf,
     /// Arguments before `{port}`/`{mode}` substitution.
@@ -81,6 +91,20 @@ struct Scenario {
     idle: bool,
     floor: bool,
     conns: usize,
+    /// Deflate scenario: the compression modes whose server variants run it.
+    deflate_modes: Option<&'static [&'static str]>,
+}
+
+impl Scenario {
+    /// Whether `server` runs this scenario.
+    fn runs_on(&self, server: &Server) -> bool {
+        let mode_fits = match (self.deflate_modes, server.deflate) {
+            (None, None) => true,
+            (Some(modes), Some(m)) => modes.contains(&m),
+            _ => false,
+        };
+        mode_fits && (server.broadcast || !self.broadcast) && (server.kind != ServerKind::Floor || self.floor)
+    }
 }
 
 fn main() {
@@ -117,6 +141,9 @@ fn render(args: &mut Args, out: &Path) -> Result<(), String> {
     }
     if let Some(v) = config.get("open_rates").and_then(|v| serde_json::from_value(v.clone()).ok()) {
         args.open_rates = v;
+    }
+    if let Some(v) = config.get("idle_deflate").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.idle_deflate = v;
     }
     let pre = match json.get("preamble").and_then(|p| p.as_str()) {
         Some(p) => p.to_string(),
@@ -155,7 +182,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
     let node = which("node");
     vec![
         Server {
-            name: "ringwire",
+            name: "ringwire".into(),
+            base: "ringwire",
+            deflate: None,
             kind: ServerKind::Ringwire,
             program: bin.join("ringwire"),
             args: s(&["{mode}", "--addr", "127.0.0.1:{port}", "--threads", "1"]),
@@ -164,7 +193,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             available: exists(&bin.join("ringwire")),
         },
         Server {
-            name: "tcp-floor",
+            name: "tcp-floor".into(),
+            base: "tcp-floor",
+            deflate: None,
             kind: ServerKind::Floor,
             program: bin.join("examples/tcp_echo"),
             args: s(&["--addr", "127.0.0.1:{port}", "--threads", "1"]),
@@ -173,7 +204,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             available: exists(&bin.join("examples/tcp_echo")),
         },
         Server {
-            name: "fastwebsockets",
+            name: "fastwebsockets".into(),
+            base: "fastwebsockets",
+            deflate: None,
             kind: ServerKind::Peer,
             program: bin.join("peer-fastwebsockets"),
             args: s(&["--addr", "127.0.0.1:{port}", "--mode", "{mode}"]),
@@ -182,7 +215,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             available: exists(&bin.join("peer-fastwebsockets")),
         },
         Server {
-            name: "tokio-tungstenite",
+            name: "tokio-tungstenite".into(),
+            base: "tokio-tungstenite",
+            deflate: None,
             kind: ServerKind::Peer,
             program: bin.join("peer-tungstenite"),
             args: s(&["--addr", "127.0.0.1:{port}", "--mode", "{mode}"]),
@@ -191,7 +226,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             available: exists(&bin.join("peer-tungstenite")),
         },
         Server {
-            name: "bun",
+            name: "bun".into(),
+            base: "bun",
+            deflate: None,
             kind: ServerKind::Peer,
             available: exists(&bun).map_err(|e| format!("{e} (npm missing or run.sh did not install it)")),
             program: bun,
@@ -200,7 +237,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             broadcast: true,
         },
         Server {
-            name: "node-ws",
+            name: "node-ws".into(),
+            base: "node-ws",
+            deflate: None,
             kind: ServerKind::Peer,
             available: match &node {
                 None => Err("node not in PATH".into()),
@@ -218,6 +257,31 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
     ]
 }
 
+/// The servers with compression, for the deflate scenarios only: ringwire and Bun in
+/// both modes, Node ws in its one (a zlib stream per connection; `dedicated`: context
+/// kept). Every one compresses messages of 128 bytes and more at zlib level 6 (uWS has
+/// no threshold and always uses level 6, its zlib default and its libdeflate level).
+fn deflate_variants(plain: &[Server]) -> Vec<Server> {
+    let mut v = Vec::new();
+    for s in plain {
+        let modes: &[&'static str] = match s.base {
+            "ringwire" | "bun" => &["shared", "dedicated"],
+            "node-ws" => &["dedicated"],
+            _ => continue,
+        };
+        for &m in modes {
+            let mut args = s.args.clone();
+            if s.base == "ringwire" {
+                args.extend(["--deflate", m, "--deflate-threshold", "128", "--deflate-level", "6"].map(String::from));
+            } else {
+                args.push(format!("deflate={m}"));
+            }
+            v.push(Server { name: format!("{}-{m}", s.base), deflate: Some(m), args, ..s.clone() });
+        }
+    }
+    v
+}
+
 fn scenarios(args: &Args) -> Vec<Scenario> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let mut v = vec![
@@ -229,6 +293,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: false,
             floor: true,
             conns: 100,
+            deflate_modes: None,
         },
         Scenario {
             name: "echo-many".into(),
@@ -238,6 +303,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: false,
             floor: true,
             conns: 1000,
+            deflate_modes: None,
         },
         Scenario {
             name: "echo-large".into(),
@@ -247,6 +313,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: false,
             floor: true,
             conns: 10,
+            deflate_modes: None,
         },
         Scenario {
             name: "echo-pipelined".into(),
@@ -256,6 +323,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: false,
             floor: true,
             conns: 100,
+            deflate_modes: None,
         },
         Scenario {
             name: "broadcast".into(),
@@ -268,6 +336,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: false,
             floor: false,
             conns: 1001,
+            deflate_modes: None,
         },
     ];
     for &rate in &args.open_rates {
@@ -282,6 +351,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: false,
             floor: true,
             conns: 100,
+            deflate_modes: None,
         });
     }
     for &n in &args.idle {
@@ -296,8 +366,69 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             idle: true,
             floor: false,
             conns: n,
+            deflate_modes: None,
         });
     }
+    const BOTH: &[&str] = &["shared", "dedicated"];
+    let json = |extra: &[&str]| {
+        let mut a = s(&["--deflate", "--payload", "json"]);
+        a.extend(s(extra));
+        a
+    };
+    for (size, label, human) in [(1024, "1k", "1 KiB"), (16384, "16k", "16 KiB")] {
+        v.push(Scenario {
+            name: format!("deflate-{label}"),
+            description: format!(
+                "permessage-deflate: 100 connections, {human} JSON-like text, closed loop; every message \
+                 compressed by loadgen (once, up front) and by the server. Ratios are to Bun in the same mode."
+            ),
+            loadgen: json(&["--mode", "closed", "--conns", "100", "--size", &size.to_string()]),
+            broadcast: false,
+            idle: false,
+            floor: false,
+            conns: 100,
+            deflate_modes: Some(BOTH),
+        });
+    }
+    v.push(Scenario {
+        name: "broadcast-deflate".into(),
+        description: "permessage-deflate: 1,000 subscribers and one publisher, 1 KiB JSON-like text, publisher at \
+                      most 8 messages ahead; msgs/s counts deliveries, CPU is per delivery (a shared compressor can \
+                      compress each message once for all recipients)."
+            .into(),
+        loadgen: json(&["--mode", "broadcast", "--conns", "1000", "--size", "1024", "--window", "8"]),
+        broadcast: true,
+        idle: false,
+        floor: false,
+        conns: 1001,
+        deflate_modes: Some(BOTH),
+    });
+    let n = args.idle_deflate;
+    v.push(Scenario {
+        name: "idle-deflate".into(),
+        description: format!(
+            "permessage-deflate, dedicated mode: {n} connections each echo one 1 KiB JSON message (so each holds \
+             its compression state), then stay idle for 2 s: growth of server RSS per connection."
+        ),
+        loadgen: json(&[
+            "--mode",
+            "idle",
+            "--echo-first",
+            "--conns",
+            &n.to_string(),
+            "--size",
+            "1024",
+            "--hold",
+            "2",
+            "--connect-timeout",
+            "120",
+        ]),
+        broadcast: false,
+        idle: true,
+        floor: false,
+        conns: n,
+        deflate_modes: Some(&["dedicated"]),
+    });
     v
 }
 
@@ -467,8 +598,8 @@ fn machine_facts(repo: &Path, servers: &[Server]) -> BTreeMap<String, String> {
     ] {
         m.insert(k.into(), v.unwrap_or_else(|| "unknown".into()));
     }
-    for s in servers.iter().filter(|s| s.available.is_ok()) {
-        match s.name {
+    for s in servers.iter().filter(|s| s.available.is_ok() && s.deflate.is_none()) {
+        match s.base {
             "bun" => {
                 if let Some(v) = cmd_output(&s.program.display().to_string(), &["--version"]) {
                     m.insert("bun".into(), v);
@@ -511,15 +642,17 @@ fn run(mut args: Args) -> Result<(), String> {
         return Err("--reps must be >= 1, --duration > 0, --warmup >= 0".into());
     }
     let mut all = servers(&repo, &bin);
-    let unknown: Vec<&String> = args.servers.iter().filter(|n| !all.iter().any(|s| s.name == n.as_str())).collect();
+    all.extend(deflate_variants(&all));
+    let named = |s: &Server, n: &String| &s.name == n || s.base == n.as_str();
+    let unknown: Vec<&String> = args.servers.iter().filter(|n| !all.iter().any(|s| named(s, n))).collect();
     if !unknown.is_empty() {
         return Err(format!(
             "unknown servers {unknown:?}; known: {:?}",
-            all.iter().map(|s| s.name).collect::<Vec<_>>()
+            all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
         ));
     }
     if !args.servers.is_empty() {
-        all.retain(|s| args.servers.iter().any(|n| n == s.name));
+        all.retain(|s| args.servers.iter().any(|n| named(s, n)));
     }
     let mut scs = scenarios(&args);
     let unknown: Vec<&String> = args.scenarios.iter().filter(|n| !scs.iter().any(|s| &s.name == *n)).collect();
@@ -578,13 +711,8 @@ fn run(mut args: Args) -> Result<(), String> {
         .iter()
         .flat_map(|sc| {
             let usable = &usable;
-            (1..=args.reps).flat_map(move |rep| {
-                usable
-                    .iter()
-                    .filter(move |s| if sc.broadcast { s.broadcast } else { true })
-                    .filter(move |s| s.kind != ServerKind::Floor || sc.floor)
-                    .map(move |s| (sc, rep, *s))
-            })
+            (1..=args.reps)
+                .flat_map(move |rep| usable.iter().filter(move |s| sc.runs_on(s)).map(move |s| (sc, rep, *s)))
         })
         .collect();
     let started = Instant::now();
@@ -604,8 +732,9 @@ fn run(mut args: Args) -> Result<(), String> {
         let log = logs.join(format!("{}-{}-{rep}.log", sc.name, server.name));
         let record = |failure: Option<String>, v: Option<serde_json::Value>| RunRecord {
             scenario: sc.name.clone(),
-            server: server.name.to_string(),
+            server: server.name.clone(),
             kind: server.kind,
+            deflate: server.deflate.map(String::from),
             rep: *rep,
             metrics: v.as_ref().map(Metrics::from_loadgen),
             failure,
@@ -725,10 +854,11 @@ fn run(mut args: Args) -> Result<(), String> {
         "config": {
             "duration_s": args.duration, "warmup_s": args.warmup, "reps": args.reps, "smoke": args.smoke,
             "pinned": has_taskset, "idle": args.idle, "open_rates": args.open_rates,
+            "idle_deflate": args.idle_deflate,
             "open_file_limit": limit, "skipped_scenarios": skipped_scenarios,
         },
         "servers": all.iter().map(|s| serde_json::json!({
-            "name": s.name, "kind": s.kind, "program": s.program.display().to_string(),
+            "name": s.name, "kind": s.kind, "program": s.program.display().to_string(), "deflate": s.deflate,
             "skipped": s.available.as_ref().err(),
         })).collect::<Vec<_>>(),
         "summary": rows,

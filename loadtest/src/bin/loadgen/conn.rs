@@ -3,6 +3,7 @@
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
+use ringwire_loadtest::deflate::{Agreement, MessageDeflater, MessageInflater};
 use ringwire_loadtest::wire::{self, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, Prebuilt, ServerFrameHeader};
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -47,6 +48,32 @@ pub(crate) struct FeedCtx<'a> {
     pub max_len: u64,
     /// Broadcast message size.
     pub size: usize,
+    /// Where a compressed message is inflated (one buffer per worker).
+    pub inflated: &'a mut Vec<u8>,
+}
+
+/// Bytes a connection sent and received: data-frame payloads as on the wire (compressed
+/// or not, without frame headers) and the messages' own payloads (after inflating).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ByteCounts {
+    pub sent_wire: u64,
+    pub sent_payload: u64,
+    pub recv_wire: u64,
+    pub recv_payload: u64,
+    /// Messages received compressed (RSV1) and uncompressed.
+    pub recv_compressed: u64,
+    pub recv_plain: u64,
+}
+
+impl ByteCounts {
+    pub(crate) fn add(&mut self, o: &ByteCounts) {
+        self.sent_wire += o.sent_wire;
+        self.sent_payload += o.sent_payload;
+        self.recv_wire += o.recv_wire;
+        self.recv_payload += o.recv_payload;
+        self.recv_compressed += o.recv_compressed;
+        self.recv_plain += o.recv_plain;
+    }
 }
 
 struct FrameProgress {
@@ -73,6 +100,12 @@ pub(crate) struct Conn {
     ctrl: Vec<u8>,
     collect: Vec<u8>,
     next_bseq: u64,
+    /// permessage-deflate, when agreed: the agreement and this connection's inflater.
+    deflate: Option<(Agreement, MessageInflater)>,
+    /// The current message is compressed: its frames' payloads gather in `zmsg`.
+    compressed: bool,
+    zmsg: Vec<u8>,
+    pub bytes: ByteCounts,
 }
 
 impl Conn {
@@ -95,7 +128,23 @@ impl Conn {
             ctrl: Vec::new(),
             collect: Vec::new(),
             next_bseq: 0,
+            deflate: None,
+            compressed: false,
+            zmsg: Vec::new(),
+            bytes: ByteCounts::default(),
         }
+    }
+
+    /// The server agreed to permessage-deflate: its messages may arrive compressed.
+    pub(crate) fn set_deflate(&mut self, a: Agreement) {
+        self.deflate = Some((a, MessageInflater::for_agreement(&a)));
+    }
+
+    /// Queues a data frame built elsewhere (the broadcast publisher's), counting its bytes.
+    pub(crate) fn queue_message(&mut self, frame: &[u8], wire_payload: usize, payload: usize) {
+        self.out.extend_from_slice(frame);
+        self.bytes.sent_wire += wire_payload as u64;
+        self.bytes.sent_payload += payload as u64;
     }
 
     /// Bytes queued and not yet written.
@@ -111,7 +160,8 @@ impl Conn {
     pub(crate) fn enqueue(&mut self, frames: &[Prebuilt], ts: Instant) {
         let idx = (self.seq % frames.len() as u64) as usize;
         self.seq += 1;
-        self.out.extend_from_slice(&frames[idx].wire);
+        let f = &frames[idx];
+        self.queue_message(&f.wire, f.wire_payload_len, f.payload.len());
         self.inflight.push_back((idx as u32, ts));
     }
 
@@ -167,7 +217,8 @@ impl Conn {
                 let take = (14 - self.hdr_len).min(data.len());
                 self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
                 let avail = self.hdr_len + take;
-                match wire::parse_server_header(&self.hdr[..avail], ctx.max_len).map_err(|e| e.to_string())? {
+                let rsv1_ok = self.deflate.is_some();
+                match wire::parse_server_header(&self.hdr[..avail], ctx.max_len, rsv1_ok).map_err(|e| e.to_string())? {
                     Some((header, hlen)) => {
                         data = &data[hlen - self.hdr_len..];
                         self.hdr_len = 0;
@@ -199,6 +250,16 @@ impl Conn {
     }
 
     fn start_frame(&mut self, header: ServerFrameHeader, ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        if header.rsv1 && (header.opcode & 0x8 != 0 || header.opcode == OP_CONT) {
+            // RFC 7692 6.1: only the first frame of a data message carries RSV1.
+            return Err(format!(
+                "RSV1 on a {} frame",
+                if header.opcode == OP_CONT { "continuation" } else { "control" }
+            ));
+        }
+        if header.rsv1 && self.deflate.is_none() {
+            return Err("compressed message (RSV1) without a permessage-deflate agreement".into());
+        }
         if header.opcode & 0x8 != 0 {
             self.ctrl.clear();
         } else if header.opcode == OP_CONT {
@@ -212,6 +273,8 @@ impl Conn {
             self.in_msg = true;
             self.msg_off = 0;
             self.collect.clear();
+            self.compressed = header.rsv1;
+            self.zmsg.clear();
             if self.role == Role::Echo {
                 let Some(&(idx, _)) = self.inflight.front() else {
                     return Err("message arrived with nothing in flight".into());
@@ -230,6 +293,20 @@ impl Conn {
     }
 
     fn payload(&mut self, chunk: &[u8], ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        self.bytes.recv_wire += chunk.len() as u64;
+        if self.compressed {
+            if (self.zmsg.len() + chunk.len()) as u64 > ctx.max_len {
+                return Err(format!("compressed message longer than {} bytes", ctx.max_len));
+            }
+            self.zmsg.extend_from_slice(chunk);
+            return Ok(());
+        }
+        self.check_payload(chunk, ctx)
+    }
+
+    /// Checks (echo) or gathers (broadcast) message bytes as sent, before compression.
+    fn check_payload(&mut self, chunk: &[u8], ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        self.bytes.recv_payload += chunk.len() as u64;
         match self.role {
             Role::Echo => {
                 let (idx, _) = self.inflight.front().copied().ok_or("payload with nothing in flight")?;
@@ -270,6 +347,11 @@ impl Conn {
             }
             _ if cur.header.fin => {
                 self.in_msg = false;
+                if self.compressed {
+                    self.inflate_message(ctx)?;
+                } else {
+                    self.bytes.recv_plain += 1;
+                }
                 match self.role {
                     Role::Echo => {
                         let (idx, _) = *self.inflight.front().ok_or("message end with nothing in flight")?;
@@ -285,6 +367,25 @@ impl Conn {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Inflates the compressed message gathered in `zmsg` and checks it as if it had
+    /// arrived uncompressed. It may be no longer than what was sent.
+    fn inflate_message(&mut self, ctx: &mut FeedCtx<'_>) -> Result<(), String> {
+        let limit = match self.role {
+            Role::Echo => {
+                let (idx, _) = *self.inflight.front().ok_or("message end with nothing in flight")?;
+                ctx.frames[idx as usize].payload.len()
+            }
+            Role::Publisher | Role::Subscriber => ctx.size,
+        };
+        let (_, inflater) = self.deflate.as_mut().expect("checked at the message's first frame");
+        inflater.inflate(&self.zmsg, ctx.inflated, limit)?;
+        self.bytes.recv_compressed += 1;
+        let plain = std::mem::take(ctx.inflated);
+        let res = self.check_payload(&plain, ctx);
+        *ctx.inflated = plain;
+        res
     }
 
     fn complete_echo(&mut self, ctx: &mut FeedCtx<'_>) {
@@ -336,11 +437,17 @@ fn parse_hex16(b: &[u8]) -> Option<u64> {
 }
 
 /// The frame a broadcast publisher sends for message `seq`: the pre-built payload with
-/// the sequence number and the send time (ns since `epoch`) in its first 32 bytes.
-pub(crate) fn broadcast_frame(frames: &[Prebuilt], seq: u64, sent_ns: u64) -> Vec<u8> {
+/// the sequence number and the send time (ns since `epoch`) in its first 32 bytes,
+/// compressed with `deflater` when given (each message on its own).
+pub(crate) fn broadcast_frame(
+    frames: &[Prebuilt],
+    seq: u64,
+    sent_ns: u64,
+    deflater: Option<&mut MessageDeflater>,
+) -> Prebuilt {
     let base = &frames[(seq % frames.len() as u64) as usize];
     let mut p = base.payload.clone();
     p[..BCAST_HEADER].copy_from_slice(format!("{seq:016x}{sent_ns:016x}").as_bytes());
     let m = (seq as u32).wrapping_mul(2_654_435_761).to_le_bytes();
-    wire::client_frame(base.opcode, &p, m)
+    Prebuilt::new(base.opcode, p, m, deflater)
 }

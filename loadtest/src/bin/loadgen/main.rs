@@ -7,8 +7,10 @@
 //!
 //! Each worker thread owns a slice of the connections and one `mio::Poll`. Frames are
 //! pre-built and pre-masked; every echoed byte is checked against what was sent; latency
-//! goes into an HDR histogram (nanoseconds). The result is one JSON object on stdout; a
-//! progress line is printed on stderr each second.
+//! goes into an HDR histogram (nanoseconds). With `--deflate` the frames are compressed
+//! once up front and what the server sends is inflated per connection before the check.
+//! The result is one JSON object on stdout; a progress line is printed on stderr each
+//! second.
 
 mod conn;
 mod worker;
@@ -37,6 +39,16 @@ pub(crate) enum Mode {
     Broadcast,
     /// Open `--conns` connections, hold them, report server RSS per connection.
     Idle,
+}
+
+/// What the messages contain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Payload {
+    /// Pseudo-random bytes (printable ASCII for text).
+    Pattern,
+    /// JSON-like text records.
+    Json,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -79,6 +91,10 @@ pub(crate) struct Args {
     /// read at the end of the hold (at least 0.5 s).
     #[arg(long, default_value_t = 2.0)]
     hold: f64,
+    /// Idle: every connection echoes its one message before the hold (not after), so the
+    /// server's memory is read with whatever state a message leaves behind.
+    #[arg(long)]
+    echo_first: bool,
     /// Seconds allowed for opening all connections.
     #[arg(long, default_value_t = 30.0)]
     connect_timeout: f64,
@@ -95,6 +111,16 @@ pub(crate) struct Args {
     /// Server PID: report its CPU time per message and its memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// What the messages contain: `pattern` (pseudo-random, incompressible) or `json`
+    /// (JSON-like text records, compressible like application data; text only).
+    #[arg(long, value_enum, default_value_t = Payload::Pattern)]
+    payload: Payload,
+    /// Offer permessage-deflate ("permessage-deflate; client_no_context_takeover;
+    /// client_max_window_bits"): every message is compressed once, up front, and sent
+    /// with RSV1; the server's messages are inflated with the window and context takeover
+    /// it chose, then checked. The server must accept, confirming client_no_context_takeover.
+    #[arg(long)]
+    deflate: bool,
     /// Raw TCP: no handshake and no framing; the same bytes must come back (the floor).
     #[arg(long)]
     raw: bool,
@@ -115,6 +141,23 @@ struct Latency {
     max_us: f64,
     mean_us: f64,
     samples: u64,
+}
+
+/// Data-frame payload bytes over the whole run (warm-up included): as on the wire
+/// (compressed or not, frame headers excluded) and as the messages' own payloads.
+#[derive(Serialize)]
+struct Bytes {
+    sent_wire: u64,
+    sent_payload: u64,
+    /// sent_payload / sent_wire (1.0 without compression).
+    sent_ratio: Option<f64>,
+    recv_wire: u64,
+    recv_payload: u64,
+    /// recv_payload / recv_wire: how much the server's compression saved.
+    recv_ratio: Option<f64>,
+    /// Messages from the server that arrived compressed (RSV1) and uncompressed.
+    recv_compressed_msgs: u64,
+    recv_plain_msgs: u64,
 }
 
 #[derive(Serialize)]
@@ -143,6 +186,11 @@ struct Output {
     server_cpu_util: Option<f64>,
     loadgen_cpu_us_per_msg: Option<f64>,
     loadgen_cpu_util: Option<f64>,
+    payload: Payload,
+    deflate: bool,
+    /// What the server agreed to (`--deflate`; the first connection's answer).
+    deflate_agreed: Option<ringwire_loadtest::deflate::Agreement>,
+    bytes: Bytes,
     server_rss_before_kb: Option<u64>,
     server_rss_after_kb: Option<u64>,
     server_hwm_kb: Option<u64>,
@@ -167,6 +215,11 @@ fn main() {
     }
 }
 
+/// `a / b`, `None` when nothing was counted.
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
 /// A finite number of seconds, > 0 (or >= 0 when `zero_ok`).
 fn valid_secs(v: f64, zero_ok: bool) -> bool {
     v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))
@@ -181,6 +234,15 @@ fn validate(args: &mut Args) -> Result<(), String> {
     }
     if args.size == 0 && args.raw {
         return Err("--raw needs --size > 0".into());
+    }
+    if args.echo_first && args.mode != Mode::Idle {
+        return Err("--echo-first only applies to --mode idle".into());
+    }
+    if args.deflate && args.raw {
+        return Err("--deflate needs WebSocket (not --raw)".into());
+    }
+    if args.payload == Payload::Json && args.binary {
+        return Err("--payload json is text (drop --binary)".into());
     }
     if args.size > ringwire_loadtest::peer::MAX_MESSAGE {
         return Err("--size above 64 MiB (the limit every server gets)".into());
@@ -236,7 +298,11 @@ fn run(mut args: Args) -> Result<Output, String> {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .clamp(1, args.conns.max(1));
     let total_conns = args.conns + usize::from(args.mode == Mode::Broadcast);
-    let frames = Arc::new(ringwire_loadtest::wire::prebuilt_frames(64, args.size, !args.binary));
+    let kind = match args.payload {
+        Payload::Pattern => ringwire_loadtest::wire::PayloadKind::Pattern,
+        Payload::Json => ringwire_loadtest::wire::PayloadKind::Json,
+    };
+    let frames = Arc::new(ringwire_loadtest::wire::prebuilt_frames(64, args.size, !args.binary, kind, args.deflate));
     let stats: Arc<Vec<ThreadStats>> = Arc::new((0..threads).map(|_| ThreadStats::default()).collect());
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(PHASE_CONNECT),
@@ -308,16 +374,26 @@ fn run(mut args: Args) -> Result<Output, String> {
     if args.mode == Mode::Idle {
         // Hold the connections idle, read the server's memory at the end of the hold (idle
         // memory, not what a server still holds right after the burst of handshakes), then
-        // check every connection still echoes.
+        // check every connection still echoes. With --echo-first every connection echoes
+        // once before the hold instead, so the server holds whatever state a message leaves
+        // (compression contexts), and the memory read includes it.
+        let verify = || {
+            shared.phase.store(PHASE_RUN, Ordering::Release);
+            wake_all();
+            let verify_deadline = Instant::now() + Duration::from_secs(20);
+            while sum(|s| &s.msgs) + sum(|s| &s.errors) < opened && Instant::now() < verify_deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        if args.echo_first {
+            verify();
+        }
         sleep_with_progress(args.hold.max(0.5), &args, &stats, "holding");
         if let Some(pid) = args.server_pid {
             idle_rss_after = Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb);
         }
-        shared.phase.store(PHASE_RUN, Ordering::Release);
-        wake_all();
-        let verify_deadline = Instant::now() + Duration::from_secs(20);
-        while sum(|s| &s.msgs) + sum(|s| &s.errors) < opened && Instant::now() < verify_deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        if !args.echo_first {
+            verify();
         }
     }
 
@@ -336,8 +412,12 @@ fn run(mut args: Args) -> Result<Output, String> {
     wake_all();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds");
     let mut error_samples = Vec::new();
+    let mut bytes = conn::ByteCounts::default();
+    let mut agreement = None;
     for h in handles {
         let r = h.join().map_err(|_| "worker thread panicked".to_string())?;
+        bytes.add(&r.bytes);
+        agreement = agreement.or(r.agreement);
         hist.add(&r.hist).map_err(|e| format!("merging histograms: {e}"))?;
         for s in r.error_samples {
             if error_samples.len() < 10 {
@@ -391,6 +471,19 @@ fn run(mut args: Args) -> Result<Output, String> {
             .filter(|_| counted > 0)
             .map(|t| t as f64 / clk_tck as f64 * 1e6 / counted as f64),
         loadgen_cpu_util: window.own_ticks.map(|t| t as f64 / clk_tck as f64 / secs),
+        payload: args.payload,
+        deflate: args.deflate,
+        deflate_agreed: agreement,
+        bytes: Bytes {
+            sent_wire: bytes.sent_wire,
+            sent_payload: bytes.sent_payload,
+            sent_ratio: ratio(bytes.sent_payload, bytes.sent_wire),
+            recv_wire: bytes.recv_wire,
+            recv_payload: bytes.recv_payload,
+            recv_ratio: ratio(bytes.recv_payload, bytes.recv_wire),
+            recv_compressed_msgs: bytes.recv_compressed,
+            recv_plain_msgs: bytes.recv_plain,
+        },
         server_rss_before_kb: rss_before,
         server_rss_after_kb: idle_rss_after.or(mem_after.map(|m| m.rss_kb)),
         server_hwm_kb: mem_after.map(|m| m.hwm_kb),

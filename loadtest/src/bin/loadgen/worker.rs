@@ -1,10 +1,11 @@
 //! A worker thread: one `mio::Poll` driving a slice of the connections.
 
-use crate::conn::{Conn, FeedCtx, Role, State, broadcast_frame};
+use crate::conn::{ByteCounts, Conn, FeedCtx, Role, State, broadcast_frame};
 use crate::{Args, Mode, PHASE_RUN, PHASE_STOP};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
+use ringwire_loadtest::deflate::{Agreement, MessageDeflater};
 use ringwire_loadtest::wire::{self, Prebuilt};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, Read};
@@ -51,6 +52,10 @@ pub(crate) struct Shared {
 pub(crate) struct WorkerResult {
     pub hist: Histogram<u64>,
     pub error_samples: Vec<String>,
+    /// Bytes over all of this worker's connections, the whole run.
+    pub bytes: ByteCounts,
+    /// The first permessage-deflate agreement seen (`--deflate`).
+    pub agreement: Option<Agreement>,
 }
 
 pub(crate) struct Worker {
@@ -65,6 +70,10 @@ pub(crate) struct Worker {
     hist: Histogram<u64>,
     error_samples: Vec<String>,
     scratch: Vec<u8>,
+    /// Where compressed messages are inflated.
+    inflated: Vec<u8>,
+    bytes: ByteCounts,
+    agreement: Option<Agreement>,
     // Open loop.
     rr: usize,
     ol_start: Option<Instant>,
@@ -74,6 +83,8 @@ pub(crate) struct Worker {
     // Broadcast publisher.
     publisher: Option<usize>,
     pub_seq: u64,
+    /// The publisher's compressor (`--deflate`).
+    deflater: Option<MessageDeflater>,
 }
 
 impl Worker {
@@ -89,6 +100,7 @@ impl Worker {
         let ol_interval_ns = args.rate.map_or(0.0, |r| 1e9 * threads / r as f64);
         let publisher = (args.mode == Mode::Broadcast && index == 0).then_some(0);
         let n = ids.len();
+        let deflater = (publisher.is_some() && args.deflate).then(MessageDeflater::new);
         let w = Worker {
             index,
             poll,
@@ -101,11 +113,15 @@ impl Worker {
             hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds"),
             error_samples: Vec::new(),
             scratch: vec![0; 256 * 1024],
+            inflated: Vec::new(),
+            bytes: ByteCounts::default(),
+            agreement: None,
             rr: 0,
             ol_start: None,
             ol_sent: 0,
             ol_interval_ns,
             timer: None,
+            deflater,
             publisher,
             pub_seq: 0,
         };
@@ -185,7 +201,12 @@ impl Worker {
             }
         }
         self.close_all();
-        WorkerResult { hist: self.hist, error_samples: self.error_samples }
+        WorkerResult {
+            hist: self.hist,
+            error_samples: self.error_samples,
+            bytes: self.bytes,
+            agreement: self.agreement,
+        }
     }
 
     fn timeout(&self, started: bool, ready: bool) -> Option<Duration> {
@@ -275,7 +296,7 @@ impl Worker {
         measuring: bool,
         counts: &mut Counts,
     ) -> Result<(), String> {
-        let Worker { conns, scratch, shared, args, hist, .. } = self;
+        let Worker { conns, scratch, shared, args, hist, inflated, agreement, .. } = self;
         let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
             return Ok(());
         };
@@ -292,6 +313,7 @@ impl Worker {
             raw: args.raw,
             max_len: ringwire_loadtest::peer::MAX_MESSAGE as u64,
             size: args.size,
+            inflated,
         };
         let mut became_open = false;
         // Account for a newly open connection even when the same event then fails it.
@@ -315,7 +337,8 @@ impl Worker {
                     let key = wire::client_key((i as u64) << 20 ^ shared.epoch.elapsed().as_nanos() as u64);
                     c.accept = wire::accept_key(&key);
                     let host = args.addr.to_string();
-                    c.queue_bytes(&wire::upgrade_request(&host, &args.path, &key));
+                    let offer = args.deflate.then_some(wire::DEFLATE_OFFER);
+                    c.queue_bytes(&wire::upgrade_request(&host, &args.path, &key, offer));
                     c.state = State::Handshake;
                 }
             }
@@ -326,10 +349,14 @@ impl Worker {
                         Ok(n) => {
                             if c.state == State::Handshake {
                                 c.hs_buf.extend_from_slice(&scratch[..n]);
-                                if let Some(len) =
-                                    wire::check_upgrade_response(&c.hs_buf, &c.accept).map_err(|e| e.to_string())?
+                                if let Some(up) = wire::check_upgrade_response(&c.hs_buf, &c.accept, args.deflate)
+                                    .map_err(|e| e.to_string())?
                                 {
-                                    let rest = c.hs_buf.split_off(len);
+                                    if let Some(a) = up.deflate {
+                                        agreement.get_or_insert(a);
+                                        c.set_deflate(a);
+                                    }
+                                    let rest = c.hs_buf.split_off(up.head_len);
                                     c.hs_buf = Vec::new();
                                     c.state = State::Open;
                                     became_open = true;
@@ -476,11 +503,13 @@ impl Worker {
         if c.state != State::Open {
             return;
         }
+        let deflater = &mut self.deflater;
         let mut queued = false;
         // Message k may go once every subscriber has had message k - window.
         while self.pub_seq < window || delivered >= (self.pub_seq - window + 1) * subs {
             let sent_ns = epoch.elapsed().as_nanos() as u64;
-            c.queue_bytes(&broadcast_frame(&frames, self.pub_seq, sent_ns));
+            let f = broadcast_frame(&frames, self.pub_seq, sent_ns, deflater.as_mut());
+            c.queue_message(&f.wire, f.wire_payload_len, f.payload.len());
             self.pub_seq += 1;
             counts.sent += 1;
             queued = true;
@@ -493,6 +522,9 @@ impl Worker {
     /// Best-effort clean close at the end: a close frame (1000) and a write shutdown on
     /// every open WebSocket connection, so servers see a closing handshake, not an EOF.
     fn close_all(&mut self) {
+        for c in self.conns.iter().flatten() {
+            self.bytes.add(&c.bytes);
+        }
         let close = (!self.args.raw).then(|| wire::client_frame(wire::OP_CLOSE, &1000u16.to_be_bytes(), [9, 8, 7, 6]));
         for c in self.conns.iter_mut().flatten().filter(|c| c.state == State::Open) {
             if let Some(f) = &close {
@@ -539,6 +571,7 @@ impl Worker {
 
     fn fail(&mut self, i: usize, msg: String) {
         let Some(mut c) = self.conns[i].take() else { return };
+        self.bytes.add(&c.bytes);
         let _ = self.poll.registry().deregister(&mut c.stream);
         if c.state == State::Open {
             self.stats().open.fetch_sub(1, Ordering::Relaxed);
