@@ -58,7 +58,7 @@ fn live_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
 fn report_memory() {
     let msg = json(16 << 10);
     eprintln!("deflate memory (bytes live; zlib formula in brackets):");
-    for (bits, mem) in [(15u8, 8u8), (15, 9), (12, 8), (9, 8), (9, 1)] {
+    for (bits, mem) in [(15u8, 8u8), (15, 4), (15, 9), (12, 8), (12, 4), (9, 8), (9, 1)] {
         let (mut c, at_new) = live_bytes(|| Compressor::new(bits, 6, mem));
         let ((), used) = live_bytes(|| c.compress(&msg, &mut BytesMut::with_capacity(0), false));
         let formula = (1usize << (bits + 2)) + (1usize << (mem + 9));

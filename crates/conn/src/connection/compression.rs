@@ -7,7 +7,8 @@
 
 use super::Connection;
 use crate::deflate::{
-    Compressor, Decompressor, DeflateParams, InflateError, with_shared_compressor, with_shared_decompressor,
+    Compressor, Decompressor, DeflateConfig, DeflateParams, InflateError, with_shared_compressor,
+    with_shared_decompressor,
 };
 use crate::{Message, ProtocolError, Role, Utf8Bytes};
 use bytes::{Bytes, BytesMut};
@@ -19,10 +20,11 @@ pub(super) struct Codecs {
     decompressor: Option<Decompressor>,
 }
 
-/// The compression settings a connection uses: its config's, or zlib's defaults when the
+/// The compression settings a connection uses: its config's, or the defaults when the
 /// parameters were given without one (a hand-built [`ConnInfo`](crate::ConnInfo)).
 fn settings(conn: &Connection) -> (u32, u8, usize) {
-    conn.config.deflate.as_ref().map_or((6, 8, 0), |c| (c.level, c.mem_level, c.threshold))
+    let pick = |c: &DeflateConfig| (c.level, c.mem_level, c.threshold);
+    conn.config.deflate.as_ref().map_or_else(|| pick(&DeflateConfig::default()), pick)
 }
 
 /// Inflates one compressed message of at most `limit` bytes; a text message's UTF-8 is

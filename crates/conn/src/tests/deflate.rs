@@ -200,8 +200,9 @@ fn a_prepared_message_is_compressed_once_for_every_shared_mode_connection() {
     assert_eq!(wa, wb);
     assert_eq!(wa[0].1, RSV1);
     // The same compressed bytes, not two compressions of them.
-    let z1 = m.deflated(15, 6, 8);
-    let z2 = m.clone().deflated(15, 6, 8);
+    let d = DeflateConfig::default();
+    let z1 = m.deflated(15, d.level, d.mem_level);
+    let z2 = m.clone().deflated(15, d.level, d.mem_level);
     assert_eq!(z1.as_ptr(), z2.as_ptr());
 }
 

@@ -147,11 +147,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "shared|dedicated", num_args = 0..=1, default_missing_value = "shared")]
     pub(crate) deflate: Option<DeflateMode>,
     /// Dedicated mode: the most window bits (9-15) either side compresses with; a
-    /// connection's compressor takes 2^(bits+2) bytes plus the memory level's share.
+    /// connection's compressor takes 2^(bits+2) bytes for its window, a 128 KiB hash
+    /// table and the memory level's share (272 KB at 15 bits and memory level 4).
     #[arg(long, default_value_t = 15, value_name = "9-15", value_parser = clap::value_parser!(u8).range(9..=15))]
     pub(crate) deflate_window_bits: u8,
-    /// zlib memory level (1-9) of the compressors: 2^(level+9) bytes each.
-    #[arg(long, default_value_t = 8, value_name = "1-9", value_parser = clap::value_parser!(u8).range(1..=9))]
+    /// Memory level (1-9) of the compressors: their symbol buffers, 7 * 2^(level+6)
+    /// bytes, on top of a 128 KiB hash table and 2^(bits+2) bytes of window.
+    #[arg(long, default_value_t = 4, value_name = "1-9", value_parser = clap::value_parser!(u8).range(1..=9))]
     pub(crate) deflate_mem_level: u8,
     /// Compression level (0-9; 1 is fastest, 9 smallest).
     #[arg(long, default_value_t = 6, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
