@@ -46,6 +46,10 @@ struct Args {
     /// Connections in the idle-deflate scenario (dedicated compression, one message each).
     #[arg(long, default_value_t = 2000)]
     idle_deflate: usize,
+    /// zlib level ringwire's deflate variants compress at (Bun's is fixed at 6, its zlib
+    /// default; Node ws runs at 6 too): to compare at an equal ratio rather than level.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    ringwire_deflate_level: u32,
     /// Open-loop rates (messages/s, 100 connections, 32 B).
     #[arg(long, value_delimiter = ',', default_values_t = [50_000u64, 100_000, 200_000])]
     open_rates: Vec<u64>,
@@ -144,6 +148,9 @@ fn render(args: &mut Args, out: &Path) -> Result<(), String> {
     }
     if let Some(v) = config.get("idle_deflate").and_then(|v| serde_json::from_value(v.clone()).ok()) {
         args.idle_deflate = v;
+    }
+    if let Some(v) = config.get("ringwire_deflate_level").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.ringwire_deflate_level = v;
     }
     let pre = match json.get("preamble").and_then(|p| p.as_str()) {
         Some(p) => p.to_string(),
@@ -260,8 +267,9 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
 /// The servers with compression, for the deflate scenarios only: ringwire and Bun in
 /// both modes, Node ws in its one (a zlib stream per connection; `dedicated`: context
 /// kept). Every one compresses messages of 128 bytes and more at zlib level 6 (uWS has
-/// no threshold and always uses level 6, its zlib default and its libdeflate level).
-fn deflate_variants(plain: &[Server]) -> Vec<Server> {
+/// no threshold and always uses level 6, its zlib default and its libdeflate level),
+/// ringwire at `ringwire_level` (6 unless `--ringwire-deflate-level` says otherwise).
+fn deflate_variants(plain: &[Server], ringwire_level: u32) -> Vec<Server> {
     let mut v = Vec::new();
     for s in plain {
         let modes: &[&'static str] = match s.base {
@@ -272,7 +280,10 @@ fn deflate_variants(plain: &[Server]) -> Vec<Server> {
         for &m in modes {
             let mut args = s.args.clone();
             if s.base == "ringwire" {
-                args.extend(["--deflate", m, "--deflate-threshold", "128", "--deflate-level", "6"].map(String::from));
+                let level = ringwire_level.to_string();
+                args.extend(
+                    ["--deflate", m, "--deflate-threshold", "128", "--deflate-level", &level].map(String::from),
+                );
             } else {
                 args.push(format!("deflate={m}"));
             }
@@ -642,7 +653,7 @@ fn run(mut args: Args) -> Result<(), String> {
         return Err("--reps must be >= 1, --duration > 0, --warmup >= 0".into());
     }
     let mut all = servers(&repo, &bin);
-    all.extend(deflate_variants(&all));
+    all.extend(deflate_variants(&all, args.ringwire_deflate_level));
     let named = |s: &Server, n: &String| &s.name == n || s.base == n.as_str();
     let unknown: Vec<&String> = args.servers.iter().filter(|n| !all.iter().any(|s| named(s, n))).collect();
     if !unknown.is_empty() {
@@ -854,7 +865,7 @@ fn run(mut args: Args) -> Result<(), String> {
         "config": {
             "duration_s": args.duration, "warmup_s": args.warmup, "reps": args.reps, "smoke": args.smoke,
             "pinned": has_taskset, "idle": args.idle, "open_rates": args.open_rates,
-            "idle_deflate": args.idle_deflate,
+            "idle_deflate": args.idle_deflate, "ringwire_deflate_level": args.ringwire_deflate_level,
             "open_file_limit": limit, "skipped_scenarios": skipped_scenarios,
         },
         "servers": all.iter().map(|s| serde_json::json!({
