@@ -1,11 +1,11 @@
 //! permessage-deflate on a connection pair: what is compressed and how it looks on the
 //! wire, what a negotiated connection must still accept, and what it must refuse.
 
-use super::{Pair, cframe, frames_rsv};
+use super::{Pair, cframe, frame_rsv, frames_rsv};
 use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::{Config, ConnInfo, Connection, Event, Message, OpCode, PreparedMessage, Role};
 use bytes::{Bytes, BytesMut};
-use ringwire_frame::{FrameHeader, RSV1, apply_mask};
+use ringwire_frame::RSV1;
 
 /// Both sides' parameters: shared mode (no context takeover) or dedicated.
 fn params(shared: bool) -> DeflateParams {
@@ -39,13 +39,7 @@ fn wire_frames(wire: &[u8], from: Role) -> Vec<(bool, u8, OpCode, Vec<u8>)> {
 
 /// A masked client frame with RSV bits.
 fn cframe_rsv(op: OpCode, fin: bool, rsv: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [1, 2, 3, 4];
-    let h = FrameHeader { fin, rsv, mask: Some(key), ..FrameHeader::new(op, payload.len() as u64) };
-    let mut v = h.encode().as_bytes().to_vec();
-    let start = v.len();
-    v.extend_from_slice(payload);
-    apply_mask(&mut v[start..], key, 0);
-    v
+    frame_rsv(op, fin, rsv, payload, Some([1, 2, 3, 4]))
 }
 
 /// `payload` as a peer without context takeover compresses it.

@@ -234,7 +234,12 @@ pub(crate) struct F {
 
 /// Encodes a frame; `mask` for client-to-server frames.
 pub(crate) fn frame(op: OpCode, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let h = FrameHeader { fin, mask, ..FrameHeader::new(op, payload.len() as u64) };
+    frame_rsv(op, fin, 0, payload, mask)
+}
+
+/// Encodes a frame with RSV bits (`rsv`, as in [`FrameHeader`]).
+pub(crate) fn frame_rsv(op: OpCode, fin: bool, rsv: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let h = FrameHeader { fin, rsv, mask, ..FrameHeader::new(op, payload.len() as u64) };
     let mut v = h.encode().as_bytes().to_vec();
     let start = v.len();
     v.extend_from_slice(payload);
