@@ -6,7 +6,7 @@
 #   loadtest/run.sh                      # full run: 10 s x 3 repetitions per scenario and server
 #   loadtest/run.sh --smoke              # 2 s x 1, idle 2,000: proves everything works
 #   loadtest/run.sh --servers ringwire,fastwebsockets --scenarios echo-small
-#   loadtest/run.sh --smoke --scenarios deflate-1k,deflate-16k,broadcast-deflate,idle-deflate
+#   loadtest/run.sh --smoke --scenarios deflate-1k,deflate-16k,broadcast-deflate,idle-deflate,idle-deflate-64
 # Results: loadtest/results/latest.{json,md,svg}; server logs in loadtest/results/logs/.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -111,6 +111,24 @@ fn idle_reports_rss_per_connection_and_verifies_each() {
     assert_eq!(num(&v, "/errors"), 0.0, "{v}");
     assert_eq!(num(&v, "/idle_verified"), 50.0, "{v}");
     assert!(v["rss_bytes_per_conn"].is_number(), "{v}");
+    // --echo-first N: every connection echoes N messages before the hold.
+    let (v, err, _) = loadgen(&[
+        "--addr",
+        &addr,
+        "--mode",
+        "idle",
+        "--echo-first",
+        "3",
+        "--conns",
+        "20",
+        "--hold",
+        "0.1",
+        "--server-pid",
+        &pid,
+    ]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert_eq!(num(&v, "/idle_verified"), 60.0, "{v}");
 }
 
 /// What a scripted server writes back for one client frame: its first byte and its
@@ -270,6 +288,8 @@ fn bad_arguments_get_clear_errors() {
     assert!(v.is_none() && code == 2 && err.contains("--rate"), "{code} {err}");
     let (_, err, code) = loadgen(&["--addr", "127.0.0.1:9", "--mode", "broadcast", "--size", "8"]);
     assert!(code == 2 && err.contains("--size"), "{err}");
+    let (_, err, code) = loadgen(&["--addr", "127.0.0.1:9", "--mode", "idle", "--echo-first", "0"]);
+    assert!(code == 2 && err.contains("--echo-first"), "{err}");
     // Nothing listens on port 9: the connect failure is reported, not hidden.
     let (v, err, code) = loadgen(&["--addr", "127.0.0.1:9", "--conns", "1", "--connect-timeout", "2"]);
     assert!(v.is_some() || code == 2, "{err}");

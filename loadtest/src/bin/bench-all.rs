@@ -415,31 +415,40 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
         deflate_modes: Some(BOTH),
     });
     let n = args.idle_deflate;
-    v.push(Scenario {
-        name: "idle-deflate".into(),
-        description: format!(
-            "permessage-deflate, dedicated mode: {n} connections each echo one 1 KiB JSON message (so each holds \
-             its compression state), then stay idle for 2 s: growth of server RSS per connection."
-        ),
-        loadgen: json(&[
-            "--mode",
-            "idle",
-            "--echo-first",
-            "--conns",
-            &n.to_string(),
-            "--size",
-            "1024",
-            "--hold",
-            "2",
-            "--connect-timeout",
-            "120",
-        ]),
-        broadcast: false,
-        idle: true,
-        floor: false,
-        conns: n,
-        deflate_modes: Some(&["dedicated"]),
-    });
+    // One message: what a connection holds once its compressor exists (zlib touches its
+    // window as data passes, zlib-rs zeroes it at creation); 64 x 1 KiB: with the 32 KiB
+    // window full, as on a connection that has been talking for a while.
+    for (echoes, name, what) in [
+        (1, "idle-deflate", "one 1 KiB JSON message"),
+        (64, "idle-deflate-64", "64 1 KiB JSON messages (the window full)"),
+    ] {
+        v.push(Scenario {
+            name: name.into(),
+            description: format!(
+                "permessage-deflate, dedicated mode: {n} connections each echo {what} first (so each holds its \
+                 compression state), then stay idle for 2 s: growth of server RSS per connection."
+            ),
+            loadgen: json(&[
+                "--mode",
+                "idle",
+                "--echo-first",
+                &echoes.to_string(),
+                "--conns",
+                &n.to_string(),
+                "--size",
+                "1024",
+                "--hold",
+                "2",
+                "--connect-timeout",
+                "120",
+            ]),
+            broadcast: false,
+            idle: true,
+            floor: false,
+            conns: n,
+            deflate_modes: Some(&["dedicated"]),
+        });
+    }
     v
 }
 

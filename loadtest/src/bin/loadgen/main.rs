@@ -91,10 +91,11 @@ pub(crate) struct Args {
     /// read at the end of the hold (at least 0.5 s).
     #[arg(long, default_value_t = 2.0)]
     hold: f64,
-    /// Idle: every connection echoes its one message before the hold (not after), so the
-    /// server's memory is read with whatever state a message leaves behind.
-    #[arg(long)]
-    echo_first: bool,
+    /// Idle: every connection echoes N messages (default 1, all sent at once) before the
+    /// hold instead of one after it, so the server's memory is read with whatever state
+    /// messages leave behind (compression contexts: 64 x 1 KiB fills a 32 KiB window).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    echo_first: Option<usize>,
     /// Seconds allowed for opening all connections.
     #[arg(long, default_value_t = 30.0)]
     connect_timeout: f64,
@@ -235,8 +236,11 @@ fn validate(args: &mut Args) -> Result<(), String> {
     if args.size == 0 && args.raw {
         return Err("--raw needs --size > 0".into());
     }
-    if args.echo_first && args.mode != Mode::Idle {
+    if args.echo_first.is_some() && args.mode != Mode::Idle {
         return Err("--echo-first only applies to --mode idle".into());
+    }
+    if args.echo_first == Some(0) {
+        return Err("--echo-first needs at least 1 message".into());
     }
     if args.deflate && args.raw {
         return Err("--deflate needs WebSocket (not --raw)".into());
@@ -268,6 +272,8 @@ fn validate(args: &mut Args) -> Result<(), String> {
             }
         }
         Mode::Idle if args.raw => return Err("--raw does not apply to idle mode".into()),
+        // Idle: what each connection sends at once when it echoes (see --echo-first).
+        Mode::Idle => args.depth = args.echo_first.unwrap_or(1),
         _ => {}
     }
     if args.connect_window == 0 {
@@ -381,18 +387,19 @@ fn run(mut args: Args) -> Result<Output, String> {
             shared.phase.store(PHASE_RUN, Ordering::Release);
             wake_all();
             let verify_deadline = Instant::now() + Duration::from_secs(20);
-            while sum(|s| &s.msgs) + sum(|s| &s.errors) < opened && Instant::now() < verify_deadline {
+            let expected = opened * args.depth as u64;
+            while sum(|s| &s.msgs) + sum(|s| &s.errors) < expected && Instant::now() < verify_deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
-        if args.echo_first {
+        if args.echo_first.is_some() {
             verify();
         }
         sleep_with_progress(args.hold.max(0.5), &args, &stats, "holding");
         if let Some(pid) = args.server_pid {
             idle_rss_after = Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb);
         }
-        if !args.echo_first {
+        if args.echo_first.is_none() {
             verify();
         }
     }

@@ -399,8 +399,7 @@ impl Worker {
         let frames = self.shared.frames.clone();
         let depth = match self.args.mode {
             Mode::Closed => 1,
-            Mode::Pipelined => self.args.depth,
-            Mode::Idle => 1,
+            Mode::Pipelined | Mode::Idle => self.args.depth,
             Mode::OpenLoop => {
                 self.ol_start = Some(now);
                 if let Err(e) = self.start_timer() {
