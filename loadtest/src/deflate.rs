@@ -259,8 +259,6 @@ mod tests {
         assert!(e.contains("more than"), "{e}");
         let mut inf = MessageInflater::new(15, true);
         assert!(inf.inflate(&[0xff, 0xff, 0xff], &mut out, 100).is_err());
-        let e = inf.inflate(&z[..z.len() / 2], &mut out, m.len());
-        assert!(e.is_err() || out.len() < m.len(), "half a message inflated whole");
     }
 
     #[test]

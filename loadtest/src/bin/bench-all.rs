@@ -618,7 +618,10 @@ fn machine_facts(repo: &Path, servers: &[Server]) -> BTreeMap<String, String> {
     ] {
         m.insert(k.into(), v.unwrap_or_else(|| "unknown".into()));
     }
-    for s in servers.iter().filter(|s| s.available.is_ok() && s.deflate.is_none()) {
+    // Each base server once, plain or a compressing variant (`--servers bun-dedicated`
+    // leaves only the variant).
+    let mut seen = std::collections::HashSet::new();
+    for s in servers.iter().filter(|s| s.available.is_ok() && seen.insert(s.base)) {
         match s.base {
             "bun" => {
                 if let Some(v) = cmd_output(&s.program.display().to_string(), &["--version"]) {

@@ -521,6 +521,52 @@ fn bomb_stops_at_the_limit() {
 
 const MAX_ROOM_FOR_TEST: usize = 64 << 10;
 
+/// The output room grows from a guess: messages around every power of two, of text that
+/// inflates a few times over, of incompressible bytes and of zeros (thousands of times),
+/// into buffers of several capacities, with the limit one byte under, at and over the
+/// message: each inflates whole or stops with `TooBig`, never growing the buffer past
+/// `limit + 1` bytes.
+#[test]
+fn inflate_room_at_every_boundary() {
+    let mut noise = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise as u8
+            })
+            .collect()
+    };
+    let mut sizes = vec![0, 1, 2, 255, 256, 257];
+    for k in 9..=17 {
+        sizes.extend([(1usize << k) - 1, 1 << k, (1 << k) + 1]);
+    }
+    let mut d = Decompressor::new(15);
+    for n in sizes {
+        for m in [json(n, n), random(n), vec![0u8; n]] {
+            let mut wire = BytesMut::new();
+            Compressor::new(15, 6, 4).compress(&m, &mut wire, true);
+            for cap in [0, n, n + 1, n + 1000] {
+                for limit in [n.saturating_sub(1), n, n + 1] {
+                    let mut out = BytesMut::with_capacity(cap);
+                    let r = d.decompress(&wire, &mut out, limit, true);
+                    if n <= limit {
+                        assert_eq!(r, Ok(()), "n {n} cap {cap} limit {limit}");
+                        assert_eq!(&out[..], &m[..], "n {n} cap {cap} limit {limit}");
+                    } else {
+                        assert_eq!(r, Err(InflateError::TooBig { limit }), "n {n} cap {cap} limit {limit}");
+                        // (8: the smallest allocation a growing buffer makes)
+                        let most = cap.max(limit + 1).max(8);
+                        assert!(out.capacity() <= most, "n {n} cap {cap}: {}", out.capacity());
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn corrupt_input_is_an_error_and_resets() {
     let mut d = Decompressor::new(15);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Set to `1` (as `.ci/run` does), a test whose peer is missing fails instead of skipping.
@@ -43,15 +44,17 @@ fn install_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs `cmd` to its end: `Ok(stdout)` if it exits 0, else `Err` with what it wrote.
-fn run(cmd: &mut Command) -> Result<String, String> {
+/// How long a quick command (a version, an import check) may take.
+const QUICK: Duration = Duration::from_secs(30);
+/// How long an install from a registry (npm, pip, venv) may take.
+const INSTALL: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to its end within `limit` (killed after it): `Ok(output)` if it exits 0,
+/// else `Err` with what it wrote.
+fn run(cmd: &mut Command, limit: Duration) -> Result<String, String> {
     let what = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    Err(format!("{what} failed ({}): {}", out.status, err.trim()))
+    let out = Proc::try_spawn(cmd)?.finish(limit).map_err(|e| format!("{what} failed: {}", e.trim()))?;
+    Ok(out.trim().to_owned())
 }
 
 /// Node with `ws` installed under `target/peers/node` (npm, from its registry, once).
@@ -62,17 +65,17 @@ pub(crate) struct Node {
 impl Node {
     /// Finds `node`, and `npm` if `ws` is not installed yet; installs `ws@8`.
     pub(crate) fn find() -> Result<Node, String> {
-        run(Command::new("node").arg("--version")).map_err(|e| format!("node not usable: {e}"))?;
+        run(Command::new("node").arg("--version"), QUICK).map_err(|e| format!("node not usable: {e}"))?;
         let dir = peers_dir().join("node");
         let _lock = install_lock();
         if !dir.join("node_modules/ws/package.json").exists() {
-            run(Command::new("npm").arg("--version")).map_err(|e| format!("npm not usable: {e}"))?;
+            run(Command::new("npm").arg("--version"), QUICK).map_err(|e| format!("npm not usable: {e}"))?;
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             // --prefix: npm would otherwise install into the nearest parent with a package.json.
-            run(Command::new("npm").args(["install", "--silent", "--no-save", "ws@8", "--prefix"]).arg(&dir))?;
+            run(Command::new("npm").args(["install", "--silent", "--no-save", "ws@8", "--prefix"]).arg(&dir), INSTALL)?;
         }
         let node = Node { modules: dir.join("node_modules") };
-        eprintln!("interop peer: {}", run(&mut node.command(&["version"]))?);
+        eprintln!("interop peer: {}", run(&mut node.command(&["version"]), QUICK)?);
         Ok(node)
     }
 
@@ -95,19 +98,19 @@ impl Python {
         let venv = peers_dir().join("venv");
         let python = venv.join("bin/python");
         let _lock = install_lock();
-        let usable = |p: &Path| run(Command::new(p).args(["-c", "import websockets.sync.server"])).is_ok();
+        let usable = |p: &Path| run(Command::new(p).args(["-c", "import websockets.sync.server"]), QUICK).is_ok();
         if !usable(&python) {
-            run(Command::new("python3").arg("--version")).map_err(|e| format!("python3 not usable: {e}"))?;
+            run(Command::new("python3").arg("--version"), QUICK).map_err(|e| format!("python3 not usable: {e}"))?;
             // A venv left without pip (python3-venv was missing when it was made) is made anew.
             if !venv.join("bin/pip").exists() {
                 let _ = std::fs::remove_dir_all(&venv);
-                run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+                run(Command::new("python3").arg("-m").arg("venv").arg(&venv), INSTALL)
                     .map_err(|e| format!("cannot make a venv (python3-venv missing?): {e}"))?;
             }
-            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "websockets>=13"]))?;
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "websockets>=13"]), INSTALL)?;
         }
         let py = Python { python };
-        eprintln!("interop peer: {}", run(&mut py.command(&["version"]))?);
+        eprintln!("interop peer: {}", run(&mut py.command(&["version"]), QUICK)?);
         Ok(py)
     }
 
@@ -129,7 +132,7 @@ pub(crate) fn chromium() -> Result<PathBuf, String> {
             .collect(),
     };
     let browser = candidates.into_iter().next().ok_or("chromium not found on PATH")?;
-    eprintln!("interop peer: {}", run(Command::new(&browser).arg("--version"))?);
+    eprintln!("interop peer: {}", run(Command::new(&browser).arg("--version"), QUICK)?);
     Ok(browser)
 }
 
@@ -139,11 +142,18 @@ pub(crate) struct Proc {
     child: Child,
     lines: Receiver<String>,
     log: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr: done once both pipes close.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Proc {
-    /// Starts `cmd`, stdout and stderr piped.
+    /// Starts `cmd`, stdout and stderr piped; panics if it cannot start.
     pub(crate) fn spawn(mut cmd: Command) -> Proc {
+        Proc::try_spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `cmd`, stdout and stderr piped.
+    pub(crate) fn try_spawn(cmd: &mut Command) -> Result<Proc, String> {
         let what = format!("{cmd:?}");
         let mut child = cmd
             .process_group(0)
@@ -151,21 +161,23 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+            .map_err(|e| format!("spawn {what}: {e}"))?;
         let (tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(String::new()));
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        for r in [out, err] {
-            let (tx, log) = (tx.clone(), Arc::clone(&log));
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push_str(&format!("{line}\n"));
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Proc { child, lines, log }
+        let readers = [out, err]
+            .map(|r| {
+                let (tx, log) = (tx.clone(), Arc::clone(&log));
+                std::thread::spawn(move || {
+                    for line in BufReader::new(r).lines().map_while(Result::ok) {
+                        log.lock().unwrap().push_str(&format!("{line}\n"));
+                        let _ = tx.send(line);
+                    }
+                })
+            })
+            .into();
+        Ok(Proc { child, lines, log, readers })
     }
 
     /// The first output line that starts with `prefix`, the rest of it; panics if the
@@ -186,8 +198,11 @@ impl Proc {
         let end = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // The reader threads have the last lines once the pipes close.
-                std::thread::sleep(Duration::from_millis(50));
+                // The last lines are in once both pipes close (a helper the process left
+                // behind may hold them: wait for that only until the limit).
+                while !self.readers.iter().all(JoinHandle::is_finished) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return if status.success() { Ok(self.log()) } else { Err(format!("{status}:\n{}", self.log())) };
             }
             if Instant::now() >= end {

@@ -257,9 +257,6 @@ impl Conn {
                 if header.opcode == OP_CONT { "continuation" } else { "control" }
             ));
         }
-        if header.rsv1 && self.deflate.is_none() {
-            return Err("compressed message (RSV1) without a permessage-deflate agreement".into());
-        }
         if header.opcode & 0x8 != 0 {
             self.ctrl.clear();
         } else if header.opcode == OP_CONT {

@@ -383,24 +383,31 @@ fn run(mut args: Args) -> Result<Output, String> {
         // check every connection still echoes. With --echo-first every connection echoes
         // once before the hold instead, so the server holds whatever state a message leaves
         // (compression contexts), and the memory read includes it.
-        let verify = || {
+        // Every echo must arrive (20 s, plus 0.5 ms per echo for --echo-first N); a run
+        // that ran out of time fails, so no memory figure is read with echoes in flight.
+        let expected = opened * args.depth as u64;
+        let verify = || -> Result<(), String> {
             shared.phase.store(PHASE_RUN, Ordering::Release);
             wake_all();
-            let verify_deadline = Instant::now() + Duration::from_secs(20);
-            let expected = opened * args.depth as u64;
+            let verify_deadline = Instant::now() + Duration::from_secs(20) + Duration::from_micros(500 * expected);
             while sum(|s| &s.msgs) + sum(|s| &s.errors) < expected && Instant::now() < verify_deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
+            let (got, errors) = (sum(|s| &s.msgs), sum(|s| &s.errors));
+            if got + errors < expected {
+                return Err(format!("idle: only {got} of {expected} echoes arrived before the deadline"));
+            }
+            Ok(())
         };
         if args.echo_first.is_some() {
-            verify();
+            verify()?;
         }
         sleep_with_progress(args.hold.max(0.5), &args, &stats, "holding");
         if let Some(pid) = args.server_pid {
             idle_rss_after = Some(procfs::memory(pid).map_err(|e| format!("server pid {pid}: {e}"))?.rss_kb);
         }
         if args.echo_first.is_none() {
-            verify();
+            verify()?;
         }
     }
 
