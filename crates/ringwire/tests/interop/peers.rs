@@ -155,6 +155,18 @@ impl Proc {
     /// Starts `cmd`, stdout and stderr piped.
     pub(crate) fn try_spawn(cmd: &mut Command) -> Result<Proc, String> {
         let what = format!("{cmd:?}");
+        // Its own group (killed whole on drop) shields it from the terminal's Ctrl-C, so
+        // it dies with the thread that started it instead: an interrupted `cargo test`
+        // leaves no peer behind.
+        // SAFETY: prctl is async-signal-safe and only reads its integer arguments.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
         let mut child = cmd
             .process_group(0)
             .stdin(Stdio::null())
