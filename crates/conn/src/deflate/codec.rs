@@ -36,9 +36,9 @@ pub enum InflateError {
 /// Memory, allocated by [`new`](Self::new) and kept until drop: zlib-rs takes
 /// `(1 << (window_bits + 2))` bytes for the window and chain, `7 << (mem_level + 6)`
 /// for the symbol buffers, a 128 KiB hash table whatever `mem_level` and 3,200 bytes
-/// of state: 380,032 bytes at 15/8, 272,512 at 15/4, 137,216 at 9/1, exactly as measured by the
-/// `deflate` bench (zlib's formula, `(1 << (window_bits + 2)) + (1 << (mem_level + 9))`,
-/// gives 256 KiB at 15/8).
+/// of state: 380,032 bytes at 15/8, 272,512 at 15/4, 137,216 at 9/1, exactly as
+/// measured by the `deflate` bench (zlib's formula, `(1 << (window_bits + 2)) +
+/// (1 << (mem_level + 9))`, gives 256 KiB at 15/8).
 pub struct Compressor {
     inner: Deflate,
     /// Something was compressed since the last reset.

@@ -26,9 +26,9 @@
 //! more per message. zlib-rs zeroes a compressor's window, chain and hash table at
 //! `new` (256 KiB at 15 bits), so they are resident at once; zlib touches its window
 //! and chain only as data passes, which is why a zlib-based peer holds less after a
-//! few small messages (see `docs/scaling.md`). Without context takeover no state needs to outlive a message, so
-//! [`with_shared_compressor`] and [`with_shared_decompressor`] give one per thread
-//! instead (uWebSockets' `SHARED_COMPRESSOR`).
+//! few small messages (see `docs/scaling.md`). Without context takeover no state needs
+//! to outlive a message, so [`with_shared_compressor`] and [`with_shared_decompressor`]
+//! give one per thread instead (uWebSockets' `SHARED_COMPRESSOR`).
 //!
 //! ```
 //! use bytes::BytesMut;

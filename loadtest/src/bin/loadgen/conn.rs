@@ -100,8 +100,9 @@ pub(crate) struct Conn {
     ctrl: Vec<u8>,
     collect: Vec<u8>,
     next_bseq: u64,
-    /// permessage-deflate, when agreed: the agreement and this connection's inflater.
-    deflate: Option<(Agreement, MessageInflater)>,
+    /// permessage-deflate, when agreed: this connection's inflater (the agreement's
+    /// window and context takeover).
+    inflater: Option<MessageInflater>,
     /// The current message is compressed: its frames' payloads gather in `zmsg`.
     compressed: bool,
     zmsg: Vec<u8>,
@@ -128,7 +129,7 @@ impl Conn {
             ctrl: Vec::new(),
             collect: Vec::new(),
             next_bseq: 0,
-            deflate: None,
+            inflater: None,
             compressed: false,
             zmsg: Vec::new(),
             bytes: ByteCounts::default(),
@@ -137,7 +138,7 @@ impl Conn {
 
     /// The server agreed to permessage-deflate: its messages may arrive compressed.
     pub(crate) fn set_deflate(&mut self, a: Agreement) {
-        self.deflate = Some((a, MessageInflater::for_agreement(&a)));
+        self.inflater = Some(MessageInflater::for_agreement(&a));
     }
 
     /// Queues a data frame built elsewhere (the broadcast publisher's), counting its bytes.
@@ -217,7 +218,7 @@ impl Conn {
                 let take = (14 - self.hdr_len).min(data.len());
                 self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&data[..take]);
                 let avail = self.hdr_len + take;
-                let rsv1_ok = self.deflate.is_some();
+                let rsv1_ok = self.inflater.is_some();
                 match wire::parse_server_header(&self.hdr[..avail], ctx.max_len, rsv1_ok).map_err(|e| e.to_string())? {
                     Some((header, hlen)) => {
                         data = &data[hlen - self.hdr_len..];
@@ -376,7 +377,7 @@ impl Conn {
             }
             Role::Publisher | Role::Subscriber => ctx.size,
         };
-        let (_, inflater) = self.deflate.as_mut().expect("checked at the message's first frame");
+        let inflater = self.inflater.as_mut().expect("checked at the message's first frame");
         inflater.inflate(&self.zmsg, ctx.inflated, limit)?;
         self.bytes.recv_compressed += 1;
         let plain = std::mem::take(ctx.inflated);
