@@ -1,0 +1,579 @@
+//! The decorator at ringwire-io's seam: TLS under any [`Handler`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringwire_io::{ConnId, Handler, Io};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::session::HANDSHAKE_STAGING_LIMIT;
+use crate::{TlsError, TlsSession};
+
+/// Plaintext encrypted per `io.send`: a larger [`Io::send`] through [`TlsIo`] becomes several
+/// ciphertext chunks of at most this plus ~30 bytes per 16 KiB record, so the encrypt output
+/// is bounded whatever the inner handler sends.
+pub const MAX_SEND_CHUNK: usize = 64 << 10;
+
+/// Settings of a [`TlsHandler`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// How long a TLS handshake may take from accept (or connect) to its end; past it the
+    /// connection is aborted. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Handshake steps (one `on_data` of a connection still handshaking) processed per loop
+    /// turn; past the cap the ciphertext is kept, the connection's reads paused and the work
+    /// done in a later turn, so a handshake storm cannot stall established connections.
+    /// Default 5 (what uSockets does). At least 1.
+    pub handshakes_per_turn: usize,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions { handshake_timeout: Duration::from_secs(10), handshakes_per_turn: 5 }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Server { peer: SocketAddr },
+    Client,
+}
+
+/// Per-connection TLS state.
+struct Conn {
+    session: TlsSession,
+    kind: Kind,
+    /// The inner handler has been told (on_accept, or on_connect with Ok).
+    ready: bool,
+    /// A close started (by the inner handler, a TLS error, or the peer's close_notify):
+    /// no more data goes to the inner handler.
+    closing: bool,
+    /// The TLS error to report when the connection is gone.
+    error: Option<TlsError>,
+    /// (ciphertext bytes, plaintext bytes) of each `io.send`, oldest first.
+    sent: VecDeque<(usize, usize)>,
+    /// Ciphertext bytes of the front entry of `sent` already written.
+    sent_front: usize,
+    /// Plaintext bytes sent by the inner handler and not yet written.
+    queued_plain: usize,
+    /// Ciphertext held back by the handshake cap (reads are paused meanwhile).
+    stash: Option<Vec<u8>>,
+    /// End of the handshake deadline.
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    fn new(session: TlsSession, kind: Kind, deadline: Instant) -> Self {
+        Conn {
+            session,
+            kind,
+            ready: false,
+            closing: false,
+            error: None,
+            sent: VecDeque::new(),
+            sent_front: 0,
+            queued_plain: 0,
+            stash: None,
+            deadline: Some(deadline),
+        }
+    }
+
+    /// Queues ciphertext on the socket and remembers how much plaintext it carries.
+    fn send_cipher(&mut self, io: &mut impl Io, id: ConnId, cipher: Vec<u8>, plain: usize) {
+        if cipher.is_empty() {
+            return;
+        }
+        self.sent.push_back((cipher.len(), plain));
+        self.queued_plain += plain;
+        io.send(id, Bytes::from(cipher));
+    }
+
+    /// Encrypts `data` in chunks of [`MAX_SEND_CHUNK`] and queues them.
+    fn send_plain(&mut self, io: &mut impl Io, id: ConnId, data: &[u8]) -> Result<(), TlsError> {
+        for chunk in data.chunks(MAX_SEND_CHUNK) {
+            let mut out = Vec::with_capacity(chunk.len() + 128);
+            self.session.encrypt(chunk, &mut out)?;
+            self.send_cipher(io, id, out, chunk.len());
+        }
+        Ok(())
+    }
+
+    /// Clean close: close_notify (once the handshake is done), then the graceful io close.
+    fn start_close(&mut self, io: &mut impl Io, id: ConnId) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let mut out = Vec::new();
+        if self.session.close_notify(&mut out).is_ok() {
+            self.send_cipher(io, id, out, 0);
+        }
+        io.close(id);
+    }
+
+    /// A TLS failure: one log line, the alert (if any) sent, a graceful close so it gets out.
+    fn fail(&mut self, io: &mut impl Io, id: ConnId, e: TlsError, alert: Vec<u8>) {
+        let peer = io.peer_addr(id);
+        tracing::debug!(conn = %id, ?peer, error = %e, "tls failure, closing");
+        self.send_cipher(io, id, alert, 0);
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        if !self.closing {
+            self.closing = true;
+            io.close(id);
+        }
+    }
+
+    /// `bytes` of ciphertext were written: the plaintext of the chunks now fully written.
+    fn written(&mut self, mut bytes: usize) -> usize {
+        let mut plain = 0;
+        while bytes > 0 {
+            let Some(&(cipher, p)) = self.sent.front() else { break };
+            let left = cipher - self.sent_front;
+            if bytes >= left {
+                bytes -= left;
+                plain += p;
+                self.sent.pop_front();
+                self.sent_front = 0;
+            } else {
+                self.sent_front += bytes;
+                bytes = 0;
+            }
+        }
+        self.queued_plain -= plain;
+        plain
+    }
+}
+
+/// The [`Io`] the inner handler of a [`TlsHandler`] sees: `send` takes plaintext and sends
+/// its ciphertext, `queued` counts plaintext, `close` sends close_notify first. Everything
+/// else goes straight to the real `Io`.
+pub struct TlsIo<'a, I: Io> {
+    io: &'a mut I,
+    conns: &'a mut HashMap<ConnId, Conn>,
+    names: &'a mut HashMap<ConnId, ServerName<'static>>,
+}
+
+impl<I: Io> TlsIo<'_, I> {
+    /// Starts a TLS client connection to `addr` verifying the server as `name` (and sending
+    /// it as SNI). [`Io::connect`] uses [`TlsHandler::default_server_name`] instead.
+    pub fn connect_tls(&mut self, addr: SocketAddr, name: ServerName<'static>) -> io::Result<ConnId> {
+        let id = self.io.connect(addr)?;
+        self.names.insert(id, name);
+        Ok(id)
+    }
+
+    /// The ALPN protocol agreed with the peer of `conn`.
+    pub fn alpn_protocol(&self, conn: ConnId) -> Option<&[u8]> {
+        self.conns.get(&conn).and_then(|c| c.session.alpn_protocol())
+    }
+}
+
+impl<I: Io> Io for TlsIo<'_, I> {
+    fn now(&self) -> Instant {
+        self.io.now()
+    }
+    fn send(&mut self, conn: ConnId, chunk: Bytes) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if !c.ready || c.closing {
+            return; // as the real Io drops sends after close
+        }
+        if let Err(e) = c.send_plain(self.io, conn, &chunk) {
+            c.fail(self.io, conn, e, Vec::new());
+        }
+    }
+    fn queued(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.queued_plain)
+    }
+    fn close(&mut self, conn: ConnId) {
+        match self.conns.get_mut(&conn) {
+            Some(c) => c.start_close(self.io, conn),
+            None => self.io.close(conn),
+        }
+    }
+    fn abort(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.closing = true;
+        }
+        self.io.abort(conn);
+    }
+    fn pause_read(&mut self, conn: ConnId) {
+        self.io.pause_read(conn);
+    }
+    fn resume_read(&mut self, conn: ConnId) {
+        self.io.resume_read(conn);
+    }
+    fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
+        self.io.set_timer(conn, at);
+    }
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        self.io.connect(addr)
+    }
+    fn stop_accepting(&mut self) {
+        self.io.stop_accepting();
+    }
+    fn stop(&mut self) {
+        self.io.stop();
+    }
+    fn conn_count(&self) -> usize {
+        self.io.conn_count()
+    }
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.io.peer_addr(conn)
+    }
+    fn set_nodelay(&mut self, conn: ConnId, on: bool) -> io::Result<()> {
+        self.io.set_nodelay(conn, on)
+    }
+    fn set_keepalive(&mut self, conn: ConnId, idle: Option<Duration>) -> io::Result<()> {
+        self.io.set_keepalive(conn, idle)
+    }
+}
+
+/// TLS under a [`Handler`]: every connection of the loop is TLS, and the inner handler sees
+/// plaintext only.
+///
+/// - Accepted connections get a server session from the current [`ServerConfig`]; the inner
+///   `on_accept` runs when the handshake is done.
+/// - Connections from [`Io::connect`] get a client session for the name set with
+///   [`TlsHandler::set_server_name`] / [`TlsIo::connect_tls`], else
+///   [`TlsHandler::default_server_name`]; the inner `on_connect(Ok)` runs when the handshake
+///   is done, `on_connect(Err)` and `on_closed(Some)` if it fails.
+/// - A TLS error (or a handshake past [`TlsOptions::handshake_timeout`]) closes the
+///   connection; the inner handler gets `on_closed` with an `io::Error` holding the
+///   [`TlsError`] if it knew the connection, otherwise there is one debug log line.
+/// - The peer's close_notify is answered with close_notify and a graceful close; the inner
+///   handler's [`Io::close`] sends close_notify first. A peer EOF without close_notify after
+///   the handshake is reported as [`TlsError::Truncated`].
+/// - At most [`TlsOptions::handshakes_per_turn`] handshake steps run per loop turn.
+pub struct TlsHandler<H> {
+    inner: H,
+    server: Option<Arc<ServerConfig>>,
+    client: Option<Arc<ClientConfig>>,
+    default_name: Option<ServerName<'static>>,
+    opts: TlsOptions,
+    conns: HashMap<ConnId, Conn>,
+    names: HashMap<ConnId, ServerName<'static>>,
+    /// Connections the inner handler never hears of (refused at accept).
+    ignored: HashSet<ConnId>,
+    /// Client connections the inner handler knows that failed before a session existed.
+    failed: HashMap<ConnId, TlsError>,
+    /// Connections with stashed handshake ciphertext, oldest first.
+    deferred: VecDeque<ConnId>,
+    turn_handshakes: usize,
+    /// Handshake steps put off to a later turn by the cap, since the start.
+    deferred_total: u64,
+    /// Reused plaintext buffer.
+    plain: Vec<u8>,
+}
+
+impl<H> std::fmt::Debug for TlsHandler<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsHandler")
+            .field("server", &self.server.is_some())
+            .field("client", &self.client.is_some())
+            .field("conns", &self.conns.len())
+            .field("deferred", &self.deferred.len())
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+macro_rules! tio {
+    ($self:ident, $io:ident) => {
+        &mut TlsIo { io: &mut *$io, conns: &mut $self.conns, names: &mut $self.names }
+    };
+}
+
+impl<H: Handler> TlsHandler<H> {
+    /// A handler that serves TLS with `config` on accepted connections (set
+    /// `config.alpn_protocols = vec![b"http/1.1".to_vec()]` for ALPN).
+    pub fn server(inner: H, config: Arc<ServerConfig>) -> Self {
+        Self::new(inner, Some(config), None)
+    }
+
+    /// A handler whose outgoing connections speak TLS with `config`.
+    pub fn client(inner: H, config: Arc<ClientConfig>) -> Self {
+        Self::new(inner, None, Some(config))
+    }
+
+    /// Either side or both (a loop that accepts and connects).
+    pub fn new(inner: H, server: Option<Arc<ServerConfig>>, client: Option<Arc<ClientConfig>>) -> Self {
+        TlsHandler {
+            inner,
+            server,
+            client,
+            default_name: None,
+            opts: TlsOptions::default(),
+            conns: HashMap::new(),
+            names: HashMap::new(),
+            ignored: HashSet::new(),
+            failed: HashMap::new(),
+            deferred: VecDeque::new(),
+            turn_handshakes: 0,
+            deferred_total: 0,
+            plain: Vec::new(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, opts: TlsOptions) -> Self {
+        self.opts = TlsOptions { handshakes_per_turn: opts.handshakes_per_turn.max(1), ..opts };
+        self
+    }
+
+    /// The name client connections verify when none was set for them.
+    pub fn default_server_name(mut self, name: ServerName<'static>) -> Self {
+        self.default_name = Some(name);
+        self
+    }
+
+    /// The server name for client connection `conn` (made with `EventLoop::connect`).
+    pub fn set_server_name(&mut self, conn: ConnId, name: ServerName<'static>) {
+        self.names.insert(conn, name);
+    }
+
+    /// Swaps the server config for new connections (existing ones keep theirs).
+    pub fn set_server_config(&mut self, config: Arc<ServerConfig>) {
+        self.server = Some(config);
+    }
+
+    /// The wrapped handler.
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+
+    /// The wrapped handler, mutably.
+    pub fn inner_mut(&mut self) -> &mut H {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner handler.
+    pub fn into_inner(self) -> H {
+        self.inner
+    }
+
+    /// Connections with a TLS session (handshaking or established).
+    pub fn sessions(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Handshake steps the per-turn cap put off to a later turn, since the start.
+    pub fn deferred_handshakes(&self) -> u64 {
+        self.deferred_total
+    }
+
+    /// Feeds ciphertext to `id`'s session and tells the inner handler what came of it.
+    fn feed(&mut self, io: &mut impl Io, id: ConnId, data: &mut [u8]) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut out = Vec::new();
+        let mut plain = mem::take(&mut self.plain);
+        plain.clear();
+        let r = c.session.read(data, &mut out, &mut plain);
+        if let Err(e) = r {
+            c.fail(io, id, e, out);
+            self.plain = plain;
+            return;
+        }
+        c.send_cipher(io, id, out, 0);
+        if !c.ready && !c.session.is_handshaking() {
+            c.ready = true;
+            c.deadline = None;
+            io.set_timer(id, None);
+            let kind = c.kind;
+            match kind {
+                Kind::Server { peer } => self.inner.on_accept(tio!(self, io), id, peer),
+                Kind::Client => self.inner.on_connect(tio!(self, io), id, Ok(())),
+            }
+        }
+        if !plain.is_empty() && self.conns.get(&id).is_some_and(|c| c.ready && !c.closing) {
+            self.inner.on_data(tio!(self, io), id, &mut plain);
+        }
+        if let Some(c) = self.conns.get_mut(&id)
+            && c.session.peer_closed()
+        {
+            c.start_close(io, id);
+        }
+        self.plain = plain;
+    }
+}
+
+impl<H: Handler> Handler for TlsHandler<H> {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        let session = match &self.server {
+            Some(cfg) => TlsSession::server(cfg.clone()),
+            None => Err(TlsError::NoConfig("server")),
+        };
+        match session {
+            Ok(s) => {
+                let deadline = io.now() + self.opts.handshake_timeout;
+                self.conns.insert(conn, Conn::new(s, Kind::Server { peer }, deadline));
+                io.set_timer(conn, Some(deadline));
+            }
+            Err(e) => {
+                tracing::debug!(conn = %conn, %peer, error = %e, "tls: refusing connection");
+                self.ignored.insert(conn);
+                io.abort(conn);
+            }
+        }
+    }
+
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        let name = self.names.remove(&conn).or_else(|| self.default_name.clone());
+        if let Err(e) = result {
+            return self.inner.on_connect(tio!(self, io), conn, Err(e));
+        }
+        let session = match (&self.client, name) {
+            (None, _) => Err(TlsError::NoConfig("client")),
+            (_, None) => Err(TlsError::NoServerName),
+            (Some(cfg), Some(name)) => TlsSession::client(cfg.clone(), name),
+        };
+        let mut s = match session {
+            Ok(s) => s,
+            Err(e) => {
+                let kind = e.kind();
+                self.failed.insert(conn, e);
+                io.abort(conn);
+                return self.inner.on_connect(tio!(self, io), conn, Err(kind.into()));
+            }
+        };
+        let deadline = io.now() + self.opts.handshake_timeout;
+        io.set_timer(conn, Some(deadline));
+        let mut hello = Vec::new();
+        let r = s.read(&mut [], &mut hello, &mut Vec::new());
+        let c = self.conns.entry(conn).or_insert(Conn::new(s, Kind::Client, deadline));
+        match r {
+            Ok(()) => c.send_cipher(io, conn, hello, 0),
+            Err(e) => c.fail(io, conn, e, hello),
+        }
+    }
+
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.closing {
+            return;
+        }
+        if !c.ready {
+            if let Some(stash) = &mut c.stash {
+                if stash.len() + data.len() > HANDSHAKE_STAGING_LIMIT {
+                    let e = TlsError::RecordTooLarge { len: stash.len() + data.len(), limit: HANDSHAKE_STAGING_LIMIT };
+                    c.fail(io, conn, e, Vec::new());
+                } else {
+                    stash.extend_from_slice(data);
+                }
+                return;
+            }
+            if self.turn_handshakes >= self.opts.handshakes_per_turn {
+                // Over the cap: keep the bytes, pause reads, make sure a next turn comes.
+                c.stash = Some(data.to_vec());
+                io.pause_read(conn);
+                io.set_timer(conn, Some(io.now()));
+                self.deferred.push_back(conn);
+                self.deferred_total += 1;
+                return;
+            }
+            self.turn_handshakes += 1;
+        }
+        self.feed(io, conn, data);
+    }
+
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let plain = c.written(bytes);
+        if plain > 0 && c.ready {
+            self.inner.on_sent(tio!(self, io), conn, plain);
+        }
+    }
+
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.names.remove(&conn);
+        if self.ignored.remove(&conn) {
+            return;
+        }
+        let Some(mut c) = self.conns.remove(&conn) else {
+            // A client connection that never got a session: the inner handler knows it.
+            let e = self.failed.remove(&conn).map(io::Error::from).or(error);
+            return self.inner.on_closed(tio!(self, io), conn, e);
+        };
+        let tls = c.error.take();
+        match c.kind {
+            _ if c.ready => {
+                let e = match (tls, error) {
+                    (Some(t), _) => Some(t.into()),
+                    (None, Some(e)) => Some(e),
+                    (None, None) if !c.closing && !c.session.peer_closed() => Some(TlsError::Truncated.into()),
+                    (None, None) => None,
+                };
+                self.inner.on_closed(tio!(self, io), conn, e);
+            }
+            Kind::Client => {
+                let e = |t: &Option<TlsError>, err: &Option<io::Error>| -> io::Error {
+                    match (t, err) {
+                        (Some(t), _) => io::Error::new(t.kind(), t.to_string()),
+                        (None, Some(e)) => io::Error::new(e.kind(), e.to_string()),
+                        (None, None) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake"),
+                    }
+                };
+                let first = e(&tls, &error);
+                let last = match tls {
+                    Some(t) => t.into(),
+                    None => e(&None, &error),
+                };
+                self.inner.on_connect(tio!(self, io), conn, Err(first));
+                self.inner.on_closed(tio!(self, io), conn, Some(last));
+            }
+            Kind::Server { peer } => {
+                if let Some(t) = &tls {
+                    tracing::debug!(conn = %conn, %peer, error = %t, "tls handshake failed");
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.ready {
+            return self.inner.on_timer(tio!(self, io), conn);
+        }
+        if c.stash.is_some() {
+            return; // the wake-up for deferred work: on_turn_end runs it
+        }
+        if c.deadline.is_some_and(|d| io.now() >= d) && !c.closing {
+            tracing::debug!(conn = %conn, peer = ?io.peer_addr(conn), "tls handshake timed out");
+            c.error = Some(TlsError::HandshakeTimeout);
+            c.closing = true;
+            io.abort(conn);
+        }
+    }
+
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.inner.on_wake(tio!(self, io));
+    }
+
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.turn_handshakes = 0;
+        while self.turn_handshakes < self.opts.handshakes_per_turn {
+            let Some(id) = self.deferred.pop_front() else { break };
+            let Some(c) = self.conns.get_mut(&id) else { continue };
+            let Some(mut stash) = c.stash.take() else { continue };
+            io.resume_read(id);
+            io.set_timer(id, c.deadline);
+            if c.closing {
+                continue;
+            }
+            self.turn_handshakes += 1;
+            self.feed(io, id, &mut stash);
+        }
+        // Work left for later turns: a timer due now makes sure the next turn comes.
+        if let Some(&id) = self.deferred.front() {
+            io.set_timer(id, Some(io.now()));
+        }
+        self.inner.on_turn_end(tio!(self, io));
+    }
+}

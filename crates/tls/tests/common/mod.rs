@@ -1,0 +1,65 @@
+//! Certificates made at test time (rcgen, ECDSA P-256) and rustls configs over them.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// A test CA and a leaf for `localhost` it signed.
+pub struct Pki {
+    pub ca: CertificateDer<'static>,
+    pub leaf: CertificateDer<'static>,
+    pub key: Vec<u8>,
+}
+
+pub fn pki() -> Pki {
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A name of its own: a client that trusts another test CA must not take this one's
+    // certificates for that CA's (it would report BadSignature, not UnknownIssuer).
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ca_params.distinguished_name.push(DnType::CommonName, format!("ringwire test CA {n}"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
+        .unwrap();
+    Pki { ca: ca.der().clone(), leaf: leaf.der().clone(), key: leaf_key.serialize_der() }
+}
+
+pub fn server_config(p: &Pki) -> Arc<ServerConfig> {
+    server_config_versions(p, rustls::DEFAULT_VERSIONS)
+}
+
+pub fn server_config_versions(p: &Pki, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ServerConfig> {
+    let mut c = ServerConfig::builder_with_protocol_versions(versions)
+        .with_no_client_auth()
+        .with_single_cert(vec![p.leaf.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key.clone())))
+        .unwrap();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+/// A client that trusts `ca` only.
+pub fn client_config(ca: &CertificateDer<'static>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut c = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+pub fn localhost() -> ServerName<'static> {
+    ServerName::try_from("localhost").unwrap()
+}
+
+/// Bytes that are not all the same, so that a misplaced byte shows.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
