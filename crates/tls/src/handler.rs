@@ -517,7 +517,9 @@ impl<H: Handler> Handler for TlsHandler<H> {
                     match (t, err) {
                         (Some(t), _) => io::Error::new(t.kind(), t.to_string()),
                         (None, Some(e)) => io::Error::new(e.kind(), e.to_string()),
-                        (None, None) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake"),
+                        (None, None) => {
+                            io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake")
+                        }
                     }
                 };
                 let first = e(&tls, &error);

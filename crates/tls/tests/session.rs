@@ -93,7 +93,8 @@ fn a_record_split_at_every_byte_boundary() {
         let mut got = Vec::new();
         s.read(&mut probe, &mut Vec::new(), &mut got).unwrap(); // keep sequence numbers in step
         assert_eq!(got, msg);
-        let cuts: Vec<usize> = if len > 100 { vec![1, 4, 5, 6, wire_len / 2, wire_len - 1] } else { (0..=wire_len).collect() };
+        let cuts: Vec<usize> =
+            if len > 100 { vec![1, 4, 5, 6, wire_len / 2, wire_len - 1] } else { (0..=wire_len).collect() };
         for k in cuts {
             let mut wire = Vec::new();
             c.encrypt(&msg, &mut wire).unwrap();
@@ -197,10 +198,7 @@ fn the_alert_of_a_failing_client_reaches_the_server() {
     c.read(&mut s2c, &mut alert, &mut Vec::new()).unwrap_err();
     assert!(!alert.is_empty(), "the client sends its fatal alert");
     let e = s.read(&mut alert, &mut Vec::new(), &mut Vec::new()).unwrap_err();
-    assert!(
-        matches!(e, TlsError::Protocol(rustls::Error::AlertReceived(AlertDescription::UnknownCA))),
-        "{e:?}"
-    );
+    assert!(matches!(e, TlsError::Protocol(rustls::Error::AlertReceived(AlertDescription::UnknownCA))), "{e:?}");
 }
 
 #[test]
@@ -211,7 +209,10 @@ fn a_name_mismatch_is_a_typed_error() {
     let mut c = TlsSession::client(client_config(&p.ca), name).unwrap();
     let e = handshake(&mut s, &mut c).unwrap_err();
     assert!(
-        matches!(e, TlsError::Protocol(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }))),
+        matches!(
+            e,
+            TlsError::Protocol(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }))
+        ),
         "{e:?}"
     );
 }

@@ -1,0 +1,280 @@
+//! `TlsHandler` over a real ringwire-io `EventLoop` on loopback, on every backend here.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringwire_io::bytes::Bytes;
+use ringwire_io::{ConnId, EventLoop, Handler, Io, LoopConfig, Waker};
+use ringwire_testkit::backends;
+use ringwire_tls::{TlsError, TlsHandler, TlsOptions};
+use rustls::{ClientConnection, StreamOwned};
+
+/// The inner handler: echoes on accepted connections; on connected ones (the loop's own TLS
+/// client) sends `to_send` and closes once it is all back. It sees plaintext only.
+#[derive(Default)]
+struct Echo {
+    accepted: Vec<ConnId>,
+    closed: Vec<(ConnId, Option<io::ErrorKind>, String)>,
+    stop_after: usize,
+    abort: Arc<AtomicBool>,
+    client: Option<ConnId>,
+    to_send: Vec<Vec<u8>>,
+    got: Vec<u8>,
+    client_sent: usize,
+}
+
+impl Handler for Echo {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        assert_eq!(io.queued(conn), 0);
+        self.accepted.push(conn);
+    }
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        result.expect("tls connect");
+        self.client = Some(conn);
+        for m in &self.to_send {
+            io.send(conn, Bytes::from(m.clone()));
+        }
+        let total: usize = self.to_send.iter().map(Vec::len).sum();
+        assert_eq!(io.queued(conn), total, "queued() counts plaintext");
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        if Some(conn) == self.client {
+            self.got.extend_from_slice(data);
+            if self.got.len() == self.to_send.iter().map(Vec::len).sum::<usize>() {
+                io.close(conn);
+            }
+        } else {
+            io.send(conn, Bytes::copy_from_slice(data));
+        }
+    }
+    fn on_sent(&mut self, _io: &mut impl Io, conn: ConnId, bytes: usize) {
+        if Some(conn) == self.client {
+            self.client_sent += bytes;
+        }
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.closed.push((conn, error.as_ref().map(io::Error::kind), error.map(|e| e.to_string()).unwrap_or_default()));
+        if self.closed.len() >= self.stop_after {
+            io.stop();
+        }
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        if self.abort.load(Ordering::SeqCst) {
+            io.stop();
+        }
+    }
+}
+
+/// Stops the loop if the client thread panics (so a failure does not hang the test).
+struct StopOnPanic(Waker, Arc<AtomicBool>);
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.store(true, Ordering::SeqCst);
+            let _ = self.0.wake();
+        }
+    }
+}
+
+struct Server {
+    ev: EventLoop,
+    waker: Waker,
+    addr: SocketAddr,
+}
+
+fn server(choice: ringwire_io::IoChoice) -> Server {
+    let backend = ringwire_io::detect(choice).unwrap().backend;
+    let (mut ev, waker) = EventLoop::new(backend, &LoopConfig::default()).unwrap();
+    let listener = ringwire_io::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 128).unwrap().remove(0);
+    let addr = listener.local_addr().unwrap();
+    ev.add_listener(listener).unwrap();
+    Server { ev, waker, addr }
+}
+
+fn tls_stream(
+    addr: SocketAddr,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    StreamOwned::new(ClientConnection::new(client_config(ca), localhost()).unwrap(), tcp)
+}
+
+/// Echo of `msgs` one after the other, then a clean close: close_notify both ways.
+fn echo_and_close(mut s: StreamOwned<ClientConnection, TcpStream>, msgs: &[Vec<u8>]) {
+    for m in msgs {
+        s.write_all(m).unwrap();
+        let mut back = vec![0; m.len()];
+        s.read_exact(&mut back).unwrap();
+        assert!(back == *m, "echo of {} bytes differs", m.len());
+    }
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    let mut rest = Vec::new();
+    // Ok(0) only after the server's close_notify (rustls reports a bare EOF as an error)
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+}
+
+#[test]
+fn echo_small_and_1mib_then_clean_close() {
+    let p = pki();
+    for choice in backends() {
+        let Server { mut ev, waker, addr } = server(choice);
+        let abort = Arc::new(AtomicBool::new(false));
+        let inner = Echo { stop_after: 1, abort: abort.clone(), ..Echo::default() };
+        let mut tls = TlsHandler::server(inner, server_config(&p));
+        let ca = p.ca.clone();
+        let t = std::thread::spawn(move || {
+            let _guard = StopOnPanic(waker, abort);
+            echo_and_close(tls_stream(addr, &ca), &[pattern(32, 1), pattern(1 << 20, 2)]);
+        });
+        ev.run(&mut tls).unwrap();
+        t.join().expect("client thread");
+        let e = tls.inner();
+        assert_eq!(e.accepted.len(), 1, "{choice}");
+        assert_eq!(e.closed.len(), 1, "{choice}");
+        assert_eq!(e.closed[0].1, None, "{choice}: a clean close: {}", e.closed[0].2);
+        assert_eq!(tls.sessions(), 0);
+    }
+}
+
+#[test]
+fn the_handlers_own_client_side_echoes_through_its_server_side() {
+    let p = pki();
+    for choice in backends() {
+        let Server { mut ev, waker: _w, addr } = server(choice);
+        let conn = ev.connect(addr).unwrap();
+        let msgs = vec![pattern(32, 3), pattern(1 << 20, 4)];
+        let inner = Echo { stop_after: 2, to_send: msgs.clone(), ..Echo::default() };
+        let mut tls = TlsHandler::new(inner, Some(server_config(&p)), Some(client_config(&p.ca)));
+        tls.set_server_name(conn, localhost());
+        ev.run(&mut tls).unwrap();
+        let e = tls.inner();
+        assert_eq!(e.client, Some(conn));
+        assert_eq!(e.got, msgs.concat(), "{choice}");
+        assert_eq!(e.client_sent, msgs.iter().map(Vec::len).sum::<usize>(), "{choice}: on_sent counts plaintext");
+        assert_eq!(e.accepted.len(), 1);
+        let errors: Vec<_> = e.closed.iter().map(|c| (c.1, c.2.as_str())).collect();
+        assert_eq!(errors, vec![(None, ""), (None, "")], "{choice}: both ends close cleanly");
+    }
+}
+
+#[test]
+fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
+    let p = pki();
+    let other = pki();
+    for choice in backends() {
+        let Server { mut ev, waker: _w, addr } = server(choice);
+        let conn = ev.connect(addr).unwrap();
+        // on_connect(Err) must not be unwrapped: a handler that records instead
+        struct Rec(Vec<String>);
+        impl Handler for Rec {
+            fn on_accept(&mut self, _: &mut impl Io, _: ConnId, _: SocketAddr) {
+                self.0.push("server accept".into());
+            }
+            fn on_connect(&mut self, _: &mut impl Io, _: ConnId, r: io::Result<()>) {
+                self.0.push(format!("connect {:?}", r.map_err(|e| e.kind())));
+            }
+            fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: &mut [u8]) {}
+            fn on_closed(&mut self, io: &mut impl Io, _: ConnId, e: Option<io::Error>) {
+                let tls = e.as_ref().and_then(|e| e.get_ref()).and_then(|e| e.downcast_ref::<TlsError>());
+                self.0.push(format!(
+                    "closed {:?}",
+                    tls.map(|t| matches!(
+                        t,
+                        TlsError::Protocol(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+                    ))
+                ));
+                io.stop();
+            }
+        }
+        let mut tls = TlsHandler::new(Rec(Vec::new()), Some(server_config(&p)), Some(client_config(&other.ca)))
+            .default_server_name(localhost());
+        ev.run(&mut tls).unwrap();
+        let _ = conn;
+        assert_eq!(tls.inner().0, vec!["connect Err(InvalidData)", "closed Some(true)"], "{choice}");
+    }
+}
+
+#[test]
+fn stalled_and_garbage_clients_are_closed_and_others_still_served() {
+    let p = pki();
+    for choice in backends() {
+        let Server { mut ev, waker, addr } = server(choice);
+        let abort = Arc::new(AtomicBool::new(false));
+        let inner = Echo { stop_after: 1, abort: abort.clone(), ..Echo::default() };
+        let opts = TlsOptions { handshake_timeout: Duration::from_millis(300), ..TlsOptions::default() };
+        let mut tls = TlsHandler::server(inner, server_config(&p)).with_options(opts);
+        let ca = p.ca.clone();
+        let t = std::thread::spawn(move || {
+            let _guard = StopOnPanic(waker, abort);
+            let started = Instant::now();
+            // a client that stalls mid-handshake: part of a record header, then nothing
+            let mut stall = TcpStream::connect(addr).unwrap();
+            stall.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stall.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            // a client that sends plaintext HTTP
+            let mut garbage = TcpStream::connect(addr).unwrap();
+            garbage.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            garbage.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut got = Vec::new();
+            let _ = garbage.read_to_end(&mut got); // EOF (or a reset) once the server closes
+            assert_eq!(got.first(), Some(&21), "the server answers garbage with an alert record");
+            assert!(started.elapsed() < Duration::from_secs(3), "garbage closed at once");
+            drop(garbage);
+            let mut buf = [0u8; 64];
+            let r = stall.read(&mut buf);
+            assert!(matches!(r, Ok(0)) || r.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset), "stall closed");
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_millis(250), "not before the handshake timeout: {waited:?}");
+            assert!(waited < Duration::from_secs(4), "the handshake timeout: {waited:?}");
+            // the server still serves
+            echo_and_close(tls_stream(addr, &ca), &[pattern(32, 9)]);
+        });
+        ev.run(&mut tls).unwrap();
+        t.join().expect("client thread");
+        let e = tls.inner();
+        assert_eq!(e.accepted.len(), 1, "{choice}: the inner handler sees the good client only");
+        assert_eq!(e.closed.iter().map(|c| c.1).collect::<Vec<_>>(), vec![None], "{choice}");
+    }
+}
+
+#[test]
+fn a_handshake_storm_is_spread_over_turns() {
+    let p = pki();
+    for choice in backends() {
+        let Server { mut ev, waker, addr } = server(choice);
+        let abort = Arc::new(AtomicBool::new(false));
+        const N: usize = 8;
+        let inner = Echo { stop_after: N, abort: abort.clone(), ..Echo::default() };
+        let opts = TlsOptions { handshakes_per_turn: 1, ..TlsOptions::default() };
+        let mut tls = TlsHandler::server(inner, server_config(&p)).with_options(opts);
+        // every client hello is in the server's socket buffers before the loop runs
+        let clients: Vec<_> = (0..N)
+            .map(|_| {
+                let mut s = tls_stream(addr, &p.ca);
+                s.conn.write_tls(&mut s.sock).unwrap();
+                s
+            })
+            .collect();
+        let t = std::thread::spawn(move || {
+            let _guard = StopOnPanic(waker, abort);
+            for (i, s) in clients.into_iter().enumerate() {
+                echo_and_close(s, &[pattern(32, i as u8)]);
+            }
+        });
+        ev.run(&mut tls).unwrap();
+        t.join().expect("client thread");
+        let e = tls.inner();
+        assert_eq!(e.accepted.len(), N, "{choice}");
+        assert!(e.closed.iter().all(|c| c.1.is_none()), "{choice}: {:?}", e.closed);
+        assert!(tls.deferred_handshakes() > 0, "{choice}: the cap of 1 per turn put some off");
+    }
+}
