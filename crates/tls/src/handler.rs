@@ -513,20 +513,14 @@ impl<H: Handler> Handler for TlsHandler<H> {
                 self.inner.on_closed(tio!(self, io), conn, e);
             }
             Kind::Client => {
-                let e = |t: &Option<TlsError>, err: &Option<io::Error>| -> io::Error {
-                    match (t, err) {
-                        (Some(t), _) => io::Error::new(t.kind(), t.to_string()),
-                        (None, Some(e)) => io::Error::new(e.kind(), e.to_string()),
-                        (None, None) => {
-                            io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake")
-                        }
-                    }
+                // The inner handler asked for this connection: on_connect(Err), then on_closed
+                // with the same kind (the TlsError itself rides in the second one).
+                let last: io::Error = match (tls, error) {
+                    (Some(t), _) => t.into(),
+                    (None, Some(e)) => e,
+                    (None, None) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake"),
                 };
-                let first = e(&tls, &error);
-                let last = match tls {
-                    Some(t) => t.into(),
-                    None => e(&None, &error),
-                };
+                let first = io::Error::new(last.kind(), last.to_string());
                 self.inner.on_connect(tio!(self, io), conn, Err(first));
                 self.inner.on_closed(tio!(self, io), conn, Some(last));
             }

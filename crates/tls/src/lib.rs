@@ -12,6 +12,47 @@
 //!   `on_connect` run once the TLS handshake is done, `send` takes plaintext, `on_sent` and
 //!   `queued` count plaintext bytes.
 //!
+//! A server and a client session against each other in memory (certificates from rcgen):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ringwire_tls::TlsSession;
+//! use ringwire_tls::rustls::{self, pki_types::{PrivateKeyDer, ServerName}};
+//!
+//! let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+//! let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der())?;
+//! let mut sc = rustls::ServerConfig::builder()
+//!     .with_no_client_auth()
+//!     .with_single_cert(vec![cert.cert.der().clone()], key)?;
+//! sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+//! let mut roots = rustls::RootCertStore::empty();
+//! roots.add(cert.cert.der().clone())?;
+//! let mut cc = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+//! cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+//!
+//! let mut server = TlsSession::server(Arc::new(sc))?;
+//! let mut client = TlsSession::client(Arc::new(cc), ServerName::try_from("localhost")?)?;
+//! let (mut to_server, mut plain) = (Vec::new(), Vec::new());
+//! client.read(&mut [], &mut to_server, &mut plain)?; // the client hello
+//! while client.is_handshaking() || server.is_handshaking() {
+//!     let mut to_client = Vec::new();
+//!     server.read(&mut to_server, &mut to_client, &mut plain)?;
+//!     to_server.clear();
+//!     client.read(&mut to_client, &mut to_server, &mut plain)?;
+//! }
+//! server.read(&mut to_server, &mut Vec::new(), &mut plain)?; // the client's last flight, if any
+//! assert_eq!(server.alpn_protocol(), Some(&b"http/1.1"[..]));
+//!
+//! let mut wire = Vec::new();
+//! client.encrypt(b"GET /chat HTTP/1.1\r\n", &mut wire)?;
+//! let (head, tail) = wire.split_at_mut(7); // a record cut in two
+//! server.read(head, &mut Vec::new(), &mut plain)?;
+//! assert!(plain.is_empty() && server.staged() == 7);
+//! server.read(tail, &mut Vec::new(), &mut plain)?;
+//! assert_eq!(plain, b"GET /chat HTTP/1.1\r\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! [`Handler`]: ringwire_io::Handler
 
 #![forbid(unsafe_code)]

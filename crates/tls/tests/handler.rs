@@ -278,3 +278,30 @@ fn a_handshake_storm_is_spread_over_turns() {
         assert!(tls.deferred_handshakes() > 0, "{choice}: the cap of 1 per turn put some off");
     }
 }
+
+#[test]
+fn a_peer_eof_without_close_notify_is_reported_as_truncation() {
+    let p = pki();
+    for choice in backends() {
+        let Server { mut ev, waker, addr } = server(choice);
+        let abort = Arc::new(AtomicBool::new(false));
+        let inner = Echo { stop_after: 1, abort: abort.clone(), ..Echo::default() };
+        let mut tls = TlsHandler::server(inner, server_config(&p));
+        let ca = p.ca.clone();
+        let t = std::thread::spawn(move || {
+            let _guard = StopOnPanic(waker, abort);
+            let mut s = tls_stream(addr, &ca);
+            s.write_all(b"ping").unwrap();
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).unwrap();
+            s.sock.shutdown(std::net::Shutdown::Write).unwrap(); // EOF, no close_notify
+            let _ = s.sock.read_to_end(&mut Vec::new());
+        });
+        ev.run(&mut tls).unwrap();
+        t.join().expect("client thread");
+        let e = tls.inner();
+        assert_eq!(e.closed.len(), 1);
+        assert_eq!(e.closed[0].1, Some(io::ErrorKind::UnexpectedEof), "{choice}: {}", e.closed[0].2);
+        assert!(e.closed[0].2.contains("close_notify"), "{}", e.closed[0].2);
+    }
+}
