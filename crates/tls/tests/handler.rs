@@ -97,6 +97,30 @@ fn server(choice: ringwire_io::IoChoice) -> Server {
     Server { ev, waker, addr }
 }
 
+/// Runs a fresh loop on `choice` with `tls` (its inner `Echo` stops it) while the client
+/// body made by `client(addr)` (here, before the loop runs) runs on another thread.
+fn serve<F: FnOnce() + Send + 'static>(
+    choice: ringwire_io::IoChoice,
+    mut tls: TlsHandler<Echo>,
+    client: impl FnOnce(SocketAddr) -> F,
+) -> TlsHandler<Echo> {
+    let Server { mut ev, waker, addr } = server(choice);
+    let abort = tls.inner().abort.clone();
+    let body = client(addr);
+    let t = std::thread::spawn(move || {
+        let _guard = StopOnPanic(waker, abort);
+        body();
+    });
+    ev.run(&mut tls).unwrap();
+    t.join().expect("client thread");
+    tls
+}
+
+/// An echo server that stops once `stop_after` connections its inner handler saw are closed.
+fn echo_server(p: &Pki, stop_after: usize) -> TlsHandler<Echo> {
+    TlsHandler::server(Echo { stop_after, ..Echo::default() }, server_config(p))
+}
+
 fn tls_stream(
     addr: SocketAddr,
     ca: &rustls::pki_types::CertificateDer<'static>,
@@ -126,17 +150,10 @@ fn echo_and_close(mut s: StreamOwned<ClientConnection, TcpStream>, msgs: &[Vec<u
 fn echo_small_and_1mib_then_clean_close() {
     let p = pki();
     for choice in backends() {
-        let Server { mut ev, waker, addr } = server(choice);
-        let abort = Arc::new(AtomicBool::new(false));
-        let inner = Echo { stop_after: 1, abort: abort.clone(), ..Echo::default() };
-        let mut tls = TlsHandler::server(inner, server_config(&p));
         let ca = p.ca.clone();
-        let t = std::thread::spawn(move || {
-            let _guard = StopOnPanic(waker, abort);
-            echo_and_close(tls_stream(addr, &ca), &[pattern(32, 1), pattern(1 << 20, 2)]);
+        let tls = serve(choice, echo_server(&p, 1), |addr| {
+            move || echo_and_close(tls_stream(addr, &ca), &[pattern(32, 1), pattern(1 << 20, 2)])
         });
-        ev.run(&mut tls).unwrap();
-        t.join().expect("client thread");
         let e = tls.inner();
         assert_eq!(e.accepted.len(), 1, "{choice}");
         assert_eq!(e.closed.len(), 1, "{choice}");
@@ -207,39 +224,37 @@ fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
 fn stalled_and_garbage_clients_are_closed_and_others_still_served() {
     let p = pki();
     for choice in backends() {
-        let Server { mut ev, waker, addr } = server(choice);
-        let abort = Arc::new(AtomicBool::new(false));
-        let inner = Echo { stop_after: 1, abort: abort.clone(), ..Echo::default() };
         let opts = TlsOptions { handshake_timeout: Duration::from_millis(300), ..TlsOptions::default() };
-        let mut tls = TlsHandler::server(inner, server_config(&p)).with_options(opts);
         let ca = p.ca.clone();
-        let t = std::thread::spawn(move || {
-            let _guard = StopOnPanic(waker, abort);
-            let started = Instant::now();
-            // a client that stalls mid-handshake: part of a record header, then nothing
-            let mut stall = TcpStream::connect(addr).unwrap();
-            stall.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            stall.write_all(&[0x16, 0x03, 0x01]).unwrap();
-            // a client that sends plaintext HTTP
-            let mut garbage = TcpStream::connect(addr).unwrap();
-            garbage.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            garbage.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-            let mut got = Vec::new();
-            let _ = garbage.read_to_end(&mut got); // EOF (or a reset) once the server closes
-            assert_eq!(got.first(), Some(&21), "the server answers garbage with an alert record");
-            assert!(started.elapsed() < Duration::from_secs(3), "garbage closed at once");
-            drop(garbage);
-            let mut buf = [0u8; 64];
-            let r = stall.read(&mut buf);
-            assert!(matches!(r, Ok(0)) || r.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset), "stall closed");
-            let waited = started.elapsed();
-            assert!(waited >= Duration::from_millis(250), "not before the handshake timeout: {waited:?}");
-            assert!(waited < Duration::from_secs(4), "the handshake timeout: {waited:?}");
-            // the server still serves
-            echo_and_close(tls_stream(addr, &ca), &[pattern(32, 9)]);
+        let tls = serve(choice, echo_server(&p, 1).with_options(opts), |addr| {
+            move || {
+                let started = Instant::now();
+                // a client that stalls mid-handshake: part of a record header, then nothing
+                let mut stall = TcpStream::connect(addr).unwrap();
+                stall.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                stall.write_all(&[0x16, 0x03, 0x01]).unwrap();
+                // a client that sends plaintext HTTP
+                let mut garbage = TcpStream::connect(addr).unwrap();
+                garbage.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                garbage.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+                let mut got = Vec::new();
+                let _ = garbage.read_to_end(&mut got); // EOF (or a reset) once the server closes
+                assert_eq!(got.first(), Some(&21), "the server answers garbage with an alert record");
+                assert!(started.elapsed() < Duration::from_secs(3), "garbage closed at once");
+                drop(garbage);
+                let mut buf = [0u8; 64];
+                let r = stall.read(&mut buf);
+                assert!(
+                    matches!(r, Ok(0)) || r.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset),
+                    "stall closed"
+                );
+                let waited = started.elapsed();
+                assert!(waited >= Duration::from_millis(250), "not before the handshake timeout: {waited:?}");
+                assert!(waited < Duration::from_secs(4), "the handshake timeout: {waited:?}");
+                // the server still serves
+                echo_and_close(tls_stream(addr, &ca), &[pattern(32, 9)]);
+            }
         });
-        ev.run(&mut tls).unwrap();
-        t.join().expect("client thread");
         let e = tls.inner();
         assert_eq!(e.accepted.len(), 1, "{choice}: the inner handler sees the good client only");
         assert_eq!(e.closed.iter().map(|c| c.1).collect::<Vec<_>>(), vec![None], "{choice}");
@@ -249,29 +264,24 @@ fn stalled_and_garbage_clients_are_closed_and_others_still_served() {
 #[test]
 fn a_handshake_storm_is_spread_over_turns() {
     let p = pki();
+    const N: usize = 8;
     for choice in backends() {
-        let Server { mut ev, waker, addr } = server(choice);
-        let abort = Arc::new(AtomicBool::new(false));
-        const N: usize = 8;
-        let inner = Echo { stop_after: N, abort: abort.clone(), ..Echo::default() };
         let opts = TlsOptions { handshakes_per_turn: 1, ..TlsOptions::default() };
-        let mut tls = TlsHandler::server(inner, server_config(&p)).with_options(opts);
-        // every client hello is in the server's socket buffers before the loop runs
-        let clients: Vec<_> = (0..N)
-            .map(|_| {
-                let mut s = tls_stream(addr, &p.ca);
-                s.conn.write_tls(&mut s.sock).unwrap();
-                s
-            })
-            .collect();
-        let t = std::thread::spawn(move || {
-            let _guard = StopOnPanic(waker, abort);
-            for (i, s) in clients.into_iter().enumerate() {
-                echo_and_close(s, &[pattern(32, i as u8)]);
+        let tls = serve(choice, echo_server(&p, N).with_options(opts), |addr| {
+            // every client hello is in the server's socket buffers before the loop runs
+            let clients: Vec<_> = (0..N)
+                .map(|_| {
+                    let mut s = tls_stream(addr, &p.ca);
+                    s.conn.write_tls(&mut s.sock).unwrap();
+                    s
+                })
+                .collect();
+            move || {
+                for (i, s) in clients.into_iter().enumerate() {
+                    echo_and_close(s, &[pattern(32, i as u8)]);
+                }
             }
         });
-        ev.run(&mut tls).unwrap();
-        t.join().expect("client thread");
         let e = tls.inner();
         assert_eq!(e.accepted.len(), N, "{choice}");
         assert!(e.closed.iter().all(|c| c.1.is_none()), "{choice}: {:?}", e.closed);
@@ -283,22 +293,17 @@ fn a_handshake_storm_is_spread_over_turns() {
 fn a_peer_eof_without_close_notify_is_reported_as_truncation() {
     let p = pki();
     for choice in backends() {
-        let Server { mut ev, waker, addr } = server(choice);
-        let abort = Arc::new(AtomicBool::new(false));
-        let inner = Echo { stop_after: 1, abort: abort.clone(), ..Echo::default() };
-        let mut tls = TlsHandler::server(inner, server_config(&p));
         let ca = p.ca.clone();
-        let t = std::thread::spawn(move || {
-            let _guard = StopOnPanic(waker, abort);
-            let mut s = tls_stream(addr, &ca);
-            s.write_all(b"ping").unwrap();
-            let mut back = [0u8; 4];
-            s.read_exact(&mut back).unwrap();
-            s.sock.shutdown(std::net::Shutdown::Write).unwrap(); // EOF, no close_notify
-            let _ = s.sock.read_to_end(&mut Vec::new());
+        let tls = serve(choice, echo_server(&p, 1), |addr| {
+            move || {
+                let mut s = tls_stream(addr, &ca);
+                s.write_all(b"ping").unwrap();
+                let mut back = [0u8; 4];
+                s.read_exact(&mut back).unwrap();
+                s.sock.shutdown(std::net::Shutdown::Write).unwrap(); // EOF, no close_notify
+                let _ = s.sock.read_to_end(&mut Vec::new());
+            }
         });
-        ev.run(&mut tls).unwrap();
-        t.join().expect("client thread");
         let e = tls.inner();
         assert_eq!(e.closed.len(), 1);
         assert_eq!(e.closed[0].1, Some(io::ErrorKind::UnexpectedEof), "{choice}: {}", e.closed[0].2);

@@ -33,6 +33,14 @@ fn pair() -> (TlsSession, TlsSession) {
     (s, c)
 }
 
+/// A server and a client that trusts another CA than the server's.
+fn untrusted_pair() -> (TlsSession, TlsSession) {
+    let (p, other) = (pki(), pki());
+    let s = TlsSession::server(server_config(&p)).unwrap();
+    let c = TlsSession::client(client_config(&other.ca), localhost()).unwrap();
+    (s, c)
+}
+
 /// Sends `msg` from `a` to `b`, delivering the ciphertext in reads of `step` bytes.
 fn transfer(a: &mut TlsSession, b: &mut TlsSession, msg: &[u8], step: usize) -> Vec<u8> {
     let mut wire = Vec::new();
@@ -167,11 +175,8 @@ fn close_notify_both_ways() {
 }
 
 #[test]
-fn an_untrusted_certificate_is_a_typed_error_and_the_server_hears_the_alert() {
-    let p = pki();
-    let other = pki();
-    let mut s = TlsSession::server(server_config(&p)).unwrap();
-    let mut c = TlsSession::client(client_config(&other.ca), localhost()).unwrap();
+fn an_untrusted_certificate_is_a_typed_error() {
+    let (mut s, mut c) = untrusted_pair();
     let e = handshake(&mut s, &mut c).unwrap_err();
     assert!(
         matches!(e, TlsError::Protocol(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))),
@@ -186,10 +191,7 @@ fn an_untrusted_certificate_is_a_typed_error_and_the_server_hears_the_alert() {
 
 #[test]
 fn the_alert_of_a_failing_client_reaches_the_server() {
-    let p = pki();
-    let other = pki();
-    let mut s = TlsSession::server(server_config(&p)).unwrap();
-    let mut c = TlsSession::client(client_config(&other.ca), localhost()).unwrap();
+    let (mut s, mut c) = untrusted_pair();
     let mut c2s = Vec::new();
     c.read(&mut [], &mut c2s, &mut Vec::new()).unwrap();
     let mut s2c = Vec::new();
