@@ -84,8 +84,17 @@ struct Flags {
 /// `tests/session.rs` drives a server and a client session against each other in memory.
 pub struct TlsSession {
     side: Side,
-    staging: Option<Vec<u8>>,
+    staging: Option<Staging>,
     flags: Flags,
+}
+
+/// Input kept for the next read: what rustls did not consume.
+struct Staging {
+    buf: Vec<u8>,
+    /// `buf[..seen]` are complete records rustls has already processed (decrypted or
+    /// joined in place, so their headers are gone) and waits to complete with more records;
+    /// `buf[seen..]` is raw input: the start of a record.
+    seen: usize,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -158,7 +167,7 @@ impl TlsSession {
 
     /// Bytes of a partial record kept for the next read (0: no staging buffer exists).
     pub fn staged(&self) -> usize {
-        self.staging.as_ref().map_or(0, Vec::len)
+        self.staging.as_ref().map_or(0, |s| s.buf.len())
     }
 
     fn staging_limit(&self) -> usize {
@@ -179,43 +188,45 @@ impl TlsSession {
         let mut pos = 0;
         if let Some(mut st) = self.staging.take() {
             // Complete the staged record(s) from the front of `input`, process them there.
-            let mut unconsumed = false;
             loop {
-                let mut want = missing(&st);
-                if want == 0 && unconsumed {
-                    want = 5; // rustls waits for the next record (a handshake message spans records)
+                let mut want = missing(&st.buf[st.seen..]);
+                if want == 0 && st.seen == st.buf.len() {
+                    want = 5; // rustls has seen it all and waits for another record
                 }
                 while want > 0 {
                     let take = want.min(input.len() - pos);
                     let limit = self.staging_limit();
-                    if st.len() + take > limit {
-                        return self.fail(TlsError::RecordTooLarge { len: st.len() + take, limit });
+                    if st.buf.len() + take > limit {
+                        return self.fail(TlsError::RecordTooLarge { len: st.buf.len() + take, limit });
                     }
-                    st.extend_from_slice(&input[pos..pos + take]);
+                    st.buf.extend_from_slice(&input[pos..pos + take]);
                     pos += take;
                     if take < want {
                         self.staging = Some(st);
                         return Ok(());
                     }
-                    want = missing(&st);
+                    want = missing(&st.buf[st.seen..]);
                 }
-                let used = self.process(&mut st, out, plain)?;
-                st.drain(..used);
-                if st.is_empty() {
+                let used = self.process(&mut st.buf, out, plain)?;
+                st.buf.drain(..used);
+                st.seen = st.buf.len();
+                if st.buf.is_empty() {
                     break;
                 }
-                unconsumed = true;
             }
         }
-        let used = self.process(&mut input[pos..], out, plain)?;
-        pos += used;
-        if pos < input.len() {
-            let rest = &input[pos..];
+        let rest = &mut input[pos..];
+        let complete = complete_len(rest);
+        let used = self.process(rest, out, plain)?;
+        if used < rest.len() {
+            let tail = &rest[used..];
             let limit = self.staging_limit();
-            if rest.len() > limit {
-                return self.fail(TlsError::RecordTooLarge { len: rest.len(), limit });
+            if tail.len() > limit {
+                return self.fail(TlsError::RecordTooLarge { len: tail.len(), limit });
             }
-            self.staging = Some(rest.to_vec());
+            // rustls has seen (and may have rewritten: it decrypts and joins handshake
+            // fragments in place) the complete records; only the raw tail has headers to parse.
+            self.staging = Some(Staging { buf: tail.to_vec(), seen: complete.saturating_sub(used) });
         }
         Ok(())
     }
@@ -271,28 +282,38 @@ impl TlsSession {
     }
 }
 
-/// Bytes needed to complete the last record in `buf` (its header first), 0 when `buf` ends at
-/// a record boundary. A header with an impossible length counts as complete, so that rustls
-/// sees it and rejects it.
-fn missing(buf: &[u8]) -> usize {
+/// Walks the record headers of raw input: (length of the complete records at its front,
+/// bytes still needed to complete the record after them, its header first). A header with an
+/// impossible length counts as complete, so that rustls sees it and rejects it.
+fn records(buf: &[u8]) -> (usize, usize) {
     let mut pos = 0;
     loop {
         let left = buf.len() - pos;
         if left == 0 {
-            return 0;
+            return (pos, 0);
         }
         if left < 5 {
-            return 5 - left;
+            return (pos, 5 - left);
         }
         let len = u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
         if 5 + len > MAX_RECORD_LEN {
-            return 0;
+            return (buf.len(), 0);
         }
         if left < 5 + len {
-            return 5 + len - left;
+            return (pos, 5 + len - left);
         }
         pos += 5 + len;
     }
+}
+
+/// Bytes needed to complete the last record of raw input (0: it ends at a record boundary).
+fn missing(buf: &[u8]) -> usize {
+    records(buf).1
+}
+
+/// Length of the complete records at the front of raw input.
+fn complete_len(buf: &[u8]) -> usize {
+    records(buf).0
 }
 
 fn process_with<C: Unbuffered>(
@@ -462,7 +483,7 @@ fn encrypt_error(e: EncryptError) -> TlsError {
 
 #[cfg(test)]
 mod tests {
-    use super::missing;
+    use super::{complete_len, missing};
 
     #[test]
     fn missing_counts_to_the_end_of_the_last_record() {
@@ -473,5 +494,8 @@ mod tests {
         assert_eq!(missing(&[23, 3, 3, 0, 1, 9, 23]), 4);
         // an impossible length is left for rustls to refuse
         assert_eq!(missing(&[23, 3, 3, 0xff, 0xff]), 0);
+        assert_eq!(complete_len(&[23, 3, 3, 0, 1, 9, 23]), 6);
+        assert_eq!(complete_len(&[23, 3, 3, 0, 1, 9, 23, 3, 3, 0, 0]), 11);
+        assert_eq!(complete_len(&[23, 3]), 0);
     }
 }

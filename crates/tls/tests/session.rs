@@ -76,6 +76,43 @@ fn handshake_agrees_alpn_and_version() {
     }
 }
 
+/// The handshake with every flight delivered in reads of `step` bytes.
+fn handshake_in_steps(server: &mut TlsSession, client: &mut TlsSession, step: usize) {
+    let mut c2s = Vec::new();
+    client.read(&mut [], &mut c2s, &mut Vec::new()).unwrap();
+    for _ in 0..10 {
+        let mut s2c = Vec::new();
+        for chunk in c2s.chunks_mut(step) {
+            server.read(chunk, &mut s2c, &mut Vec::new()).unwrap();
+        }
+        c2s.clear();
+        for chunk in s2c.chunks_mut(step) {
+            client.read(chunk, &mut c2s, &mut Vec::new()).unwrap();
+        }
+        if !server.is_handshaking() && !client.is_handshaking() && c2s.is_empty() {
+            assert_eq!(server.staged() + client.staged(), 0);
+            return;
+        }
+    }
+    panic!("handshake did not finish in 10 round trips");
+}
+
+#[test]
+fn a_certificate_larger_than_a_record_in_small_reads() {
+    // ~40 KB of certificate: its handshake message spans records, which rustls joins in
+    // the caller's buffer, so the staging buffer holds more than one record meanwhile.
+    let names: Vec<String> =
+        (0..1500).map(|i| format!("host-{i:04}.example.com")).chain(["localhost".into()]).collect();
+    let p = pki_with_names(names);
+    assert!(p.leaf.len() > 20_000, "{}", p.leaf.len());
+    for step in [1, 7, 1000, 16_389, 1 << 20] {
+        let mut s = TlsSession::server(server_config(&p)).unwrap();
+        let mut c = TlsSession::client(client_config(&p.ca), localhost()).unwrap();
+        handshake_in_steps(&mut s, &mut c, step);
+        assert_eq!(transfer(&mut c, &mut s, b"after a big chain", step), b"after a big chain", "step {step}");
+    }
+}
+
 #[test]
 fn small_and_large_data_both_ways() {
     let (mut s, mut c) = pair();

@@ -16,6 +16,11 @@ pub struct Pki {
 }
 
 pub fn pki() -> Pki {
+    pki_with_names(vec!["localhost".to_string()])
+}
+
+/// A leaf for `names` (many names make a certificate larger than one TLS record).
+pub fn pki_with_names(names: Vec<String>) -> Pki {
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -26,10 +31,7 @@ pub fn pki() -> Pki {
     ca_params.distinguished_name.push(DnType::CommonName, format!("ringwire test CA {n}"));
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
-        .unwrap();
+    let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &Issuer::new(ca_params, ca_key)).unwrap();
     Pki { ca: ca.der().clone(), leaf: leaf.der().clone(), key: leaf_key.serialize_der() }
 }
 
