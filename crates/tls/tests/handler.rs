@@ -130,6 +130,16 @@ fn tls_stream(
     StreamOwned::new(ClientConnection::new(client_config(ca), localhost()).unwrap(), tcp)
 }
 
+/// A TLS client that shook hands and had "ping" echoed; its raw socket, for what follows.
+fn handshake_and_ping(addr: SocketAddr, ca: &rustls::pki_types::CertificateDer<'static>) -> TcpStream {
+    let mut s = tls_stream(addr, ca);
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    s.sock
+}
+
 /// Echo of `msgs` one after the other, then a clean close: close_notify both ways.
 fn echo_and_close(mut s: StreamOwned<ClientConnection, TcpStream>, msgs: &[Vec<u8>]) {
     for m in msgs {
@@ -148,17 +158,19 @@ fn echo_and_close(mut s: StreamOwned<ClientConnection, TcpStream>, msgs: &[Vec<u
 
 #[test]
 fn echo_small_and_1mib_then_clean_close() {
-    let p = pki();
-    for choice in backends() {
-        let ca = p.ca.clone();
-        let tls = serve(choice, echo_server(&p, 1), |addr| {
-            move || echo_and_close(tls_stream(addr, &ca), &[pattern(32, 1), pattern(1 << 20, 2)])
-        });
-        let e = tls.inner();
-        assert_eq!(e.accepted.len(), 1, "{choice}");
-        assert_eq!(e.closed.len(), 1, "{choice}");
-        assert_eq!(e.closed[0].1, None, "{choice}: a clean close: {}", e.closed[0].2);
-        assert_eq!(tls.sessions(), 0);
+    // the second certificate is larger than one TLS record (its handshake message spans records)
+    for p in [pki(), big_pki()] {
+        for choice in backends() {
+            let ca = p.ca.clone();
+            let tls = serve(choice, echo_server(&p, 1), |addr| {
+                move || echo_and_close(tls_stream(addr, &ca), &[pattern(32, 1), pattern(1 << 20, 2)])
+            });
+            let e = tls.inner();
+            assert_eq!(e.accepted.len(), 1, "{choice}");
+            assert_eq!(e.closed.len(), 1, "{choice}");
+            assert_eq!(e.closed[0].1, None, "{choice}: a clean close: {}", e.closed[0].2);
+            assert_eq!(tls.sessions(), 0);
+        }
     }
 }
 
@@ -289,24 +301,45 @@ fn a_handshake_storm_is_spread_over_turns() {
     }
 }
 
-#[test]
-fn a_peer_eof_without_close_notify_is_reported_as_truncation() {
+/// On each backend: a client shakes hands, has "ping" echoed, then does `then` with its raw
+/// socket. Returns how the inner handler saw that one connection close, per backend.
+fn closed_after_ping(then: fn(TcpStream)) -> Vec<(ringwire_io::IoChoice, Option<io::ErrorKind>, String)> {
     let p = pki();
+    let mut seen = Vec::new();
     for choice in backends() {
         let ca = p.ca.clone();
-        let tls = serve(choice, echo_server(&p, 1), |addr| {
-            move || {
-                let mut s = tls_stream(addr, &ca);
-                s.write_all(b"ping").unwrap();
-                let mut back = [0u8; 4];
-                s.read_exact(&mut back).unwrap();
-                s.sock.shutdown(std::net::Shutdown::Write).unwrap(); // EOF, no close_notify
-                let _ = s.sock.read_to_end(&mut Vec::new());
-            }
-        });
+        let tls = serve(choice, echo_server(&p, 1), |addr| move || then(handshake_and_ping(addr, &ca)));
         let e = tls.inner();
-        assert_eq!(e.closed.len(), 1);
-        assert_eq!(e.closed[0].1, Some(io::ErrorKind::UnexpectedEof), "{choice}: {}", e.closed[0].2);
-        assert!(e.closed[0].2.contains("close_notify"), "{}", e.closed[0].2);
+        assert_eq!((e.accepted.len(), e.closed.len()), (1, 1), "{choice}");
+        seen.push((choice, e.closed[0].1, e.closed[0].2.clone()));
+    }
+    seen
+}
+
+#[test]
+fn a_peer_eof_without_close_notify_is_reported_as_truncation() {
+    let seen = closed_after_ping(|mut sock| {
+        sock.shutdown(std::net::Shutdown::Write).unwrap(); // EOF, no close_notify
+        let _ = sock.read_to_end(&mut Vec::new());
+    });
+    for (choice, kind, msg) in seen {
+        assert_eq!(kind, Some(io::ErrorKind::UnexpectedEof), "{choice}: {msg}");
+        assert!(msg.contains("close_notify"), "{msg}");
+    }
+}
+
+#[test]
+fn a_bad_record_after_the_handshake_reaches_the_inner_handler_as_an_error() {
+    let seen = closed_after_ping(|mut sock| {
+        // an application-data record whose tag cannot verify
+        sock.write_all(&[23, 3, 3, 0, 20]).unwrap();
+        sock.write_all(&[0x55; 20]).unwrap();
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest);
+        assert!(!rest.is_empty(), "an alert comes back before the close");
+    });
+    for (choice, kind, msg) in seen {
+        assert_eq!(kind, Some(io::ErrorKind::InvalidData), "{choice}: {msg}");
+        assert!(msg.starts_with("tls: "), "{msg}");
     }
 }

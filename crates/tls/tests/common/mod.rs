@@ -19,6 +19,12 @@ pub fn pki() -> Pki {
     pki_with_names(vec!["localhost".to_string()])
 }
 
+/// A leaf with 1,500 extra names: ~40 KB, more than one TLS record, so its handshake
+/// message spans records.
+pub fn big_pki() -> Pki {
+    pki_with_names((0..1500).map(|i| format!("host-{i:04}.example.com")).chain(["localhost".into()]).collect())
+}
+
 /// A leaf for `names` (many names make a certificate larger than one TLS record).
 pub fn pki_with_names(names: Vec<String>) -> Pki {
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
