@@ -573,3 +573,33 @@ impl<H: Handler> Handler for TlsHandler<H> {
         self.inner.on_turn_end(tio!(self, io));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::RootCertStore;
+
+    fn conn() -> Conn {
+        let cfg = ClientConfig::builder().with_root_certificates(RootCertStore::empty()).with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let session = TlsSession::client(Arc::new(cfg), name).unwrap();
+        Conn::new(session, Kind::Client, Instant::now())
+    }
+
+    #[test]
+    fn written_credits_plaintext_only_for_whole_chunks_across_split_counts() {
+        let mut c = conn();
+        for (cipher, plain) in [(100, 40), (50, 20), (10, 5)] {
+            c.sent.push_back((cipher, plain));
+            c.queued_plain += plain;
+        }
+        assert_eq!(c.written(30), 0, "part of the first chunk");
+        assert_eq!(c.queued_plain, 65);
+        assert_eq!(c.written(100), 40, "the rest of the first and part of the second");
+        assert_eq!(c.sent_front, 30);
+        assert_eq!(c.written(19), 0, "one byte of the second left");
+        assert_eq!(c.written(11), 25, "the second and the third");
+        assert_eq!((c.queued_plain, c.sent.len(), c.sent_front), (0, 0, 0));
+        assert_eq!(c.written(7), 0, "bytes with nothing queued (close_notify) credit nothing");
+    }
+}

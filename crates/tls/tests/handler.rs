@@ -82,6 +82,22 @@ impl Drop for StopOnPanic {
     }
 }
 
+/// Stops a loop that runs past `WATCHDOG` (a regression must fail a test, not hang it): after
+/// that long it sets `abort` and wakes the loop, whose inner handler stops on `abort` in
+/// `on_wake`. Dropping the returned sender (at the end of the test) ends the watchdog.
+fn watchdog(waker: Waker, abort: Arc<AtomicBool>) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(WATCHDOG) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            abort.store(true, Ordering::SeqCst);
+            let _ = waker.wake();
+        }
+    });
+    tx
+}
+
+const WATCHDOG: Duration = Duration::from_secs(20);
+
 struct Server {
     ev: EventLoop,
     waker: Waker,
@@ -107,12 +123,14 @@ fn serve<F: FnOnce() + Send + 'static>(
     let Server { mut ev, waker, addr } = server(choice);
     let abort = tls.inner().abort.clone();
     let body = client(addr);
+    let _dog = watchdog(waker.clone(), abort.clone());
     let t = std::thread::spawn(move || {
         let _guard = StopOnPanic(waker, abort);
         body();
     });
     ev.run(&mut tls).unwrap();
     t.join().expect("client thread");
+    assert!(!tls.inner().abort.load(Ordering::SeqCst), "the watchdog stopped the loop");
     tls
 }
 
@@ -178,14 +196,16 @@ fn echo_small_and_1mib_then_clean_close() {
 fn the_handlers_own_client_side_echoes_through_its_server_side() {
     let p = pki();
     for choice in backends() {
-        let Server { mut ev, waker: _w, addr } = server(choice);
+        let Server { mut ev, waker, addr } = server(choice);
         let conn = ev.connect(addr).unwrap();
         let msgs = vec![pattern(32, 3), pattern(1 << 20, 4)];
         let inner = Echo { stop_after: 2, to_send: msgs.clone(), ..Echo::default() };
         let mut tls = TlsHandler::new(inner, Some(server_config(&p)), Some(client_config(&p.ca)));
         tls.set_server_name(conn, localhost());
+        let _dog = watchdog(waker, tls.inner().abort.clone());
         ev.run(&mut tls).unwrap();
         let e = tls.inner();
+        assert!(!e.abort.load(Ordering::SeqCst), "{choice}: the watchdog stopped the loop");
         assert_eq!(e.client, Some(conn));
         assert_eq!(e.got, msgs.concat(), "{choice}");
         assert_eq!(e.client_sent, msgs.iter().map(Vec::len).sum::<usize>(), "{choice}: on_sent counts plaintext");
@@ -200,11 +220,17 @@ fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
     let p = pki();
     let other = pki();
     for choice in backends() {
-        let Server { mut ev, waker: _w, addr } = server(choice);
+        let Server { mut ev, waker, addr } = server(choice);
         let conn = ev.connect(addr).unwrap();
         // on_connect(Err) must not be unwrapped: a handler that records instead
-        struct Rec(Vec<String>);
+        struct Rec(Vec<String>, Arc<AtomicBool>);
         impl Handler for Rec {
+            fn on_wake(&mut self, io: &mut impl Io) {
+                if self.1.load(Ordering::SeqCst) {
+                    self.0.push("watchdog".into());
+                    io.stop();
+                }
+            }
             fn on_accept(&mut self, _: &mut impl Io, _: ConnId, _: SocketAddr) {
                 self.0.push("server accept".into());
             }
@@ -224,8 +250,11 @@ fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
                 io.stop();
             }
         }
-        let mut tls = TlsHandler::new(Rec(Vec::new()), Some(server_config(&p)), Some(client_config(&other.ca)))
-            .default_server_name(localhost());
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut tls =
+            TlsHandler::new(Rec(Vec::new(), abort.clone()), Some(server_config(&p)), Some(client_config(&other.ca)))
+                .default_server_name(localhost());
+        let _dog = watchdog(waker, abort);
         ev.run(&mut tls).unwrap();
         let _ = conn;
         assert_eq!(tls.inner().0, vec!["connect Err(InvalidData)", "closed Some(true)"], "{choice}");
