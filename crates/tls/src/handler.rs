@@ -493,6 +493,10 @@ impl<H: Handler> Handler for TlsHandler<H> {
 
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
         self.names.remove(&conn);
+        if self.conns.get(&conn).is_some_and(|c| c.stash.is_some()) {
+            // gone while deferred: the wake-up timer must not wait on it (see on_turn_end)
+            self.deferred.retain(|&d| d != conn);
+        }
         if self.ignored.remove(&conn) {
             return;
         }
@@ -566,7 +570,19 @@ impl<H: Handler> Handler for TlsHandler<H> {
             self.turn_handshakes += 1;
             self.feed(io, id, &mut stash);
         }
-        // Work left for later turns: a timer due now makes sure the next turn comes.
+        // Work left for later turns: a timer due now makes sure the next turn comes. Entries
+        // with nothing stashed any more (gone or closing) are dropped first: a timer on them
+        // would never fire, and the ones behind would wait with paused reads for ever.
+        while let Some(&id) = self.deferred.front()
+            && !self.conns.get(&id).is_some_and(|c| c.stash.is_some() && !c.closing)
+        {
+            self.deferred.pop_front();
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.stash = None;
+                io.resume_read(id);
+                io.set_timer(id, c.deadline);
+            }
+        }
         if let Some(&id) = self.deferred.front() {
             io.set_timer(id, Some(io.now()));
         }

@@ -372,3 +372,161 @@ fn a_bad_record_after_the_handshake_reaches_the_inner_handler_as_an_error() {
         assert!(msg.starts_with("tls: "), "{msg}");
     }
 }
+
+/// The inner handler of a loop of TLS clients: records which finish their handshake and
+/// which close; it stops when every connection did one or the other.
+struct Clients {
+    n: usize,
+    connected: Vec<ConnId>,
+    closed: Vec<ConnId>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Clients {
+    fn stop_when_done(&mut self, io: &mut impl Io) {
+        if self.connected.len() + self.closed.len() == self.n {
+            io.stop();
+        }
+    }
+}
+
+impl Handler for Clients {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        if result.is_ok() {
+            self.connected.push(conn);
+            self.stop_when_done(io);
+        }
+    }
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, _error: Option<io::Error>) {
+        self.closed.push(conn);
+        self.stop_when_done(io);
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        if self.abort.load(Ordering::SeqCst) {
+            io.stop();
+        }
+    }
+}
+
+/// Around a `TlsHandler` of client connections `ids`: the first `on_data` of the loop waits
+/// until `open` is set (the peers sent all they have), so that the handshakes are read in
+/// the turns that follow, all at once, and the cap defers most of them. At the end of the
+/// first turn where half of the connections were deferred (they come in one burst), every other connection still
+/// handshaking is aborted (so live and closed entries alternate in the deferred queue).
+struct Gate {
+    tls: TlsHandler<Clients>,
+    ids: Vec<ConnId>,
+    open: Arc<AtomicBool>,
+    waited: bool,
+    aborted: Vec<ConnId>,
+}
+
+impl Handler for Gate {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.tls.on_accept(io, conn, peer);
+    }
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        self.tls.on_connect(io, conn, result);
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        if !self.waited {
+            let started = Instant::now();
+            while !self.open.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(20)); // the last bytes reach the socket buffers
+            self.waited = true;
+        }
+        self.tls.on_data(io, conn, data);
+    }
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.tls.on_sent(io, conn, bytes);
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.tls.on_closed(io, conn, error);
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.tls.on_timer(io, conn);
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.tls.on_wake(io);
+    }
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.tls.on_turn_end(io);
+        if self.aborted.is_empty() && self.tls.deferred_handshakes() >= (self.ids.len() / 2) as u64 {
+            let done = &self.tls.inner().connected;
+            let pending: Vec<_> = self.ids.iter().copied().filter(|id| !done.contains(id)).collect();
+            for id in pending.into_iter().skip(1).step_by(2) {
+                io.abort(id);
+                self.aborted.push(id);
+            }
+        }
+    }
+}
+
+#[test]
+fn deferred_handshakes_behind_one_that_closed_still_finish() {
+    const N: usize = 9;
+    let p = big_pki(); // flights of several reads: a deferred step may send nothing
+    for choice in backends() {
+        // a rustls server on a thread: it reads every client hello, then writes all its
+        // flights at once
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = server_config(&p);
+        let open = Arc::new(AtomicBool::new(false));
+        let written = open.clone();
+        let server = std::thread::spawn(move || {
+            let mut conns: Vec<_> = (0..N)
+                .map(|_| {
+                    let (s, _) = listener.accept().unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    (s, rustls::ServerConnection::new(cfg.clone()).unwrap())
+                })
+                .collect();
+            for (s, c) in &mut conns {
+                while !c.wants_write() {
+                    c.read_tls(s).unwrap();
+                    c.process_new_packets().unwrap();
+                }
+            }
+            for (s, c) in &mut conns {
+                while c.wants_write() {
+                    c.write_tls(s).unwrap();
+                }
+            }
+            written.store(true, Ordering::SeqCst);
+            for (s, c) in conns {
+                let _ = StreamOwned::new(c, s).read_to_end(&mut Vec::new()); // until the client goes
+            }
+        });
+        let backend = ringwire_io::detect(choice).unwrap().backend;
+        let (mut ev, waker) = EventLoop::new(backend, &LoopConfig::default()).unwrap();
+        let ids: Vec<_> = (0..N).map(|_| ev.connect(addr).unwrap()).collect();
+        let abort = Arc::new(AtomicBool::new(false));
+        let inner = Clients { n: N, connected: Vec::new(), closed: Vec::new(), abort: abort.clone() };
+        let opts = TlsOptions { handshakes_per_turn: 1, ..TlsOptions::default() };
+        let tls = TlsHandler::client(inner, client_config(&p.ca)).default_server_name(localhost()).with_options(opts);
+        let mut gate = Gate { tls, ids, open, waited: false, aborted: Vec::new() };
+        let dog = watchdog(waker, abort.clone());
+        ev.run(&mut gate).unwrap();
+        assert!(
+            !abort.load(Ordering::SeqCst),
+            "{choice}: the watchdog stopped the loop (a deferred handshake stalled)"
+        );
+        drop((dog, ev)); // the connections close: the server thread ends
+        server.join().unwrap();
+        let e = gate.tls.inner();
+        assert!(
+            !gate.aborted.is_empty(),
+            "{choice}: the cap of 1 deferred the others ({} deferred, {} connected)",
+            gate.tls.deferred_handshakes(),
+            e.connected.len()
+        );
+        let closed: std::collections::HashSet<_> = e.closed.iter().copied().collect();
+        assert_eq!(closed, gate.aborted.iter().copied().collect(), "{choice}: only the aborted ones close");
+        assert_eq!(e.connected.len(), N - gate.aborted.len(), "{choice}: the others finish");
+    }
+}
