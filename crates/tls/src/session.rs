@@ -195,9 +195,12 @@ impl TlsSession {
                 }
                 while want > 0 {
                     let take = want.min(input.len() - pos);
+                    // `seen` bytes are records rustls holds (a handshake message spanning
+                    // records, also after the handshake, e.g. a large ticket): the limit is
+                    // on the raw record being completed.
                     let limit = self.staging_limit();
-                    if st.buf.len() + take > limit {
-                        return self.fail(TlsError::RecordTooLarge { len: st.buf.len() + take, limit });
+                    if st.buf.len() - st.seen + take > limit {
+                        return self.fail(TlsError::RecordTooLarge { len: st.buf.len() - st.seen + take, limit });
                     }
                     st.buf.extend_from_slice(&input[pos..pos + take]);
                     pos += take;
@@ -220,13 +223,14 @@ impl TlsSession {
         let used = self.process(rest, out, plain)?;
         if used < rest.len() {
             let tail = &rest[used..];
-            let limit = self.staging_limit();
-            if tail.len() > limit {
-                return self.fail(TlsError::RecordTooLarge { len: tail.len(), limit });
-            }
             // rustls has seen (and may have rewritten: it decrypts and joins handshake
             // fragments in place) the complete records; only the raw tail has headers to parse.
-            self.staging = Some(Staging { buf: tail.to_vec(), seen: complete.saturating_sub(used) });
+            let seen = complete.saturating_sub(used);
+            let limit = self.staging_limit();
+            if tail.len() - seen > limit {
+                return self.fail(TlsError::RecordTooLarge { len: tail.len() - seen, limit });
+            }
+            self.staging = Some(Staging { buf: tail.to_vec(), seen });
         }
         Ok(())
     }
@@ -363,8 +367,10 @@ fn process_with<C: Unbuffered>(
                 false
             }
             ConnectionState::Closed => {
+                // Both directions closed: whatever follows is dropped, as after PeerClosed (it
+                // must not be staged as a partial record). rustls 0.23 reports PeerClosed first.
                 flags.peer_closed = true;
-                true
+                return Ok(buf.len());
             }
             // Needs more input: during the handshake, or after it with no complete record left.
             ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => true,

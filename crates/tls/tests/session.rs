@@ -266,3 +266,84 @@ fn plaintext_http_is_refused() {
     // the dead session is not run again (rustls would panic on a second fatal alert)
     assert!(matches!(s.read(&mut req, &mut Vec::new(), &mut Vec::new()), Err(TlsError::Closed)));
 }
+
+#[test]
+fn bytes_after_the_close_that_ends_both_directions_are_dropped() {
+    // the client closes first; the server's close_notify then ends the session (rustls'
+    // Closed state): what follows in the same read is dropped, neither staged nor an error
+    for junk in [7, STAGING_LIMIT + 100] {
+        let (mut s, mut c) = pair();
+        let mut wire = Vec::new();
+        assert!(c.close_notify(&mut wire).unwrap());
+        let mut back = Vec::new();
+        s.read(&mut wire, &mut back, &mut Vec::new()).unwrap();
+        assert!(s.peer_closed());
+        let mut input = Vec::new();
+        assert!(s.close_notify(&mut input).unwrap());
+        let end = input.len() + junk;
+        input.extend_from_slice(&[23, 3, 3, 0x40, 0]); // a record header, then its start
+        input.resize(end, 0x55);
+        c.read(&mut input, &mut back, &mut Vec::new()).unwrap();
+        assert!(c.peer_closed());
+        assert_eq!(c.staged(), 0, "{junk} bytes after the close are not staged");
+    }
+}
+
+/// Tickets of 30,000 bytes: a post-handshake message spanning records.
+#[derive(Debug)]
+struct BigTickets;
+
+impl rustls::server::ProducesTickets for BigTickets {
+    fn enabled(&self) -> bool {
+        true
+    }
+    fn lifetime(&self) -> u32 {
+        3600
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        Some(vec![7; 30_000])
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+#[test]
+fn a_ticket_spanning_records_after_the_handshake_is_not_too_large() {
+    let p = pki();
+    let mut cfg = (*server_config(&p)).clone();
+    cfg.ticketer = std::sync::Arc::new(BigTickets);
+    cfg.send_tls13_tickets = 1;
+    let cfg = std::sync::Arc::new(cfg);
+    // 0: the first record whole (rustls keeps it: the message is not complete) and 3000
+    // bytes of the next in one read; else reads of that many bytes. Either way more than
+    // STAGING_LIMIT is held, but never more than that of a raw record.
+    for step in [0, 1000, 7] {
+        let mut s = TlsSession::server(cfg.clone()).unwrap();
+        let mut c = TlsSession::client(client_config(&p.ca), localhost()).unwrap();
+        let (mut hello, mut flight, mut finished, mut tickets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        c.read(&mut [], &mut hello, &mut Vec::new()).unwrap();
+        s.read(&mut hello, &mut flight, &mut Vec::new()).unwrap();
+        c.read(&mut flight, &mut finished, &mut Vec::new()).unwrap();
+        assert!(!c.is_handshaking());
+        s.read(&mut finished, &mut tickets, &mut Vec::new()).unwrap();
+        let first = 5 + u16::from_be_bytes([tickets[3], tickets[4]]) as usize;
+        assert!(tickets.len() > first + 3000, "the ticket spans records: {} bytes", tickets.len());
+        let mut plain = Vec::new();
+        let mut most = 0;
+        let chunks: Vec<&mut [u8]> = if step == 0 {
+            let (head, rest) = tickets.split_at_mut(first + 3000);
+            vec![head, rest]
+        } else {
+            tickets.chunks_mut(step).collect()
+        };
+        for chunk in chunks {
+            c.read(chunk, &mut Vec::new(), &mut plain).unwrap_or_else(|e| panic!("step {step}: {e}"));
+            most = most.max(c.staged());
+        }
+        assert!(most > STAGING_LIMIT, "step {step}: staged at most {most}");
+        assert_eq!(c.staged(), 0);
+        assert!(plain.is_empty());
+        assert_eq!(transfer(&mut s, &mut c, b"after the ticket", 1000), b"after the ticket");
+    }
+}
