@@ -66,10 +66,13 @@ struct Conn {
     stash: Option<Vec<u8>>,
     /// End of the handshake deadline.
     deadline: Option<Instant>,
+    /// The inner handler's timer while the handshake runs (the connection has one timer
+    /// slot: the earlier of the two is armed; the inner one is re-armed when it is done).
+    inner_timer: Option<Instant>,
 }
 
 impl Conn {
-    fn new(session: TlsSession, kind: Kind, deadline: Instant) -> Self {
+    fn new(session: TlsSession, kind: Kind, deadline: Instant, inner_timer: Option<Instant>) -> Self {
         Conn {
             session,
             kind,
@@ -81,7 +84,19 @@ impl Conn {
             queued_plain: 0,
             stash: None,
             deadline: Some(deadline),
+            inner_timer,
         }
+    }
+
+    /// Arms the connection's timer slot during the handshake: the earlier of the handshake
+    /// deadline and the inner handler's timer (a stashed connection keeps its wake-up timer
+    /// until `on_turn_end` calls this).
+    fn arm(&self, io: &mut impl Io, id: ConnId) {
+        let at = match (self.deadline, self.inner_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        io.set_timer(id, at);
     }
 
     /// Queues ciphertext on the socket and remembers how much plaintext it carries.
@@ -159,6 +174,8 @@ pub struct TlsIo<'a, I: Io> {
     io: &'a mut I,
     conns: &'a mut HashMap<ConnId, Conn>,
     names: &'a mut HashMap<ConnId, ServerName<'static>>,
+    /// The inner handler's timers on connections not yet connected (no session yet).
+    timers: &'a mut HashMap<ConnId, Instant>,
 }
 
 impl<I: Io> TlsIo<'_, I> {
@@ -211,7 +228,24 @@ impl<I: Io> Io for TlsIo<'_, I> {
         self.io.resume_read(conn);
     }
     fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
-        self.io.set_timer(conn, at);
+        match self.conns.get_mut(&conn) {
+            Some(c) if !c.ready => {
+                c.inner_timer = at;
+                if c.stash.is_none() {
+                    c.arm(self.io, conn);
+                }
+            }
+            Some(_) => self.io.set_timer(conn, at),
+            None => {
+                // Not connected yet: the slot is the inner handler's until the TLS session
+                // starts; remembered so that on_connect keeps it.
+                match at {
+                    Some(at) => self.timers.insert(conn, at),
+                    None => self.timers.remove(&conn),
+                };
+                self.io.set_timer(conn, at);
+            }
+        }
     }
     fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
         self.io.connect(addr)
@@ -252,6 +286,10 @@ impl<I: Io> Io for TlsIo<'_, I> {
 ///   handler's [`Io::close`] sends close_notify first. A peer EOF without close_notify after
 ///   the handshake is reported as [`TlsError::Truncated`].
 /// - At most [`TlsOptions::handshakes_per_turn`] handshake steps run per loop turn.
+/// - Timers: a connection has one timer slot. Before TCP connects it is the inner handler's
+///   (its `on_timer` is forwarded); during the handshake the earlier of the handshake
+///   deadline and the inner handler's timer is armed and each goes to its owner; when the
+///   handshake is done the inner handler's timer is armed again.
 pub struct TlsHandler<H> {
     inner: H,
     server: Option<Arc<ServerConfig>>,
@@ -260,6 +298,8 @@ pub struct TlsHandler<H> {
     opts: TlsOptions,
     conns: HashMap<ConnId, Conn>,
     names: HashMap<ConnId, ServerName<'static>>,
+    /// The inner handler's timers on connections not yet connected.
+    timers: HashMap<ConnId, Instant>,
     /// Connections the inner handler never hears of (refused at accept).
     ignored: HashSet<ConnId>,
     /// Client connections the inner handler knows that failed before a session existed.
@@ -287,7 +327,7 @@ impl<H> std::fmt::Debug for TlsHandler<H> {
 
 macro_rules! tio {
     ($self:ident, $io:ident) => {
-        &mut TlsIo { io: &mut *$io, conns: &mut $self.conns, names: &mut $self.names }
+        &mut TlsIo { io: &mut *$io, conns: &mut $self.conns, names: &mut $self.names, timers: &mut $self.timers }
     };
 }
 
@@ -313,6 +353,7 @@ impl<H: Handler> TlsHandler<H> {
             opts: TlsOptions::default(),
             conns: HashMap::new(),
             names: HashMap::new(),
+            timers: HashMap::new(),
             ignored: HashSet::new(),
             failed: HashMap::new(),
             deferred: VecDeque::new(),
@@ -385,7 +426,7 @@ impl<H: Handler> TlsHandler<H> {
         if !c.ready && !c.session.is_handshaking() {
             c.ready = true;
             c.deadline = None;
-            io.set_timer(id, None);
+            io.set_timer(id, c.inner_timer.take()); // the slot is the inner handler's again
             let kind = c.kind;
             match kind {
                 Kind::Server { peer } => self.inner.on_accept(tio!(self, io), id, peer),
@@ -413,7 +454,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
         match session {
             Ok(s) => {
                 let deadline = io.now() + self.opts.handshake_timeout;
-                self.conns.insert(conn, Conn::new(s, Kind::Server { peer }, deadline));
+                self.conns.insert(conn, Conn::new(s, Kind::Server { peer }, deadline, None));
                 io.set_timer(conn, Some(deadline));
             }
             Err(e) => {
@@ -426,6 +467,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
 
     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
         let name = self.names.remove(&conn).or_else(|| self.default_name.clone());
+        let inner_timer = self.timers.remove(&conn);
         if let Err(e) = result {
             return self.inner.on_connect(tio!(self, io), conn, Err(e));
         }
@@ -444,10 +486,10 @@ impl<H: Handler> Handler for TlsHandler<H> {
             }
         };
         let deadline = io.now() + self.opts.handshake_timeout;
-        io.set_timer(conn, Some(deadline));
         let mut hello = Vec::new();
         let r = s.read(&mut [], &mut hello, &mut Vec::new());
-        let c = self.conns.entry(conn).or_insert(Conn::new(s, Kind::Client, deadline));
+        let c = self.conns.entry(conn).or_insert(Conn::new(s, Kind::Client, deadline, inner_timer));
+        c.arm(io, conn);
         match r {
             Ok(()) => c.send_cipher(io, conn, hello, 0),
             Err(e) => c.fail(io, conn, e, hello),
@@ -493,6 +535,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
 
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
         self.names.remove(&conn);
+        self.timers.remove(&conn);
         if self.conns.get(&conn).is_some_and(|c| c.stash.is_some()) {
             // gone while deferred: the wake-up timer must not wait on it (see on_turn_end)
             self.deferred.retain(|&d| d != conn);
@@ -537,19 +580,35 @@ impl<H: Handler> Handler for TlsHandler<H> {
     }
 
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            // Not connected yet (the inner handler's connect timeout, say): its timer.
+            self.timers.remove(&conn);
+            if !self.ignored.contains(&conn) {
+                self.inner.on_timer(tio!(self, io), conn);
+            }
+            return;
+        };
         if c.ready {
             return self.inner.on_timer(tio!(self, io), conn);
         }
-        if c.stash.is_some() {
-            return; // the wake-up for deferred work: on_turn_end runs it
-        }
-        if c.deadline.is_some_and(|d| io.now() >= d) && !c.closing {
+        let now = io.now();
+        if c.deadline.is_some_and(|d| now >= d) && !c.closing {
             tracing::debug!(conn = %conn, peer = ?io.peer_addr(conn), "tls handshake timed out");
             c.error = Some(TlsError::HandshakeTimeout);
             c.closing = true;
             io.abort(conn);
+            return;
         }
+        if c.inner_timer.is_some_and(|t| now >= t) {
+            c.inner_timer = None;
+            if c.stash.is_none() {
+                c.arm(io, conn);
+            }
+            self.inner.on_timer(tio!(self, io), conn);
+        } else if c.stash.is_none() {
+            c.arm(io, conn); // early or spurious: the slot holds the earliest again
+        }
+        // A stashed connection's wake-up: on_turn_end runs the deferred work and re-arms.
     }
 
     fn on_wake(&mut self, io: &mut impl Io) {
@@ -563,7 +622,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
             let Some(c) = self.conns.get_mut(&id) else { continue };
             let Some(mut stash) = c.stash.take() else { continue };
             io.resume_read(id);
-            io.set_timer(id, c.deadline);
+            c.arm(io, id);
             if c.closing {
                 continue;
             }
@@ -580,7 +639,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.stash = None;
                 io.resume_read(id);
-                io.set_timer(id, c.deadline);
+                c.arm(io, id);
             }
         }
         if let Some(&id) = self.deferred.front() {
@@ -599,7 +658,7 @@ mod tests {
         let cfg = ClientConfig::builder().with_root_certificates(RootCertStore::empty()).with_no_client_auth();
         let name = ServerName::try_from("localhost").unwrap();
         let session = TlsSession::client(Arc::new(cfg), name).unwrap();
-        Conn::new(session, Kind::Client, Instant::now())
+        Conn::new(session, Kind::Client, Instant::now(), None)
     }
 
     #[test]

@@ -530,3 +530,101 @@ fn deferred_handshakes_behind_one_that_closed_still_finish() {
         assert_eq!(e.connected.len(), N - gate.aborted.len(), "{choice}: the others finish");
     }
 }
+
+/// An inner handler that connects from `on_wake` and sets a timer right after `io.connect`
+/// (as a client's connect timeout does); on that timer it aborts the connection if its
+/// handshake is not done, else closes it. It stops when that connection is closed.
+struct TimerClient {
+    addr: SocketAddr,
+    after: Duration,
+    conn: Option<ConnId>,
+    connected: bool,
+    events: Vec<String>,
+    started: Instant,
+    fired: Option<Duration>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Handler for TimerClient {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_connect(&mut self, _io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        assert_eq!(Some(conn), self.conn);
+        self.connected = result.is_ok();
+        self.events.push(format!("connect {:?}", result.map_err(|e| e.kind())));
+    }
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        assert_eq!(Some(conn), self.conn);
+        self.events.push("timer".into());
+        self.fired = Some(self.started.elapsed());
+        if self.connected { io.close(conn) } else { io.abort(conn) }
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, _error: Option<io::Error>) {
+        if Some(conn) == self.conn {
+            self.events.push("closed".into());
+            io.stop();
+        }
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        if self.abort.load(Ordering::SeqCst) {
+            return io.stop();
+        }
+        if self.conn.is_none() {
+            let id = io.connect(self.addr).unwrap();
+            io.set_timer(id, Some(io.now() + self.after));
+            self.conn = Some(id);
+        }
+    }
+}
+
+/// Runs a `TimerClient` (timer `after` its connect) against `addr` on `ev` (which may serve
+/// TLS itself); returns its events and when its timer fired.
+fn timer_client(
+    mut ev: EventLoop,
+    waker: Waker,
+    addr: SocketAddr,
+    after: Duration,
+    p: &Pki,
+) -> (Vec<String>, Option<Duration>) {
+    let abort = Arc::new(AtomicBool::new(false));
+    let inner = TimerClient {
+        addr,
+        after,
+        conn: None,
+        connected: false,
+        events: Vec::new(),
+        started: Instant::now(),
+        fired: None,
+        abort: abort.clone(),
+    };
+    let mut tls =
+        TlsHandler::new(inner, Some(server_config(p)), Some(client_config(&p.ca))).default_server_name(localhost());
+    waker.wake().unwrap();
+    let _dog = watchdog(waker, abort.clone());
+    ev.run(&mut tls).unwrap();
+    assert!(!abort.load(Ordering::SeqCst), "the watchdog stopped the loop");
+    let e = tls.into_inner();
+    (e.events, e.fired)
+}
+
+#[test]
+fn the_inner_handlers_timer_on_a_client_connection_fires_during_and_after_the_handshake() {
+    let p = pki();
+    for choice in backends() {
+        // a peer that accepts (in the kernel's backlog) and never answers: the handshake
+        // hangs; the inner timer (not the 10 s handshake timeout) ends it
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let backend = ringwire_io::detect(choice).unwrap().backend;
+        let (ev, waker) = EventLoop::new(backend, &LoopConfig::default()).unwrap();
+        let (events, fired) = timer_client(ev, waker, silent.local_addr().unwrap(), Duration::from_millis(300), &p);
+        assert_eq!(events, ["timer", "connect Err(ConnectionAborted)", "closed"], "{choice}");
+        let fired = fired.unwrap();
+        assert!(fired >= Duration::from_millis(250) && fired < Duration::from_secs(5), "{choice}: {fired:?}");
+        // the loop's own TLS server: the handshake ends first, the inner timer fires after it
+        let Server { ev, waker, addr } = server(choice);
+        let (events, fired) = timer_client(ev, waker, addr, Duration::from_millis(300), &p);
+        assert_eq!(events, ["connect Ok(())", "timer", "closed"], "{choice}");
+        let fired = fired.unwrap();
+        assert!(fired >= Duration::from_millis(250) && fired < Duration::from_secs(5), "{choice}: {fired:?}");
+    }
+}
