@@ -309,6 +309,8 @@ pub struct TlsHandler<H> {
     turn_handshakes: usize,
     /// Handshake steps put off to a later turn by the cap, since the start.
     deferred_total: u64,
+    /// Handshake steps run, since the start.
+    steps_total: u64,
     /// Reused plaintext buffer.
     plain: Vec<u8>,
 }
@@ -359,6 +361,7 @@ impl<H: Handler> TlsHandler<H> {
             deferred: VecDeque::new(),
             turn_handshakes: 0,
             deferred_total: 0,
+            steps_total: 0,
             plain: Vec::new(),
         }
     }
@@ -408,6 +411,13 @@ impl<H: Handler> TlsHandler<H> {
     /// Handshake steps the per-turn cap put off to a later turn, since the start.
     pub fn deferred_handshakes(&self) -> u64 {
         self.deferred_total
+    }
+
+    /// Handshake steps run (ciphertext of a connection still handshaking fed to its
+    /// session, at once or deferred), since the start: at most
+    /// [`TlsOptions::handshakes_per_turn`] between two `on_turn_end` calls.
+    pub fn handshake_steps(&self) -> u64 {
+        self.steps_total
     }
 
     /// Feeds ciphertext to `id`'s session and tells the inner handler what came of it.
@@ -521,6 +531,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
                 return;
             }
             self.turn_handshakes += 1;
+            self.steps_total += 1;
         }
         self.feed(io, conn, data);
     }
@@ -627,6 +638,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
                 continue;
             }
             self.turn_handshakes += 1;
+            self.steps_total += 1;
             self.feed(io, id, &mut stash);
         }
         // Work left for later turns: a timer due now makes sure the next turn comes. Entries

@@ -302,31 +302,83 @@ fn stalled_and_garbage_clients_are_closed_and_others_still_served() {
     }
 }
 
+/// Around a `TlsHandler`: the most handshake steps it ran between two `on_turn_end` calls.
+struct StepsPerTurn {
+    tls: TlsHandler<Echo>,
+    mark: u64,
+    most: u64,
+}
+
+impl Handler for StepsPerTurn {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.tls.on_accept(io, conn, peer);
+    }
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        self.tls.on_connect(io, conn, result);
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.tls.on_data(io, conn, data);
+    }
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.tls.on_sent(io, conn, bytes);
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.tls.on_closed(io, conn, error);
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.tls.on_timer(io, conn);
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.tls.on_wake(io);
+    }
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        // the cap counts from one on_turn_end (where deferred steps run) to the next
+        let steps = self.tls.handshake_steps();
+        self.most = self.most.max(steps - self.mark);
+        self.mark = steps;
+        self.tls.on_turn_end(io);
+    }
+}
+
 #[test]
 fn a_handshake_storm_is_spread_over_turns() {
     let p = pki();
     const N: usize = 8;
-    for choice in backends() {
-        let opts = TlsOptions { handshakes_per_turn: 1, ..TlsOptions::default() };
-        let tls = serve(choice, echo_server(&p, N).with_options(opts), |addr| {
-            // every client hello is in the server's socket buffers before the loop runs
+    for cap in [1, 3] {
+        for choice in backends() {
+            let Server { mut ev, waker, addr } = server(choice);
+            let opts = TlsOptions { handshakes_per_turn: cap, ..TlsOptions::default() };
+            let tls = echo_server(&p, N).with_options(opts);
+            let abort = tls.inner().abort.clone();
+            // every client hello (one write each) is in the server's socket buffers before
+            // the loop runs
             let clients: Vec<_> = (0..N)
                 .map(|_| {
                     let mut s = tls_stream(addr, &p.ca);
-                    s.conn.write_tls(&mut s.sock).unwrap();
+                    assert!(s.conn.write_tls(&mut s.sock).unwrap() > 0);
+                    assert!(!s.conn.wants_write(), "the hello in one write");
                     s
                 })
                 .collect();
-            move || {
+            let _dog = watchdog(waker.clone(), abort.clone());
+            let t = std::thread::spawn(move || {
+                let _guard = StopOnPanic(waker, abort);
                 for (i, s) in clients.into_iter().enumerate() {
                     echo_and_close(s, &[pattern(32, i as u8)]);
                 }
-            }
-        });
-        let e = tls.inner();
-        assert_eq!(e.accepted.len(), N, "{choice}");
-        assert!(e.closed.iter().all(|c| c.1.is_none()), "{choice}: {:?}", e.closed);
-        assert!(tls.deferred_handshakes() > 0, "{choice}: the cap of 1 per turn put some off");
+            });
+            let mut counted = StepsPerTurn { tls, mark: 0, most: 0 };
+            ev.run(&mut counted).unwrap();
+            t.join().expect("client thread");
+            let tls = counted.tls;
+            let e = tls.inner();
+            assert!(!e.abort.load(Ordering::SeqCst), "{choice}: the watchdog stopped the loop");
+            assert_eq!(e.accepted.len(), N, "{choice}");
+            assert!(e.closed.iter().all(|c| c.1.is_none()), "{choice}: {:?}", e.closed);
+            assert!(tls.handshake_steps() >= 2 * N as u64, "{choice}: two steps (hello, finished) each");
+            assert!(counted.most <= cap as u64, "{choice}: {} handshake steps in a turn, cap {cap}", counted.most);
+            assert!(tls.deferred_handshakes() > 0, "{choice}: the cap of {cap} per turn put some off");
+        }
     }
 }
 
