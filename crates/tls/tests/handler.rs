@@ -302,41 +302,60 @@ fn stalled_and_garbage_clients_are_closed_and_others_still_served() {
     }
 }
 
-/// Around a `TlsHandler`: the most handshake steps it ran between two `on_turn_end` calls.
+/// A handler around another, with hooks at `on_data` (before it) and `on_turn_end` (in
+/// place of it): for tests that watch or steer a `TlsHandler` from outside.
+struct Around<H, K> {
+    inner: H,
+    hooks: K,
+}
+
+trait Hooks<H> {
+    fn on_data(&mut self, _inner: &mut H) {}
+    /// Runs at the end of a turn; calls `inner.on_turn_end` itself.
+    fn on_turn_end(&mut self, inner: &mut H, io: &mut impl Io);
+}
+
+impl<H: Handler, K: Hooks<H>> Handler for Around<H, K> {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.inner.on_accept(io, conn, peer);
+    }
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        self.inner.on_connect(io, conn, result);
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.hooks.on_data(&mut self.inner);
+        self.inner.on_data(io, conn, data);
+    }
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.inner.on_sent(io, conn, bytes);
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.inner.on_closed(io, conn, error);
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.inner.on_timer(io, conn);
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        self.inner.on_wake(io);
+    }
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.hooks.on_turn_end(&mut self.inner, io);
+    }
+}
+
+/// The most handshake steps a `TlsHandler` ran between two `on_turn_end` calls.
 struct StepsPerTurn {
-    tls: TlsHandler<Echo>,
     mark: u64,
     most: u64,
 }
 
-impl Handler for StepsPerTurn {
-    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
-        self.tls.on_accept(io, conn, peer);
-    }
-    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
-        self.tls.on_connect(io, conn, result);
-    }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
-        self.tls.on_data(io, conn, data);
-    }
-    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
-        self.tls.on_sent(io, conn, bytes);
-    }
-    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
-        self.tls.on_closed(io, conn, error);
-    }
-    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
-        self.tls.on_timer(io, conn);
-    }
-    fn on_wake(&mut self, io: &mut impl Io) {
-        self.tls.on_wake(io);
-    }
-    fn on_turn_end(&mut self, io: &mut impl Io) {
+impl<H: Handler> Hooks<TlsHandler<H>> for StepsPerTurn {
+    fn on_turn_end(&mut self, tls: &mut TlsHandler<H>, io: &mut impl Io) {
         // the cap counts from one on_turn_end (where deferred steps run) to the next
-        let steps = self.tls.handshake_steps();
+        let steps = tls.handshake_steps();
         self.most = self.most.max(steps - self.mark);
         self.mark = steps;
-        self.tls.on_turn_end(io);
+        tls.on_turn_end(io);
     }
 }
 
@@ -367,16 +386,20 @@ fn a_handshake_storm_is_spread_over_turns() {
                     echo_and_close(s, &[pattern(32, i as u8)]);
                 }
             });
-            let mut counted = StepsPerTurn { tls, mark: 0, most: 0 };
+            let mut counted = Around { inner: tls, hooks: StepsPerTurn { mark: 0, most: 0 } };
             ev.run(&mut counted).unwrap();
             t.join().expect("client thread");
-            let tls = counted.tls;
+            let tls = counted.inner;
             let e = tls.inner();
             assert!(!e.abort.load(Ordering::SeqCst), "{choice}: the watchdog stopped the loop");
             assert_eq!(e.accepted.len(), N, "{choice}");
             assert!(e.closed.iter().all(|c| c.1.is_none()), "{choice}: {:?}", e.closed);
             assert!(tls.handshake_steps() >= 2 * N as u64, "{choice}: two steps (hello, finished) each");
-            assert!(counted.most <= cap as u64, "{choice}: {} handshake steps in a turn, cap {cap}", counted.most);
+            assert!(
+                counted.hooks.most <= cap as u64,
+                "{choice}: {} handshake steps in a turn, cap {cap}",
+                counted.hooks.most
+            );
             assert!(tls.deferred_handshakes() > 0, "{choice}: the cap of {cap} per turn put some off");
         }
     }
@@ -462,27 +485,21 @@ impl Handler for Clients {
     }
 }
 
-/// Around a `TlsHandler` of client connections `ids`: the first `on_data` of the loop waits
-/// until `open` is set (the peers sent all they have), so that the handshakes are read in
-/// the turns that follow, all at once, and the cap defers most of them. At the end of the
-/// first turn where half of the connections were deferred (they come in one burst), every other connection still
-/// handshaking is aborted (so live and closed entries alternate in the deferred queue).
+/// Hooks around a `TlsHandler` of client connections `ids`: the first `on_data` of the loop
+/// waits until `open` is set (the peers sent all they have), so that the handshakes are read
+/// in the turns that follow, all at once, and the cap defers most of them. At the end of the
+/// first turn where half of the connections were deferred (they come in one burst), every
+/// other connection still handshaking is aborted (so live and closed entries alternate in
+/// the deferred queue).
 struct Gate {
-    tls: TlsHandler<Clients>,
     ids: Vec<ConnId>,
     open: Arc<AtomicBool>,
     waited: bool,
     aborted: Vec<ConnId>,
 }
 
-impl Handler for Gate {
-    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
-        self.tls.on_accept(io, conn, peer);
-    }
-    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
-        self.tls.on_connect(io, conn, result);
-    }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+impl Hooks<TlsHandler<Clients>> for Gate {
+    fn on_data(&mut self, _tls: &mut TlsHandler<Clients>) {
         if !self.waited {
             let started = Instant::now();
             while !self.open.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(5) {
@@ -491,24 +508,11 @@ impl Handler for Gate {
             std::thread::sleep(Duration::from_millis(20)); // the last bytes reach the socket buffers
             self.waited = true;
         }
-        self.tls.on_data(io, conn, data);
     }
-    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
-        self.tls.on_sent(io, conn, bytes);
-    }
-    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
-        self.tls.on_closed(io, conn, error);
-    }
-    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
-        self.tls.on_timer(io, conn);
-    }
-    fn on_wake(&mut self, io: &mut impl Io) {
-        self.tls.on_wake(io);
-    }
-    fn on_turn_end(&mut self, io: &mut impl Io) {
-        self.tls.on_turn_end(io);
-        if self.aborted.is_empty() && self.tls.deferred_handshakes() >= (self.ids.len() / 2) as u64 {
-            let done = &self.tls.inner().connected;
+    fn on_turn_end(&mut self, tls: &mut TlsHandler<Clients>, io: &mut impl Io) {
+        tls.on_turn_end(io);
+        if self.aborted.is_empty() && tls.deferred_handshakes() >= (self.ids.len() / 2) as u64 {
+            let done = &tls.inner().connected;
             let pending: Vec<_> = self.ids.iter().copied().filter(|id| !done.contains(id)).collect();
             for id in pending.into_iter().skip(1).step_by(2) {
                 io.abort(id);
@@ -561,7 +565,7 @@ fn deferred_handshakes_behind_one_that_closed_still_finish() {
         let inner = Clients { n: N, connected: Vec::new(), closed: Vec::new(), abort: abort.clone() };
         let opts = TlsOptions { handshakes_per_turn: 1, ..TlsOptions::default() };
         let tls = TlsHandler::client(inner, client_config(&p.ca)).default_server_name(localhost()).with_options(opts);
-        let mut gate = Gate { tls, ids, open, waited: false, aborted: Vec::new() };
+        let mut gate = Around { inner: tls, hooks: Gate { ids, open, waited: false, aborted: Vec::new() } };
         let dog = watchdog(waker, abort.clone());
         ev.run(&mut gate).unwrap();
         assert!(
@@ -570,16 +574,16 @@ fn deferred_handshakes_behind_one_that_closed_still_finish() {
         );
         drop((dog, ev)); // the connections close: the server thread ends
         server.join().unwrap();
-        let e = gate.tls.inner();
+        let e = gate.inner.inner();
         assert!(
-            !gate.aborted.is_empty(),
+            !gate.hooks.aborted.is_empty(),
             "{choice}: the cap of 1 deferred the others ({} deferred, {} connected)",
-            gate.tls.deferred_handshakes(),
+            gate.inner.deferred_handshakes(),
             e.connected.len()
         );
         let closed: std::collections::HashSet<_> = e.closed.iter().copied().collect();
-        assert_eq!(closed, gate.aborted.iter().copied().collect(), "{choice}: only the aborted ones close");
-        assert_eq!(e.connected.len(), N - gate.aborted.len(), "{choice}: the others finish");
+        assert_eq!(closed, gate.hooks.aborted.iter().copied().collect(), "{choice}: only the aborted ones close");
+        assert_eq!(e.connected.len(), N - gate.hooks.aborted.len(), "{choice}: the others finish");
     }
 }
 
