@@ -272,10 +272,10 @@ fn serves_wss_and_sighup_rotates_the_certificate_keeping_it_on_a_bad_file() {
 
     // SIGHUP reads the files again: new connections get the new pair (each worker swaps at
     // its next accept; the signal is handled by another thread, so poll a little).
+    assert_eq!(leaf(&second), None, "the old pair first");
     second.write(&dir, "site");
     signal(&child, libc::SIGHUP);
     let t0 = Instant::now();
-    assert_eq!(leaf(&second), None, "the old pair first");
     while leaf(&second) != Some(second.leaf.clone()) {
         assert!(t0.elapsed() < Duration::from_secs(5), "no new certificate after SIGHUP");
         std::thread::sleep(Duration::from_millis(20));
