@@ -62,6 +62,7 @@ mod error;
 mod handler;
 mod handshake;
 mod options;
+mod tls;
 mod url;
 mod ws;
 
@@ -71,8 +72,14 @@ pub use error::{ConnectError, QueueError};
 pub use handler::{ClientHandler, SendOutcome};
 pub use options::ConnectOptions;
 pub use ringwire_drive::{Sent, WebSocketConnection};
+pub use tls::{Roots, TlsConfig};
 pub use url::{Host, UrlError, WsUrl};
 pub use ws::{ClientId, ClientWs, Ctl, LoopHandle};
 
 pub use ringwire_conn as conn;
 pub use ringwire_io::{Backend, IoChoice, LoopConfig};
+/// The TLS layer's error (inside the `Tls*` variants of [`ConnectError`]).
+pub use ringwire_tls::TlsError;
+/// rustls, re-exported: the types [`TlsConfig`] takes (`rustls::ClientConfig`,
+/// `rustls::pki_types::{CertificateDer, PrivateKeyDer}`).
+pub use ringwire_tls::rustls;
