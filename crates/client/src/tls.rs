@@ -163,19 +163,25 @@ fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
-/// The system's roots, read once per process.
-fn system_roots() -> &'static Result<Vec<CertificateDer<'static>>, String> {
-    static SYSTEM: OnceLock<Result<Vec<CertificateDer<'static>>, String>> = OnceLock::new();
+/// The system's roots, read and parsed once per process (a config built from them then
+/// costs a copy of the store, not a parse of every certificate: ~70 µs each otherwise).
+fn system_roots() -> &'static Result<RootCertStore, String> {
+    static SYSTEM: OnceLock<Result<RootCertStore, String>> = OnceLock::new();
     SYSTEM.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         for e in &found.errors {
             tracing::debug!(error = %e, "reading the system's root certificates");
         }
-        if found.certs.is_empty() {
+        let mut store = RootCertStore::empty();
+        let (_added, ignored) = store.add_parsable_certificates(found.certs);
+        if ignored > 0 {
+            tracing::debug!(ignored, "system root certificates that do not parse");
+        }
+        if store.is_empty() {
             let why = found.errors.first().map_or_else(|| "none found".to_owned(), ToString::to_string);
             return Err(format!("no root certificates in the system store ({why})"));
         }
-        Ok(found.certs)
+        Ok(store)
     })
 }
 
@@ -196,23 +202,20 @@ fn build(
     extra: &[CertificateDer<'static>],
     client_auth: Option<&(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<ClientConfig, ConnectError> {
-    let mut store = RootCertStore::empty();
-    match roots {
+    let mut store = match roots {
         Roots::System => match system_roots() {
-            Ok(certs) => {
-                let (_added, ignored) = store.add_parsable_certificates(certs.iter().cloned());
-                if ignored > 0 {
-                    tracing::debug!(ignored, "system root certificates that do not parse");
-                }
-            }
+            Ok(store) => store.clone(),
             // without roots of its own a config may still trust the ones added to it
-            Err(e) if !extra.is_empty() => tracing::debug!(error = %e, "no system roots; using the added ones"),
+            Err(e) if !extra.is_empty() => {
+                tracing::debug!(error = %e, "no system roots; using the added ones");
+                RootCertStore::empty()
+            }
             Err(e) => return Err(ConnectError::TlsConfig(e.clone())),
         },
         #[cfg(feature = "webpki-roots")]
-        Roots::WebPki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Roots::Empty => {}
-    }
+        Roots::WebPki => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        Roots::Empty => RootCertStore::empty(),
+    };
     for cert in extra {
         store.add(cert.clone()).map_err(|e| ConnectError::TlsConfig(format!("root certificate: {e}")))?;
     }
