@@ -261,6 +261,17 @@ fn a_server_that_stalls_mid_handshake_times_out_within_the_handshake_timeout() {
 }
 
 #[test]
+fn a_refused_wss_connect_is_refused() {
+    let dead = dead_port();
+    for choice in backends() {
+        match fails(choice, &format!("wss://127.0.0.1:{}/", dead.port()), ConnectOptions::default()) {
+            ConnectError::Refused { addr } => assert_eq!(addr, dead),
+            e => panic!("{choice:?}: {e:?}"),
+        }
+    }
+}
+
+#[test]
 fn ws_and_wss_connections_on_one_loop() {
     for choice in backends() {
         let (ca, tls_server) = good_server(choice);
@@ -281,6 +292,7 @@ fn ws_and_wss_connections_on_one_loop() {
             });
         run(&mut client, &mut rec);
         assert!(rec.failures.is_empty(), "{choice:?}: {:?}", rec.failures);
+        assert!(rec.errors.is_empty(), "{choice:?}: {:?}", rec.errors);
         for id in ids {
             assert_eq!(rec.messages(id), vec![Message::Text(format!("hi {id}").into())], "{choice:?}");
             assert_eq!(rec.close_of(id).0, 1000, "{choice:?}");
