@@ -130,8 +130,9 @@ impl ClientLoop {
     }
 
     /// Requests a connection to `url`; it starts when [`run`](Self::run) runs. The URL is
-    /// parsed and the host resolved now, so those errors come back here; later failures go
-    /// to [`ClientHandler::on_connect_failed`] with the returned id.
+    /// parsed, the host resolved and, for `wss://`, the TLS config built (or taken from
+    /// [`TlsConfig`](crate::TlsConfig)'s cache) now, so those errors come back here; later
+    /// failures go to [`ClientHandler::on_connect_failed`] with the returned id.
     pub fn connect(&mut self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
         let (id, target) = self.state.shared.prepare(url, opts)?;
         self.state.cmds.push(Cmd::Connect(id, target));

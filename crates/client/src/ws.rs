@@ -149,7 +149,8 @@ impl Ctl<'_> {
     /// Starts connecting to `url` (parsed and resolved now, on the loop's thread: a host
     /// name blocks it for the lookup). [`ClientHandler::on_open`](crate::ClientHandler::on_open)
     /// or [`on_connect_failed`](crate::ClientHandler::on_connect_failed) follows with the id.
-    /// A bad URL, bad options or a failed lookup are returned here instead.
+    /// A bad URL, bad options (TLS settings included) or a failed lookup are returned here
+    /// instead.
     pub fn connect(&mut self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
         let (id, target) = self.shared.prepare(url, opts)?;
         self.cmds.push(Cmd::Connect(id, target));
