@@ -9,7 +9,7 @@ use ringwire_conn::handshake::Response;
 use ringwire_conn::{ConnInfo, Connection, Role};
 use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
 use ringwire_io::{Backend, ConnId, Detected, EventLoop, Handler, Io, IoChoice, LoopConfig};
-use ringwire_tls::{TlsHandler, TlsIo, TlsOptions};
+use ringwire_tls::{TlsError, TlsHandler, TlsIo, TlsOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -464,8 +464,14 @@ impl<H: ClientHandler> Driver<'_, H> {
                 self.st.slots.insert(conn, Slot::Handshake(attempt, Vec::new()));
             }
             Err(e) if tls => {
-                // TCP was up: a TLS failure (or a reset meanwhile); no other address is tried
-                let error = self.handshake_error(&attempt, e);
+                // TCP was up: a TLS failure (or a reset meanwhile); no other address is tried.
+                // The TLS layer reports a close during its handshake as ConnectionAborted.
+                let error = match e.kind() {
+                    std::io::ErrorKind::ConnectionAborted if e.get_ref().is_none_or(|i| !i.is::<TlsError>()) => {
+                        ConnectError::ClosedBeforeUpgrade { addr: attempt.addr(), received: 0 }
+                    }
+                    _ => self.handshake_error(&attempt, e),
+                };
                 self.give_up(io, conn, attempt, error, false);
             }
             Err(e) => {

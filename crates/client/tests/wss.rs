@@ -261,6 +261,25 @@ fn a_server_that_stalls_mid_handshake_times_out_within_the_handshake_timeout() {
 }
 
 #[test]
+fn a_server_that_closes_mid_handshake_closed_before_the_upgrade() {
+    // reads the client hello, then closes (a FIN, no alert)
+    let addr = raw_server(|mut s| {
+        let mut head = [0u8; 5];
+        std::io::Read::read_exact(&mut s, &mut head).unwrap();
+        assert_eq!(head[0], 0x16, "a TLS handshake record");
+        // all of it, so that the close is a FIN and not a reset for unread data
+        let mut hello = vec![0u8; u16::from_be_bytes([head[3], head[4]]) as usize];
+        std::io::Read::read_exact(&mut s, &mut hello).unwrap();
+    });
+    for choice in backends() {
+        match fails(choice, &format!("wss://localhost:{}/", addr.port()), ConnectOptions::default()) {
+            ConnectError::ClosedBeforeUpgrade { received: 0, .. } => {}
+            e => panic!("{choice:?}: {e:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_refused_wss_connect_is_refused() {
     let dead = dead_port();
     for choice in backends() {
