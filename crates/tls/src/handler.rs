@@ -474,8 +474,14 @@ impl<H: Handler> TlsHandler<H> {
     /// returns the old one: a handler that lives across several `EventLoop::run` calls with
     /// an inner handler that borrows per call.
     pub fn with_inner<H2>(self, inner: H2) -> (TlsHandler<H2>, H) {
-        let TlsHandler {
-            inner: old,
+        // every field but `inner` moves over (named once: a new field must be added here)
+        macro_rules! move_fields {
+            ($($f:ident),*) => {{
+                let TlsHandler { inner: old, $($f),* } = self;
+                (TlsHandler { inner, $($f),* }, old)
+            }};
+        }
+        move_fields!(
             server,
             client,
             default_name,
@@ -490,27 +496,8 @@ impl<H: Handler> TlsHandler<H> {
             turn_handshakes,
             deferred_total,
             steps_total,
-            plain,
-        } = self;
-        let tls = TlsHandler {
-            inner,
-            server,
-            client,
-            default_name,
-            opts,
-            conns,
-            names,
-            timers,
-            routes,
-            ignored,
-            failed,
-            deferred,
-            turn_handshakes,
-            deferred_total,
-            steps_total,
-            plain,
-        };
-        (tls, old)
+            plain
+        )
     }
 
     /// Connections with a TLS session (handshaking or established).
