@@ -8,16 +8,21 @@ use crate::{ConnectError, ConnectOptions};
 use ringwire_conn::handshake::Response;
 use ringwire_conn::{ConnInfo, Connection, Role};
 use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
-use ringwire_io::{Backend, ConnId, Detected, EventLoop, Io, IoChoice, LoopConfig};
+use ringwire_io::{Backend, ConnId, Detected, EventLoop, Handler, Io, IoChoice, LoopConfig};
+use ringwire_tls::{TlsError, TlsHandler, TlsIo, TlsOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Bodies of refusals (non-101 answers) are kept up to this size.
 const MAX_BODY: usize = 64 << 10;
+
+/// The TLS layer's own bound on a handshake: only a backstop, the connection's
+/// `handshake_timeout` (armed by the driver) comes first unless it is `None`.
+const TLS_BACKSTOP: Duration = Duration::from_secs(24 * 3600);
 
 /// One event loop on the calling thread, running any number of client connections.
 ///
@@ -52,6 +57,24 @@ pub struct ClientLoop {
     ev: EventLoop,
     detected: Detected,
     state: LoopState,
+    /// The TLS layer under the driver (`wss://`; `ws://` connections pass through it
+    /// untouched), with its sessions, between `run` calls.
+    tls: Option<TlsHandler<Idle>>,
+}
+
+/// The TLS layer's inner handler between `run` calls (none runs then).
+struct Idle;
+
+impl Handler for Idle {
+    fn on_accept(&mut self, _: &mut impl Io, _: ConnId, _: SocketAddr) {}
+    fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: &mut [u8]) {}
+    fn on_closed(&mut self, _: &mut impl Io, _: ConnId, _: Option<std::io::Error>) {}
+}
+
+fn tls_layer() -> TlsHandler<Idle> {
+    // no config of its own: each wss:// connection brings its target's
+    TlsHandler::new(Idle, None, None)
+        .with_options(TlsOptions { handshake_timeout: TLS_BACKSTOP, ..TlsOptions::default() })
 }
 
 impl ClientLoop {
@@ -77,8 +100,10 @@ impl ClientLoop {
                 ids: HashMap::new(),
                 shared,
                 cmds: Vec::new(),
+                retries: Vec::new(),
                 stop_when_idle: true,
             },
+            tls: Some(tls_layer()),
         })
     }
 
@@ -105,8 +130,9 @@ impl ClientLoop {
     }
 
     /// Requests a connection to `url`; it starts when [`run`](Self::run) runs. The URL is
-    /// parsed and the host resolved now, so those errors come back here; later failures go
-    /// to [`ClientHandler::on_connect_failed`] with the returned id.
+    /// parsed, the host resolved and, for `wss://`, the TLS config built (or taken from
+    /// [`TlsConfig`](crate::TlsConfig)'s cache) now, so those errors come back here; later
+    /// failures go to [`ClientHandler::on_connect_failed`] with the returned id.
     pub fn connect(&mut self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
         let (id, target) = self.state.shared.prepare(url, opts)?;
         self.state.cmds.push(Cmd::Connect(id, target));
@@ -139,8 +165,13 @@ impl ClientLoop {
         }
         // The first turn picks up what was requested before `run`.
         self.state.shared.waker.wake()?;
-        let mut driver = Driver { st: &mut self.state, h: handler };
-        self.ev.run(&mut driver)
+        let driver = Driver { st: &mut self.state, h: handler };
+        // (a run that panicked lost the TLS layer: a new one, its sessions died with it)
+        let (tls, Idle) = self.tls.take().unwrap_or_else(tls_layer).with_inner(driver);
+        let mut outer = Outer(tls);
+        let result = self.ev.run(&mut outer);
+        self.tls = Some(outer.0.with_inner(Idle).0);
+        result
     }
 }
 
@@ -160,6 +191,8 @@ struct LoopState {
     ids: HashMap<ClientId, ConnId>,
     shared: Arc<Shared>,
     cmds: Vec<Cmd>,
+    /// Attempts to start again on their next address.
+    retries: Vec<Attempt>,
     stop_when_idle: bool,
 }
 
@@ -168,6 +201,8 @@ struct Attempt {
     id: ClientId,
     target: Box<Target>,
     index: usize,
+    /// The end of the handshake (TLS and upgrade) once TCP is up.
+    deadline: Option<Instant>,
 }
 
 impl Attempt {
@@ -180,6 +215,8 @@ impl Attempt {
 enum Slot {
     /// TCP connect in progress.
     Connecting(Attempt),
+    /// `wss://`: TCP is up, the TLS handshake runs.
+    Tls(Attempt),
     /// Request sent, reading the response head.
     Handshake(Attempt, Vec<u8>),
     /// A non-101 answer: reading its body before reporting it.
@@ -239,11 +276,16 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
-    /// Starts (or moves on to the next address of) an attempt.
-    fn start(&mut self, io: &mut impl Io, mut attempt: Attempt) {
+    /// Starts (or moves on to the next address of) an attempt: through the TLS layer for
+    /// `wss://`, past it for `ws://`.
+    fn start<I: Io>(&mut self, io: &mut TlsIo<'_, I>, mut attempt: Attempt) {
         loop {
             let addr = attempt.addr();
-            match io.connect(addr) {
+            let started = match &attempt.target.tls {
+                Some((config, name)) => io.connect_tls_with(addr, name.clone(), config.clone()),
+                None => io.connect_plain(addr),
+            };
+            match started {
                 Ok(conn) => {
                     io.set_timer(conn, attempt.target.opts.connect_timeout.map(|t| io.now() + t));
                     self.st.ids.insert(attempt.id, conn);
@@ -266,7 +308,8 @@ impl<H: ClientHandler> Driver<'_, H> {
         if retry && attempt.index + 1 < attempt.target.addrs.len() {
             tracing::debug!(url = %attempt.target.url, addr = %attempt.addr(), %error, "trying the next address");
             attempt.index += 1;
-            self.start(io, attempt);
+            attempt.deadline = None;
+            self.st.retries.push(attempt); // started by run_commands, after this callback
         } else {
             tracing::debug!(url = %attempt.target.url, addr = %attempt.addr(), %error, "giving up");
             self.fail(attempt.id, error);
@@ -338,19 +381,22 @@ impl<H: ClientHandler> Driver<'_, H> {
     /// Runs the queued commands (and any they queue in turn), with those from other threads
     /// if `inbox`. Called after every callback: the loop may call some (`on_closed`,
     /// `on_sent`) after `on_turn_end`, just before it blocks.
-    fn run_commands(&mut self, io: &mut impl Io, inbox: bool) {
+    fn run_commands<I: Io>(&mut self, io: &mut TlsIo<'_, I>, inbox: bool) {
         let mut stop = false;
         loop {
+            for attempt in std::mem::take(&mut self.st.retries) {
+                self.start(io, attempt);
+            }
             let mut cmds = std::mem::take(&mut self.st.cmds);
             if inbox {
                 stop |= self.st.shared.take(&mut cmds);
             }
-            if cmds.is_empty() {
+            if cmds.is_empty() && self.st.retries.is_empty() {
                 break;
             }
             for cmd in cmds {
                 match cmd {
-                    Cmd::Connect(id, target) => self.start(io, Attempt { id, target, index: 0 }),
+                    Cmd::Connect(id, target) => self.start(io, Attempt { id, target, index: 0, deadline: None }),
                     Cmd::Conn(id, cmd) => {
                         if let Some(conn) = self.st.ids.get(&id).copied()
                             && let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn)
@@ -369,7 +415,7 @@ impl<H: ClientHandler> Driver<'_, H> {
     }
 
     /// Stops the loop when nothing is left to do (and that is wanted).
-    fn maybe_stop(&mut self, io: &mut impl Io) {
+    fn maybe_stop<I: Io>(&mut self, io: &mut TlsIo<'_, I>) {
         self.run_commands(io, false);
         if self.st.stop_when_idle && self.st.slots.is_empty() {
             io.stop();
@@ -387,20 +433,65 @@ fn connect_error(addr: SocketAddr, e: std::io::Error) -> ConnectError {
 
 /// The loop's callbacks, each followed by the commands it queued.
 impl<H: ClientHandler> Driver<'_, H> {
+    /// TCP is up for `conn`, before the TLS layer hears of it: a `wss://` connection's
+    /// handshake deadline starts now (the timer set here is the TLS layer's inner timer).
+    fn tcp_up(&mut self, io: &mut impl Io, conn: ConnId) {
+        let Some(Slot::Connecting(a)) = self.st.slots.get(&conn) else { return };
+        if a.target.tls.is_none() {
+            return;
+        }
+        let Some(Slot::Connecting(mut attempt)) = self.st.slots.remove(&conn) else { unreachable!() };
+        attempt.deadline = attempt.target.opts.handshake_timeout.map(|t| io.now() + t);
+        io.set_timer(conn, attempt.deadline);
+        self.st.slots.insert(conn, Slot::Tls(attempt));
+    }
+
+    /// TCP connected (`ws://`) or the TLS handshake is done (`wss://`), or either failed.
     fn connected(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
-        let Some(Slot::Connecting(_)) = self.st.slots.get(&conn) else { return };
-        let Some(Slot::Connecting(attempt)) = self.st.slots.remove(&conn) else { unreachable!() };
+        let Some(Slot::Connecting(_) | Slot::Tls(_)) = self.st.slots.get(&conn) else { return };
+        let (mut attempt, tls) = match self.st.slots.remove(&conn) {
+            Some(Slot::Connecting(a)) => (a, false),
+            Some(Slot::Tls(a)) => (a, true),
+            _ => unreachable!(),
+        };
         match result {
             Ok(()) => {
                 io.send(conn, attempt.target.request.bytes());
-                io.set_timer(conn, attempt.target.opts.handshake_timeout.map(|t| io.now() + t));
+                if !tls {
+                    attempt.deadline = attempt.target.opts.handshake_timeout.map(|t| io.now() + t);
+                }
+                io.set_timer(conn, attempt.deadline);
                 self.st.slots.insert(conn, Slot::Handshake(attempt, Vec::new()));
+            }
+            Err(e) if tls => {
+                // TCP was up: a TLS failure (or a reset meanwhile); no other address is tried.
+                // The TLS layer reports a close during its handshake as ConnectionAborted.
+                let error = match e.kind() {
+                    std::io::ErrorKind::ConnectionAborted if e.get_ref().is_none_or(|i| !i.is::<TlsError>()) => {
+                        ConnectError::ClosedBeforeUpgrade { addr: attempt.addr(), received: 0 }
+                    }
+                    _ => self.handshake_error(&attempt, e),
+                };
+                self.give_up(io, conn, attempt, error, false);
             }
             Err(e) => {
                 // on_closed follows for this socket; the slot is already Closing.
                 let error = connect_error(attempt.addr(), e);
                 self.give_up(io, conn, attempt, error, true);
             }
+        }
+    }
+
+    /// An error once TCP is up, before the 101: a TLS one told apart, else a socket error.
+    fn handshake_error(&self, attempt: &Attempt, e: std::io::Error) -> ConnectError {
+        let addr = attempt.addr();
+        match e.get_ref().and_then(|e| e.downcast_ref::<ringwire_tls::TlsError>()) {
+            Some(ringwire_tls::TlsError::HandshakeTimeout) => {
+                ConnectError::HandshakeTimeout { addr, after: TLS_BACKSTOP }
+            }
+            Some(ringwire_tls::TlsError::Truncated) => ConnectError::ClosedBeforeUpgrade { addr, received: 0 },
+            _ => crate::tls::tls_failure(&attempt.target.url.host_str(), &e)
+                .unwrap_or(ConnectError::Io { addr, source: e }),
         }
     }
 
@@ -414,6 +505,7 @@ impl<H: ClientHandler> Driver<'_, H> {
                 buf.extend_from_slice(data);
                 self.on_response(io, conn);
             }
+            Some(Slot::Tls(_)) => {} // the TLS layer gives no data before its on_connect
             Some(Slot::Refused(_, refusal)) => {
                 let room = MAX_BODY.saturating_sub(refusal.body.len());
                 refusal.body.extend_from_slice(&data[..data.len().min(room)]);
@@ -442,7 +534,7 @@ impl<H: ClientHandler> Driver<'_, H> {
                 let error = ConnectError::ConnectTimeout { addr: attempt.addr(), after };
                 self.give_up(io, conn, attempt, error, true);
             }
-            Some(Slot::Handshake(attempt, _)) => {
+            Some(Slot::Handshake(attempt, _) | Slot::Tls(attempt)) => {
                 let after = attempt.target.opts.handshake_timeout.unwrap_or_default();
                 let error = ConnectError::HandshakeTimeout { addr: attempt.addr(), after };
                 self.give_up(io, conn, attempt, error, false);
@@ -475,9 +567,21 @@ impl<H: ClientHandler> Driver<'_, H> {
             Some(Slot::Handshake(attempt, buf)) => {
                 let addr = attempt.addr();
                 let error = match error {
-                    Some(source) => ConnectError::Io { addr, source },
+                    // e.g. TLS 1.3: the server refuses our certificate after our handshake ended
+                    Some(source) => match self.handshake_error(&attempt, source) {
+                        ConnectError::ClosedBeforeUpgrade { .. } => {
+                            ConnectError::ClosedBeforeUpgrade { addr, received: buf.len() }
+                        }
+                        other => other,
+                    },
                     None => ConnectError::ClosedBeforeUpgrade { addr, received: buf.len() },
                 };
+                self.fail(attempt.id, error);
+            }
+            Some(Slot::Tls(attempt)) => {
+                // (the TLS layer reports on_connect(Err) first; this is only a fallback)
+                let error = error.unwrap_or_else(|| std::io::Error::other("closed during the tls handshake"));
+                let error = self.handshake_error(&attempt, error);
                 self.fail(attempt.id, error);
             }
             Some(Slot::Refused(attempt, refusal)) => self.fail(attempt.id, refusal.into_error()),
@@ -486,42 +590,88 @@ impl<H: ClientHandler> Driver<'_, H> {
     }
 }
 
-impl<H: ClientHandler> ringwire_io::Handler for Driver<'_, H> {
+/// The driver's callbacks, under the TLS layer; the commands they queue run in [`Outer`].
+impl<H: ClientHandler> Handler for Driver<'_, H> {
     fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
         io.abort(conn); // a client loop has no listeners
     }
 
     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
         self.connected(io, conn, result);
-        self.run_commands(io, false);
     }
 
     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
         self.data(io, conn, data);
-        self.run_commands(io, false);
     }
 
     fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
         self.sent(io, conn, bytes);
-        self.run_commands(io, false);
     }
 
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
         self.timer(io, conn);
-        self.run_commands(io, false);
     }
 
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
         self.closed(io, conn, error);
-        self.maybe_stop(io);
+    }
+}
+
+/// The loop's handler: the TLS layer (with the driver inside), and after each callback the
+/// commands the driver queued, run with the TLS layer's `Io` (connects go through it).
+struct Outer<'a, H>(TlsHandler<Driver<'a, H>>);
+
+impl<H: ClientHandler> Outer<'_, H> {
+    fn after(&mut self, io: &mut impl Io, inbox: bool, stop_if_idle: bool) {
+        let (driver, mut tio) = self.0.split(io);
+        driver.run_commands(&mut tio, inbox);
+        if stop_if_idle {
+            driver.maybe_stop(&mut tio);
+        }
+    }
+}
+
+impl<H: ClientHandler> Handler for Outer<'_, H> {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
+        io.abort(conn); // a client loop has no listeners
+    }
+
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: std::io::Result<()>) {
+        if result.is_ok() {
+            let (driver, mut tio) = self.0.split(io);
+            driver.tcp_up(&mut tio, conn);
+        }
+        self.0.on_connect(io, conn, result);
+        self.after(io, false, false);
+    }
+
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.0.on_data(io, conn, data);
+        self.after(io, false, false);
+    }
+
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.0.on_sent(io, conn, bytes);
+        self.after(io, false, false);
+    }
+
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.0.on_timer(io, conn);
+        self.after(io, false, false);
+    }
+
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
+        self.0.on_closed(io, conn, error);
+        self.after(io, false, true);
     }
 
     fn on_wake(&mut self, io: &mut impl Io) {
-        self.run_commands(io, true);
+        self.0.on_wake(io);
+        self.after(io, true, false);
     }
 
     fn on_turn_end(&mut self, io: &mut impl Io) {
-        self.run_commands(io, true);
-        self.maybe_stop(io);
+        self.0.on_turn_end(io);
+        self.after(io, true, true);
     }
 }

@@ -1,6 +1,7 @@
 //! [`ConnectError`]: every way opening a connection can fail, each told apart.
 
 use crate::url::UrlError;
+use ringwire_tls::TlsError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL was refused (bad syntax, `wss://`, another scheme).
+    /// The URL was refused (bad syntax, a scheme other than `ws` / `wss`).
     #[error(transparent)]
     Url(#[from] UrlError),
     /// The [`ConnectOptions`](crate::ConnectOptions) cannot make a valid request
@@ -102,6 +103,72 @@ pub enum ConnectError {
         /// Bytes of response received before the close.
         received: usize,
     },
+    /// The [`TlsConfig`](crate::TlsConfig) cannot make a TLS config: bad PEM, a key that
+    /// does not fit the certificate, no root certificate at all.
+    #[error("invalid TLS settings: {0}")]
+    TlsConfig(String),
+    /// `wss://`: the server's certificate chain does not lead to a trusted root (a
+    /// self-signed certificate, a private CA not added with
+    /// [`TlsConfig::with_roots_pem`](crate::TlsConfig::with_roots_pem), a missing intermediate).
+    #[error("tls: the certificate of {host} is not signed by a trusted root (unknown issuer)")]
+    TlsUnknownIssuer {
+        /// The host of the URL.
+        host: String,
+        /// The TLS layer's error.
+        #[source]
+        error: TlsError,
+    },
+    /// `wss://`: the server's certificate is not for the URL's host.
+    #[error("tls: the certificate of {host} is not valid for that name{}", names_hint(presented))]
+    TlsNameMismatch {
+        /// The host of the URL (the name verified).
+        host: String,
+        /// The names the certificate is for (when rustls reports them).
+        presented: Vec<String>,
+        /// The TLS layer's error.
+        #[source]
+        error: TlsError,
+    },
+    /// `wss://`: the server's certificate (or one in its chain) has expired.
+    #[error("tls: the certificate of {host} has expired ({})", crate::tls::cause(error))]
+    TlsExpired {
+        /// The host of the URL.
+        host: String,
+        /// The TLS layer's error (with the times, when rustls reports them).
+        #[source]
+        error: TlsError,
+    },
+    /// `wss://`: the server's certificate (or one in its chain) is not valid yet.
+    #[error("tls: the certificate of {host} is not valid yet ({})", crate::tls::cause(error))]
+    TlsNotYetValid {
+        /// The host of the URL.
+        host: String,
+        /// The TLS layer's error (with the times, when rustls reports them).
+        #[source]
+        error: TlsError,
+    },
+    /// `wss://`: the server's certificate was refused for another reason (bad signature,
+    /// revoked, wrong purpose, unsupported algorithm, malformed).
+    #[error("tls: the certificate of {host} was refused: {}", crate::tls::cause(error))]
+    TlsCertificate {
+        /// The host of the URL.
+        host: String,
+        /// The TLS layer's error.
+        #[source]
+        error: TlsError,
+    },
+    /// `wss://`: the TLS handshake failed otherwise: an alert from the server (e.g. it wants
+    /// a client certificate that was not given, or refused it), no protocol version,
+    /// cipher suite or ALPN protocol in common, a peer breaking the protocol.
+    #[error("tls handshake with {host} failed: {}", crate::tls::cause(error))]
+    TlsHandshake {
+        /// The host of the URL.
+        host: String,
+        /// The TLS layer's error: `TlsError::Protocol(rustls::Error::AlertReceived(..))`,
+        /// `PeerIncompatible(..)`, ...
+        #[source]
+        error: TlsError,
+    },
     /// The client loop stopped (or could not start) before the connection opened.
     #[error("the client event loop stopped: {0}")]
     Loop(String),
@@ -125,6 +192,15 @@ pub enum QueueError {
     /// The [`ClientLoop`](crate::ClientLoop) was dropped; nothing will run the command.
     #[error("the client loop is gone")]
     Closed,
+}
+
+fn names_hint(presented: &[String]) -> String {
+    match presented {
+        [] => String::new(),
+        [one] => format!(" (it is for {one})"),
+        many if many.len() <= 4 => format!(" (it is for {})", many.join(", ")),
+        many => format!(" (it is for {}, and {} more)", many[..4].join(", "), many.len() - 4),
+    }
 }
 
 fn body_hint(body: &[u8]) -> String {

@@ -1,5 +1,6 @@
 //! [`ConnectOptions`]: what to offer in the handshake and how long to wait.
 
+use crate::TlsConfig;
 use ringwire_conn::Config;
 use std::time::Duration;
 
@@ -29,9 +30,13 @@ pub struct ConnectOptions {
     /// How long the TCP connect may take, per address tried (default 10 s; `None`: the
     /// kernel's own limit, about two minutes).
     pub connect_timeout: Option<Duration>,
-    /// How long the server has to answer the upgrade request once TCP is up (default 10 s;
-    /// `None`: wait forever).
+    /// How long the server has to answer the upgrade request once TCP is up, the TLS
+    /// handshake of `wss://` included (default 10 s; `None`: wait forever, but for `wss://`
+    /// the TLS layer's own bound of a day on its handshake).
     pub handshake_timeout: Option<Duration>,
+    /// TLS settings for `wss://` URLs (ignored for `ws://`): roots, client certificate, or a
+    /// whole rustls config. Default: the system's roots, no client certificate.
+    pub tls: TlsConfig,
     /// The connection's behaviour after the handshake. Default [`Config::client`]:
     /// 1 MiB frames, 8 MiB messages, no keepalive pings (as WebSocket-Node's client).
     pub config: Config,
@@ -46,6 +51,7 @@ impl Default for ConnectOptions {
             version: 13,
             connect_timeout: Some(Duration::from_secs(10)),
             handshake_timeout: Some(Duration::from_secs(10)),
+            tls: TlsConfig::default(),
             config: Config::client(),
         }
     }
@@ -84,6 +90,18 @@ impl ConnectOptions {
     /// Sets the TCP connect timeout.
     pub fn with_connect_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the handshake timeout (the TLS handshake and the upgrade).
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets the TLS settings of `wss://` connections.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
         self
     }
 

@@ -1,4 +1,4 @@
-//! `ws://` URLs: parsing, the `Host` header and the request target, and resolution.
+//! `ws://` and `wss://` URLs: parsing, the `Host` header and the request target, and resolution.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -7,14 +7,11 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
-    /// `wss://`: TLS is not implemented yet.
-    #[error("wss:// (TLS) is not supported yet")]
-    TlsUnsupported,
-    /// A scheme other than `ws` (or `wss`).
-    #[error("unsupported scheme {0:?}: only ws:// URLs are supported")]
+    /// A scheme other than `ws` or `wss`.
+    #[error("unsupported scheme {0:?}: only ws:// and wss:// URLs are supported")]
     UnsupportedScheme(String),
     /// No `scheme://` at all.
-    #[error("{0:?} is not a ws:// URL (expected ws://host[:port][/path][?query])")]
+    #[error("{0:?} is not a ws:// or wss:// URL (expected ws[s]://host[:port][/path][?query])")]
     NotAUrl(String),
     /// The host part is empty.
     #[error("the URL has no host")]
@@ -58,19 +55,21 @@ impl fmt::Display for Host {
     }
 }
 
-/// A parsed `ws://host[:port][/path][?query]` URL.
+/// A parsed `ws[s]://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: the connection speaks TLS.
+    pub secure: bool,
     /// The host (IPv6 literals without brackets).
     pub host: Host,
-    /// The port (80 when the URL names none).
+    /// The port (80 for `ws://`, 443 for `wss://` when the URL names none).
     pub port: u16,
     /// The request target: the path (at least `/`) and the `?query` if any.
     pub resource: String,
 }
 
 impl WsUrl {
-    /// Parses a `ws://` URL. `wss://` and any other scheme are refused with a clear error.
+    /// Parses a `ws://` or `wss://` URL; any other scheme is refused with a clear error.
     ///
     /// ```
     /// use ringwire_client::{Host, WsUrl};
@@ -78,17 +77,16 @@ impl WsUrl {
     /// assert_eq!(u.host, Host::Ip("::1".parse().unwrap()));
     /// assert_eq!((u.port, u.resource.as_str()), (9001, "/chat?room=1"));
     /// assert_eq!(u.host_header(), "[::1]:9001");
-    /// assert_eq!(WsUrl::parse("wss://example.com").unwrap_err().to_string(), "wss:// (TLS) is not supported yet");
+    /// let u = WsUrl::parse("wss://example.com/feed").unwrap();
+    /// assert_eq!((u.secure, u.port, u.host_header().as_str()), (true, 443, "example.com"));
     /// ```
     pub fn parse(url: &str) -> Result<Self, UrlError> {
         let url = url.trim();
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(UrlError::NotAUrl(url.to_owned()));
         };
-        if scheme.eq_ignore_ascii_case("wss") {
-            return Err(UrlError::TlsUnsupported);
-        }
-        if !scheme.eq_ignore_ascii_case("ws") {
+        let secure = scheme.eq_ignore_ascii_case("wss");
+        if !secure && !scheme.eq_ignore_ascii_case("ws") {
             return Err(UrlError::UnsupportedScheme(scheme.to_owned()));
         }
         if rest.contains('#') {
@@ -99,7 +97,7 @@ impl WsUrl {
         if authority.contains('@') {
             return Err(UrlError::Credentials);
         }
-        let (host, port) = split_host_port(authority)?;
+        let (host, port) = split_host_port(authority, if secure { 443 } else { 80 })?;
         let resource = match target {
             "" => "/".to_owned(),
             t if t.starts_with('?') => format!("/{t}"),
@@ -108,12 +106,17 @@ impl WsUrl {
         if resource.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(UrlError::InvalidPath);
         }
-        Ok(WsUrl { host, port, resource })
+        Ok(WsUrl { secure, host, port, resource })
     }
 
-    /// The `Host` header value: the host, with `:port` unless it is 80.
+    /// The port the scheme implies: 443 for `wss://`, 80 for `ws://`.
+    pub fn default_port(&self) -> u16 {
+        if self.secure { 443 } else { 80 }
+    }
+
+    /// The `Host` header value: the host, with `:port` unless it is the scheme's default.
     pub fn host_header(&self) -> String {
-        if self.port == 80 { self.host.to_string() } else { format!("{}:{}", self.host, self.port) }
+        if self.port == self.default_port() { self.host.to_string() } else { format!("{}:{}", self.host, self.port) }
     }
 
     /// The host as the handshake wants it (a name, or an IP literal without brackets).
@@ -142,7 +145,8 @@ impl WsUrl {
 
 impl fmt::Display for WsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ws://{}:{}{}", self.host, self.port, self.resource)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.resource)
     }
 }
 
@@ -153,7 +157,7 @@ impl std::str::FromStr for WsUrl {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(Host, u16), UrlError> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(Host, u16), UrlError> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let Some((addr, after)) = v6.split_once(']') else {
             return Err(UrlError::InvalidHost(authority.to_owned()));
@@ -188,7 +192,7 @@ fn split_host_port(authority: &str) -> Result<(Host, u16), UrlError> {
         (host, port)
     };
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => return Err(UrlError::InvalidPort(p.to_owned())),
@@ -222,13 +226,32 @@ mod tests {
         assert_eq!(ok("ws://h?q=1").resource, "/?q=1");
         assert_eq!(ok("ws://h:1").port, 1);
         assert_eq!(ok("ws://h:65535").port, 65535);
+        assert!(!ok("ws://h").secure);
+    }
+
+    #[test]
+    fn parses_wss_with_port_443_by_default() {
+        let u = ok("wss://Example.com/chat");
+        assert_eq!(
+            (u.secure, u.host.clone(), u.port, u.resource.as_str()),
+            (true, Host::Name("example.com".into()), 443, "/chat")
+        );
+        assert_eq!(u.host_header(), "example.com");
+        assert_eq!(u.to_string(), "wss://example.com:443/chat");
+        let u = ok("WSS://127.0.0.1:8443");
+        assert_eq!((u.secure, u.port, u.host_header().as_str()), (true, 8443, "127.0.0.1:8443"));
+        assert_eq!(ok("wss://[::1]:80/").host_header(), "[::1]:80");
+        assert_eq!(ok("ws://h:443/").host_header(), "h:443");
     }
 
     #[test]
     fn refuses_bad_urls_clearly() {
         let err = |s: &str| WsUrl::parse(s).unwrap_err();
-        assert_eq!(err("wss://example.com/"), UrlError::TlsUnsupported);
-        assert_eq!(err("WSS://example.com/").to_string(), "wss:// (TLS) is not supported yet");
+        assert_eq!(err("wss://u@example.com/"), UrlError::Credentials);
+        assert_eq!(
+            err("https://example.com/").to_string(),
+            "unsupported scheme \"https\": only ws:// and wss:// URLs are supported"
+        );
         assert_eq!(err("http://example.com/"), UrlError::UnsupportedScheme("http".into()));
         assert_eq!(err("example.com"), UrlError::NotAUrl("example.com".into()));
         assert_eq!(err("ws://"), UrlError::MissingHost);

@@ -38,6 +38,8 @@ pub(crate) struct Target {
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) opts: ConnectOptions,
     pub(crate) request: Prepared,
+    /// `wss://`: the TLS config and the name to verify.
+    pub(crate) tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
 /// Work queued for the loop by callbacks ([`Ctl`]) or other threads ([`LoopHandle`]).
@@ -127,9 +129,13 @@ impl Shared {
     pub(crate) fn prepare(&self, url: &str, opts: ConnectOptions) -> Result<(ClientId, Box<Target>), ConnectError> {
         let url = WsUrl::parse(url)?;
         let request = crate::handshake::prepare(&url, &opts)?;
+        let tls = match url.secure {
+            true => Some((opts.tls.client_config()?, crate::tls::server_name(&url)?)),
+            false => None,
+        };
         let addrs = url.resolve().map_err(|source| ConnectError::Dns { host: url.host_str(), source })?;
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        Ok((id, Box::new(Target { url, addrs, opts, request })))
+        Ok((id, Box::new(Target { url, addrs, opts, request, tls })))
     }
 }
 
@@ -143,7 +149,8 @@ impl Ctl<'_> {
     /// Starts connecting to `url` (parsed and resolved now, on the loop's thread: a host
     /// name blocks it for the lookup). [`ClientHandler::on_open`](crate::ClientHandler::on_open)
     /// or [`on_connect_failed`](crate::ClientHandler::on_connect_failed) follows with the id.
-    /// A bad URL, bad options or a failed lookup are returned here instead.
+    /// A bad URL, bad options (TLS settings included) or a failed lookup are returned here
+    /// instead.
     pub fn connect(&mut self, url: &str, opts: ConnectOptions) -> Result<ClientId, ConnectError> {
         let (id, target) = self.shared.prepare(url, opts)?;
         self.cmds.push(Cmd::Connect(id, target));

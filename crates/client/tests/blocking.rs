@@ -63,7 +63,7 @@ fn connect_failures_are_returned() {
         let e = connect_with(&format!("ws://{dead}/"), ConnectOptions::default(), io).unwrap_err();
         assert!(matches!(e, ConnectError::Refused { .. }), "{io:?}: {e:?}");
     }
-    assert!(matches!(connect("wss://localhost/"), Err(ConnectError::Url(_))));
+    assert!(matches!(connect("https://localhost/"), Err(ConnectError::Url(_))));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ringwire_client::{ClientLoop, ConnectError, ConnectOptions, IoChoice, UrlError};
+use ringwire_client::{ClientLoop, ConnectError, ConnectOptions, IoChoice, Roots, TlsConfig, UrlError};
 use ringwire_conn::handshake::accept_key;
 use std::io::Write;
 use std::net::TcpStream;
@@ -48,9 +48,12 @@ fn refused_when_nothing_listens() {
 #[test]
 fn url_dns_and_option_errors_come_back_from_connect() {
     let mut client = ClientLoop::new(IoChoice::Epoll).unwrap();
-    let err = client.connect("wss://example.com/", ConnectOptions::default()).unwrap_err();
-    assert!(matches!(err, ConnectError::Url(UrlError::TlsUnsupported)), "{err:?}");
-    assert_eq!(err.to_string(), "wss:// (TLS) is not supported yet");
+    let no_roots = ConnectOptions::default().with_tls(TlsConfig::new().with_roots(Roots::Empty));
+    let err = client.connect("wss://example.com/", no_roots).unwrap_err();
+    assert!(matches!(err, ConnectError::TlsConfig(_)), "{err:?}");
+    assert_eq!(err.to_string(), "invalid TLS settings: no root certificate to trust (Roots::Empty and none added)");
+    let err = TlsConfig::new().with_roots_pem(b"not a certificate").unwrap_err();
+    assert_eq!(err.to_string(), "invalid TLS settings: root certificates: no CERTIFICATE in the PEM");
     let err = client.connect("http://example.com/", ConnectOptions::default()).unwrap_err();
     assert!(matches!(err, ConnectError::Url(UrlError::UnsupportedScheme(_))), "{err:?}");
     match client.connect("ws://no-such-host.invalid/", ConnectOptions::default()).unwrap_err() {

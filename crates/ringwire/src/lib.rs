@@ -20,7 +20,7 @@
 //! | [`conn`] | the sans-IO connection: handshake, state machine, flow control |
 //! | [`io`] | the event loops (io_uring, epoll) |
 //! | [`server`] | the thread-per-core server and its handler API |
-//! | [`client`] | the client over the same loops |
+//! | [`client`] | the client over the same loops (`ws://` and `wss://`) |
 //!
 //! ```no_run
 //! use ringwire::conn::Message;

@@ -196,6 +196,15 @@ pub struct TlsIo<'a, I: Io> {
     names: &'a mut HashMap<ConnId, ServerName<'static>>,
     /// The inner handler's timers on connections not yet connected (no session yet).
     timers: &'a mut HashMap<ConnId, Instant>,
+    routes: &'a mut Routes,
+}
+
+/// Client connections that are not the handler's default: plain ones passed through
+/// untouched, and TLS ones with a config of their own.
+#[derive(Default)]
+struct Routes {
+    plain: HashSet<ConnId>,
+    configs: HashMap<ConnId, Arc<ClientConfig>>,
 }
 
 impl<I: Io> TlsIo<'_, I> {
@@ -204,6 +213,28 @@ impl<I: Io> TlsIo<'_, I> {
     pub fn connect_tls(&mut self, addr: SocketAddr, name: ServerName<'static>) -> io::Result<ConnId> {
         let id = self.io.connect(addr)?;
         self.names.insert(id, name);
+        Ok(id)
+    }
+
+    /// Like [`connect_tls`](Self::connect_tls) with a client config of its own instead of the
+    /// handler's (which may then have none: [`TlsHandler::new`] with `client: None`).
+    pub fn connect_tls_with(
+        &mut self,
+        addr: SocketAddr,
+        name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+    ) -> io::Result<ConnId> {
+        let id = self.connect_tls(addr, name)?;
+        self.routes.configs.insert(id, config);
+        Ok(id)
+    }
+
+    /// Starts a connection to `addr` that this handler passes through untouched: no TLS, its
+    /// callbacks go to the inner handler as they come and its sends go out as they are (a
+    /// loop that mixes `ws://` and `wss://` connections).
+    pub fn connect_plain(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let id = self.io.connect(addr)?;
+        self.routes.plain.insert(id);
         Ok(id)
     }
 
@@ -218,7 +249,12 @@ impl<I: Io> Io for TlsIo<'_, I> {
         self.io.now()
     }
     fn send(&mut self, conn: ConnId, chunk: Bytes) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            if self.routes.plain.contains(&conn) {
+                self.io.send(conn, chunk);
+            }
+            return;
+        };
         if c.closing || c.close_when_ready || !c.known {
             return; // as the real Io drops sends after close
         }
@@ -231,7 +267,11 @@ impl<I: Io> Io for TlsIo<'_, I> {
         }
     }
     fn queued(&self, conn: ConnId) -> usize {
-        self.conns.get(&conn).map_or(0, |c| c.queued_plain + c.pending.len())
+        match self.conns.get(&conn) {
+            Some(c) => c.queued_plain + c.pending.len(),
+            None if self.routes.plain.contains(&conn) => self.io.queued(conn),
+            None => 0,
+        }
     }
     fn close(&mut self, conn: ConnId) {
         match self.conns.get_mut(&conn) {
@@ -262,6 +302,7 @@ impl<I: Io> Io for TlsIo<'_, I> {
                 }
             }
             Some(_) => self.io.set_timer(conn, at),
+            None if self.routes.plain.contains(&conn) => self.io.set_timer(conn, at),
             None => {
                 // Not connected yet: the slot is the inner handler's until the TLS session
                 // starts; remembered so that on_connect keeps it.
@@ -303,8 +344,11 @@ impl<I: Io> Io for TlsIo<'_, I> {
 ///   `on_accept` runs when the handshake is done.
 /// - Connections from [`Io::connect`] get a client session for the name set with
 ///   [`TlsHandler::set_server_name`] / [`TlsIo::connect_tls`], else
-///   [`TlsHandler::default_server_name`]; the inner `on_connect(Ok)` runs when the handshake
-///   is done, `on_connect(Err)` and `on_closed(Some)` if it fails.
+///   [`TlsHandler::default_server_name`], and the config given to
+///   [`TlsIo::connect_tls_with`] or else the handler's; the inner `on_connect(Ok)` runs when
+///   the handshake is done, `on_connect(Err)` and `on_closed(Some)` if it fails (both errors
+///   hold the [`TlsError`] when there is one).
+/// - Connections from [`TlsIo::connect_plain`] are no TLS at all: passed through untouched.
 /// - A TLS error (or a handshake past [`TlsOptions::handshake_timeout`]) closes the
 ///   connection; the inner handler gets `on_closed` with an `io::Error` holding the
 ///   [`TlsError`] if it knew the connection, otherwise there is one debug log line.
@@ -326,6 +370,8 @@ pub struct TlsHandler<H> {
     names: HashMap<ConnId, ServerName<'static>>,
     /// The inner handler's timers on connections not yet connected.
     timers: HashMap<ConnId, Instant>,
+    /// Plain client connections, and client configs of single connections.
+    routes: Routes,
     /// Connections the inner handler never hears of (refused at accept).
     ignored: HashSet<ConnId>,
     /// Client connections the inner handler knows that failed before a session existed.
@@ -355,7 +401,13 @@ impl<H> std::fmt::Debug for TlsHandler<H> {
 
 macro_rules! tio {
     ($self:ident, $io:ident) => {
-        &mut TlsIo { io: &mut *$io, conns: &mut $self.conns, names: &mut $self.names, timers: &mut $self.timers }
+        &mut TlsIo {
+            io: &mut *$io,
+            conns: &mut $self.conns,
+            names: &mut $self.names,
+            timers: &mut $self.timers,
+            routes: &mut $self.routes,
+        }
     };
 }
 
@@ -390,6 +442,7 @@ impl<H: Handler> TlsHandler<H> {
             conns: HashMap::new(),
             names: HashMap::new(),
             timers: HashMap::new(),
+            routes: Routes::default(),
             ignored: HashSet::new(),
             failed: HashMap::new(),
             deferred: VecDeque::new(),
@@ -435,6 +488,50 @@ impl<H: Handler> TlsHandler<H> {
     /// Unwraps the inner handler.
     pub fn into_inner(self) -> H {
         self.inner
+    }
+
+    /// The inner handler and a [`TlsIo`] over `io`, to drive the inner handler from outside
+    /// a callback of this one (a wrapper that runs work of its own after each callback, with
+    /// [`TlsIo::connect_tls_with`] and [`TlsIo::connect_plain`] at hand).
+    pub fn split<'a, I: Io>(&'a mut self, io: &'a mut I) -> (&'a mut H, TlsIo<'a, I>) {
+        let tio = TlsIo {
+            io,
+            conns: &mut self.conns,
+            names: &mut self.names,
+            timers: &mut self.timers,
+            routes: &mut self.routes,
+        };
+        (&mut self.inner, tio)
+    }
+
+    /// Puts `inner` in place of the inner handler, keeping every session and setting, and
+    /// returns the old one: a handler that lives across several `EventLoop::run` calls with
+    /// an inner handler that borrows per call.
+    pub fn with_inner<H2>(self, inner: H2) -> (TlsHandler<H2>, H) {
+        // every field but `inner` moves over (named once: a new field must be added here)
+        macro_rules! move_fields {
+            ($($f:ident),*) => {{
+                let TlsHandler { inner: old, $($f),* } = self;
+                (TlsHandler { inner, $($f),* }, old)
+            }};
+        }
+        move_fields!(
+            server,
+            client,
+            default_name,
+            opts,
+            conns,
+            names,
+            timers,
+            routes,
+            ignored,
+            failed,
+            deferred,
+            turn_handshakes,
+            deferred_total,
+            steps_total,
+            plain
+        )
     }
 
     /// Connections with a TLS session (handshaking or established).
@@ -526,23 +623,27 @@ impl<H: Handler> Handler for TlsHandler<H> {
     }
 
     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        if self.routes.plain.contains(&conn) {
+            return self.inner.on_connect(tio!(self, io), conn, result);
+        }
         let name = self.names.remove(&conn).or_else(|| self.default_name.clone());
+        let config = self.routes.configs.remove(&conn).or_else(|| self.client.clone());
         let inner_timer = self.timers.remove(&conn);
         if let Err(e) = result {
             return self.inner.on_connect(tio!(self, io), conn, Err(e));
         }
-        let session = match (&self.client, name) {
+        let session = match (config, name) {
             (None, _) => Err(TlsError::NoConfig("client")),
             (_, None) => Err(TlsError::NoServerName),
-            (Some(cfg), Some(name)) => TlsSession::client(cfg.clone(), name),
+            (Some(cfg), Some(name)) => TlsSession::client(cfg, name),
         };
         let mut s = match session {
             Ok(s) => s,
             Err(e) => {
-                let kind = e.kind();
+                let first = e.clone().into();
                 self.failed.insert(conn, e);
                 io.abort(conn);
-                return self.inner.on_connect(tio!(self, io), conn, Err(kind.into()));
+                return self.inner.on_connect(tio!(self, io), conn, Err(first));
             }
         };
         let deadline = io.now() + self.opts.handshake_timeout;
@@ -557,7 +658,12 @@ impl<H: Handler> Handler for TlsHandler<H> {
     }
 
     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            if self.routes.plain.contains(&conn) {
+                self.inner.on_data(tio!(self, io), conn, data);
+            }
+            return;
+        };
         if c.closing {
             return;
         }
@@ -587,7 +693,12 @@ impl<H: Handler> Handler for TlsHandler<H> {
     }
 
     fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            if self.routes.plain.contains(&conn) {
+                self.inner.on_sent(tio!(self, io), conn, bytes);
+            }
+            return;
+        };
         let plain = c.written(bytes);
         if plain > 0 && c.ready {
             self.inner.on_sent(tio!(self, io), conn, plain);
@@ -595,6 +706,10 @@ impl<H: Handler> Handler for TlsHandler<H> {
     }
 
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        if self.routes.plain.remove(&conn) {
+            return self.inner.on_closed(tio!(self, io), conn, error);
+        }
+        self.routes.configs.remove(&conn);
         self.names.remove(&conn);
         self.timers.remove(&conn);
         if self.conns.get(&conn).is_some_and(|c| c.stash.is_some()) {
@@ -622,14 +737,14 @@ impl<H: Handler> Handler for TlsHandler<H> {
                 self.inner.on_closed(tio!(self, io), conn, e);
             }
             Kind::Client => {
-                // The inner handler asked for this connection: on_connect(Err), then on_closed
-                // with the same kind (the TlsError itself rides in the second one).
-                let last: io::Error = match (tls, error) {
-                    (Some(t), _) => t.into(),
-                    (None, Some(e)) => e,
-                    (None, None) => handshake_aborted(),
+                // The inner handler asked for this connection: on_connect(Err), then on_closed,
+                // both holding the TlsError if there is one (an io error is copied with its
+                // kind and message into the first).
+                let (first, last): (io::Error, io::Error) = match (tls, error) {
+                    (Some(t), _) => (t.clone().into(), t.into()),
+                    (None, Some(e)) => (io::Error::new(e.kind(), e.to_string()), e),
+                    (None, None) => (handshake_aborted(), handshake_aborted()),
                 };
-                let first = io::Error::new(last.kind(), last.to_string());
                 self.inner.on_connect(tio!(self, io), conn, Err(first));
                 self.inner.on_closed(tio!(self, io), conn, Some(last));
             }

@@ -72,7 +72,7 @@ pub use rustls;
 use std::io;
 
 /// Why a TLS session failed. `Display` is one line.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
     /// rustls refused the peer or its data: a certificate (`InvalidCertificate`), an alert

@@ -235,7 +235,16 @@ fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
                 self.0.push("server accept".into());
             }
             fn on_connect(&mut self, _: &mut impl Io, _: ConnId, r: io::Result<()>) {
-                self.0.push(format!("connect {:?}", r.map_err(|e| e.kind())));
+                // the first callback holds the TlsError too, not a copy of its kind and text
+                let unknown_issuer = r.as_ref().err().and_then(|e| e.get_ref()).is_some_and(|e| {
+                    matches!(
+                        e.downcast_ref::<TlsError>(),
+                        Some(TlsError::Protocol(rustls::Error::InvalidCertificate(
+                            rustls::CertificateError::UnknownIssuer
+                        )))
+                    )
+                });
+                self.0.push(format!("connect {:?} {unknown_issuer}", r.map_err(|e| e.kind())));
             }
             fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: &mut [u8]) {}
             fn on_closed(&mut self, io: &mut impl Io, _: ConnId, e: Option<io::Error>) {
@@ -257,7 +266,7 @@ fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
         let _dog = watchdog(waker, abort);
         ev.run(&mut tls).unwrap();
         let _ = conn;
-        assert_eq!(tls.inner().0, vec!["connect Err(InvalidData)", "closed Some(true)"], "{choice}");
+        assert_eq!(tls.inner().0, vec!["connect Err(InvalidData) true", "closed Some(true)"], "{choice}");
     }
 }
 
@@ -682,5 +691,135 @@ fn the_inner_handlers_timer_on_a_client_connection_fires_during_and_after_the_ha
         assert_eq!(events, ["connect Ok(())", "timer", "closed"], "{choice}");
         let fired = fired.unwrap();
         assert!(fired >= Duration::from_millis(250) && fired < Duration::from_secs(5), "{choice}: {fired:?}");
+    }
+}
+
+/// Inner handler of the mixed test: echoes on accepted connections; on each connected one
+/// sends `payload` and closes once it is all back.
+#[derive(Default)]
+struct Mixed {
+    payload: Vec<u8>,
+    plain_to: Option<SocketAddr>,
+    tls_to: Option<SocketAddr>,
+    plain: Option<ConnId>,
+    tls: Option<ConnId>,
+    got: std::collections::HashMap<ConnId, Vec<u8>>,
+    closed: Vec<(ConnId, Option<io::ErrorKind>)>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Handler for Mixed {
+    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        result.expect("connect");
+        io.send(conn, Bytes::from(self.payload.clone()));
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        if Some(conn) != self.plain && Some(conn) != self.tls {
+            return io.send(conn, Bytes::copy_from_slice(data)); // the loop's own TLS server
+        }
+        let got = self.got.entry(conn).or_default();
+        got.extend_from_slice(data);
+        if got.len() == self.payload.len() {
+            io.close(conn);
+        }
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.closed.push((conn, error.map(|e| e.kind())));
+        if self.closed.len() == 3 {
+            io.stop();
+        }
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        if self.abort.load(Ordering::SeqCst) {
+            io.stop();
+        }
+    }
+}
+
+/// Opens the two client connections of [`Mixed`] at the first wake, through
+/// `TlsHandler::split`: one plain, one TLS with a config of its own.
+struct OpenOnWake(TlsHandler<Mixed>, Arc<rustls::ClientConfig>);
+
+impl Handler for OpenOnWake {
+    fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
+        self.0.on_accept(io, conn, peer);
+    }
+    fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
+        self.0.on_connect(io, conn, result);
+    }
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+        self.0.on_data(io, conn, data);
+    }
+    fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
+        self.0.on_sent(io, conn, bytes);
+    }
+    fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<io::Error>) {
+        self.0.on_closed(io, conn, error);
+    }
+    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.0.on_timer(io, conn);
+    }
+    fn on_wake(&mut self, io: &mut impl Io) {
+        let (m, mut tio) = self.0.split(io);
+        if let (Some(plain), Some(tls)) = (m.plain_to.take(), m.tls_to.take()) {
+            m.plain = Some(tio.connect_plain(plain).unwrap());
+            m.tls = Some(tio.connect_tls_with(tls, localhost(), self.1.clone()).unwrap());
+        }
+        self.0.on_wake(io);
+    }
+    fn on_turn_end(&mut self, io: &mut impl Io) {
+        self.0.on_turn_end(io);
+    }
+}
+
+#[test]
+fn plain_connections_pass_through_beside_tls_ones_with_their_own_config() {
+    let p = pki();
+    let payload = pattern(200_000, 7);
+    for choice in backends() {
+        // a plain TCP echo peer: what it reads must be the payload itself, not TLS records
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_addr = plain.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = plain.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break seen;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                s.write_all(&buf[..n]).unwrap();
+            }
+        });
+        let Server { mut ev, waker, addr } = server(choice);
+        let abort = Arc::new(AtomicBool::new(false));
+        let inner = Mixed {
+            payload: payload.clone(),
+            plain_to: Some(plain_addr),
+            tls_to: Some(addr),
+            abort: abort.clone(),
+            ..Mixed::default()
+        };
+        // no client config of the handler's own: the TLS connection brings one
+        let tls = TlsHandler::new(inner, Some(server_config(&p)), None);
+        let mut outer = OpenOnWake(tls, client_config(&p.ca));
+        waker.wake().unwrap();
+        let _dog = watchdog(waker, abort.clone());
+        ev.run(&mut outer).unwrap();
+        assert!(!abort.load(Ordering::SeqCst), "{choice}: the watchdog stopped the loop");
+        let m = outer.0.inner();
+        let (pc, tc) = (m.plain.unwrap(), m.tls.unwrap());
+        assert!(m.got[&pc] == payload, "{choice}: plain echo");
+        assert!(m.got[&tc] == payload, "{choice}: tls echo");
+        assert!(peer.join().unwrap() == payload, "{choice}: the plain peer got the bytes as sent");
+        let mut closed = m.closed.clone();
+        closed.sort_by_key(|c| (c.0 != pc, c.0 != tc));
+        assert_eq!(closed.len(), 3, "{choice}: {closed:?}");
+        assert!(closed.iter().all(|c| c.1.is_none()), "{choice}: all clean (close_notify on the TLS ones): {closed:?}");
+        assert_eq!(outer.0.sessions(), 0, "{choice}");
     }
 }
