@@ -215,3 +215,47 @@ fn server_keepalive_pings_are_answered() {
         srv.shutdown().unwrap();
     }
 }
+
+#[test]
+fn wss_to_the_ringwire_server_echoes_large_and_fragmented_and_closes_cleanly() {
+    use ringwire_client::TlsConfig;
+    use ringwire_testkit::tls::Pki;
+    use ringwire_tls::{CertKeyPem, ServerTlsConfig};
+    let pki = Pki::localhost();
+    for io in backends() {
+        let pair = CertKeyPem::memory(pki.leaf_pem.clone(), pki.key_pem.clone());
+        let (srv, echo) = server(io, |c| c.tls = Some(ServerTlsConfig::new(pair)));
+        let mut opts = big_opts().with_tls(TlsConfig::new().with_root_der(pki.ca.clone()));
+        opts.config.fragmentation_threshold = 4096;
+        let big: bytes::Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        // By name, and by IP literal (the leaf names both).
+        for host in ["localhost", "127.0.0.1"] {
+            let b2 = big.clone();
+            let rec = Recorder::new()
+                .on_open(move |ws| {
+                    assert!(ws.send("small").is_queued());
+                    assert!(ws.send(b2.clone()).is_queued());
+                })
+                .on_message(|ws, _, n| {
+                    if n == 2 {
+                        ws.close(CloseCode::NORMAL, "").unwrap();
+                    }
+                });
+            let url = format!("wss://{host}:{}/echo", srv.local_addr().port());
+            let (id, rec) = run_one(io, &url, opts.clone(), rec);
+            assert_eq!(
+                rec.messages(id),
+                vec![Message::Text("small".into()), Message::Binary(big.clone())],
+                "{io:?} {host}"
+            );
+            assert_eq!(rec.close_of(id).0, 1000, "{io:?} {host}: a clean close, no TLS error");
+        }
+        let req = echo.requests.lock().unwrap().pop().unwrap();
+        assert_eq!(req.host, format!("127.0.0.1:{}", srv.local_addr().port()));
+        // The same server refuses a client that does not trust its CA, in the handshake.
+        let (id, mut rec) =
+            run_one(io, &format!("wss://localhost:{}/", srv.local_addr().port()), big_opts(), Recorder::new());
+        assert!(matches!(rec.failure(id), ConnectError::TlsUnknownIssuer { .. }), "{io:?}");
+        srv.shutdown().unwrap();
+    }
+}
