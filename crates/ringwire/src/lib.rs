@@ -44,3 +44,4 @@ pub use ringwire_conn as conn;
 pub use ringwire_frame as frame;
 pub use ringwire_io as io;
 pub use ringwire_server as server;
+pub use ringwire_tls as tls;

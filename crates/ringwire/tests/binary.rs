@@ -61,7 +61,7 @@ fn start_limited(soft: u64, hard: u64, args: &[&str]) -> (Child, String, std::th
 }
 
 fn addr_of(line: &str) -> String {
-    line.split("ws://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+    line.split("://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
 /// A connection that has completed the upgrade.
@@ -142,6 +142,13 @@ fn bad_flags_give_one_line_naming_the_flag() {
         (&["echo", "--io", "kqueue"][..], "--io"),
         (&["broadcast", "--addr", "nowhere"][..], "--addr"),
         (&["echo", "--no-such-flag"][..], "--no-such-flag"),
+        (&["echo", "--tls-cert", "c.pem"][..], "--tls-key"),
+        (
+            &["echo", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"][..],
+            "--tls-cert/--tls-key: cannot read /nonexistent/c.pem",
+        ),
+        (&["echo", "--tls-sni", "example.com"][..], "--tls-sni"),
+        (&["echo", "--tls-handshakes-per-turn", "0"][..], "--tls-handshakes-per-turn"),
     ] {
         let out = ringwire().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -244,4 +251,42 @@ fn sigterm_still_shuts_down_when_stderr_is_gone() {
     signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn serves_wss_and_sighup_rotates_the_certificate_keeping_it_on_a_bad_file() {
+    use ringwire_testkit::tls::{Pki, peer_leaf, tls_connect};
+    let dir = std::env::temp_dir().join(format!("ringwire-bin-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (Pki::localhost(), Pki::localhost());
+    let (cert, key) = first.write(&dir, "site");
+    let (cert, key) = (cert.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned());
+    let (child, line) = start(&[], &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(line.starts_with("ringwire echo listening on wss://127.0.0.1:"), "{line}");
+    let addr: std::net::SocketAddr = addr_of(&line).parse().unwrap();
+    // The leaf a new connection gets, when it verifies against `p`'s CA.
+    let leaf = |p: &Pki| tls_connect(addr, "localhost", p.client_config()).ok().map(|s| peer_leaf(&s));
+    let mut c = RawClient::over(tls_connect(addr, "localhost", first.client_config()).unwrap(), addr);
+    c.send(0x1, b"over tls");
+    assert_eq!(c.recv(), (0x1, b"over tls".to_vec()));
+
+    // SIGHUP reads the files again: new connections get the new pair (each worker swaps at
+    // its next accept; the signal is handled by another thread, so poll a little).
+    second.write(&dir, "site");
+    signal(&child, libc::SIGHUP);
+    let t0 = Instant::now();
+    assert_eq!(leaf(&second), None, "the old pair first");
+    while leaf(&second) != Some(second.leaf.clone()) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no new certificate after SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A bad file: SIGHUP keeps the pair in force (and the process).
+    std::fs::write(&cert, "garbage").unwrap();
+    signal(&child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(leaf(&second), Some(second.leaf.clone()));
+    c.send(0x1, b"still");
+    assert_eq!(c.recv(), (0x1, b"still".to_vec()));
+    assert!(stop(child).success());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -104,6 +104,18 @@ pub struct ServerConfig {
     pub event_loop: LoopConfig,
     /// Listen backlog (default 1024).
     pub backlog: i32,
+    /// Serve TLS (`wss://`) with these certificates (default `None`: plain `ws://`). The
+    /// files are read by [`Server::bind`](crate::Server::bind) (a bad file fails it) and
+    /// again by [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls) (and
+    /// SIGHUP with [`Server::run_until_signal`](crate::Server::run_until_signal)).
+    /// [`handshake_timeout`](Self::handshake_timeout) covers the TLS handshake and the
+    /// upgrade request together; a handshaking connection counts toward
+    /// [`max_connections`](Self::max_connections) and the per-IP limit from accept on.
+    pub tls: Option<ringwire_tls::ServerTlsConfig>,
+    /// TLS handshake steps each worker runs per loop turn (default 5, as uSockets): past
+    /// it the rest wait for the next turn, so a storm of handshakes cannot stall the
+    /// established connections. At least 1.
+    pub tls_handshakes_per_turn: usize,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +148,8 @@ impl ServerConfig {
             connection: ConnConfig::server(),
             event_loop: LoopConfig::default(),
             backlog: 1024,
+            tls: None,
+            tls_handshakes_per_turn: 5,
         }
     }
 
@@ -180,6 +194,12 @@ impl ServerConfig {
     /// default handler follows the client's order).
     pub fn with_subprotocols(mut self, protocols: Vec<String>) -> Self {
         self.subprotocols = protocols;
+        self
+    }
+
+    /// Serves TLS with `tls` (see [`tls`](Self::tls)).
+    pub fn with_tls(mut self, tls: ringwire_tls::ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -5,6 +5,7 @@ use crate::worker::Worker;
 use crate::{Handler, QueueError, ServerConfig};
 use ringwire_conn::PreparedMessage;
 use ringwire_io::{Detected, EventLoop};
+use ringwire_tls::{ServerTlsConfig, SharedServerConfig, TlsConfigError, TlsHandler, TlsOptions};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,9 @@ pub enum ServerError {
     /// The requested I/O backend is unavailable (e.g. `--io uring` where io_uring is blocked).
     #[error("io backend: {0}")]
     Backend(std::io::Error),
+    /// The TLS certificates could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] ringwire_tls::TlsConfigError),
     /// A worker's event loop failed.
     #[error("worker {worker}: {source}")]
     Worker {
@@ -66,7 +70,8 @@ impl Server {
             _ => ServerError::Bind { addr: cfg.addr, source: e },
         })?;
         let local_addr = listeners[0].local_addr().map_err(|e| ServerError::Bind { addr: cfg.addr, source: e })?;
-        let shared = Arc::new(Shared::new(threads, &cfg));
+        let tls = cfg.tls.clone().map(SharedServerConfig::new).transpose()?.map(Arc::new);
+        let shared = Arc::new(Shared::new(threads, &cfg, tls));
         Ok(Self { cfg: Arc::new(cfg), listeners, local_addr, backend, shared })
     }
 
@@ -104,11 +109,12 @@ impl Server {
     /// Starts serving in background threads and returns at once.
     pub fn spawn<H: Handler + Clone>(self, handler: H) -> RunningServer {
         tracing::info!(
-            "io backend: {} ({}); {} worker(s) listening on {}",
+            "io backend: {} ({}); {} worker(s) listening on {}{}",
             self.backend.backend,
             self.backend.reason,
             self.listeners.len(),
-            self.local_addr
+            self.local_addr,
+            self.shared.tls.as_ref().map_or(String::new(), |t| format!(" with tls ({})", t.describe()))
         );
         let mut threads = Vec::new();
         for (index, listener) in self.listeners.into_iter().enumerate() {
@@ -121,8 +127,20 @@ impl Server {
                     let (mut event_loop, waker) = EventLoop::new(backend, &cfg.resolved_event_loop())?;
                     event_loop.add_listener(listener)?;
                     shared.workers[index].set_waker(waker);
-                    let mut worker = Worker::new(index, handler, Arc::clone(&shared), cfg);
-                    event_loop.run(&mut worker)
+                    let worker = Worker::new(index, handler, Arc::clone(&shared), Arc::clone(&cfg));
+                    match &shared.tls {
+                        Some(tls) => {
+                            let opts = TlsOptions {
+                                handshake_timeout: cfg.handshake_timeout,
+                                handshakes_per_turn: cfg.tls_handshakes_per_turn,
+                                // The worker counts, limits and times connections from accept.
+                                accept_early: true,
+                            };
+                            let mut tls = TlsHandler::server_shared(worker, Arc::clone(tls)).with_options(opts);
+                            event_loop.run(&mut tls)
+                        }
+                        None => event_loop.run(&mut { worker }),
+                    }
                 };
                 let result = run();
                 // Whatever ended the loop, nothing more reaches this worker.
@@ -231,6 +249,20 @@ impl ServerHandle {
     /// Never refused, however full the workers' mailboxes are.
     pub fn shutdown(&self) {
         self.shared.shutdown();
+    }
+
+    /// Reads the TLS certificate and key files again and serves them to new connections
+    /// (each worker swaps its own copy at its next accept; open connections keep theirs).
+    /// On any error (a missing file, a key that does not fit) the certificates in force
+    /// stay and the error says why. `Err(TlsConfigError::Empty)` when the server has no TLS.
+    pub fn reload_tls(&self) -> Result<(), TlsConfigError> {
+        self.shared.tls.as_ref().ok_or(TlsConfigError::Empty)?.reload()
+    }
+
+    /// Serves `tls` to new connections from now on, like [`reload_tls`](Self::reload_tls)
+    /// (later reloads read its files); on error nothing changes.
+    pub fn set_tls(&self, tls: ServerTlsConfig) -> Result<(), TlsConfigError> {
+        self.shared.tls.as_ref().ok_or(TlsConfigError::Empty)?.replace(tls)
     }
 
     /// Open connections (handshaking included) across all workers.

@@ -5,7 +5,7 @@ use ringwire_io::{ConnId, Waker};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why a command from another thread was not queued for a worker.
 ///
@@ -136,10 +136,16 @@ pub(crate) struct Shared {
     /// `None` (the default): no per-address limit, and no lock on the accept path.
     per_ip: Option<PerIp>,
     pub(crate) shutting_down: AtomicBool,
+    /// The TLS config every worker serves (and swaps on reload), when TLS is on.
+    pub(crate) tls: Option<Arc<ringwire_tls::SharedServerConfig>>,
 }
 
 impl Shared {
-    pub(crate) fn new(workers: usize, cfg: &crate::ServerConfig) -> Self {
+    pub(crate) fn new(
+        workers: usize,
+        cfg: &crate::ServerConfig,
+        tls: Option<Arc<ringwire_tls::SharedServerConfig>>,
+    ) -> Self {
         let per_ip = cfg.max_connections_per_ip.filter(|&n| n > 0);
         Self {
             workers: (0..workers).map(|_| Mailbox::new(cfg.mailbox_capacity)).collect(),
@@ -147,6 +153,7 @@ impl Shared {
             max_connections: cfg.max_connections,
             per_ip: per_ip.map(|limit| PerIp { limit, counts: Mutex::new(HashMap::new()) }),
             shutting_down: AtomicBool::new(false),
+            tls,
         }
     }
 
@@ -261,7 +268,7 @@ mod tests {
     #[test]
     fn per_ip_counts_are_bounded_and_released() {
         let mut cfg = crate::ServerConfig { max_connections_per_ip: Some(2), ..Default::default() };
-        let s = Shared::new(1, &cfg);
+        let s = Shared::new(1, &cfg, None);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(s.try_admit_ip(a) && s.try_admit_ip(a));
@@ -276,6 +283,6 @@ mod tests {
         let p = s.per_ip.as_ref().unwrap();
         assert!(p.counts.lock().unwrap().is_empty(), "addresses with no connection are forgotten");
         cfg.max_connections_per_ip = None;
-        assert!(!Shared::new(1, &cfg).limits_per_ip());
+        assert!(!Shared::new(1, &cfg, None).limits_per_ip());
     }
 }

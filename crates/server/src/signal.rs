@@ -1,4 +1,5 @@
 //! SIGINT / SIGTERM: a dedicated thread waits for them and starts a graceful shutdown.
+//! SIGHUP: the same thread reloads the TLS certificates.
 
 use crate::ServerHandle;
 
@@ -8,6 +9,10 @@ use crate::ServerHandle;
 /// [`ServerConfig::shutdown_timeout`](crate::ServerConfig::shutdown_timeout)). A second
 /// signal exits the process at once, with the shell's code for the signal: 130 for
 /// SIGINT, 143 for SIGTERM.
+///
+/// SIGHUP is waited for too: a server with TLS reads its certificate and key files again
+/// ([`ServerHandle::reload_tls`]) and logs the outcome in one line (on an error the
+/// certificates in force stay); a server without TLS logs that it ignores it.
 pub fn shutdown_on_signals(handle: ServerHandle) {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it fully.
     let set = unsafe {
@@ -15,6 +20,7 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     };
     // SAFETY: `set` is a valid, initialised signal set; the old mask is not wanted.
@@ -26,6 +32,10 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
             // SAFETY: `set` is valid and `sig` is a valid out pointer.
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 return;
+            }
+            if sig == libc::SIGHUP {
+                reload(&handle);
+                continue;
             }
             let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
             if first {
@@ -41,6 +51,19 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
     });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the signal thread; SIGINT/SIGTERM will kill the process");
+    }
+}
+
+/// SIGHUP: reloads the TLS files, one log line either way.
+fn reload(handle: &ServerHandle) {
+    match handle.reload_tls() {
+        Ok(()) => log(|| tracing::info!(signal = "SIGHUP", "tls: certificates reloaded for new connections")),
+        Err(ringwire_tls::TlsConfigError::Empty) => {
+            log(|| tracing::info!(signal = "SIGHUP", "no tls configured: nothing to reload"))
+        }
+        Err(e) => log(
+            || tracing::warn!(signal = "SIGHUP", error = %e, "tls: reload failed, keeping the certificates in force"),
+        ),
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod seccomp;
 mod sockets;
+pub mod tls;
 mod uring;
 mod ws;
 

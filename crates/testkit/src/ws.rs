@@ -188,7 +188,7 @@ pub fn upgrade_request(addr: SocketAddr, extra: &str) -> String {
 
 /// Reads an HTTP head (up to and including the blank line), a byte at a time so that
 /// nothing after it is consumed.
-pub fn read_http_head(stream: &mut TcpStream) -> String {
+pub fn read_http_head(stream: &mut impl Read) -> String {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -210,10 +210,11 @@ pub fn http(addr: SocketAddr, request: &str) -> String {
     read_http_head(&mut stream)
 }
 
-/// A client that speaks raw WebSocket over a std `TcpStream` after a real upgrade.
-pub struct RawClient {
+/// A client that speaks raw WebSocket over a std `TcpStream` (or any stream, e.g. TLS
+/// over one: [`RawClient::over`]) after a real upgrade.
+pub struct RawClient<S = TcpStream> {
     /// The upgraded connection.
-    pub stream: TcpStream,
+    pub stream: S,
 }
 
 impl RawClient {
@@ -232,8 +233,16 @@ impl RawClient {
     }
 
     /// Upgrades `stream`, connected to `addr`: the answer must be 101 with the right accept key.
-    pub fn upgrade(mut stream: TcpStream, addr: SocketAddr) -> Self {
+    pub fn upgrade(stream: TcpStream, addr: SocketAddr) -> Self {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        RawClient::over(stream, addr)
+    }
+}
+
+impl<S: Read + Write> RawClient<S> {
+    /// Upgrades over `stream` (its read timeout set by the caller), for a server at `addr`:
+    /// the answer must be 101 with the right accept key.
+    pub fn over(mut stream: S, addr: SocketAddr) -> Self {
         stream.write_all(upgrade_request(addr, "").as_bytes()).unwrap();
         let resp = read_http_head(&mut stream);
         assert!(resp.starts_with("HTTP/1.1 101"), "upgrade refused: {resp}");

@@ -12,6 +12,7 @@ use ringwire_io::{ConnId, Handler, Io};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 
+use crate::config::{LocalServerConfig, SharedServerConfig};
 use crate::session::HANDSHAKE_STAGING_LIMIT;
 use crate::{TlsError, TlsSession};
 
@@ -31,11 +32,20 @@ pub struct TlsOptions {
     /// done in a later turn, so a handshake storm cannot stall established connections.
     /// Default 5 (what uSockets does). At least 1.
     pub handshakes_per_turn: usize,
+    /// Server side: tell the inner handler of a connection at TCP accept instead of when
+    /// the TLS handshake is done (default false). A server that counts and limits
+    /// connections at accept then counts handshaking ones too, and its handshake timer
+    /// covers the TLS handshake. Until the handshake is done the inner handler gets no
+    /// data; what it sends is held as plaintext and sent once the handshake is done, and a
+    /// close it asks for then waits for the handshake to end (within
+    /// [`handshake_timeout`](Self::handshake_timeout)) so that the answer gets out, or
+    /// closes at once when nothing was sent.
+    pub accept_early: bool,
 }
 
 impl Default for TlsOptions {
     fn default() -> Self {
-        TlsOptions { handshake_timeout: Duration::from_secs(10), handshakes_per_turn: 5 }
+        TlsOptions { handshake_timeout: Duration::from_secs(10), handshakes_per_turn: 5, accept_early: false }
     }
 }
 
@@ -49,8 +59,15 @@ enum Kind {
 struct Conn {
     session: TlsSession,
     kind: Kind,
-    /// The inner handler has been told (on_accept, or on_connect with Ok).
+    /// The handshake is done (and the inner handler told: on_accept or on_connect(Ok)).
     ready: bool,
+    /// The inner handler knows the connection: `ready`, or told at accept
+    /// ([`TlsOptions::accept_early`]).
+    known: bool,
+    /// Plaintext the inner handler sent before the handshake was done ([`TlsOptions::accept_early`]).
+    pending: Vec<u8>,
+    /// The inner handler closed before the handshake was done, with `pending` to send first.
+    close_when_ready: bool,
     /// A close started (by the inner handler, a TLS error, or the peer's close_notify):
     /// no more data goes to the inner handler.
     closing: bool,
@@ -77,6 +94,9 @@ impl Conn {
             session,
             kind,
             ready: false,
+            known: false,
+            pending: Vec::new(),
+            close_when_ready: false,
             closing: false,
             error: None,
             sent: VecDeque::new(),
@@ -199,18 +219,24 @@ impl<I: Io> Io for TlsIo<'_, I> {
     }
     fn send(&mut self, conn: ConnId, chunk: Bytes) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        if !c.ready || c.closing {
+        if c.closing || c.close_when_ready || !c.known {
             return; // as the real Io drops sends after close
+        }
+        if !c.ready {
+            c.pending.extend_from_slice(&chunk); // sent when the handshake is done
+            return;
         }
         if let Err(e) = c.send_plain(self.io, conn, &chunk) {
             c.fail(self.io, conn, e, Vec::new());
         }
     }
     fn queued(&self, conn: ConnId) -> usize {
-        self.conns.get(&conn).map_or(0, |c| c.queued_plain)
+        self.conns.get(&conn).map_or(0, |c| c.queued_plain + c.pending.len())
     }
     fn close(&mut self, conn: ConnId) {
         match self.conns.get_mut(&conn) {
+            // An answer to send first: once the handshake is done (see TlsOptions::accept_early).
+            Some(c) if !c.ready && !c.pending.is_empty() => c.close_when_ready = true,
             Some(c) => c.start_close(self.io, conn),
             None => self.io.close(conn),
         }
@@ -292,7 +318,7 @@ impl<I: Io> Io for TlsIo<'_, I> {
 ///   handshake is done the inner handler's timer is armed again.
 pub struct TlsHandler<H> {
     inner: H,
-    server: Option<Arc<ServerConfig>>,
+    server: Option<LocalServerConfig>,
     client: Option<Arc<ClientConfig>>,
     default_name: Option<ServerName<'static>>,
     opts: TlsOptions,
@@ -340,6 +366,14 @@ impl<H: Handler> TlsHandler<H> {
         Self::new(inner, Some(config), None)
     }
 
+    /// A handler that serves TLS with the config in force in `shared` (checked at each
+    /// accept; see [`SharedServerConfig`]: one atomic load, the lock only after a swap).
+    pub fn server_shared(inner: H, shared: Arc<SharedServerConfig>) -> Self {
+        let mut h = Self::new(inner, None, None);
+        h.server = Some(LocalServerConfig::new(shared));
+        h
+    }
+
     /// A handler whose outgoing connections speak TLS with `config`.
     pub fn client(inner: H, config: Arc<ClientConfig>) -> Self {
         Self::new(inner, None, Some(config))
@@ -349,7 +383,7 @@ impl<H: Handler> TlsHandler<H> {
     pub fn new(inner: H, server: Option<Arc<ServerConfig>>, client: Option<Arc<ClientConfig>>) -> Self {
         TlsHandler {
             inner,
-            server,
+            server: server.map(|cfg| LocalServerConfig::new(Arc::new(SharedServerConfig::from_rustls(cfg)))),
             client,
             default_name: None,
             opts: TlsOptions::default(),
@@ -385,7 +419,7 @@ impl<H: Handler> TlsHandler<H> {
 
     /// Swaps the server config for new connections (existing ones keep theirs).
     pub fn set_server_config(&mut self, config: Arc<ServerConfig>) {
-        self.server = Some(config);
+        self.server = Some(LocalServerConfig::new(Arc::new(SharedServerConfig::from_rustls(config))));
     }
 
     /// The wrapped handler.
@@ -437,10 +471,21 @@ impl<H: Handler> TlsHandler<H> {
             c.ready = true;
             c.deadline = None;
             io.set_timer(id, c.inner_timer.take()); // the slot is the inner handler's again
-            let kind = c.kind;
-            match kind {
-                Kind::Server { peer } => self.inner.on_accept(tio!(self, io), id, peer),
-                Kind::Client => self.inner.on_connect(tio!(self, io), id, Ok(())),
+            if c.known {
+                // Told at accept: what it sent meanwhile goes out now, then its close.
+                let pending = mem::take(&mut c.pending);
+                if let Err(e) = c.send_plain(io, id, &pending) {
+                    c.fail(io, id, e, Vec::new());
+                } else if c.close_when_ready {
+                    c.start_close(io, id);
+                }
+            } else {
+                c.known = true;
+                let kind = c.kind;
+                match kind {
+                    Kind::Server { peer } => self.inner.on_accept(tio!(self, io), id, peer),
+                    Kind::Client => self.inner.on_connect(tio!(self, io), id, Ok(())),
+                }
             }
         }
         if !plain.is_empty() && self.conns.get(&id).is_some_and(|c| c.ready && !c.closing) {
@@ -457,15 +502,20 @@ impl<H: Handler> TlsHandler<H> {
 
 impl<H: Handler> Handler for TlsHandler<H> {
     fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
-        let session = match &self.server {
-            Some(cfg) => TlsSession::server(cfg.clone()),
+        let session = match &mut self.server {
+            Some(cfg) => TlsSession::server(Arc::clone(cfg.get())),
             None => Err(TlsError::NoConfig("server")),
         };
         match session {
             Ok(s) => {
                 let deadline = io.now() + self.opts.handshake_timeout;
-                self.conns.insert(conn, Conn::new(s, Kind::Server { peer }, deadline, None));
+                let mut c = Conn::new(s, Kind::Server { peer }, deadline, None);
+                c.known = self.opts.accept_early;
+                self.conns.insert(conn, c);
                 io.set_timer(conn, Some(deadline));
+                if self.opts.accept_early {
+                    self.inner.on_accept(tio!(self, io), conn, peer);
+                }
             }
             Err(e) => {
                 tracing::debug!(conn = %conn, %peer, error = %e, "tls: refusing connection");
@@ -561,10 +611,11 @@ impl<H: Handler> Handler for TlsHandler<H> {
         };
         let tls = c.error.take();
         match c.kind {
-            _ if c.ready => {
+            _ if c.known => {
                 let e = match (tls, error) {
                     (Some(t), _) => Some(t.into()),
                     (None, Some(e)) => Some(e),
+                    (None, None) if !c.ready && !c.closing => Some(handshake_aborted()),
                     (None, None) if !c.closing && !c.session.peer_closed() => Some(TlsError::Truncated.into()),
                     (None, None) => None,
                 };
@@ -576,17 +627,14 @@ impl<H: Handler> Handler for TlsHandler<H> {
                 let last: io::Error = match (tls, error) {
                     (Some(t), _) => t.into(),
                     (None, Some(e)) => e,
-                    (None, None) => io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake"),
+                    (None, None) => handshake_aborted(),
                 };
                 let first = io::Error::new(last.kind(), last.to_string());
                 self.inner.on_connect(tio!(self, io), conn, Err(first));
                 self.inner.on_closed(tio!(self, io), conn, Some(last));
             }
-            Kind::Server { peer } => {
-                if let Some(t) = &tls {
-                    tracing::debug!(conn = %conn, %peer, error = %t, "tls handshake failed");
-                }
-            }
+            // Logged where it failed (Conn::fail, the handshake timeout).
+            Kind::Server { .. } => {}
         }
     }
 
@@ -659,6 +707,10 @@ impl<H: Handler> Handler for TlsHandler<H> {
         }
         self.inner.on_turn_end(tio!(self, io));
     }
+}
+
+fn handshake_aborted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "closed during the tls handshake")
 }
 
 #[cfg(test)]

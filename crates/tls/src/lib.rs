@@ -58,9 +58,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod config;
 mod handler;
 mod session;
 
+pub use config::{CertKeyPem, Pem, ServerTlsConfig, SharedServerConfig, TlsConfigError};
 pub use handler::{MAX_SEND_CHUNK, TlsHandler, TlsIo, TlsOptions};
 pub use session::{HANDSHAKE_STAGING_LIMIT, MAX_RECORD_LEN, STAGING_LIMIT, TlsSession};
 

@@ -5,7 +5,9 @@ use ringwire::conn::deflate::DeflateConfig;
 use ringwire::conn::{Config as ConnConfig, Keepalive};
 use ringwire::io::IoChoice;
 use ringwire::server::ServerConfig;
+use ringwire::tls::{CertKeyPem, ServerTlsConfig};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// ringwire: a WebSocket server on io_uring, one thread per core.
@@ -161,6 +163,23 @@ pub(crate) struct ServeArgs {
     /// Messages shorter than this are sent uncompressed.
     #[arg(long, default_value = "0", value_name = "SIZE", value_parser = parse_size)]
     pub(crate) deflate_threshold: usize,
+    /// Serve TLS (wss://) with this certificate chain (PEM, leaf first); needs --tls-key.
+    /// SIGHUP reads the files again (new connections get the new pair; on an error the
+    /// old one stays, logged).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Another certificate, served to clients asking for NAME by SNI (`example.com` or
+    /// `*.example.com`); repeatable. --tls-cert is then the default for other names;
+    /// without it, other names are refused.
+    #[arg(long, value_name = "NAME=CERT,KEY", value_parser = parse_sni)]
+    pub(crate) tls_sni: Vec<(String, PathBuf, PathBuf)>,
+    /// TLS handshake steps per worker per loop turn; the rest wait a turn, so a storm of
+    /// handshakes cannot stall established connections.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) tls_handshakes_per_turn: u32,
 }
 
 /// How `--deflate` keeps compression state.
@@ -181,7 +200,32 @@ impl ServeArgs {
                 self.cq_entries, self.ring_entries
             ));
         }
+        if let Some(tls) = self.tls() {
+            tls.build().map_err(|e| format!("{}: {e}", self.tls_flags()))?;
+        }
         Ok(())
+    }
+
+    /// The TLS flags given, for error lines.
+    fn tls_flags(&self) -> &'static str {
+        match (self.tls_cert.is_some(), self.tls_sni.is_empty()) {
+            (true, true) => "--tls-cert/--tls-key",
+            (true, false) => "--tls-cert/--tls-key/--tls-sni",
+            (false, _) => "--tls-sni",
+        }
+    }
+
+    /// The TLS config the flags describe, if any.
+    fn tls(&self) -> Option<ServerTlsConfig> {
+        let mut tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => ServerTlsConfig::new(CertKeyPem::files(cert, key)),
+            _ if !self.tls_sni.is_empty() => ServerTlsConfig::sni_only(),
+            _ => return None,
+        };
+        for (name, cert, key) in &self.tls_sni {
+            tls = tls.with_sni(name.clone(), CertKeyPem::files(cert, key));
+        }
+        Some(tls)
     }
 
     /// The server configuration these flags describe.
@@ -235,8 +279,20 @@ impl ServeArgs {
         cfg.event_loop.buf_count = self.recv_buffers;
         cfg.event_loop.buf_size = u32::try_from(self.recv_buffer_size).unwrap_or(u32::MAX);
         cfg.handshake_timeout = self.handshake_timeout;
+        cfg.tls = self.tls();
+        cfg.tls_handshakes_per_turn = self.tls_handshakes_per_turn as usize;
         cfg
     }
+}
+
+/// `NAME=CERT,KEY` of --tls-sni.
+fn parse_sni(s: &str) -> Result<(String, PathBuf, PathBuf), String> {
+    let (name, files) = s.split_once('=').ok_or("expected NAME=CERT,KEY")?;
+    let (cert, key) = files.split_once(',').ok_or("expected NAME=CERT,KEY")?;
+    if name.is_empty() || cert.is_empty() || key.is_empty() {
+        return Err("expected NAME=CERT,KEY".to_owned());
+    }
+    Ok((name.to_owned(), cert.into(), key.into()))
 }
 
 fn parse_io(s: &str) -> Result<IoChoice, String> {

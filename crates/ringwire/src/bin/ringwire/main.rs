@@ -100,9 +100,15 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // One line naming the flag, e.g. "ringwire: invalid value 'x' for '--threads <N>': ...".
+            // A first line ending in ':' ("required arguments were not provided:") is
+            // followed by what it names.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ringwire: {}", first.trim_start_matches("error: "));
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            match lines.next().filter(|_| first.ends_with(':')) {
+                Some(what) => eprintln!("ringwire: {first} {what}"),
+                None => eprintln!("ringwire: {first}"),
+            }
             return ExitCode::from(2);
         }
     };
@@ -120,6 +126,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cfg = args.to_config();
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
     let threads = cfg.resolved_threads();
     let nofile = match raise_descriptor_limit() {
         Ok(n) => n,
@@ -148,7 +155,7 @@ fn main() -> ExitCode {
     // down gracefully rather than killing the process.
     ringwire::server::shutdown_on_signals(server.handle());
     println!(
-        "ringwire {name} listening on ws://{} ({}, {threads} worker(s), {nofile} file descriptors)",
+        "ringwire {name} listening on {scheme}://{} ({}, {threads} worker(s), {nofile} file descriptors)",
         server.local_addr(),
         server.backend().backend,
     );
