@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     ringwire_deflate_level: u32,
     /// Connections in the idle-tls scenario (each echoes one message over TLS first).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 10_000)]
     idle_tls: usize,
     /// Connections in flight in the handshake-tls scenario.
     #[arg(long, default_value_t = 64)]
@@ -553,7 +553,9 @@ fn tls_scenarios(args: &Args) -> Vec<Scenario> {
         plain(
             "handshake-tls",
             &format!(
-                "wss handshakes: {n} connections in flight, each one cycle (TCP connect, full TLS 1.3 handshake,                  upgrade, one 32-byte echo, close frames, the server's end of stream), then a new one; msgs/s                  counts finished cycles (handshakes/s), server CPU is per handshake, latency from connect to echo."
+                "wss handshakes: {n} connections in flight, each one cycle (TCP connect, full TLS 1.3 handshake, \
+                 upgrade, one 32-byte echo, close frames, the server's end of stream), then a new one; msgs/s \
+                 counts finished cycles (handshakes/s), server CPU is per handshake, latency from connect to echo."
             ),
             s(&["--mode", "handshake", "--conns", &n.to_string(), "--size", "32"]),
             n,
@@ -563,7 +565,8 @@ fn tls_scenarios(args: &Args) -> Vec<Scenario> {
         plain(
             "idle-tls",
             &format!(
-                "wss: {idle} connections each echo one 32-byte message over TLS first, then stay idle for 2 s:                  growth of server RSS per connection (the TLS session and its buffers included)."
+                "wss: {idle} connections each echo one 32-byte message over TLS first, then stay idle for 2 s: \
+                 growth of server RSS per connection (the TLS session and its buffers included)."
             ),
             s(&[
                 "--mode",
