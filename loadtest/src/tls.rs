@@ -164,7 +164,9 @@ pub struct ClientOptions {
 
 /// The client configuration `loadgen` uses: trusts only the certificates in `ca`, offers
 /// one key exchange group, one cipher suite and one version (`opts`), ALPN `http/1.1`,
-/// and resumes sessions only with `opts.resume`.
+/// and resumes sessions only with `opts.resume`. The server's chain is verified in full
+/// once per distinct chain and name ([`ChainCache`]); the handshake signature, which
+/// proves the server holds the key, every time.
 pub fn client_config(ca: &Path, opts: &ClientOptions) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider, kx_group};
     let mut roots = rustls::RootCertStore::empty();
@@ -195,10 +197,15 @@ pub fn client_config(ca: &Path, opts: &ClientOptions) -> Result<Arc<rustls::Clie
         Version::Tls13 => &[&rustls::version::TLS13],
         Version::Tls12 => &[&rustls::version::TLS12],
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let provider = Arc::new(provider);
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(version)
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainCache { inner: webpki, verified: Default::default() }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = if opts.resume {
@@ -209,10 +216,105 @@ pub fn client_config(ca: &Path, opts: &ClientOptions) -> Result<Arc<rustls::Clie
     Ok(Arc::new(config))
 }
 
+/// A server certificate verifier that runs webpki's full check (chain to the trusted CA,
+/// validity, name) once for each distinct chain and server name and remembers the
+/// chains that passed; the handshake signatures (CertificateVerify, ServerKeyExchange)
+/// are checked every time. A benchmark's connections all see the same chain, and the
+/// chain check (a signature verification and certificate parsing) is a large share of a
+/// client's handshake: without it the generator, not the server, limits the handshake
+/// rate sooner. A chain that failed is checked again (and fails again) every time; at
+/// most 16 chains are remembered (the expiry of a remembered chain is not checked again:
+/// the harness's certificates are made for the run).
+#[derive(Debug)]
+pub struct ChainCache {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    verified: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl ChainCache {
+    fn key(end_entity: &[u8], intermediates: &[CertificateDer<'_>], name: &ServerName<'_>) -> Vec<u8> {
+        let mut k = name.to_str().as_bytes().to_vec();
+        for c in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
+            k.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            k.extend_from_slice(c);
+        }
+        k
+    }
+}
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{ServerName, UnixTime};
+
+impl ServerCertVerifier for ChainCache {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = Self::key(end_entity, intermediates, server_name);
+        let mut seen = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&key) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let ok = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        if seen.len() < 16 {
+            seen.push(key);
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustls::{ClientConnection, ServerConnection};
+
+    /// A server config whose key need not match its certificate (rustls checks the pair
+    /// in `with_single_cert`; this one does not).
+    fn server_config_unchecked(chain: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let signing = provider.key_provider.load_private_key(key).unwrap();
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(load_certs(chain).unwrap(), signing));
+        #[derive(Debug)]
+        struct Fixed(Arc<rustls::sign::CertifiedKey>);
+        impl rustls::server::ResolvesServerCert for Fixed {
+            fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+                Some(self.0.clone())
+            }
+        }
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(certified)));
+        Arc::new(config)
+    }
 
     /// Runs a handshake in memory.
     fn handshake(
@@ -260,10 +362,23 @@ mod tests {
                 assert_eq!(c.alpn_protocol(), Some(&b"http/1.1"[..]));
                 assert_eq!(c.negotiated_key_exchange_group().map(|g| g.name()), Some(rustls::NamedGroup::X25519));
             }
-            // The leaf names localhost only: another name fails verification.
+            // The leaf names localhost only: another name fails verification, also with
+            // the same config (and its chain cache) after a good handshake.
             let client = client_config(&f.ca, &ClientOptions::default()).unwrap();
-            let err = handshake(client, server, "example.com").unwrap_err();
-            assert!(err.contains("not valid for name"), "{err}");
+            handshake(client.clone(), server.clone(), "localhost").unwrap();
+            for _ in 0..2 {
+                let err = handshake(client.clone(), server.clone(), "example.com").unwrap_err();
+                assert!(err.contains("not valid for name"), "{err}");
+            }
+            // A server whose key does not match its certificate fails the handshake
+            // signature even though the chain is a remembered one.
+            let other = write(&dir.join("other"), kind).unwrap();
+            let chain = std::fs::read_to_string(&f.chain).unwrap();
+            let mixed = dir.join("mixed.pem");
+            std::fs::write(&mixed, chain).unwrap();
+            let bad = server_config_unchecked(&mixed, &other.key);
+            let err = handshake(client, bad, "localhost").unwrap_err();
+            assert!(err.contains("ecrypt") || err.contains("ignature"), "{err}");
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
