@@ -29,6 +29,8 @@ pub enum KeyKind {
     /// ECDSA over P-256 with SHA-256 (what most public sites serve today).
     EcdsaP256,
     /// RSA 2048 bits, PKCS#1 v1.5 signatures over SHA-256 (PSS in TLS 1.3).
+    #[value(name = "rsa-2048")]
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
 }
 

@@ -339,9 +339,12 @@ fn ringwire(mode: &str, extra: &[&str]) -> Peer {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("ringwire banner");
-    // "ringwire echo listening on ws://127.0.0.1:PORT (...)"
-    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).unwrap_or_else(|| panic!("banner: {line}"));
-    let addr = url.trim_start_matches("ws://").parse().expect("socket address");
+    // "ringwire echo listening on ws://127.0.0.1:PORT (...)" (wss:// with TLS)
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ws://").or_else(|| w.strip_prefix("wss://")))
+        .unwrap_or_else(|| panic!("banner: {line}"));
+    let addr = url.parse().expect("socket address");
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Peer { child, addr }
 }
@@ -500,4 +503,31 @@ fn handshake_mode_without_tls_cycles_connections() {
     assert_eq!(num(&v, "/errors"), 0.0, "{v}");
     assert!(num(&v, "/messages") > 8.0 && num(&v, "/latency/samples") > 0.0, "{v}");
     assert!(v["tls"].is_null(), "{v}");
+}
+
+#[test]
+fn tls_echo_and_handshakes_against_ringwire() {
+    let files = certs("ringwire");
+    let (chain, key, ca) =
+        (files.chain.display().to_string(), files.key.display().to_string(), files.ca.display().to_string());
+    let p = ringwire("echo", &["--tls-cert", &chain, "--tls-key", &key]);
+    let (addr, pid) = (p.addr.to_string(), p.child.id().to_string());
+    for extra in [
+        &["--mode", "closed", "--conns", "8"][..],
+        &["--mode", "closed", "--conns", "2", "--size", "40000", "--binary"],
+        &["--mode", "handshake", "--conns", "4"],
+        &["--mode", "idle", "--echo-first", "1", "--conns", "20", "--hold", "0.1"],
+    ] {
+        let mut args = vec!["--addr", &addr, "--server-pid", &pid, "--tls", "--tls-ca", &ca];
+        args.extend_from_slice(extra);
+        let (v, err, code) = loadgen(&args);
+        let v = v.unwrap_or_else(|| panic!("no JSON from loadgen ({code}): {err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert_eq!(v["tls"]["negotiated"]["alpn"], "http/1.1", "{v}");
+        if extra[1] == "idle" {
+            assert_eq!(num(&v, "/idle_verified"), 20.0, "{v}");
+        } else {
+            assert!(num(&v, "/messages") > 0.0, "{v}");
+        }
+    }
 }
