@@ -74,7 +74,7 @@ struct Args {
     /// First TCP port; each run gets the next one.
     #[arg(long, default_value_t = 21000)]
     port_base: u16,
-    /// Short smoke preset: 2 s runs, 1 repetition, idle 2,000, open loop at 50k/s.
+    /// Short smoke preset: 2 s runs, 1 repetition, idle and idle-tls 2,000, open loop at 50k/s.
     #[arg(long)]
     smoke: bool,
     /// List servers and scenarios, run nothing.
@@ -147,6 +147,7 @@ fn main() {
         args.warmup = 0.5;
         args.reps = 1;
         args.idle = vec![2000];
+        args.idle_tls = 2000;
         args.open_rates = vec![50_000];
     }
     if let Err(e) = run(args) {
