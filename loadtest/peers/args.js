@@ -1,19 +1,26 @@
-// Command line shared by the JavaScript peers: <port> [echo|broadcast] [deflate=shared|dedicated].
-// Exits with the usage line on anything else.
-module.exports = function parseArgs(script) {
+// Command line shared by the JavaScript peers:
+//   <port> [echo|broadcast] [deflate=shared|dedicated] [cert=CHAIN.pem key=KEY.pem]
+// cert/key (both or neither): serve wss with that certificate chain (leaf first) and key;
+// only peers that pass `tls: true` accept them. Exits with the usage line on anything else.
+module.exports = function parseArgs(script, { tls = false } = {}) {
   const port = Number(process.argv[2]);
   const mode = process.argv[3] || "echo";
-  const arg = process.argv[4];
-  const deflate = arg === undefined ? null : arg.replace(/^deflate=/, "");
-  if (
-    !Number.isInteger(port) ||
-    port <= 0 ||
-    port > 65535 ||
-    !["echo", "broadcast"].includes(mode) ||
-    (deflate !== null && !["shared", "dedicated"].includes(deflate))
-  ) {
-    console.error(`usage: ${script} <port> [echo|broadcast] [deflate=shared|dedicated]`);
+  const opts = {};
+  let ok = Number.isInteger(port) && port > 0 && port <= 65535 && ["echo", "broadcast"].includes(mode);
+  for (const arg of process.argv.slice(4)) {
+    const m = /^(deflate|cert|key)=(.+)$/.exec(arg);
+    if (!m || m[1] in opts) ok = false;
+    else opts[m[1]] = m[2];
+  }
+  const deflate = opts.deflate ?? null;
+  if (deflate !== null && !["shared", "dedicated"].includes(deflate)) ok = false;
+  if ((opts.cert === undefined) !== (opts.key === undefined)) ok = false;
+  if (opts.cert !== undefined && !tls) ok = false;
+  if (!ok) {
+    const tlsUsage = tls ? " [cert=CHAIN.pem key=KEY.pem]" : "";
+    console.error(`usage: ${script} <port> [echo|broadcast] [deflate=shared|dedicated]${tlsUsage}`);
     process.exit(2);
   }
-  return { port, mode, deflate };
+  const cert = opts.cert === undefined ? null : { cert: opts.cert, key: opts.key };
+  return { port, mode, deflate, cert };
 };

@@ -9,4 +9,5 @@ pub mod deflate;
 pub mod peer;
 pub mod procfs;
 pub mod report;
+pub mod tls;
 pub mod wire;

@@ -3,17 +3,16 @@
 
 use crate::wire::accept_key;
 use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The message size limit every peer is given (64 MiB), the same for all servers.
 pub const MAX_MESSAGE: usize = 64 << 20;
 
-/// Reads an HTTP/1.1 upgrade request from `stream` and answers `101 Switching
+/// Reads an HTTP/1.1 upgrade request from `stream` (TCP, or TLS over it) and answers `101 Switching
 /// Protocols` (no extensions, so no compression). Fails with a clear error on anything
 /// else, after answering `400`. The client must not send frames before the 101; bytes
 /// after the request head are an error.
-pub async fn accept_upgrade(stream: &mut TcpStream) -> io::Result<()> {
+pub async fn accept_upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {

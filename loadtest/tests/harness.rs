@@ -21,8 +21,13 @@ impl Drop for Peer {
 
 /// Starts a peer on an ephemeral port and reads the port from its first stderr line.
 fn peer(exe: &str, mode: &str) -> Peer {
+    peer_with(exe, mode, &[])
+}
+
+fn peer_with(exe: &str, mode: &str, extra: &[&str]) -> Peer {
     let mut child = Command::new(exe)
         .args(["--addr", "127.0.0.1:0", "--mode", mode])
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -334,9 +339,12 @@ fn ringwire(mode: &str, extra: &[&str]) -> Peer {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("ringwire banner");
-    // "ringwire echo listening on ws://127.0.0.1:PORT (...)"
-    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).unwrap_or_else(|| panic!("banner: {line}"));
-    let addr = url.trim_start_matches("ws://").parse().expect("socket address");
+    // "ringwire echo listening on ws://127.0.0.1:PORT (...)" (wss:// with TLS)
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ws://").or_else(|| w.strip_prefix("wss://")))
+        .unwrap_or_else(|| panic!("banner: {line}"));
+    let addr = url.parse().expect("socket address");
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Peer { child, addr }
 }
@@ -395,4 +403,131 @@ fn deflate_refused_by_the_server_is_a_clear_error() {
     let v = v.unwrap_or_else(|| panic!("{err}"));
     assert!(num(&v, "/errors") >= 1.0, "{v}");
     assert!(v["error_samples"].to_string().contains("did not accept permessage-deflate"), "{v}");
+}
+
+/// A fresh test CA and localhost certificate (ECDSA P-256) in a directory of its own.
+fn certs(tag: &str) -> ringwire_loadtest::tls::CertFiles {
+    let dir = std::env::temp_dir().join(format!("ringwire-harness-{tag}-{}", std::process::id()));
+    ringwire_loadtest::tls::write(&dir, ringwire_loadtest::tls::KeyKind::EcdsaP256).expect("certificates")
+}
+
+fn tls_peer(files: &ringwire_loadtest::tls::CertFiles) -> Peer {
+    let (chain, key) = (files.chain.display().to_string(), files.key.display().to_string());
+    peer_with(env!("CARGO_BIN_EXE_peer-fastwebsockets"), "echo", &["--tls-cert", &chain, "--tls-key", &key])
+}
+
+#[test]
+fn tls_echo_and_handshakes_against_fastwebsockets() {
+    let files = certs("echo");
+    let p = tls_peer(&files);
+    let (addr, pid, ca) = (p.addr.to_string(), p.child.id().to_string(), files.ca.display().to_string());
+    let tls = ["--tls", "--tls-ca", &ca];
+    for extra in [
+        &["--mode", "closed", "--conns", "8"][..],
+        &["--mode", "closed", "--conns", "2", "--size", "40000", "--binary"],
+        &["--mode", "handshake", "--conns", "4"],
+    ] {
+        let mut args = vec!["--addr", &addr, "--server-pid", &pid];
+        args.extend_from_slice(&tls);
+        args.extend_from_slice(extra);
+        let (v, err, code) = loadgen(&args);
+        let v = v.unwrap_or_else(|| panic!("no JSON from loadgen ({code}): {err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert!(num(&v, "/messages") > 0.0 && num(&v, "/server_cpu_s") >= 0.0, "{v}");
+        let neg = &v["tls"]["negotiated"];
+        assert_eq!(neg["version"], "TLSv1_3", "{v}");
+        assert_eq!(neg["cipher_suite"], "TLS13_AES_128_GCM_SHA256", "{v}");
+        assert_eq!(neg["kx_group"], "X25519", "{v}");
+        assert_eq!(neg["alpn"], "http/1.1", "{v}");
+        assert_eq!(num(&v, "/tls/negotiated/resumed"), 0.0, "resumption is off by default: {v}");
+        if extra[1] == "handshake" {
+            // Every cycle is a new connection with a full handshake, more than one per slot.
+            assert!(num(&v, "/tls/negotiated/full") >= num(&v, "/messages") && num(&v, "/messages") > 8.0, "{v}");
+        }
+    }
+    // TLS 1.2 and P-256 when asked.
+    let (v, err, _) = loadgen(&["--addr", &addr, "--tls", "--tls-ca", &ca, "--tls-version", "1.2", "--tls-kx", "p256"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert_eq!(v["tls"]["negotiated"]["version"], "TLSv1_2", "{v}");
+    assert_eq!(v["tls"]["negotiated"]["kx_group"], "secp256r1", "{v}");
+}
+
+#[test]
+fn tls_resumption_is_used_only_when_asked() {
+    let files = certs("resume");
+    let p = tls_peer(&files);
+    let (addr, ca) = (p.addr.to_string(), files.ca.display().to_string());
+    let (v, err, _) =
+        loadgen(&["--addr", &addr, "--tls", "--tls-ca", &ca, "--mode", "handshake", "--conns", "2", "--tls-resume"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert!(num(&v, "/tls/negotiated/resumed") > 0.0, "{v}");
+}
+
+#[test]
+fn tls_failures_are_errors() {
+    let files = certs("fail");
+    let other = certs("other-ca");
+    let p = tls_peer(&files);
+    let addr = p.addr.to_string();
+    // Every connection fails: the errors are counted and the first ones say why.
+    let failing = |args: &[&str], why: &str| {
+        let mut all = vec!["--conns", "2", "--connect-timeout", "5"];
+        all.extend_from_slice(args);
+        let (v, err, code) = loadgen(&all);
+        let v = v.unwrap_or_else(|| panic!("no JSON ({code}): {err}"));
+        assert!(num(&v, "/errors") >= 2.0 && num(&v, "/messages") == 0.0, "{v}");
+        assert!(v["error_samples"].to_string().contains(why), "want {why:?}: {v}");
+    };
+    let (ca, wrong) = (files.ca.display().to_string(), other.ca.display().to_string());
+    // A CA that did not sign the server's certificate.
+    failing(&["--addr", &addr, "--tls", "--tls-ca", &wrong], "invalid peer certificate");
+    // The right CA but a name the certificate does not carry.
+    failing(&["--addr", &addr, "--tls", "--tls-ca", &ca, "--tls-server-name", "example.com"], "not valid for name");
+    // wss to a plain server, and ws to a TLS one.
+    let plain = peer(env!("CARGO_BIN_EXE_peer-fastwebsockets"), "echo");
+    failing(&["--addr", &plain.addr.to_string(), "--tls", "--tls-ca", &ca], "tls");
+    failing(&["--addr", &addr], "handshake");
+    let (_, err, code) = loadgen(&["--addr", &addr, "--tls", "--tls-ca", &ca, "--raw"]);
+    assert!(code == 2 && err.contains("--raw"), "{err}");
+    let (_, err, code) = loadgen(&["--addr", &addr, "--tls"]);
+    assert!(code == 2 && err.contains("--tls-ca"), "{err}");
+}
+
+#[test]
+fn handshake_mode_without_tls_cycles_connections() {
+    let p = peer(env!("CARGO_BIN_EXE_peer-fastwebsockets"), "echo");
+    let (v, err, _) = loadgen(&["--addr", &p.addr.to_string(), "--mode", "handshake", "--conns", "4"]);
+    let v = v.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+    assert!(num(&v, "/messages") > 8.0 && num(&v, "/latency/samples") > 0.0, "{v}");
+    assert!(v["tls"].is_null(), "{v}");
+}
+
+#[test]
+fn tls_echo_and_handshakes_against_ringwire() {
+    let files = certs("ringwire");
+    let (chain, key, ca) =
+        (files.chain.display().to_string(), files.key.display().to_string(), files.ca.display().to_string());
+    let p = ringwire("echo", &["--tls-cert", &chain, "--tls-key", &key]);
+    let (addr, pid) = (p.addr.to_string(), p.child.id().to_string());
+    for extra in [
+        &["--mode", "closed", "--conns", "8"][..],
+        &["--mode", "closed", "--conns", "2", "--size", "40000", "--binary"],
+        &["--mode", "handshake", "--conns", "4"],
+        &["--mode", "idle", "--echo-first", "1", "--conns", "20", "--hold", "0.1"],
+    ] {
+        let mut args = vec!["--addr", &addr, "--server-pid", &pid, "--tls", "--tls-ca", &ca];
+        args.extend_from_slice(extra);
+        let (v, err, code) = loadgen(&args);
+        let v = v.unwrap_or_else(|| panic!("no JSON from loadgen ({code}): {err}"));
+        assert_eq!(num(&v, "/errors"), 0.0, "{v}");
+        assert_eq!(v["tls"]["negotiated"]["alpn"], "http/1.1", "{v}");
+        if extra[1] == "idle" {
+            assert_eq!(num(&v, "/idle_verified"), 20.0, "{v}");
+        } else {
+            assert!(num(&v, "/messages") > 0.0, "{v}");
+        }
+    }
 }

@@ -2,10 +2,13 @@
 //! servers within each repetition, the server pinned to CPU 0 and `loadgen` to CPU 1,
 //! and writes `latest.json`, `latest.md` (a section for `docs/benchmarks.md`) and
 //! `latest.svg` into the output directory. Start it through `loadtest/run.sh`, which
-//! builds everything in release and raises the open-file limit first.
+//! builds everything in release and raises the open-file limit first. The TLS scenarios
+//! (`*-tls`) run on the servers that serve wss, with a test CA and a `localhost`
+//! certificate made for the run in a temporary directory.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum as _};
 use ringwire_loadtest::report::{self, Metrics, RunRecord, ServerKind};
+use ringwire_loadtest::tls::KeyKind;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream};
@@ -50,13 +53,28 @@ struct Args {
     /// default; Node ws runs at 6 too): to compare at an equal ratio rather than level.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     ringwire_deflate_level: u32,
+    /// Connections in the idle-tls scenario (each echoes one message over TLS first).
+    #[arg(long, default_value_t = 10_000)]
+    idle_tls: usize,
+    /// Connections in flight in the handshake-tls scenario.
+    #[arg(long, default_value_t = 64)]
+    handshake_conns: usize,
+    /// Key type of the TLS scenarios' CA and certificate.
+    #[arg(long, value_enum, default_value_t = KeyKind::EcdsaP256)]
+    tls_key: KeyKind,
+    /// The key exchange group loadgen offers in the TLS scenarios (the only one).
+    #[arg(long, value_enum, default_value_t)]
+    tls_kx: ringwire_loadtest::tls::Kx,
+    /// Let loadgen resume TLS sessions (default: every handshake is a full one).
+    #[arg(long)]
+    tls_resume: bool,
     /// Open-loop rates (messages/s, 100 connections, 32 B).
     #[arg(long, value_delimiter = ',', default_values_t = [50_000u64, 100_000, 200_000])]
     open_rates: Vec<u64>,
     /// First TCP port; each run gets the next one.
     #[arg(long, default_value_t = 21000)]
     port_base: u16,
-    /// Short smoke preset: 2 s runs, 1 repetition, idle 2,000, open loop at 50k/s.
+    /// Short smoke preset: 2 s runs, 1 repetition, idle and idle-tls 2,000, open loop at 50k/s.
     #[arg(long)]
     smoke: bool,
     /// List servers and scenarios, run nothing.
@@ -82,6 +100,9 @@ struct Server {
     /// Arguments before `{port}`/`{mode}` substitution.
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// How it is told to serve wss (`{cert}`: the full chain, `{key}`: its key, PEM);
+    /// `None`: it does not run the TLS scenarios.
+    tls_args: Option<Vec<String>>,
     broadcast: bool,
     /// `Err(reason)` when the server cannot run here.
     available: Result<(), String>,
@@ -97,6 +118,11 @@ struct Scenario {
     conns: usize,
     /// Deflate scenario: the compression modes whose server variants run it.
     deflate_modes: Option<&'static [&'static str]>,
+    /// Over TLS: runs on the servers with `tls_args`, and loadgen gets `--tls`.
+    tls: bool,
+    /// Local source addresses loadgen spreads its connections over (fresh ones each run:
+    /// the previous run's TIME_WAIT ports stay taken); 0: the default.
+    sources: usize,
 }
 
 impl Scenario {
@@ -107,7 +133,10 @@ impl Scenario {
             (Some(modes), Some(m)) => modes.contains(&m),
             _ => false,
         };
-        mode_fits && (server.broadcast || !self.broadcast) && (server.kind != ServerKind::Floor || self.floor)
+        mode_fits
+            && (server.broadcast || !self.broadcast)
+            && (server.kind != ServerKind::Floor || self.floor)
+            && (!self.tls || server.tls_args.is_some())
     }
 }
 
@@ -118,6 +147,7 @@ fn main() {
         args.warmup = 0.5;
         args.reps = 1;
         args.idle = vec![2000];
+        args.idle_tls = 2000;
         args.open_rates = vec![50_000];
     }
     if let Err(e) = run(args) {
@@ -148,6 +178,12 @@ fn render(args: &mut Args, out: &Path) -> Result<(), String> {
     }
     if let Some(v) = config.get("idle_deflate").and_then(|v| serde_json::from_value(v.clone()).ok()) {
         args.idle_deflate = v;
+    }
+    if let Some(v) = config.get("idle_tls").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.idle_tls = v;
+    }
+    if let Some(v) = config.get("handshake_conns").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        args.handshake_conns = v;
     }
     if let Some(v) = config.get("ringwire_deflate_level").and_then(|v| serde_json::from_value(v.clone()).ok()) {
         args.ringwire_deflate_level = v;
@@ -196,6 +232,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             program: bin.join("ringwire"),
             args: s(&["{mode}", "--addr", "127.0.0.1:{port}", "--threads", "1"]),
             env: vec![],
+            tls_args: Some(s(&["--tls-cert", "{cert}", "--tls-key", "{key}"])),
             broadcast: true,
             available: exists(&bin.join("ringwire")),
         },
@@ -207,6 +244,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             program: bin.join("examples/tcp_echo"),
             args: s(&["--addr", "127.0.0.1:{port}", "--threads", "1"]),
             env: vec![],
+            tls_args: None,
             broadcast: false,
             available: exists(&bin.join("examples/tcp_echo")),
         },
@@ -218,6 +256,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             program: bin.join("peer-fastwebsockets"),
             args: s(&["--addr", "127.0.0.1:{port}", "--mode", "{mode}"]),
             env: vec![],
+            tls_args: Some(s(&["--tls-cert", "{cert}", "--tls-key", "{key}"])),
             broadcast: true,
             available: exists(&bin.join("peer-fastwebsockets")),
         },
@@ -229,6 +268,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             program: bin.join("peer-tungstenite"),
             args: s(&["--addr", "127.0.0.1:{port}", "--mode", "{mode}"]),
             env: vec![],
+            tls_args: None,
             broadcast: true,
             available: exists(&bin.join("peer-tungstenite")),
         },
@@ -241,6 +281,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             program: bun,
             args: vec![repo.join("loadtest/peers/bun-echo.js").display().to_string(), "{port}".into(), "{mode}".into()],
             env: vec![],
+            tls_args: Some(s(&["cert={cert}", "key={key}"])),
             broadcast: true,
         },
         Server {
@@ -259,6 +300,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
                 "{mode}".into(),
             ],
             env: vec![("NODE_PATH".into(), peers.display().to_string())],
+            tls_args: None,
             broadcast: true,
         },
     ]
@@ -287,7 +329,7 @@ fn deflate_variants(plain: &[Server], ringwire_level: u32) -> Vec<Server> {
             } else {
                 args.push(format!("deflate={m}"));
             }
-            v.push(Server { name: format!("{}-{m}", s.base), deflate: Some(m), args, ..s.clone() });
+            v.push(Server { name: format!("{}-{m}", s.base), deflate: Some(m), args, tls_args: None, ..s.clone() });
         }
     }
     v
@@ -305,6 +347,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: true,
             conns: 100,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         },
         Scenario {
             name: "echo-many".into(),
@@ -315,6 +359,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: true,
             conns: 1000,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         },
         Scenario {
             name: "echo-large".into(),
@@ -325,6 +371,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: true,
             conns: 10,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         },
         Scenario {
             name: "echo-pipelined".into(),
@@ -335,6 +383,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: true,
             conns: 100,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         },
         Scenario {
             name: "broadcast".into(),
@@ -348,6 +398,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: false,
             conns: 1001,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         },
     ];
     for &rate in &args.open_rates {
@@ -363,6 +415,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: true,
             conns: 100,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         });
     }
     for &n in &args.idle {
@@ -378,6 +432,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: false,
             conns: n,
             deflate_modes: None,
+            tls: false,
+            sources: 0,
         });
     }
     const BOTH: &[&str] = &["shared", "dedicated"];
@@ -399,6 +455,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: false,
             conns: 100,
             deflate_modes: Some(BOTH),
+            tls: false,
+            sources: 0,
         });
     }
     v.push(Scenario {
@@ -413,6 +471,8 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
         floor: false,
         conns: 1001,
         deflate_modes: Some(BOTH),
+        tls: false,
+        sources: 0,
     });
     let n = args.idle_deflate;
     // One message: what a connection holds once its compressor exists (zlib touches its
@@ -447,9 +507,87 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             floor: false,
             conns: n,
             deflate_modes: Some(&["dedicated"]),
+            tls: false,
+            sources: 0,
         });
     }
+    v.extend(tls_scenarios(args));
     v
+}
+
+/// The TLS scenarios: wss with full handshakes (TLS 1.3, one key exchange group and
+/// AES-128-GCM offered: the same work on every server), on the servers that serve it.
+fn tls_scenarios(args: &Args) -> Vec<Scenario> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let plain =
+        |name: &str, description: &str, loadgen: Vec<String>, conns: usize, idle: bool, sources: usize| Scenario {
+            name: name.into(),
+            description: description.into(),
+            loadgen,
+            broadcast: false,
+            idle,
+            floor: false,
+            conns,
+            deflate_modes: None,
+            tls: true,
+            sources,
+        };
+    let n = args.handshake_conns;
+    let idle = args.idle_tls;
+    vec![
+        plain(
+            "echo-small-tls",
+            "wss: 100 connections, 32-byte text, closed loop (echo-small over TLS 1.3, AES-128-GCM).",
+            s(&["--mode", "closed", "--conns", "100", "--size", "32"]),
+            100,
+            false,
+            0,
+        ),
+        plain(
+            "echo-large-tls",
+            "wss: 10 connections, 16 KiB binary, closed loop (echo-large over TLS 1.3, AES-128-GCM).",
+            s(&["--mode", "closed", "--conns", "10", "--size", "16384", "--binary"]),
+            10,
+            false,
+            0,
+        ),
+        plain(
+            "handshake-tls",
+            &format!(
+                "wss handshakes: {n} connections in flight, each one cycle (TCP connect, full TLS 1.3 handshake, \
+                 upgrade, one 32-byte echo, close frames, the server's end of stream), then a new one; msgs/s \
+                 counts finished cycles (handshakes/s), server CPU is per handshake, latency from connect to echo."
+            ),
+            s(&["--mode", "handshake", "--conns", &n.to_string(), "--size", "32"]),
+            n,
+            false,
+            8,
+        ),
+        plain(
+            "idle-tls",
+            &format!(
+                "wss: {idle} connections each echo one 32-byte message over TLS first, then stay idle for 2 s: \
+                 growth of server RSS per connection (the TLS session and its buffers included)."
+            ),
+            s(&[
+                "--mode",
+                "idle",
+                "--echo-first",
+                "1",
+                "--conns",
+                &idle.to_string(),
+                "--size",
+                "32",
+                "--hold",
+                "2",
+                "--connect-timeout",
+                "120",
+            ]),
+            idle,
+            true,
+            0,
+        ),
+    ]
 }
 
 /// A running server, killed when dropped.
@@ -494,9 +632,22 @@ fn taskset(cpu: &str, program: &Path, has_taskset: bool) -> Command {
     }
 }
 
-fn start_server(server: &Server, mode: &str, port: u16, log: &Path, has_taskset: bool) -> Result<Running, String> {
-    let args: Vec<String> =
+fn start_server(
+    server: &Server,
+    mode: &str,
+    port: u16,
+    tls: Option<&ringwire_loadtest::tls::CertFiles>,
+    log: &Path,
+    has_taskset: bool,
+) -> Result<Running, String> {
+    let mut args: Vec<String> =
         server.args.iter().map(|a| a.replace("{port}", &port.to_string()).replace("{mode}", mode)).collect();
+    if let Some(f) = tls {
+        let tls_args = server.tls_args.as_ref().ok_or_else(|| format!("{} does not serve TLS", server.name))?;
+        args.extend(tls_args.iter().map(|a| {
+            a.replace("{cert}", &f.chain.display().to_string()).replace("{key}", &f.key.display().to_string())
+        }));
+    }
     let logf = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let errf = logf.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = taskset("0", &server.program, has_taskset);
@@ -527,6 +678,26 @@ struct Ctx {
     has_taskset: bool,
     duration: f64,
     warmup: f64,
+    /// The TLS scenarios' certificates and what loadgen offers.
+    tls: Option<TlsRun>,
+}
+
+struct TlsRun {
+    files: ringwire_loadtest::tls::CertFiles,
+    kx: ringwire_loadtest::tls::Kx,
+    resume: bool,
+}
+
+/// The run's certificate directory, removed when dropped.
+struct TempCerts {
+    dir: PathBuf,
+    files: ringwire_loadtest::tls::CertFiles,
+}
+
+impl Drop for TempCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn run_loadgen(
@@ -544,10 +715,17 @@ fn run_loadgen(
     if server.kind == ServerKind::Floor {
         cmd.arg("--raw");
     }
-    if sc.idle {
+    if let Some(t) = ctx.tls.as_ref().filter(|_| sc.tls) {
+        cmd.arg("--tls").arg("--tls-ca").arg(&t.files.ca);
+        cmd.arg("--tls-kx").arg(t.kx.to_possible_value().expect("a named value").get_name());
+        if t.resume {
+            cmd.arg("--tls-resume");
+        }
+    }
+    if sc.idle || sc.sources > 0 {
         // Fresh source addresses per run: the previous run's TIME_WAIT ports stay taken.
         let block = 1 + (run_no % 250);
-        let n = sc.conns.div_ceil(20_000).max(1);
+        let n = sc.conns.div_ceil(20_000).max(sc.sources).max(1);
         let src: Vec<String> = (1..=n).map(|i| format!("127.{block}.0.{i}")).collect();
         cmd.arg("--sources").arg(src.join(","));
     }
@@ -723,7 +901,17 @@ fn run(mut args: Args) -> Result<(), String> {
     });
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-    let ctx = Ctx { loadgen, has_taskset, duration: args.duration, warmup: args.warmup };
+    // One test CA and certificate for every TLS run, removed at the end.
+    let certs = if scs.iter().any(|s| s.tls) {
+        let dir = std::env::temp_dir().join(format!("ringwire-bench-tls-{}", std::process::id()));
+        let files = ringwire_loadtest::tls::write(&dir, args.tls_key)?;
+        eprintln!("[bench-all] TLS: {:?} test CA and localhost certificate in {}", args.tls_key, dir.display());
+        Some(TempCerts { dir, files })
+    } else {
+        None
+    };
+    let tls = certs.as_ref().map(|c| TlsRun { files: c.files.clone(), kx: args.tls_kx, resume: args.tls_resume });
+    let ctx = Ctx { loadgen, has_taskset, duration: args.duration, warmup: args.warmup, tls };
     let machine = machine_facts(&repo, &all);
 
     let usable: Vec<&Server> = all.iter().filter(|s| s.available.is_ok()).collect();
@@ -763,7 +951,8 @@ fn run(mut args: Args) -> Result<(), String> {
             failure,
             loadgen: v,
         };
-        let rec = match start_server(server, mode, port, &log, has_taskset) {
+        let tls_files = ctx.tls.as_ref().filter(|_| sc.tls).map(|t| &t.files);
+        let rec = match start_server(server, mode, port, tls_files, &log, has_taskset) {
             Err(e) => record(Some(e), None),
             Ok(running) => {
                 let res = run_loadgen(&ctx, sc, server, port, running.pid(), i);
@@ -860,6 +1049,21 @@ fn run(mut args: Args) -> Result<(), String> {
         args.duration,
         args.warmup
     ));
+    if let Some(t) = &ctx.tls {
+        pre.push_str(&format!(
+            "\nTLS scenarios: TLS 1.3 only, loadgen offering one cipher suite (TLS13_AES_128_GCM_SHA256) and one key \
+             exchange group ({:?}), ALPN http/1.1, SNI localhost; a {:?} leaf for localhost signed by a test CA made \
+             for the run (the servers get the full chain); {}. loadgen is rustls (aws-lc-rs), the classic \
+             ClientConnection.\n",
+            t.kx,
+            args.tls_key,
+            if t.resume {
+                "sessions resumed where the server allows it"
+            } else {
+                "no resumption: every handshake is a full one"
+            }
+        ));
+    }
     let skipped: Vec<String> =
         all.iter().filter_map(|s| s.available.as_ref().err().map(|why| format!("{} ({why})", s.name))).collect();
     if !skipped.is_empty() {
@@ -879,6 +1083,11 @@ fn run(mut args: Args) -> Result<(), String> {
             "pinned": has_taskset, "idle": args.idle, "open_rates": args.open_rates,
             "idle_deflate": args.idle_deflate, "ringwire_deflate_level": args.ringwire_deflate_level,
             "open_file_limit": limit, "skipped_scenarios": skipped_scenarios,
+            "idle_tls": args.idle_tls, "handshake_conns": args.handshake_conns,
+            "tls": ctx.tls.as_ref().map(|t| serde_json::json!({
+                "key": args.tls_key, "kx": t.kx, "resumption": t.resume,
+                "version": "1.3", "cipher": "aes128",
+            })),
         },
         "servers": all.iter().map(|s| serde_json::json!({
             "name": s.name, "kind": s.kind, "program": s.program.display().to_string(), "deflate": s.deflate,

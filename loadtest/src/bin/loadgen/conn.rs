@@ -1,12 +1,13 @@
-//! One client connection: its buffers, its in-flight queue, and the streaming check of
-//! everything the server sends back.
+//! One client connection: its buffers, its in-flight queue, the streaming check of
+//! everything the server sends back, and (`--tls`) its rustls client session.
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use ringwire_loadtest::deflate::{Agreement, MessageDeflater, MessageInflater};
 use ringwire_loadtest::wire::{self, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, Prebuilt, ServerFrameHeader};
+use rustls::ClientConnection;
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, BufRead as _, Write};
 use std::time::Instant;
 
 /// Where a connection is in its life.
@@ -15,6 +16,11 @@ pub(crate) enum State {
     Connecting,
     Handshake,
     Open,
+    /// Handshake mode: the echo came back and a close frame went out; waiting for the
+    /// server's close frame, then for its end of the stream (TLS close_notify or TCP FIN;
+    /// the connection is then dropped: RFC 6455 has the server close TCP first, and a
+    /// close_notify of ours would reach a socket the server has closed and draw a reset).
+    Closing,
 }
 
 /// What a connection does with the messages it gets.
@@ -50,6 +56,9 @@ pub(crate) struct FeedCtx<'a> {
     pub size: usize,
     /// Where a compressed message is inflated (one buffer per worker).
     pub inflated: &'a mut Vec<u8>,
+    /// Handshake mode: once its echo is back, a connection closes (close frame 1000);
+    /// echoes are not counted as messages (the worker counts finished cycles).
+    pub close_after_echo: bool,
 }
 
 /// Bytes a connection sent and received: data-frame payloads as on the wire (compressed
@@ -83,6 +92,12 @@ struct FrameProgress {
 
 pub(crate) struct Conn {
     pub stream: TcpStream,
+    /// `--tls`: the rustls client session the stream's bytes pass through.
+    pub tls: Option<Box<ClientConnection>>,
+    /// When the TCP connect was started (handshake mode: latency counts from here).
+    pub started: Instant,
+    /// Closing: the server's close frame arrived.
+    pub close_received: bool,
     pub state: State,
     pub role: Role,
     pub accept: String,
@@ -110,9 +125,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, role: Role, seed: u64) -> Self {
+    pub(crate) fn new(stream: TcpStream, tls: Option<ClientConnection>, role: Role, seed: u64) -> Self {
         Conn {
             stream,
+            tls: tls.map(Box::new),
+            started: Instant::now(),
+            close_received: false,
             state: State::Connecting,
             role,
             accept: String::new(),
@@ -148,9 +166,83 @@ impl Conn {
         self.bytes.sent_payload += payload as u64;
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (a TLS session holding records counts as one).
     pub(crate) fn backlog(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len() - self.out_pos + self.tls.as_ref().map_or(0, |t| usize::from(t.wants_write()))
+    }
+
+    /// Whether the connection got as far as its 101 (it counts as open).
+    pub(crate) fn opened(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing)
+    }
+
+    /// Bytes that came from the server (plaintext with `--tls`): the 101 while in
+    /// [`State::Handshake`], frames after. Returns whether the 101 completed here.
+    pub(crate) fn deliver(
+        &mut self,
+        data: &[u8],
+        ctx: &mut FeedCtx<'_>,
+        offered_deflate: bool,
+        agreement: &mut Option<Agreement>,
+    ) -> Result<bool, String> {
+        if self.state != State::Handshake {
+            self.feed(data, ctx)?;
+            return Ok(false);
+        }
+        self.hs_buf.extend_from_slice(data);
+        let Some(up) =
+            wire::check_upgrade_response(&self.hs_buf, &self.accept, offered_deflate).map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        if let Some(a) = up.deflate {
+            agreement.get_or_insert(a);
+            self.set_deflate(a);
+        }
+        let rest = self.hs_buf.split_off(up.head_len);
+        self.hs_buf = Vec::new();
+        self.state = State::Open;
+        self.feed(&rest, ctx)?;
+        Ok(true)
+    }
+
+    /// Runs bytes read from the socket through the TLS session and hands the plaintext to
+    /// [`Conn::deliver`]. Returns whether the 101 completed, and whether the server sent
+    /// its close_notify.
+    pub(crate) fn deliver_tls(
+        &mut self,
+        mut data: &[u8],
+        ctx: &mut FeedCtx<'_>,
+        offered_deflate: bool,
+        agreement: &mut Option<Agreement>,
+    ) -> Result<(bool, bool), String> {
+        let mut tls = self.tls.take().expect("deliver_tls on a TLS connection");
+        let res = (|| {
+            let (mut opened, mut closed) = (false, false);
+            while !data.is_empty() {
+                tls.read_tls(&mut data).map_err(|e| format!("tls read: {e}"))?;
+                tls.process_new_packets().map_err(|e| format!("tls: {e}"))?;
+                let mut reader = tls.reader();
+                loop {
+                    match reader.fill_buf() {
+                        Ok([]) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(plain) => {
+                            let n = plain.len();
+                            opened |= self.deliver(plain, ctx, offered_deflate, agreement)?;
+                            reader.consume(n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(format!("tls: {e}")),
+                    }
+                }
+            }
+            Ok((opened, closed))
+        })();
+        self.tls = Some(tls);
+        res
     }
 
     pub(crate) fn queue_bytes(&mut self, bytes: &[u8]) {
@@ -166,8 +258,27 @@ impl Conn {
         self.inflight.push_back((idx as u32, ts));
     }
 
-    /// Writes as much of the queue as the socket takes.
+    /// Writes as much of the queue as the socket takes (with `--tls`: encrypts the whole
+    /// queue into the session, then writes as many records as the socket takes).
     pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            if self.out_pos < self.out.len() {
+                // The session has no buffer limit (set at creation): it takes everything.
+                tls.writer().write_all(&self.out[self.out_pos..])?;
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket wrote 0 bytes")),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket wrote 0 bytes")),
@@ -336,6 +447,7 @@ impl Conn {
                 self.out.extend_from_slice(&pong);
             }
             OP_PONG => {}
+            OP_CLOSE if self.state == State::Closing => self.close_received = true,
             OP_CLOSE => {
                 let code = (self.ctrl.len() >= 2).then(|| u16::from_be_bytes([self.ctrl[0], self.ctrl[1]]));
                 return Err(format!(
@@ -390,6 +502,11 @@ impl Conn {
         let (_, ts) = self.inflight.pop_front().expect("checked by caller");
         if ctx.measuring {
             ctx.hist.saturating_record(ctx.now.saturating_duration_since(ts).as_nanos() as u64);
+        }
+        if ctx.close_after_echo {
+            self.out.extend_from_slice(&wire::client_frame(OP_CLOSE, &1000u16.to_be_bytes(), [1, 2, 3, 4]));
+            self.state = State::Closing;
+            return;
         }
         ctx.msgs += 1;
         if ctx.refill {

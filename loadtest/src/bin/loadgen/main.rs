@@ -9,6 +9,8 @@
 //! pre-built and pre-masked; every echoed byte is checked against what was sent; latency
 //! goes into an HDR histogram (nanoseconds). With `--deflate` the frames are compressed
 //! once up front and what the server sends is inflated per connection before the check.
+//! With `--tls` every connection is wss: a rustls client session (aws-lc-rs) between the
+//! socket and the WebSocket bytes.
 //! The result is one JSON object on stdout; a progress line is printed on stderr each
 //! second.
 
@@ -39,6 +41,11 @@ pub(crate) enum Mode {
     Broadcast,
     /// Open `--conns` connections, hold them, report server RSS per connection.
     Idle,
+    /// `--conns` connections in flight, each one cycle: TCP connect, TLS handshake
+    /// (`--tls`), upgrade, one echo, close handshake, the server's end of stream; then a new
+    /// connection takes its place. Messages are finished cycles; latency is from the
+    /// connect to the echo.
+    Handshake,
 }
 
 /// What the messages contain.
@@ -125,6 +132,27 @@ pub(crate) struct Args {
     /// Raw TCP: no handshake and no framing; the same bytes must come back (the floor).
     #[arg(long)]
     raw: bool,
+    /// wss: TLS (rustls, aws-lc-rs) on every connection, trusting only `--tls-ca`.
+    #[arg(long, requires = "tls_ca")]
+    tls: bool,
+    /// PEM file of the certificate(s) to trust (the test CA).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Name sent as SNI and checked against the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
+    /// The one key exchange group offered.
+    #[arg(long, value_enum, default_value_t)]
+    tls_kx: ringwire_loadtest::tls::Kx,
+    /// The one cipher offered.
+    #[arg(long, value_enum, default_value_t)]
+    tls_cipher: ringwire_loadtest::tls::Cipher,
+    /// The protocol version offered.
+    #[arg(long, value_enum, default_value_t)]
+    tls_version: ringwire_loadtest::tls::Version,
+    /// Resume TLS sessions (off: every handshake is a full one).
+    #[arg(long)]
+    tls_resume: bool,
     /// Do not print the per-second progress line.
     #[arg(long)]
     quiet: bool,
@@ -197,6 +225,19 @@ struct Output {
     server_hwm_kb: Option<u64>,
     rss_bytes_per_conn: Option<f64>,
     idle_verified: Option<u64>,
+    /// `--tls`: what was offered and what the sessions negotiated.
+    tls: Option<TlsOut>,
+}
+
+#[derive(Serialize)]
+struct TlsOut {
+    offered_kx: ringwire_loadtest::tls::Kx,
+    offered_cipher: ringwire_loadtest::tls::Cipher,
+    offered_version: ringwire_loadtest::tls::Version,
+    resumption: bool,
+    server_name: String,
+    /// The first session's parameters and the count of each kind of handshake.
+    negotiated: worker::TlsSeen,
 }
 
 fn main() {
@@ -242,6 +283,9 @@ fn validate(args: &mut Args) -> Result<(), String> {
     if args.echo_first == Some(0) {
         return Err("--echo-first needs at least 1 message".into());
     }
+    if args.tls && args.raw {
+        return Err("--tls needs WebSocket (not --raw)".into());
+    }
     if args.deflate && args.raw {
         return Err("--deflate needs WebSocket (not --raw)".into());
     }
@@ -272,6 +316,8 @@ fn validate(args: &mut Args) -> Result<(), String> {
             }
         }
         Mode::Idle if args.raw => return Err("--raw does not apply to idle mode".into()),
+        Mode::Handshake if args.raw => return Err("--raw does not apply to handshake mode".into()),
+        Mode::Handshake => args.depth = 1,
         // Idle: what each connection sends at once when it echoes (see --echo-first).
         Mode::Idle => args.depth = args.echo_first.unwrap_or(1),
         _ => {}
@@ -308,6 +354,21 @@ fn run(mut args: Args) -> Result<Output, String> {
         Payload::Pattern => ringwire_loadtest::wire::PayloadKind::Pattern,
         Payload::Json => ringwire_loadtest::wire::PayloadKind::Json,
     };
+    let tls = match &args.tls_ca {
+        Some(ca) if args.tls => {
+            let opts = ringwire_loadtest::tls::ClientOptions {
+                kx: args.tls_kx,
+                cipher: args.tls_cipher,
+                version: args.tls_version,
+                resume: args.tls_resume,
+            };
+            let config = ringwire_loadtest::tls::client_config(ca, &opts)?;
+            let name = rustls::pki_types::ServerName::try_from(args.tls_server_name.clone())
+                .map_err(|e| format!("--tls-server-name {:?}: {e}", args.tls_server_name))?;
+            Some((config, name))
+        }
+        _ => None,
+    };
     let frames = Arc::new(ringwire_loadtest::wire::prebuilt_frames(64, args.size, !args.binary, kind, args.deflate));
     let stats: Arc<Vec<ThreadStats>> = Arc::new((0..threads).map(|_| ThreadStats::default()).collect());
     let shared = Arc::new(Shared {
@@ -320,6 +381,7 @@ fn run(mut args: Args) -> Result<Output, String> {
         subscribers: args.conns as u64,
         stats: stats.clone(),
         frames,
+        tls,
     });
     let clk_tck = procfs::clock_ticks_per_sec();
     let rss_before = match args.server_pid {
@@ -428,9 +490,11 @@ fn run(mut args: Args) -> Result<Output, String> {
     let mut error_samples = Vec::new();
     let mut bytes = conn::ByteCounts::default();
     let mut agreement = None;
+    let mut tls_seen = worker::TlsSeen::default();
     for h in handles {
         let r = h.join().map_err(|_| "worker thread panicked".to_string())?;
         bytes.add(&r.bytes);
+        tls_seen.add(&r.tls);
         agreement = agreement.or(r.agreement);
         hist.add(&r.hist).map_err(|e| format!("merging histograms: {e}"))?;
         for s in r.error_samples {
@@ -506,6 +570,14 @@ fn run(mut args: Args) -> Result<Output, String> {
             _ => None,
         },
         idle_verified: (args.mode == Mode::Idle).then(|| sum(|s| &s.msgs)),
+        tls: args.tls.then(|| TlsOut {
+            offered_kx: args.tls_kx,
+            offered_cipher: args.tls_cipher,
+            offered_version: args.tls_version,
+            resumption: args.tls_resume,
+            server_name: args.tls_server_name.clone(),
+            negotiated: tls_seen,
+        }),
     };
     Ok(out)
 }

@@ -7,6 +7,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ringwire_loadtest::deflate::{Agreement, MessageDeflater};
 use ringwire_loadtest::wire::{self, Prebuilt};
+use rustls::pki_types::ServerName;
+use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -21,6 +23,8 @@ const TIMER: Token = Token(usize::MAX - 1);
 const MIN_TICK: Duration = Duration::from_micros(50);
 /// Open-loop safety valve: a connection this far behind is reported as failed.
 const MAX_INFLIGHT: usize = 1_000_000;
+/// Handshake mode: a connection whose cycle takes longer than this is failed.
+const STUCK: Duration = Duration::from_secs(10);
 
 /// Counters one worker publishes for the main thread.
 #[derive(Default)]
@@ -46,6 +50,47 @@ pub(crate) struct Shared {
     pub subscribers: u64,
     pub stats: Arc<Vec<ThreadStats>>,
     pub frames: Arc<Vec<Prebuilt>>,
+    /// `--tls`: the client configuration and the name sent as SNI and verified.
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+/// What the TLS sessions negotiated: the first one's parameters and how many handshakes
+/// of each kind completed (`--tls`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct TlsSeen {
+    pub version: Option<String>,
+    pub cipher_suite: Option<String>,
+    pub kx_group: Option<String>,
+    pub alpn: Option<String>,
+    pub full: u64,
+    pub resumed: u64,
+    pub hello_retry: u64,
+}
+
+impl TlsSeen {
+    fn note(&mut self, c: &rustls::ClientConnection) {
+        use rustls::HandshakeKind;
+        match c.handshake_kind() {
+            Some(HandshakeKind::Resumed) => self.resumed += 1,
+            Some(HandshakeKind::FullWithHelloRetryRequest) => self.hello_retry += 1,
+            _ => self.full += 1,
+        }
+        if self.version.is_none() {
+            self.version = c.protocol_version().map(|v| format!("{v:?}"));
+            self.cipher_suite = c.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+            self.kx_group = c.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+            self.alpn = c.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
+        }
+    }
+
+    pub(crate) fn add(&mut self, o: &TlsSeen) {
+        if self.version.is_none() {
+            *self = TlsSeen { full: self.full, resumed: self.resumed, hello_retry: self.hello_retry, ..o.clone() };
+        }
+        self.full += o.full;
+        self.resumed += o.resumed;
+        self.hello_retry += o.hello_retry;
+    }
 }
 
 /// What a worker hands back when it stops.
@@ -56,6 +101,7 @@ pub(crate) struct WorkerResult {
     pub bytes: ByteCounts,
     /// The first permessage-deflate agreement seen (`--deflate`).
     pub agreement: Option<Agreement>,
+    pub tls: TlsSeen,
 }
 
 pub(crate) struct Worker {
@@ -74,6 +120,9 @@ pub(crate) struct Worker {
     inflated: Vec<u8>,
     bytes: ByteCounts,
     agreement: Option<Agreement>,
+    tls_seen: TlsSeen,
+    /// Handshake mode: when connections were last checked for a stuck cycle.
+    last_scan: Instant,
     // Open loop.
     rr: usize,
     ol_start: Option<Instant>,
@@ -106,7 +155,8 @@ impl Worker {
             poll,
             ids,
             conns: (0..n).map(|_| None).collect(),
-            next_connect: 0,
+            // Handshake mode opens its connections when the run starts, not before.
+            next_connect: if args.mode == Mode::Handshake { n } else { 0 },
             pending_connects: 0,
             args,
             shared,
@@ -116,6 +166,8 @@ impl Worker {
             inflated: Vec::new(),
             bytes: ByteCounts::default(),
             agreement: None,
+            tls_seen: TlsSeen::default(),
+            last_scan: Instant::now(),
             rr: 0,
             ol_start: None,
             ol_sent: 0,
@@ -181,12 +233,27 @@ impl Worker {
                     measuring,
                     &mut counts,
                 );
-                if let Err(msg) = res {
-                    self.fail(i, msg);
+                match res {
+                    Ok(false) => {}
+                    // Handshake mode: a cycle ended; a new connection takes the slot.
+                    Ok(true) => {
+                        counts.msgs += 1;
+                        self.retire(i);
+                        self.open_slot(i);
+                    }
+                    Err(msg) => {
+                        self.fail(i, msg);
+                        if started && self.args.mode == Mode::Handshake {
+                            self.open_slot(i);
+                        }
+                    }
                 }
             }
             if started {
                 self.tick(&mut counts);
+                if self.args.mode == Mode::Handshake {
+                    self.scan_stuck(now);
+                }
             }
             let st = &self.shared.stats[self.index];
             if counts.msgs > 0 {
@@ -206,6 +273,7 @@ impl Worker {
             error_samples: self.error_samples,
             bytes: self.bytes,
             agreement: self.agreement,
+            tls: self.tls_seen,
         }
     }
 
@@ -242,30 +310,81 @@ impl Worker {
             }
             let i = self.next_connect;
             self.next_connect += 1;
-            self.pending_connects += 1;
-            let global = self.ids[i];
-            let role = match (self.args.mode, self.publisher) {
-                (Mode::Broadcast, Some(p)) if p == i => Role::Publisher,
-                (Mode::Broadcast, _) => Role::Subscriber,
-                _ => Role::Echo,
-            };
-            match self.connect(global) {
-                Ok(stream) => {
-                    let mut c = Conn::new(stream, role, global as u64 * 7);
-                    if let Err(e) =
-                        self.poll.registry().register(&mut c.stream, Token(i), Interest::READABLE | Interest::WRITABLE)
-                    {
-                        self.conns[i] = Some(c);
-                        self.fail(i, format!("register: {e}"));
-                        continue;
-                    }
-                    self.conns[i] = Some(c);
+            self.open_slot(i);
+        }
+    }
+
+    /// Starts connection `i` (a connect slot, if the mode uses them, already taken).
+    fn open_slot(&mut self, i: usize) {
+        self.pending_connects += 1;
+        let global = self.ids[i];
+        let role = match (self.args.mode, self.publisher) {
+            (Mode::Broadcast, Some(p)) if p == i => Role::Publisher,
+            (Mode::Broadcast, _) => Role::Subscriber,
+            _ => Role::Echo,
+        };
+        let tls = match &self.shared.tls {
+            None => None,
+            Some((config, name)) => match rustls::ClientConnection::new(config.clone(), name.clone()) {
+                Ok(mut t) => {
+                    // The write queue is bounded by the generator's own in-flight messages.
+                    t.set_buffer_limit(None);
+                    Some(t)
                 }
                 Err(e) => {
-                    self.pending_connects -= 1;
-                    self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
-                    self.note_error(format!("connect #{global}: {e}"));
+                    self.release_connect();
+                    self.note_error(format!("tls client #{global}: {e}"));
+                    return;
                 }
+            },
+        };
+        match self.connect(global) {
+            Ok(stream) => {
+                let mut c = Conn::new(stream, tls, role, global as u64 * 7);
+                let res =
+                    self.poll.registry().register(&mut c.stream, Token(i), Interest::READABLE | Interest::WRITABLE);
+                self.conns[i] = Some(c);
+                if let Err(e) = res {
+                    self.fail(i, format!("register: {e}"));
+                }
+            }
+            Err(e) => {
+                self.release_connect();
+                self.note_error(format!("connect #{global}: {e}"));
+            }
+        }
+    }
+
+    /// A connection attempt ended (open or failed): its connect slot is free again
+    /// (handshake mode keeps its connections in flight without the window).
+    fn release_connect(&mut self) {
+        self.pending_connects -= 1;
+        if self.args.mode != Mode::Handshake {
+            self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Handshake mode: connection `i` finished its cycle (echo, close handshake, the
+    /// server's end of stream); it is dropped.
+    fn retire(&mut self, i: usize) {
+        let Some(mut c) = self.conns[i].take() else { return };
+        self.bytes.add(&c.bytes);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.stats().open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Handshake mode: fails connections whose cycle has taken more than 10 s.
+    fn scan_stuck(&mut self, now: Instant) {
+        if now.duration_since(self.last_scan) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_scan = now;
+        for i in 0..self.conns.len() {
+            let stuck = self.conns[i].as_ref().is_some_and(|c| now.duration_since(c.started) > STUCK);
+            if stuck {
+                let state = self.conns[i].as_ref().map(|c| c.state);
+                self.fail(i, format!("cycle not finished after {} s ({state:?})", STUCK.as_secs()));
+                self.open_slot(i);
             }
         }
     }
@@ -295,10 +414,10 @@ impl Worker {
         now: Instant,
         measuring: bool,
         counts: &mut Counts,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let Worker { conns, scratch, shared, args, hist, inflated, agreement, .. } = self;
         let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut ctx = FeedCtx {
             frames: &shared.frames,
@@ -314,8 +433,11 @@ impl Worker {
             max_len: ringwire_loadtest::peer::MAX_MESSAGE as u64,
             size: args.size,
             inflated,
+            close_after_echo: args.mode == Mode::Handshake,
         };
         let mut became_open = false;
+        // Handshake mode: the cycle ended (close frames exchanged, the server's end of stream).
+        let mut done = false;
         // Account for a newly open connection even when the same event then fails it.
         let res = (|| -> Result<(), String> {
             if c.state == State::Connecting {
@@ -344,37 +466,43 @@ impl Worker {
             }
             if readable || c.state == State::Handshake {
                 loop {
-                    match c.stream.read(scratch) {
-                        Ok(0) => return Err(format!("server closed the connection ({:?})", c.state)),
+                    let ended = match c.stream.read(scratch) {
+                        Ok(0) => "closed the connection",
                         Ok(n) => {
-                            if c.state == State::Handshake {
-                                c.hs_buf.extend_from_slice(&scratch[..n]);
-                                if let Some(up) = wire::check_upgrade_response(&c.hs_buf, &c.accept, args.deflate)
-                                    .map_err(|e| e.to_string())?
-                                {
-                                    if let Some(a) = up.deflate {
-                                        agreement.get_or_insert(a);
-                                        c.set_deflate(a);
-                                    }
-                                    let rest = c.hs_buf.split_off(up.head_len);
-                                    c.hs_buf = Vec::new();
-                                    c.state = State::Open;
-                                    became_open = true;
-                                    c.feed(&rest, &mut ctx)?;
-                                }
+                            let data = &scratch[..n];
+                            let notified = if c.tls.is_some() {
+                                let (opened, notified) = c.deliver_tls(data, &mut ctx, args.deflate, agreement)?;
+                                became_open |= opened;
+                                notified
                             } else {
-                                c.feed(&scratch[..n], &mut ctx)?;
-                            }
-                            // A short read drained the socket; a later arrival raises a new edge.
-                            if n < scratch.len() {
+                                became_open |= c.deliver(data, &mut ctx, args.deflate, agreement)?;
+                                false
+                            };
+                            if notified {
+                                "sent its TLS close_notify"
+                            } else if n < scratch.len() && c.state != State::Closing {
+                                // A short read drained the socket; a later arrival raises a new edge.
+                                // (Not while closing: a FIN that came with the last bytes raises none.)
                                 break;
+                            } else {
+                                continue;
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(format!("read: {e}")),
+                    };
+                    if c.state == State::Closing && c.close_received {
+                        done = true;
+                        return Ok(());
                     }
+                    return Err(format!("server {ended} ({:?})", c.state));
                 }
+            }
+            if became_open && args.mode == Mode::Handshake {
+                // The cycle's one message; its latency counts from the TCP connect.
+                c.enqueue(&shared.frames, c.started);
+                ctx.sent += 1;
             }
             if c.inflight.len() > MAX_INFLIGHT {
                 return Err(format!("{} messages in flight: the server is not keeping up", c.inflight.len()));
@@ -386,11 +514,13 @@ impl Worker {
         counts.sent += ctx.sent;
         counts.deliveries += ctx.deliveries;
         if became_open {
-            self.pending_connects -= 1;
-            self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
+            if let Some(t) = conns[i].as_ref().and_then(|c| c.tls.as_deref()) {
+                self.tls_seen.note(t);
+            }
+            self.release_connect();
             self.stats().open.fetch_add(1, Ordering::Relaxed);
         }
-        res
+        res.map(|()| done)
     }
 
     /// The run phase begins: queue the initial messages.
@@ -398,6 +528,12 @@ impl Worker {
         let now = Instant::now();
         let frames = self.shared.frames.clone();
         let depth = match self.args.mode {
+            Mode::Handshake => {
+                for i in 0..self.conns.len() {
+                    self.open_slot(i);
+                }
+                return;
+            }
             Mode::Closed => 1,
             Mode::Pipelined | Mode::Idle => self.args.depth,
             Mode::OpenLoop => {
@@ -529,6 +665,13 @@ impl Worker {
             if let Some(f) = &close {
                 c.queue_bytes(f);
             }
+            if c.tls.is_some() {
+                // The close frame into the session first, then the alert after it.
+                let _ = c.flush();
+                if let Some(t) = &mut c.tls {
+                    t.send_close_notify();
+                }
+            }
             if c.flush().is_ok() && c.backlog() == 0 {
                 let _ = c.stream.shutdown(std::net::Shutdown::Write);
             }
@@ -572,11 +715,10 @@ impl Worker {
         let Some(mut c) = self.conns[i].take() else { return };
         self.bytes.add(&c.bytes);
         let _ = self.poll.registry().deregister(&mut c.stream);
-        if c.state == State::Open {
+        if c.opened() {
             self.stats().open.fetch_sub(1, Ordering::Relaxed);
         } else {
-            self.pending_connects -= 1;
-            self.shared.connect_slots.fetch_add(1, Ordering::AcqRel);
+            self.release_connect();
         }
         let global = self.ids[i];
         self.note_error(format!("conn #{global}: {msg}"));
