@@ -9,9 +9,11 @@
 //! where it was negotiated (the repeat takes a fraction of the first's bytes) and its
 //! absence where it was not (the repeat takes as many).
 //!
+//! The same peers as clients over TLS (wss://), each trusting a test CA: [`wss`].
+//!
 //! Peers install under `target/peers` (npm, pip). A missing `node`/`npm`, `python3` (with
-//! venv) or `chromium` skips its test with a line `SKIPPED <test>: <why>`; with
-//! `RINGWIRE_REQUIRE_INTEROP=1` (CI) it fails instead.
+//! venv), `chromium` (or `certutil`, for the wss test) skips its test with a line
+//! `SKIPPED <test>: <why>`; with `RINGWIRE_REQUIRE_INTEROP=1` (CI) it fails instead.
 
 #[path = "interop/peers.rs"]
 mod peers;
