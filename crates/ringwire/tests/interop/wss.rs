@@ -9,7 +9,8 @@
 //! The relay of the plain tests cannot read frames inside TLS, so what crosses is checked
 //! from the peers' side: each echo byte for byte, the extensions the server answered with
 //! (`permessage-deflate` with `--deflate shared`, none without it), a clean close with 1000,
-//! and where the peer shows them the TLS version and ALPN (`http/1.1`, required).
+//! and the TLS version and ALPN (`http/1.1`, required): from the peer's socket for `ws` and
+//! `websockets`, from the net log for Chromium.
 
 use super::{Echo, PEER_LIMIT, echo_server, page_server, peers};
 use peers::{Node, Proc, Python, or_skip};
@@ -176,6 +177,7 @@ fn chromium_echoes_over_wss_trusting_the_test_ca() {
     let certs = Certs::new("chromium");
     let home = certs.dir.join("home");
     let Some(()) = or_skip(nss_trust(&home, &certs.ca)) else { return };
+    let netlog = certs.dir.join("netlog.json");
     let (page, results) = page_server();
     // A browser sends the page's Origin: ringwire lets exactly that one in.
     let origin = format!("http://{page}");
@@ -193,12 +195,15 @@ fn chromium_echoes_over_wss_trusting_the_test_ca() {
         .args(["--no-default-browser-check", "--disable-extensions", "--disable-background-networking"])
         .args(["--disable-component-update", "--disable-sync", "--no-proxy-server"])
         .arg(format!("--user-data-dir={}", certs.dir.join("profile").display()))
+        .arg(format!("--log-net-log={}", netlog.display()))
         .arg(format!("{origin}/interop.html?spec={SPEC}{urls}"))
         .env("HOME", &home);
     let chromium = Proc::spawn(cmd);
     let verdict = results.recv_timeout(Duration::from_secs(60));
     let log = chromium.log();
-    drop(chromium); // kills the browser and its helpers
+    // An orderly exit, so that the net log is complete; killed with its helpers if it
+    // does not come within 15 s (the net log check then says so).
+    let _ = chromium.terminate(Duration::from_secs(15));
     let verdict = verdict.unwrap_or_else(|_| panic!("no verdict from the page within 60 s; chromium said:\n{log}"));
     assert!(verdict.starts_with(r#"{"ok":true"#), "the page failed: {verdict}");
     eprintln!("chromium over wss: {verdict}");
@@ -206,4 +211,22 @@ fn chromium_echoes_over_wss_trusting_the_test_ca() {
     for (m, s) in MODES.iter().zip(&servers) {
         assert!(verdict.contains(&format!("wss://localhost:{}/", s.addr.port())), "{m:?}: not in {verdict}");
     }
+    // The TLS version and ALPN, from the browser's net log: each finished TLS handshake is
+    // an SSL_CONNECT event with both in its parameters (the page cannot see them).
+    let netlog = std::fs::read_to_string(&netlog).unwrap_or_default();
+    let handshakes: Vec<&str> =
+        netlog.match_indices(r#""next_proto":""#).map(|(i, _)| event_params(&netlog, i)).collect();
+    let ours =
+        handshakes.iter().filter(|p| p.contains(r#""next_proto":"http/1.1""#) && p.contains(r#""version":"TLS 1.3""#));
+    assert!(
+        ours.count() >= MODES.len(),
+        "not a TLS 1.3 handshake with ALPN http/1.1 per server in the net log: {handshakes:?}"
+    );
+}
+
+/// The `{...}` object around byte `at` of the net log (one event's parameters).
+fn event_params(log: &str, at: usize) -> &str {
+    let start = log[..at].rfind('{').unwrap_or(0);
+    let end = log[at..].find('}').map_or(log.len(), |e| at + e + 1);
+    &log[start..end]
 }
