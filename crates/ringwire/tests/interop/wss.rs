@@ -108,9 +108,7 @@ fn node_ws_client_echoes_over_wss_trusting_the_test_ca() {
     let Some(node) = or_skip(Node::find()) else { return };
     client_over_wss("node ws", "TLSv1.3", |url, certs, deflate| {
         let mut cmd = node.command(&["client", url, SPEC, "--ca", certs.ca()]);
-        if !deflate {
-            cmd.arg("--no-deflate");
-        }
+        cmd.args((!deflate).then_some("--no-deflate"));
         cmd
     });
 }
