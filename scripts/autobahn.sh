@@ -6,6 +6,9 @@
 # --deflate mode (the client always offers it); RINGWIRE_DEFLATE=off runs without it and
 # diffs with autobahn/expected-<mode>-nodeflate.json (sections 12 and 13 are then
 # UNIMPLEMENTED, and RSV1 must still be refused with 1002).
+# RINGWIRE_TLS=1 (server mode) runs the server over TLS (wss://) with a test CA and leaf made
+# now (testkit's test-pki), kosoku reaching it through scripts/tls_tunnel.py (kosoku 0.1 has
+# no wss://: the tunnel is a plain-to-TLS client with Python's ssl, trusting that CA only).
 # Extra arguments go to kosoku (e.g. `-i 9.*`); WRITE=1 rewrites the expected file.
 set -euo pipefail
 mode=${1:-server}; shift || true
@@ -23,6 +26,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 out=$root/target/autobahn/$mode
 rm -rf "$out"; mkdir -p "$out"
 rc=0
+tls_flag=()
 deflate=${RINGWIRE_DEFLATE:-shared}
 case "$deflate" in
 shared|dedicated) deflate_flag=(--deflate "$deflate"); expected=autobahn/expected-$mode.json; gate_flags=() ;;
@@ -33,11 +37,23 @@ esac
 case "$mode" in
 server)
     cargo build --release --quiet -p ringwire --bin ringwire
+    server_port=$port
+    if [ "${RINGWIRE_TLS:-0}" = 1 ]; then
+        cargo build --release --quiet -p ringwire-testkit --bin test-pki
+        "$bin/test-pki" "$out/pki" >/dev/null
+        tls_flag=(--tls-cert "$out/pki/server.crt" --tls-key "$out/pki/server.key")
+        server_port=$((port + 1))
+    fi
     # Limits large enough for the 9.x cases (16 MiB messages, 4 MiB frames).
-    "$bin/ringwire" echo --addr "127.0.0.1:$port" --threads 2 \
+    "$bin/ringwire" echo --addr "127.0.0.1:$server_port" --threads 2 \
         --max-frame-size 16MiB --max-message-size 16MiB --max-buffered 64MiB \
-        --keepalive-interval 0 --io "${RINGWIRE_IO:-auto}" "${deflate_flag[@]}" >"$out/server.log" 2>&1 &
+        --keepalive-interval 0 --io "${RINGWIRE_IO:-auto}" "${deflate_flag[@]}" "${tls_flag[@]}" >"$out/server.log" 2>&1 &
     pids+=($!)
+    if [ ${#tls_flag[@]} -gt 0 ]; then
+        (port=$server_port; wait_port)
+        python3 scripts/tls_tunnel.py "$port" "127.0.0.1:$server_port" localhost "$out/pki/ca.crt" >"$out/tunnel.log" 2>&1 &
+        pids+=($!)
+    fi
     wait_port
     timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || rc=$?
     ;;
@@ -59,4 +75,11 @@ esac
 # forever on a message ending in a final deflate block) holds the run until `timeout` ends it.
 [ "$rc" != 124 ] || echo "autobahn: kosoku did not finish in time: a case hung (one cause: a compressed message ending in a final deflate block, which kosoku 0.1.0 never returns from; see docs/autobahn-deflate-notes.md)" >&2
 [ -f "$out/index.json" ] || { echo "autobahn: no index.json; kosoku log:" >&2; tail -20 "$out/kosoku.log" >&2; exit 1; }
+if [ ${#tls_flag[@]} -gt 0 ]; then
+    # The tunnel's summary (on SIGTERM): no TLS failure, and the TLS version and ALPN seen.
+    kill "${pids[-1]}"; wait "${pids[-1]}" || true
+    cat "$out/tunnel.log"
+    grep -q "^tunnel: .* alpn http/1.1" "$out/tunnel.log" && grep -q " 0 TLS failures" "$out/tunnel.log" \
+        || { echo "autobahn: TLS failures in the tunnel (see above)" >&2; exit 1; }
+fi
 python3 scripts/autobahn_gate.py "$out/index.json" "$expected" "${gate_flags[@]}" ${WRITE:+--write}

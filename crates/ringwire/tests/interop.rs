@@ -9,14 +9,18 @@
 //! where it was negotiated (the repeat takes a fraction of the first's bytes) and its
 //! absence where it was not (the repeat takes as many).
 //!
+//! The same peers as clients over TLS (wss://), each trusting a test CA: [`wss`].
+//!
 //! Peers install under `target/peers` (npm, pip). A missing `node`/`npm`, `python3` (with
-//! venv) or `chromium` skips its test with a line `SKIPPED <test>: <why>`; with
-//! `RINGWIRE_REQUIRE_INTEROP=1` (CI) it fails instead.
+//! venv), `chromium` (or `certutil`, for the wss test) skips its test with a line
+//! `SKIPPED <test>: <why>`; with `RINGWIRE_REQUIRE_INTEROP=1` (CI) it fails instead.
 
 #[path = "interop/peers.rs"]
 mod peers;
 #[path = "interop/relay.rs"]
 mod relay;
+#[path = "interop/wss.rs"]
+mod wss;
 
 use peers::{Node, Proc, Python, or_skip};
 use relay::{Capture, Relay};
@@ -154,15 +158,18 @@ struct Echo {
 const MODES: [(&str, bool, &str); 2] = [("shared", false, "auto"), ("dedicated", true, "epoll")];
 
 fn ringwire_echo((mode, _, io): (&str, bool, &str), extra: &[&str]) -> Echo {
+    echo_server(&[&["--io", io, "--deflate", mode, "--max-frame-size", "4MiB", "--max-message-size", "4MiB"], extra])
+}
+
+/// `ringwire echo` on an ephemeral loopback port, one worker, `--deflate-threshold 64`,
+/// with the arguments in `args`; waits for its `listening on ws://` (or `wss://`) line.
+fn echo_server(args: &[&[&str]]) -> Echo {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringwire"));
-    cmd.args(["echo", "--addr", "127.0.0.1:0", "--threads", "1", "--io", io])
-        .args(["--deflate", mode, "--deflate-threshold", "64"])
-        .args(["--max-frame-size", "4MiB", "--max-message-size", "4MiB"])
-        .args(extra);
+    cmd.args(["echo", "--addr", "127.0.0.1:0", "--threads", "1", "--deflate-threshold", "64"]).args(args.concat());
     let proc = Proc::spawn(cmd);
-    let addr = proc.wait_line("ringwire echo listening on ws://", PEER_LIMIT);
-    let addr = addr.split(['/', ' ']).next().unwrap().parse().expect("the listening address");
-    Echo { addr, proc }
+    let addr = proc.wait_line("ringwire echo listening on ", PEER_LIMIT);
+    let addr = addr.split_once("://").expect("a URL").1.split(['/', ' ']).next().unwrap();
+    Echo { addr: addr.parse().expect("the listening address"), proc }
 }
 
 /// Runs a peer client (`cmd` gets the URL and [`SPEC`]) against both modes of

@@ -60,10 +60,11 @@
   }
 
   // Opens `url` with `open(url)` (a browser WebSocket or ws's), checks that permessage-deflate
-  // was negotiated, sends each message of `spec` and waits for its echo before the next,
-  // compares every echo byte for byte, closes with 1000. Resolves to the negotiated
-  // extensions; rejects with what went wrong.
-  function echoRun(open, url, spec) {
+  // was negotiated (with `deflate` false: that no extension was), sends each message of
+  // `spec` and waits for its echo before the next, compares every echo byte for byte, closes
+  // with 1000 and requires a clean close (close frames both ways). Resolves to the
+  // negotiated extensions; rejects with what went wrong.
+  function echoRun(open, url, spec, deflate = true) {
     const messages = build(spec);
     return new Promise((resolve, reject) => {
       const ws = open(url);
@@ -72,7 +73,8 @@
       let failed = null;
       const fail = (why) => { if (!failed) { failed = new Error(`${url}: ${why}`); ws.close(); } };
       ws.onopen = () => {
-        if (!/permessage-deflate/.test(ws.extensions)) return fail(`no permessage-deflate: extensions '${ws.extensions}'`);
+        if (deflate && !/permessage-deflate/.test(ws.extensions)) return fail(`no permessage-deflate: extensions '${ws.extensions}'`);
+        if (!deflate && ws.extensions) return fail(`extensions '${ws.extensions}' from a server without permessage-deflate`);
         ws.send(messages[0].data);
       };
       ws.onmessage = (ev) => {
@@ -88,6 +90,7 @@
         if (failed) return reject(failed);
         if (i !== messages.length) return reject(new Error(`${url}: closed (${ev.code} ${ev.reason}) after ${i} of ${messages.length} echoes`));
         if (ev.code !== 1000) return reject(new Error(`${url}: closed with ${ev.code} ${ev.reason}`));
+        if (!ev.wasClean) return reject(new Error(`${url}: closed with 1000 but not cleanly`));
         resolve({ url, extensions: ws.extensions, echoes: i });
       };
     });

@@ -228,6 +228,15 @@ impl Proc {
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Asks the process itself (not its group) to end with SIGTERM and waits for it at most
+    /// `limit` ([`Proc::finish`]): a browser then shuts down in order and its helpers
+    /// finish their files.
+    pub(crate) fn terminate(self, limit: Duration) -> Result<String, String> {
+        // SAFETY: kill takes plain integers; the pid is our child's, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.finish(limit)
+    }
 }
 
 impl Drop for Proc {
