@@ -453,10 +453,14 @@ fn encode_into<D>(e: &mut EncodeTlsData<'_, D>, out: &mut Vec<u8>) -> Result<(),
     Ok(())
 }
 
+/// Room for `plain` bytes once encrypted: each record's header, tag and content type.
+pub(crate) fn sealed_len(plain: usize) -> usize {
+    plain + plain.div_ceil(MAX_FRAGMENT).max(1) * RECORD_OVERHEAD
+}
+
 fn encrypt_into<D>(w: &mut WriteTraffic<'_, D>, plain: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
     let start = out.len();
-    let records = plain.len().div_ceil(MAX_FRAGMENT).max(1);
-    out.resize(start + plain.len() + records * RECORD_OVERHEAD, 0);
+    out.resize(start + sealed_len(plain.len()), 0);
     let n = match w.encrypt(plain, &mut out[start..]) {
         Ok(n) => n,
         Err(EncryptError::InsufficientSize(s)) => {
