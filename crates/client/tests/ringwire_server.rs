@@ -58,6 +58,20 @@ fn server(io: IoChoice, tweak: impl FnOnce(&mut ServerConfig)) -> (RunningServer
     (Server::bind(cfg).expect("bind").spawn(echo.clone()), echo)
 }
 
+/// Sends "small" and then `big` on open, and closes once both came back.
+fn small_then(big: bytes::Bytes) -> Recorder {
+    Recorder::new()
+        .on_open(move |ws| {
+            assert!(ws.send("small").is_queued());
+            assert!(ws.send(big.clone()).is_queued());
+        })
+        .on_message(|ws, _, n| {
+            if n == 2 {
+                ws.close(CloseCode::NORMAL, "").unwrap();
+            }
+        })
+}
+
 #[test]
 fn echo_large_and_fragmented_both_ways() {
     for io in backends() {
@@ -65,18 +79,7 @@ fn echo_large_and_fragmented_both_ways() {
         let mut opts = big_opts();
         opts.config.fragmentation_threshold = 4096;
         let big: bytes::Bytes = (0..3_000_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
-        let b2 = big.clone();
-        let rec = Recorder::new()
-            .on_open(move |ws| {
-                assert!(ws.send("small").is_queued());
-                assert!(ws.send(b2.clone()).is_queued());
-            })
-            .on_message(|ws, _, n| {
-                if n == 2 {
-                    ws.close(CloseCode::NORMAL, "").unwrap();
-                }
-            });
-        let (id, rec) = run_one(io, &format!("ws://{}/echo", srv.local_addr()), opts, rec);
+        let (id, rec) = run_one(io, &format!("ws://{}/echo", srv.local_addr()), opts, small_then(big.clone()));
         let got = rec.messages(id);
         assert_eq!(got, vec![Message::Text("small".into()), Message::Binary(big)], "{io:?}");
         assert_eq!(rec.close_of(id).0, 1000);
@@ -230,19 +233,8 @@ fn wss_to_the_ringwire_server_echoes_large_and_fragmented_and_closes_cleanly() {
         let big: bytes::Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
         // By name, and by IP literal (the leaf names both).
         for host in ["localhost", "127.0.0.1"] {
-            let b2 = big.clone();
-            let rec = Recorder::new()
-                .on_open(move |ws| {
-                    assert!(ws.send("small").is_queued());
-                    assert!(ws.send(b2.clone()).is_queued());
-                })
-                .on_message(|ws, _, n| {
-                    if n == 2 {
-                        ws.close(CloseCode::NORMAL, "").unwrap();
-                    }
-                });
             let url = format!("wss://{host}:{}/echo", srv.local_addr().port());
-            let (id, rec) = run_one(io, &url, opts.clone(), rec);
+            let (id, rec) = run_one(io, &url, opts.clone(), small_then(big.clone()));
             assert_eq!(
                 rec.messages(id),
                 vec![Message::Text("small".into()), Message::Binary(big.clone())],
