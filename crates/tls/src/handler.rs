@@ -67,7 +67,8 @@ pub struct TlsOptions {
     /// the TLS handshake is done (default false). A server that counts and limits
     /// connections at accept then counts handshaking ones too, and its handshake timer
     /// covers the TLS handshake. Until the handshake is done the inner handler gets no
-    /// data; what it sends is held as plaintext and sent once the handshake is done, and a
+    /// data; what it sends is held as plaintext (at most [`MAX_SEND_CHUNK`]; more fails the
+    /// connection with [`TlsError::NotReady`]) and sent once the handshake is done, and a
     /// close it asks for then waits for the handshake to end (within
     /// [`handshake_timeout`](Self::handshake_timeout)) so that the answer gets out, or
     /// closes at once when nothing was sent.
@@ -291,7 +292,12 @@ impl<I: Io> Io for TlsIo<'_, I> {
             return; // as the real Io drops sends after close
         }
         if !c.ready {
-            c.pending.extend_from_slice(&chunk); // sent when the handshake is done
+            // Held until the handshake is done, at most MAX_SEND_CHUNK: a refusal, not a stream.
+            if c.pending.len() + chunk.len() > MAX_SEND_CHUNK {
+                c.fail(self.io, conn, TlsError::NotReady, Vec::new());
+            } else {
+                c.pending.extend_from_slice(&chunk);
+            }
             return;
         }
         if let Err(e) = c.send_plain(self.io, conn, &chunk) {

@@ -27,12 +27,19 @@ struct Echo {
     to_send: Vec<Vec<u8>>,
     got: Vec<u8>,
     client_sent: usize,
+    /// Bytes sent on each accepted connection from `on_accept` (with `accept_early`, before
+    /// the TLS handshake is done), then closed.
+    greet_and_close: Option<usize>,
 }
 
 impl Handler for Echo {
     fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
         assert_eq!(io.queued(conn), 0);
         self.accepted.push(conn);
+        if let Some(n) = self.greet_and_close {
+            io.send(conn, Bytes::from(pattern(n, 7)));
+            io.close(conn);
+        }
     }
     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
         result.expect("tls connect");
@@ -821,5 +828,43 @@ fn plain_connections_pass_through_beside_tls_ones_with_their_own_config() {
         assert_eq!(closed.len(), 3, "{choice}: {closed:?}");
         assert!(closed.iter().all(|c| c.1.is_none()), "{choice}: all clean (close_notify on the TLS ones): {closed:?}");
         assert_eq!(outer.0.sessions(), 0, "{choice}");
+    }
+}
+
+#[test]
+fn accept_early_tells_the_inner_handler_at_accept_and_sends_its_answer_after_the_handshake() {
+    let p = pki();
+    for choice in backends() {
+        // 1,000 bytes sent from on_accept, before any TLS: they arrive, encrypted, after the
+        // handshake, followed by close_notify.
+        let opts = TlsOptions { accept_early: true, ..TlsOptions::default() };
+        let inner = Echo { stop_after: 1, greet_and_close: Some(1000), ..Echo::default() };
+        let tls = TlsHandler::server(inner, server_config(&p)).with_options(opts.clone());
+        let ca = p.ca.clone();
+        let tls = serve(choice, tls, move |addr| {
+            move || {
+                let mut s = tls_stream(addr, &ca);
+                let mut got = Vec::new();
+                assert_eq!(s.read_to_end(&mut got).unwrap(), 1000, "the answer, then close_notify");
+                assert_eq!(got, pattern(1000, 7));
+            }
+        });
+        assert_eq!(tls.inner().closed.len(), 1, "{choice:?}");
+        assert_eq!(tls.inner().closed[0].1, None, "{choice:?}: a clean close");
+
+        // More than MAX_SEND_CHUNK before the handshake: refused, the connection fails.
+        let inner = Echo { stop_after: 1, greet_and_close: Some(ringwire_tls::MAX_SEND_CHUNK + 1), ..Echo::default() };
+        let tls = TlsHandler::server(inner, server_config(&p)).with_options(opts);
+        let ca = p.ca.clone();
+        let tls = serve(choice, tls, move |addr| {
+            move || {
+                let mut s = tls_stream(addr, &ca);
+                let mut got = Vec::new();
+                assert!(s.read_to_end(&mut got).is_err() || got.is_empty(), "{choice:?}: nothing sent");
+            }
+        });
+        let closed = &tls.inner().closed;
+        assert_eq!(closed.len(), 1, "{choice:?}");
+        assert_eq!(closed[0].1, Some(io::ErrorKind::NotConnected), "{choice:?}: {:?}", closed[0]);
     }
 }
