@@ -110,7 +110,9 @@ pub struct ServerConfig {
     /// SIGHUP with [`Server::run_until_signal`](crate::Server::run_until_signal)).
     /// [`handshake_timeout`](Self::handshake_timeout) covers the TLS handshake and the
     /// upgrade request together; a handshaking connection counts toward
-    /// [`max_connections`](Self::max_connections) and the per-IP limit from accept on.
+    /// [`max_connections`](Self::max_connections) and the per-IP limit from accept on, and
+    /// one over them is dropped at accept rather than answered `503` (which could only be
+    /// sent after a TLS handshake).
     pub tls: Option<ringwire_tls::ServerTlsConfig>,
     /// TLS handshake steps each worker runs per loop turn (default 5, as uSockets): past
     /// it the rest wait for the next turn, so a storm of handshakes cannot stall the

@@ -1,18 +1,22 @@
 //! SIGINT / SIGTERM: a dedicated thread waits for them and starts a graceful shutdown.
-//! SIGHUP: the same thread reloads the TLS certificates.
+//! SIGHUP: the same thread starts a reload of the TLS certificates.
 
 use crate::ServerHandle;
 
-/// Blocks SIGINT and SIGTERM in the calling thread (so every thread spawned after it
-/// inherits the mask) and starts a thread that waits for either with `sigwait` and
-/// calls [`ServerHandle::shutdown`] (bounded by
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (so every thread spawned after
+/// it inherits the mask: call it before starting the server, as
+/// [`Server::run_until_signal`](crate::Server::run_until_signal) does; a thread started
+/// earlier still has the default actions, and SIGHUP's kills the process) and starts a
+/// thread that waits for them with `sigwait`. The first SIGINT or SIGTERM calls
+/// [`ServerHandle::shutdown`] (bounded by
 /// [`ServerConfig::shutdown_timeout`](crate::ServerConfig::shutdown_timeout)). A second
 /// signal exits the process at once, with the shell's code for the signal: 130 for
 /// SIGINT, 143 for SIGTERM.
 ///
-/// SIGHUP is waited for too: a server with TLS reads its certificate and key files again
-/// ([`ServerHandle::reload_tls`]) and logs the outcome in one line (on an error the
-/// certificates in force stay); a server without TLS logs that it ignores it.
+/// SIGHUP: a server with TLS reads its certificate and key files again
+/// ([`ServerHandle::reload_tls`], on a thread of its own, so a slow file system cannot hold
+/// up a shutdown signal) and logs the outcome in one line (on an error the certificates in
+/// force stay); a server without TLS logs that it ignores it.
 pub fn shutdown_on_signals(handle: ServerHandle) {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it fully.
     let set = unsafe {
@@ -34,7 +38,11 @@ pub fn shutdown_on_signals(handle: ServerHandle) {
                 return;
             }
             if sig == libc::SIGHUP {
-                reload(&handle);
+                let handle = handle.clone();
+                let started = std::thread::Builder::new().name("ringwire-reload".into()).spawn(move || reload(&handle));
+                if let Err(e) = started {
+                    log(|| tracing::warn!(signal = "SIGHUP", error = %e, "cannot start the reload thread"));
+                }
                 continue;
             }
             let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };

@@ -285,8 +285,17 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Refuses a connection before its handshake with 503 and `reason`.
+    /// Refuses a connection before its handshake with 503 and `reason`. Over TLS it is
+    /// dropped at once instead (as nginx and HAProxy do): the 503 could only go out after a
+    /// TLS handshake, which would spend a certificate signature and, meanwhile, a descriptor
+    /// that no limit counts on a connection that is over the limits.
     fn unavailable(&mut self, io: &mut impl Io, id: ConnId, reason: &str) {
+        if self.cfg.tls.is_some() {
+            tracing::debug!(worker = self.index, conn = %id, reason, "tls connection over the limits dropped");
+            io.abort(id);
+            self.slots.insert(id, Slot::Closing { admitted: false });
+            return;
+        }
         io.send(id, handshake::reject_response(503, Some(reason), &[]).into());
         io.close(id);
         self.slots.insert(id, Slot::Closing { admitted: false });

@@ -249,6 +249,10 @@ impl ResolvesServerCert for SniResolver {
 /// Session tickets are encrypted with one ticketer across swaps and workers.
 pub struct SharedServerConfig {
     generation: AtomicU64,
+    /// Held across a rebuild (files read, config built), so that two at once are applied
+    /// in order: a reload that started before a `replace` cannot write the old settings back
+    /// after it.
+    rebuilding: Mutex<()>,
     current: Mutex<(ServerTlsConfig, Arc<rustls::ServerConfig>)>,
     ticketer: Arc<dyn ProducesTickets>,
 }
@@ -264,7 +268,12 @@ impl SharedServerConfig {
     pub fn new(config: ServerTlsConfig) -> Result<Self, TlsConfigError> {
         let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         let built = config.build_with(Some(Arc::clone(&ticketer)))?;
-        Ok(SharedServerConfig { generation: AtomicU64::new(1), current: Mutex::new((config, built)), ticketer })
+        Ok(SharedServerConfig {
+            generation: AtomicU64::new(1),
+            rebuilding: Mutex::new(()),
+            current: Mutex::new((config, built)),
+            ticketer,
+        })
     }
 
     /// Serves a ready rustls config (for what [`ServerTlsConfig`] does not cover, such as
@@ -272,7 +281,12 @@ impl SharedServerConfig {
     pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> Self {
         let ticketer = Arc::clone(&config.ticketer);
         let spec = ServerTlsConfig { default: None, sni: Vec::new(), alpn: config.alpn_protocols.clone() };
-        SharedServerConfig { generation: AtomicU64::new(1), current: Mutex::new((spec, config)), ticketer }
+        SharedServerConfig {
+            generation: AtomicU64::new(1),
+            rebuilding: Mutex::new(()),
+            current: Mutex::new((spec, config)),
+            ticketer,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (ServerTlsConfig, Arc<rustls::ServerConfig>)> {
@@ -283,15 +297,22 @@ impl SharedServerConfig {
     /// On any error the config in force stays and the error is returned. A config from
     /// [`from_rustls`](Self::from_rustls) has no files: nothing changes.
     pub fn reload(&self) -> Result<(), TlsConfigError> {
+        let _rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
         let spec = self.lock().0.clone();
         if spec.default.is_none() && spec.sni.is_empty() {
             return Ok(());
         }
-        self.replace(spec)
+        self.rebuild(spec)
     }
 
     /// Builds `config` and swaps it in for new connections; on error nothing changes.
     pub fn replace(&self, config: ServerTlsConfig) -> Result<(), TlsConfigError> {
+        let _rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+        self.rebuild(config)
+    }
+
+    /// Builds and swaps in; the caller holds `rebuilding`.
+    fn rebuild(&self, config: ServerTlsConfig) -> Result<(), TlsConfigError> {
         let built = config.build_with(Some(Arc::clone(&self.ticketer)))?;
         self.replace_rustls(config, built);
         Ok(())

@@ -375,11 +375,12 @@ impl<I: Io> Io for TlsIo<'_, I> {
     }
 }
 
-/// TLS under a [`Handler`]: every connection of the loop is TLS, and the inner handler sees
-/// plaintext only.
+/// TLS under a [`Handler`]: every connection of the loop is TLS (but those made with
+/// [`TlsIo::connect_plain`]), and the inner handler sees plaintext only.
 ///
 /// - Accepted connections get a server session from the current [`ServerConfig`]; the inner
-///   `on_accept` runs when the handshake is done.
+///   `on_accept` runs when the handshake is done, or at TCP accept with
+///   [`TlsOptions::accept_early`] (its data still comes only after the handshake).
 /// - Connections from [`Io::connect`] get a client session for the name set with
 ///   [`TlsHandler::set_server_name`] / [`TlsIo::connect_tls`], else
 ///   [`TlsHandler::default_server_name`], and the config given to

@@ -9,8 +9,9 @@
 //!   [`STAGING_LIMIT`], [`HANDSHAKE_STAGING_LIMIT`]).
 //! - [`TlsHandler`]: a decorator at ringwire-io's seam. It wraps a [`Handler`] and gives it a
 //!   [`TlsIo`], so the inner handler sees plaintext connections only: its `on_accept` /
-//!   `on_connect` run once the TLS handshake is done, `send` takes plaintext, `on_sent` and
-//!   `queued` count plaintext bytes.
+//!   `on_connect` run once the TLS handshake is done (`on_accept` at TCP accept with
+//!   [`TlsOptions::accept_early`], data still only after the handshake), `send` takes
+//!   plaintext, `on_sent` and `queued` count plaintext bytes.
 //!
 //! A server and a client session against each other in memory (certificates from rcgen):
 //!
