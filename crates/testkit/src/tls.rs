@@ -2,14 +2,78 @@
 //! std `TcpStream` (rustls' classic API, independent of ringwire's TLS layer).
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A test CA and a leaf it signed, with the leaf's key.
+/// A test CA (ECDSA P-256) that signs leaves.
+pub struct Ca {
+    /// The CA certificate (what a client trusts).
+    pub cert: CertificateDer<'static>,
+    /// The CA as PEM.
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate a [`Ca`] signed, and its key.
+pub struct Leaf {
+    /// The certificate.
+    pub cert: CertificateDer<'static>,
+    /// The certificate as PEM.
+    pub pem: String,
+    /// The private key, PKCS#8 DER.
+    pub key: Vec<u8>,
+    /// The private key as PKCS#8 PEM.
+    pub key_pem: String,
+}
+
+impl Ca {
+    /// A fresh CA with a name of its own, so one test CA's certificates are never taken for
+    /// another's (a client trusting the other would report BadSignature, not UnknownIssuer).
+    pub fn new() -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        params.distinguished_name.push(DnType::CommonName, format!("ringwire test CA {} {n}", std::process::id()));
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert: cert.der().clone(), pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A leaf for `names` (DNS names, or IP addresses such as `127.0.0.1`).
+    pub fn leaf<S: AsRef<str>>(&self, names: &[S]) -> Leaf {
+        self.leaf_with(names, |_| {})
+    }
+
+    /// A leaf for `names` with `edit` applied to its parameters (validity, ...).
+    pub fn leaf_with<S: AsRef<str>>(&self, names: &[S], edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.as_ref().to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        edit(&mut params);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf { cert: cert.der().clone(), pem: cert.pem(), key: key.serialize_der(), key_pem: key.serialize_pem() }
+    }
+}
+
+impl Default for Ca {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Leaf {
+    /// The private key, for rustls.
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
+    }
+}
+
+/// A test CA and one leaf it signed, with the leaf's key.
 pub struct Pki {
     /// The CA certificate (what a client trusts).
     pub ca: CertificateDer<'static>,
@@ -26,25 +90,9 @@ pub struct Pki {
 impl Pki {
     /// A fresh CA and a leaf for `names` (DNS names, or IP addresses such as `127.0.0.1`).
     pub fn new(names: &[&str]) -> Self {
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // A name of its own, so one test CA's certificates are never taken for another's.
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ca_params.distinguished_name.push(DnType::CommonName, format!("ringwire test CA {} {n}", std::process::id()));
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let leaf =
-            CertificateParams::new(names).unwrap().signed_by(&leaf_key, &Issuer::new(ca_params, ca_key)).unwrap();
-        Pki {
-            ca: ca.der().clone(),
-            ca_pem: ca.pem(),
-            leaf: leaf.der().clone(),
-            leaf_pem: leaf.pem(),
-            key_pem: leaf_key.serialize_pem(),
-        }
+        let ca = Ca::new();
+        let leaf = ca.leaf(names);
+        Pki { ca: ca.cert, ca_pem: ca.pem, leaf: leaf.cert, leaf_pem: leaf.pem, key_pem: leaf.key_pem }
     }
 
     /// A leaf for `localhost` and `127.0.0.1`.

@@ -4,8 +4,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use ringwire_client::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use ringwire_client::rustls::server::WebPkiClientVerifier;
 use ringwire_client::rustls::{self, RootCertStore, ServerConfig};
 use ringwire_conn::handshake::{Accept, HandshakeLimits, parse_request};
@@ -20,53 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// A test CA.
-pub struct Ca {
-    pub cert: CertificateDer<'static>,
-    pub pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate and its key.
-pub struct Leaf {
-    pub cert: CertificateDer<'static>,
-    pub pem: String,
-    pub key: Vec<u8>,
-    pub key_pem: String,
-}
-
-impl Leaf {
-    pub fn key_der(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
-    }
-}
+pub use ringwire_testkit::tls::{Ca, Leaf};
 
 pub fn ca() -> Ca {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // a name of its own, so that one test CA is never taken for another
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    params.distinguished_name.push(DnType::CommonName, format!("ringwire client test CA {n}"));
-    let cert = params.self_signed(&key).unwrap();
-    Ca { cert: cert.der().clone(), pem: cert.pem(), issuer: Issuer::new(params, key) }
-}
-
-impl Ca {
-    /// A leaf for `names` (IP literals become IP address names).
-    pub fn leaf(&self, names: &[&str]) -> Leaf {
-        self.leaf_with(names, |_| {})
-    }
-
-    /// A leaf for `names` with `edit` applied to its parameters (validity, ...).
-    pub fn leaf_with(&self, names: &[&str], edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        edit(&mut params);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert: cert.der().clone(), pem: cert.pem(), key: key.serialize_der(), key_pem: key.serialize_pem() }
-    }
+    Ca::new()
 }
 
 /// A server config presenting `leaf` (and the CA), ALPN http/1.1, no client certificate.

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -27,18 +26,9 @@ pub fn big_pki() -> Pki {
 
 /// A leaf for `names` (many names make a certificate larger than one TLS record).
 pub fn pki_with_names(names: Vec<String>) -> Pki {
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // A name of its own: a client that trusts another test CA must not take this one's
-    // certificates for that CA's (it would report BadSignature, not UnknownIssuer).
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    ca_params.distinguished_name.push(DnType::CommonName, format!("ringwire test CA {n}"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &Issuer::new(ca_params, ca_key)).unwrap();
-    Pki { ca: ca.der().clone(), leaf: leaf.der().clone(), key: leaf_key.serialize_der() }
+    let ca = ringwire_testkit::tls::Ca::new();
+    let leaf = ca.leaf(&names);
+    Pki { ca: ca.cert, leaf: leaf.cert, key: leaf.key }
 }
 
 pub fn server_config(p: &Pki) -> Arc<ServerConfig> {
