@@ -86,6 +86,11 @@ impl<T> Slots<T> {
         self.len == 0
     }
 
+    /// Every stored (id, value), in slot order, to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut T)> {
+        self.chunks.iter_mut().flat_map(|c| c.iter_mut()).filter_map(|e| e.as_mut().map(|(id, v)| (*id, v)))
+    }
+
     /// Every stored (id, value), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &T)> {
         self.chunks.iter().flat_map(|c| c.iter()).filter_map(|e| e.as_ref().map(|(id, v)| (*id, v)))

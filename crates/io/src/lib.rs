@@ -188,6 +188,13 @@ impl ConnId {
     pub fn index(self) -> usize {
         self.idx as usize
     }
+
+    /// An id for slot `index`, generation 0, as a loop's first connection there gets:
+    /// for tests of tables keyed by ids, outside a loop.
+    #[doc(hidden)]
+    pub fn for_tests(index: usize) -> Self {
+        Self { idx: index as u32, generation: 0 }
+    }
 }
 
 impl fmt::Display for ConnId {

@@ -72,6 +72,11 @@ pub struct ServerConfig {
     /// at least 1). Beyond it those calls return [`QueueError::Full`](crate::QueueError::Full);
     /// a shutdown always gets through.
     pub mailbox_capacity: usize,
+    /// Most topics one connection may subscribe to (default 128, as Centrifugo's
+    /// `client_channel_limit`); [`Ws::subscribe`](crate::Ws::subscribe) refuses more with
+    /// [`TopicError::TooMany`](crate::TopicError::TooMany). Each subscription costs the
+    /// worker about 16 bytes, and a topic's name is kept once per worker.
+    pub max_topics_per_connection: usize,
     /// How long a graceful shutdown may take (default 10 s). Shutdown stops accepting,
     /// aborts handshakes, closes every connection with 1001 and flushes what is queued;
     /// connections still open at the deadline (a peer that does not read or does not
@@ -143,6 +148,7 @@ impl ServerConfig {
             allow_any_host: false,
             max_connections_per_ip: None,
             mailbox_capacity: 65_536,
+            max_topics_per_connection: 128,
             shutdown_timeout: Duration::from_secs(10),
             bind_retry: Duration::from_secs(3),
             trusted_proxies: Vec::new(),

@@ -94,6 +94,7 @@ mod shared;
 // sigwait and the signal mask: libc calls std does not wrap.
 #[allow(unsafe_code)]
 mod signal;
+mod topics;
 mod worker;
 mod ws;
 
@@ -101,8 +102,9 @@ pub use config::ServerConfig;
 pub use handler::{Decision, Handler, SendOutcome};
 pub use ringwire_drive::{Sent, WebSocketConnection};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
-pub use shared::QueueError;
+pub use shared::{QueueError, TopicBus};
 pub use signal::shutdown_on_signals;
+pub use topics::{MAX_TOPIC_LEN, TopicError};
 pub use ws::{Remote, Ws};
 
 pub use ringwire_conn as conn;

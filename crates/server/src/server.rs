@@ -2,7 +2,7 @@
 
 use crate::shared::Shared;
 use crate::worker::Worker;
-use crate::{Handler, QueueError, ServerConfig};
+use crate::{Handler, QueueError, ServerConfig, TopicBus};
 use ringwire_conn::PreparedMessage;
 use ringwire_io::{Detected, EventLoop};
 use ringwire_tls::{ServerTlsConfig, SharedServerConfig, TlsConfigError, TlsHandler, TlsOptions};
@@ -88,6 +88,19 @@ impl Server {
     /// A handle to broadcast to, count, or shut down the server from any thread.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Joins this server's topics to other processes' through `bus` (see [`TopicBus`]):
+    /// the bus hears when the process gains its first or loses its last subscriber of
+    /// a topic, and gets every message published here; what it receives from the others
+    /// it hands to [`ServerHandle::publish_local`]. Set once, before serving.
+    ///
+    /// # Panics
+    ///
+    /// When a bus is attached already.
+    pub fn with_bus(self, bus: Arc<dyn TopicBus>) -> Self {
+        assert!(self.shared.bus.set(bus).is_ok(), "a bus is attached to this server already");
+        self
     }
 
     /// Serves on one thread per worker, each with a clone of `handler`, until
@@ -241,6 +254,24 @@ impl ServerHandle {
     /// nothing was sent.
     pub fn broadcast(&self, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
         self.shared.push_broadcast(&message.into(), None)
+    }
+
+    /// Sends `message` to every subscriber of `topic` on every worker (as uWebSockets'
+    /// `app.publish`) and to the other processes on the [bus](Server::with_bus). Framed
+    /// once for all; never blocks. Errors as [`broadcast`](Self::broadcast)'s.
+    pub fn publish(&self, topic: &str, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
+        let message = message.into();
+        let topic: Arc<str> = topic.into();
+        if let Some(bus) = self.shared.bus.get() {
+            bus.publish(&topic, &message);
+        }
+        self.shared.push_publish(&topic, &message, None)
+    }
+
+    /// Sends `message` to every subscriber of `topic` in this process only: for a
+    /// [`TopicBus`] delivering what other processes published.
+    pub fn publish_local(&self, topic: &str, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
+        self.shared.push_publish(&topic.into(), &message.into(), None)
     }
 
     /// Starts a graceful shutdown: stop accepting, close every connection with 1001

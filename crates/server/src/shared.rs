@@ -36,6 +36,29 @@ pub(crate) enum Command {
     /// For one connection (from its [`Remote`](crate::Remote)).
     Conn(ConnId, ringwire_drive::Command),
     Broadcast(PreparedMessage),
+    /// To the worker's subscribers of a topic.
+    Publish(Arc<str>, PreparedMessage),
+}
+
+/// Where a server's topics meet other processes: a message bus (Redis pub/sub, NATS, ...)
+/// that [`Server::with_bus`](crate::Server::with_bus) attaches. The server tells it which
+/// topics the process has subscribers for, and hands it what is published here; what the
+/// bus receives from other processes it gives to
+/// [`ServerHandle::publish_local`](crate::ServerHandle::publish_local).
+///
+/// The methods are called on worker threads and must not block (queue the work for a
+/// thread of the bus's own). `subscribe` and `unsubscribe` come once per topic per
+/// process, in order: `subscribe` when the first connection of any worker subscribes
+/// to the topic, `unsubscribe` when the last one leaves it.
+pub trait TopicBus: Send + Sync + 'static {
+    /// The process has a subscriber of `topic` now.
+    fn subscribe(&self, topic: &str);
+    /// The process has no subscriber of `topic` left.
+    fn unsubscribe(&self, topic: &str);
+    /// `message` was published to `topic` in this process (by
+    /// [`Ws::publish`](crate::Ws::publish) or [`ServerHandle::publish`](crate::ServerHandle::publish)):
+    /// pass it on to the other processes.
+    fn publish(&self, topic: &str, message: &PreparedMessage);
 }
 
 /// What a mailbox holds. Shutdown is a flag, not a queued command, so it is never
@@ -95,7 +118,7 @@ impl Mailbox {
         self.wake();
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if let Some(w) = self.waker.get() {
             let _ = w.wake();
         }
@@ -138,6 +161,11 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     /// The TLS config every worker serves (and swaps on reload), when TLS is on.
     pub(crate) tls: Option<Arc<ringwire_tls::SharedServerConfig>>,
+    /// The bus, when one is attached; set before the workers start.
+    pub(crate) bus: OnceLock<Arc<dyn TopicBus>>,
+    /// With a bus: how many workers have subscribers of each topic (touched when a
+    /// worker gains its first or loses its last subscriber of a topic, never per message).
+    topic_workers: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 impl Shared {
@@ -154,6 +182,8 @@ impl Shared {
             per_ip: per_ip.map(|limit| PerIp { limit, counts: Mutex::new(HashMap::new()) }),
             shutting_down: AtomicBool::new(false),
             tls,
+            bus: OnceLock::new(),
+            topic_workers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -209,6 +239,11 @@ impl Shared {
     /// Queues a broadcast for every worker except `skip`; `Full` counts the workers
     /// whose mailbox had no room (the others still get it).
     pub(crate) fn push_broadcast(&self, message: &PreparedMessage, skip: Option<usize>) -> Result<(), QueueError> {
+        self.push_all(skip, || Command::Broadcast(message.clone()))
+    }
+
+    /// Queues `cmd()` for every worker except `skip`.
+    fn push_all(&self, skip: Option<usize>, cmd: impl Fn() -> Command) -> Result<(), QueueError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(QueueError::Closed);
         }
@@ -218,7 +253,7 @@ impl Shared {
             if Some(i) == skip {
                 continue;
             }
-            match w.push(Command::Broadcast(message.clone())) {
+            match w.push(cmd()) {
                 Ok(()) => {}
                 Err(QueueError::Full { .. }) => missed += 1,
                 Err(QueueError::Closed) => closed = true,
@@ -230,6 +265,43 @@ impl Shared {
             Err(QueueError::Full { missed })
         } else {
             Ok(())
+        }
+    }
+
+    /// Queues a publish to `topic` for every worker except `skip` (as
+    /// [`push_broadcast`](Self::push_broadcast)).
+    pub(crate) fn push_publish(
+        &self,
+        topic: &Arc<str>,
+        message: &PreparedMessage,
+        skip: Option<usize>,
+    ) -> Result<(), QueueError> {
+        self.push_all(skip, || Command::Publish(Arc::clone(topic), message.clone()))
+    }
+
+    /// A worker got its first subscriber of `topic`: the bus hears of it when it is the
+    /// process's first.
+    pub(crate) fn topic_added(&self, topic: &Arc<str>) {
+        let Some(bus) = self.bus.get() else { return };
+        let mut counts = self.topic_workers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(Arc::clone(topic)).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            // Under the lock, so the bus sees subscribes and unsubscribes in order.
+            bus.subscribe(topic);
+        }
+    }
+
+    /// A worker lost its last subscriber of `topic`.
+    pub(crate) fn topic_removed(&self, topic: &Arc<str>) {
+        let Some(bus) = self.bus.get() else { return };
+        let mut counts = self.topic_workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(topic) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(topic);
+                bus.unsubscribe(topic);
+            }
         }
     }
 

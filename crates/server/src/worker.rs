@@ -3,6 +3,7 @@
 
 use crate::handler::{Decision, Handler};
 use crate::shared::{Command, Shared};
+use crate::topics::Topics;
 use crate::ws::Ws;
 use crate::{ServerConfig, policy, proxy};
 use ringwire_conn::handshake::{self, HandshakeError, HandshakeLimits, Request};
@@ -43,16 +44,41 @@ fn head_complete(buf: &[u8], scanned: &mut usize) -> bool {
     })
 }
 
+/// The driver of `slot` when it is open and connected (not closing): a message goes to it.
+fn connected(slot: &mut Slot) -> Option<&mut Driven> {
+    match slot {
+        Slot::Open(o) if o.connection().connected() => Some(o),
+        _ => None,
+    }
+}
+
+/// A message for this worker's connections, sent at the end of the loop turn.
+pub(crate) enum Outgoing {
+    /// To every open connection.
+    All(PreparedMessage),
+    /// To the subscribers of a topic but one (the publishing connection).
+    Topic(Arc<str>, PreparedMessage, Option<ConnId>),
+}
+
+/// What a handler call may change in its worker besides its connection.
+pub(crate) struct Local {
+    /// Broadcasts and publishes not sent yet.
+    pub(crate) pending: Vec<Outgoing>,
+    pub(crate) topics: Topics,
+    /// `ServerConfig::max_topics_per_connection`.
+    pub(crate) max_topics: usize,
+}
+
 /// The driver's way to the handler: each callback gets a [`Ws`] around the driver's view.
 fn to_handler<'w, H: Handler>(
     h: &'w mut H,
     worker: usize,
     id: ConnId,
     shared: &'w Arc<Shared>,
-    local_broadcast: &'w mut Vec<PreparedMessage>,
+    local: &'w mut Local,
 ) -> impl FnMut(WebSocketConnection<'_>, Callback) -> bool + 'w {
     move |conn, call| {
-        let ws = &mut Ws { conn, id, worker, shared, local_broadcast: &mut *local_broadcast };
+        let ws = &mut Ws { conn, id, worker, shared, local: &mut *local };
         ringwire_drive::deliver!(&mut *h, ws, call)
     }
 }
@@ -82,7 +108,9 @@ pub(crate) struct Worker<H> {
     /// The client address each connection is counted under, only with
     /// `max_connections_per_ip` (else empty: nothing allocated).
     peer_ips: Slots<IpAddr>,
-    local_broadcast: Vec<PreparedMessage>,
+    local: Local,
+    /// The connections a flush sent to, pumped once each afterwards (kept to reuse).
+    targets: Vec<ConnId>,
     inbox: Vec<Command>,
     /// Set once shutdown starts: connections still open then are aborted.
     shutdown_deadline: Option<Instant>,
@@ -94,6 +122,7 @@ impl<H: Handler> Worker<H> {
     pub(crate) fn new(index: usize, handler: H, shared: Arc<Shared>, cfg: Arc<ServerConfig>) -> Self {
         let limits = HandshakeLimits::new(cfg.max_handshake_headers, cfg.max_handshake_bytes);
         let conn_config = Arc::new(cfg.connection.clone());
+        let max_topics = cfg.max_topics_per_connection;
         Self {
             index,
             epoch: Instant::now(),
@@ -105,7 +134,8 @@ impl<H: Handler> Worker<H> {
             conn_config,
             slots: Slots::new(),
             peer_ips: Slots::new(),
-            local_broadcast: Vec::new(),
+            local: Local { pending: Vec::new(), topics: Topics::default(), max_topics },
+            targets: Vec::new(),
             inbox: Vec::new(),
             shutdown_deadline: None,
             deadline_passed: false,
@@ -190,7 +220,7 @@ impl<H: Handler> Worker<H> {
     /// then keeps its timer within the shutdown deadline.
     fn pump(&mut self, io: &mut impl Io, id: ConnId) {
         let Some(Slot::Open(open)) = self.slots.get_mut(&id) else { return };
-        let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local_broadcast);
+        let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local);
         open.pump(io, id, self.epoch, &Who(self.index, id), deliver);
         if self.shutdown_deadline.is_some() {
             self.arm_shutdown(io, id);
@@ -263,26 +293,65 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn flush_broadcasts(&mut self, io: &mut impl Io) {
-        if self.local_broadcast.is_empty() {
-            return;
+    /// Sends the pending broadcasts and publishes: each message is queued on each of its
+    /// connections (framed once, shared), then each connection is pumped once. A handler
+    /// called by the pumps may publish again: that goes out in the next round, and after
+    /// a few rounds in the next loop turn (the worker wakes itself), so a handler that
+    /// publishes from every callback cannot keep the worker here.
+    fn flush_pending(&mut self, io: &mut impl Io) {
+        const ROUNDS: usize = 8;
+        for _ in 0..ROUNDS {
+            if self.local.pending.is_empty() {
+                return;
+            }
+            self.flush_round(io);
         }
-        let messages = std::mem::take(&mut self.local_broadcast);
-        let ids: Vec<ConnId> = self
-            .slots
-            .iter()
-            .filter_map(|(id, s)| matches!(s, Slot::Open(o) if o.connection().connected()).then_some(id))
-            .collect();
-        for id in ids {
-            if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
-                for m in &messages {
-                    // BufferFull is reported by Drain later; a peer over the buffered limit
-                    // is dropped by the connection's policy (1008).
-                    let _ = open.connection_mut().send_prepared(m, None);
+        if !self.local.pending.is_empty() {
+            self.shared.workers[self.index].wake();
+        }
+    }
+
+    fn flush_round(&mut self, io: &mut impl Io) {
+        let mut pending = std::mem::take(&mut self.local.pending);
+        let mut targets = std::mem::take(&mut self.targets);
+        for out in &pending {
+            // BufferFull is reported by Drain later; a peer over the buffered limit is
+            // dropped by the connection's policy (1008) when it is pumped.
+            match out {
+                Outgoing::All(m) => {
+                    for (id, slot) in self.slots.iter_mut() {
+                        if let Some(open) = connected(slot) {
+                            let _ = open.connection_mut().send_prepared(m, None);
+                            targets.push(id);
+                        }
+                    }
+                }
+                Outgoing::Topic(topic, m, skip) => {
+                    for &id in self.local.topics.subscribers(topic) {
+                        if Some(id) != *skip
+                            && let Some(open) = self.slots.get_mut(&id).and_then(connected)
+                        {
+                            let _ = open.connection_mut().send_prepared(m, None);
+                            targets.push(id);
+                        }
+                    }
                 }
             }
+        }
+        if pending.len() > 1 {
+            // A connection several messages went to is pumped once.
+            targets.sort_unstable_by_key(|id| id.index());
+            targets.dedup();
+        }
+        pending.clear();
+        if self.local.pending.is_empty() {
+            self.local.pending = pending;
+        }
+        for &id in &targets {
             self.pump(io, id);
         }
+        targets.clear();
+        self.targets = targets;
     }
 
     /// Refuses a connection before its handshake with 503 and `reason`. Over TLS it is
@@ -384,8 +453,11 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
     fn on_closed(&mut self, io: &mut impl Io, id: ConnId, error: Option<std::io::Error>) {
         let admitted = match self.slots.get_mut(&id) {
             Some(Slot::Open(open)) => {
-                let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local_broadcast);
+                let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local);
                 open.closed(io, id, self.epoch, error.as_ref(), &Who(self.index, id), deliver);
+                // After the handler's last call (which may still subscribe).
+                let shared = &self.shared;
+                self.local.topics.remove_conn(id, |topic| shared.topic_removed(&topic));
                 true
             }
             Some(Slot::Handshake { .. }) => true,
@@ -405,10 +477,10 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
         let shutdown = self.shared.workers[self.index].drain_into(&mut self.inbox);
         let mut inbox = std::mem::take(&mut self.inbox);
         for cmd in inbox.drain(..) {
-            // Keep the order commands were given in: pending broadcasts go out before
-            // a later send, close or shutdown.
-            if !matches!(cmd, Command::Broadcast(_)) {
-                self.flush_broadcasts(io);
+            // Keep the order commands were given in: pending broadcasts and publishes go
+            // out before a later send, close or shutdown.
+            if matches!(cmd, Command::Conn(..)) {
+                self.flush_pending(io);
             }
             match cmd {
                 Command::Conn(id, cmd) => {
@@ -417,18 +489,19 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                         self.pump(io, id);
                     }
                 }
-                Command::Broadcast(m) => self.local_broadcast.push(m),
+                Command::Broadcast(m) => self.local.pending.push(Outgoing::All(m)),
+                Command::Publish(topic, m) => self.local.pending.push(Outgoing::Topic(topic, m, None)),
             }
         }
         self.inbox = inbox;
         if shutdown {
-            self.flush_broadcasts(io);
+            self.flush_pending(io);
             self.begin_shutdown(io);
         }
     }
 
     fn on_turn_end(&mut self, io: &mut impl Io) {
-        self.flush_broadcasts(io);
+        self.flush_pending(io);
     }
 }
 

@@ -1,6 +1,8 @@
 //! [`Ws`]: the connection handle given to every [`Handler`](crate::Handler) call.
 
 use crate::shared::{Command, Shared};
+use crate::topics::{Change, TopicError};
+use crate::worker::{Local, Outgoing};
 use crate::{QueueError, ServerHandle};
 use bytes::Bytes;
 use ringwire_conn::{CloseCode, Payload, PreparedMessage};
@@ -20,7 +22,7 @@ pub struct Ws<'a> {
     pub(crate) id: ConnId,
     pub(crate) worker: usize,
     pub(crate) shared: &'a Arc<Shared>,
-    pub(crate) local_broadcast: &'a mut Vec<PreparedMessage>,
+    pub(crate) local: &'a mut Local,
 }
 
 impl Ws<'_> {
@@ -54,7 +56,70 @@ impl Ws<'_> {
     pub fn broadcast(&mut self, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
         let message = message.into();
         let others = self.shared.push_broadcast(&message, Some(self.worker));
-        self.local_broadcast.push(message);
+        self.local.pending.push(Outgoing::All(message));
+        others
+    }
+
+    /// Subscribes this connection to `topic` (uWebSockets' `subscribe`): it gets what is
+    /// published to the topic from now on, until [`unsubscribe`](Self::unsubscribe) or
+    /// its close, which drops all its topics. `Ok(true)` when newly subscribed, `Ok(false)`
+    /// when it already was. Refused past
+    /// [`max_topics_per_connection`](crate::ServerConfig::max_topics_per_connection) topics
+    /// or for a name over [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes.
+    ///
+    /// The first subscriber of a topic in the process subscribes the process on the
+    /// [bus](crate::Server::with_bus), if there is one.
+    pub fn subscribe(&mut self, topic: &str) -> Result<bool, TopicError> {
+        match self.local.topics.subscribe(self.id, topic, self.local.max_topics)? {
+            Change::None => Ok(false),
+            Change::Conn => Ok(true),
+            Change::Topic(name) => {
+                self.shared.topic_added(&name);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Unsubscribes this connection from `topic`; false when it was not subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        match self.local.topics.unsubscribe(self.id, topic) {
+            Change::None => false,
+            Change::Conn => true,
+            Change::Topic(name) => {
+                self.shared.topic_removed(&name);
+                true
+            }
+        }
+    }
+
+    /// Whether this connection subscribes to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.local.topics.is_subscribed(self.id, topic)
+    }
+
+    /// The topics this connection subscribes to (uWebSockets' `getTopics`).
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.local.topics.topics_of(self.id)
+    }
+
+    /// Sends `message` to every subscriber of `topic` but this connection (as
+    /// uWebSockets' `ws.publish`; [`ServerHandle::publish`] includes everyone), on every
+    /// worker, and to the other processes on the [bus](crate::Server::with_bus). Framed
+    /// once (and compressed once where compression is shared) for all. Never blocks.
+    ///
+    /// This worker's subscribers always get it. `Err(QueueError::Full { missed })`:
+    /// `missed` other workers had a full mailbox and their subscribers do not get it;
+    /// `Err(QueueError::Closed)`: the server is shutting down. A subscriber that does not
+    /// read is dropped at [`max_buffered`](ringwire_conn::Config::max_buffered) (1008), as
+    /// any peer; the bus counts what it could not pass on.
+    pub fn publish(&mut self, topic: &str, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
+        let message = message.into();
+        let topic: Arc<str> = topic.into();
+        if let Some(bus) = self.shared.bus.get() {
+            bus.publish(&topic, &message);
+        }
+        let others = self.shared.push_publish(&topic, &message, Some(self.worker));
+        self.local.pending.push(Outgoing::Topic(topic, message, Some(self.id)));
         others
     }
 }
