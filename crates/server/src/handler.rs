@@ -31,6 +31,17 @@ impl Decision {
         Self::Accept(Accept { protocol: protocol.map(str::to_owned), ..Accept::default() })
     }
 
+    /// What the default [`Handler::on_request`] decides: accept with the first
+    /// subprotocol in the client's list that is among `supported_protocols`, or none. For
+    /// a handler that looks at the request and then decides as the default would.
+    pub fn by_default(request: &Request, supported_protocols: &[String]) -> Self {
+        let chosen = request
+            .protocols
+            .iter()
+            .find(|offered| supported_protocols.iter().any(|s| s.eq_ignore_ascii_case(offered)));
+        Self::accept(chosen.map(String::as_str))
+    }
+
     /// Reject with a status and reason.
     pub fn reject(status: u16, reason: impl Into<String>) -> Self {
         Self::Reject { status, reason: reason.into(), headers: Vec::new() }
@@ -53,13 +64,13 @@ pub trait Handler: Send + 'static {
     /// `autoAcceptConnections` takes the client's first protocol; a server that wants
     /// its own order overrides this.
     fn on_request(&mut self, request: &Request, supported_protocols: &[String]) -> Decision {
-        let chosen = request
-            .protocols
-            .iter()
-            .find(|offered| supported_protocols.iter().any(|s| s.eq_ignore_ascii_case(offered)));
-        Decision::accept(chosen.map(String::as_str))
+        Decision::by_default(request, supported_protocols)
     }
-    /// The handshake completed; the connection is open.
+    /// The handshake completed; the connection is open. For an accepted request this is
+    /// the handler's next call after [`on_request`](Self::on_request), on the same thread
+    /// with nothing in between, so what `on_request` noted of the request (its path, a
+    /// cookie, who the user is) can be kept in the handler and taken up here, e.g. to
+    /// [`subscribe`](Ws::subscribe) to a topic named by the path.
     fn on_open(&mut self, ws: &mut Ws<'_>) {}
     /// A whole message arrived (when `assemble_fragments` is on, the default).
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {}

@@ -6,7 +6,7 @@
 //!   `RINGWIRE_REQUIRE_URING=1` (set by `.ci/run`) makes that a failure.
 //! - [`RawClient`], [`client_frame`], [`server_frame`], [`parse_frames`]: raw WebSocket over a
 //!   std `TcpStream`, encoded and parsed here without the library under test.
-//! - [`read_http_head`], [`http`], [`upgrade_request`]: raw HTTP/1.1.
+//! - [`read_http_head`], [`http`], [`upgrade_request`], [`upgrade_request_to`]: raw HTTP/1.1.
 //! - [`socket_options`]: `TCP_NODELAY` and `SO_KEEPALIVE` of one of this process's own
 //!   sockets, found by its addresses (what the server or client under test set).
 //! - [`deny_io_uring_setup`] and the `seccomp-deny-uring` binary: a real seccomp filter that
@@ -25,5 +25,5 @@ pub use uring::{REQUIRE_URING_ENV, backends, uring_or_skip, uring_usable};
 pub use ws::{
     IntoOpcode, KEY, RawClient, UPGRADE_ACCEPT, UPGRADE_KEY, WireFrame, client_frame, close_frame, dead_port, http,
     masked_frame, parse_frame, parse_frames, read_frame, read_http_head, read_to_close, server_close, server_frame,
-    upgrade_request,
+    upgrade_request, upgrade_request_to,
 };

@@ -180,8 +180,13 @@ pub fn dead_port() -> SocketAddr {
 /// An upgrade request for `/` at `addr` with [`UPGRADE_KEY`]; `extra` is more header lines,
 /// each ending in `\r\n`.
 pub fn upgrade_request(addr: SocketAddr, extra: &str) -> String {
+    upgrade_request_to(addr, "/", extra)
+}
+
+/// [`upgrade_request`] for `path` (the request target).
+pub fn upgrade_request_to(addr: SocketAddr, path: &str, extra: &str) -> String {
     format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
 }
@@ -232,6 +237,14 @@ impl RawClient {
         Self::upgrade(sock.into(), addr)
     }
 
+    /// Connects and upgrades with `path` as the request target.
+    pub fn connect_to(addr: SocketAddr, path: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        Self::upgrade_over(&mut stream, &upgrade_request_to(addr, path, ""));
+        Self { stream }
+    }
+
     /// Upgrades `stream`, connected to `addr`: the answer must be 101 with the right accept key.
     pub fn upgrade(stream: TcpStream, addr: SocketAddr) -> Self {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -243,11 +256,16 @@ impl<S: Read + Write> RawClient<S> {
     /// Upgrades over `stream` (its read timeout set by the caller), for a server at `addr`:
     /// the answer must be 101 with the right accept key.
     pub fn over(mut stream: S, addr: SocketAddr) -> Self {
-        stream.write_all(upgrade_request(addr, "").as_bytes()).unwrap();
-        let resp = read_http_head(&mut stream);
+        Self::upgrade_over(&mut stream, &upgrade_request(addr, ""));
+        Self { stream }
+    }
+
+    /// Sends `request` and checks the answer is 101 with the right accept key.
+    fn upgrade_over(stream: &mut S, request: &str) {
+        stream.write_all(request.as_bytes()).unwrap();
+        let resp = read_http_head(stream);
         assert!(resp.starts_with("HTTP/1.1 101"), "upgrade refused: {resp}");
         assert!(resp.contains(UPGRADE_ACCEPT), "{resp}");
-        Self { stream }
     }
 
     /// Sends one frame, masked with [`KEY`] unless `masked` is false.

@@ -19,15 +19,16 @@ pub struct Ringwire {
 }
 
 impl Ringwire {
-    /// Starts `ringwire <mode> --io <io> --threads 1 --addr 127.0.0.1:0 <args>` and waits for
-    /// its start-up line. `None` (after a printed line) when `io` is `uring` and io_uring is
+    /// Starts `ringwire <mode> --io <io> --threads 1 --addr 127.0.0.1:0 <args>` (`--threads`
+    /// in `args` replaces the 1) and waits for its start-up line. `None` (after a printed line) when `io` is `uring` and io_uring is
     /// unavailable here.
     pub fn start(mode: &str, io: &str, args: &[&str]) -> Option<Ringwire> {
         if io == "uring" && !ringwire_testkit::uring_usable() {
             return None;
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringwire"))
-            .args([mode, "--io", io, "--threads", "1", "--addr", "127.0.0.1:0"])
+            .args([mode, "--io", io, "--addr", "127.0.0.1:0"])
+            .args(if args.contains(&"--threads") { &[][..] } else { &["--threads", "1"][..] })
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -24,8 +24,19 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Echo every message back to its sender (text as text, binary as binary).
     Echo(ServeArgs),
-    /// Send every message from any client to every connected client, across all workers.
-    Broadcast(ServeArgs),
+    /// Topics by path: every message a client sends goes to every client connected on the
+    /// same request path (ws://host/chat/room1 is topic /chat/room1), across all workers.
+    Broadcast(BroadcastArgs),
+}
+
+/// `broadcast`'s flags: those of `echo`, and its own.
+#[derive(Debug, Args)]
+pub(crate) struct BroadcastArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Do not send a client's message back to it (the others on its path still get it).
+    #[arg(long)]
+    pub(crate) no_echo: bool,
 }
 
 /// Flags shared by `echo` and `broadcast`. Sizes take K/KiB/M/MiB/G/GiB suffixes

@@ -5,8 +5,9 @@ mod cli;
 use clap::Parser;
 use clap::error::ErrorKind;
 use cli::{Cli, Command};
-use ringwire::conn::Message;
-use ringwire::server::{Handler, Server, Ws};
+use ringwire::conn::handshake::Request;
+use ringwire::conn::{Message, PreparedMessage};
+use ringwire::server::{Decision, Handler, MAX_TOPIC_LEN, Server, Ws};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -24,21 +25,52 @@ impl Handler for Echo {
     }
 }
 
-/// Sends every message to every connected client, the sender included.
-#[derive(Clone, Default)]
+/// The request path is the topic: every message a client sends goes to every client
+/// connected on the same path (on any worker, and on every process on the bus), the
+/// sender included unless `--no-echo`.
+#[derive(Clone)]
 struct Broadcast {
-    /// When this worker last warned of a broadcast other workers missed.
+    echo: bool,
+    /// The path of the request just accepted: `on_open` follows at once and subscribes.
+    accepted: Option<String>,
+    /// When this worker last warned of a publish other workers missed.
     warned: Option<Instant>,
 }
 
+impl Broadcast {
+    fn new(echo: bool) -> Self {
+        Self { echo, accepted: None, warned: None }
+    }
+}
+
 impl Handler for Broadcast {
+    fn on_request(&mut self, request: &Request, supported_protocols: &[String]) -> Decision {
+        if request.path.len() > MAX_TOPIC_LEN {
+            return Decision::reject(414, format!("the path (the topic) is longer than {MAX_TOPIC_LEN} bytes"));
+        }
+        self.accepted = Some(request.path.clone());
+        Decision::by_default(request, supported_protocols)
+    }
+
+    fn on_open(&mut self, ws: &mut Ws<'_>) {
+        if let Some(path) = self.accepted.take() {
+            // Cannot fail: one topic, its length checked above.
+            let _ = ws.subscribe(&path);
+        }
+    }
+
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
-        if let Err(e) = ws.broadcast(message) {
+        let Some(topic) = ws.topics().next().cloned() else { return };
+        let message = PreparedMessage::from(message);
+        if self.echo {
+            ws.send_prepared(&message);
+        }
+        if let Err(e) = ws.publish(&topic, message) {
             // Other workers too busy to take it (their mailboxes are full): their clients
             // miss this message. Said at most once a second per worker.
             if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.warned = Some(Instant::now());
-                tracing::warn!(error = %e, "broadcast not delivered everywhere (see --mailbox-capacity)");
+                tracing::warn!(error = %e, "message not delivered everywhere (see --mailbox-capacity)");
             }
         }
     }
@@ -119,7 +151,7 @@ fn main() -> ExitCode {
         .init();
     let (name, args) = match &cli.command {
         Command::Echo(a) => ("echo", a),
-        Command::Broadcast(a) => ("broadcast", a),
+        Command::Broadcast(a) => ("broadcast", &a.serve),
     };
     if let Err(e) = args.check() {
         eprintln!("ringwire: {e}");
@@ -161,7 +193,7 @@ fn main() -> ExitCode {
     );
     let result = match cli.command {
         Command::Echo(_) => server.run(Echo),
-        Command::Broadcast(_) => server.run(Broadcast::default()),
+        Command::Broadcast(a) => server.run(Broadcast::new(!a.no_echo)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
