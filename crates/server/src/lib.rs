@@ -35,6 +35,13 @@
 //!   Each worker's mailbox is bounded ([`ServerConfig::mailbox_capacity`]): a call that
 //!   finds it full returns [`QueueError::Full`] rather than growing it.
 //! - Broadcast frames a message once into shared bytes and fans it out.
+//! - Topics, as in uWebSockets: [`Ws::subscribe`], [`Ws::unsubscribe`],
+//!   [`Ws::is_subscribed`], [`Ws::topics`], [`Ws::publish`] (every subscriber but the
+//!   sender) and [`ServerHandle::publish`] (every subscriber, from any thread). Each worker
+//!   keeps its own index; a publish reaches the other workers through their mailboxes,
+//!   framed once, and other processes through a [`TopicBus`] ([`Server::with_bus`];
+//!   `ringwire-bus` over Redis or NATS). A connection's topics go with its close. See
+//!   `examples/rooms.rs`.
 //! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
 //!   abort what is still open at [`ServerConfig::shutdown_timeout`].
 //!
@@ -43,7 +50,8 @@
 //! Each worker thread has its own event loop and its own listener in one `SO_REUSEPORT`
 //! group, so the kernel spreads accepted connections and a connection never leaves its
 //! worker; the per-connection path takes no lock. Work from other threads (a
-//! [`Remote`] send, a [`ServerHandle::broadcast`], [`Ws::broadcast`], shutdown) goes
+//! [`Remote`] send, a [`ServerHandle::broadcast`], [`Ws::broadcast`], a publish to a
+//! topic, shutdown) goes
 //! through one mailbox per worker: a mutex-protected `Vec` that the worker swaps out
 //! whole, and an eventfd wake sent only by a push that finds the mailbox empty.
 //! A mailbox holds at most [`ServerConfig::mailbox_capacity`] commands: a sender that
