@@ -12,7 +12,10 @@
 //! - [`deny_io_uring_setup`] and the `seccomp-deny-uring` binary: a real seccomp filter that
 //!   makes `io_uring_setup` fail with EPERM, to run tests (or a whole `cargo test`) where
 //!   io_uring is blocked.
+//! - [`brokers`]: real `redis-server` and `nats-server` on free loopback ports for the bus
+//!   tests (skipped with a line when missing, unless `RINGWIRE_REQUIRE_BROKERS=1`).
 
+pub mod brokers;
 mod seccomp;
 mod sockets;
 pub mod tls;

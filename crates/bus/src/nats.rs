@@ -1,0 +1,142 @@
+//! The bus over NATS core: one async-nats client (no_echo; it reconnects with our backoff
+//! and resubscribes by itself), one subscription task per topic.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_nats::client::PublishErrorKind;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::BusError;
+use crate::shared::{Ctx, Outgoing, Shared, first_connect};
+
+/// Most publishes taken from the queue at once.
+const BATCH: usize = 512;
+
+type Ready = std::sync::mpsc::Sender<Result<(), BusError>>;
+
+pub(crate) async fn run(ctx: Rc<Ctx>, mut queue: mpsc::Receiver<Outgoing>, ready: Ready) {
+    let address = format!("nats://{}", ctx.config.address());
+    let lost = Arc::new(AtomicBool::new(false));
+    let options = || {
+        let (shared, lost, config) = (ctx.shared.clone(), lost.clone(), ctx.config.clone());
+        async_nats::ConnectOptions::new()
+            .no_echo()
+            .connection_timeout(ctx.config.connect_timeout)
+            .reconnect_delay_callback(move |attempt| config.backoff(attempt))
+            .event_callback(move |event| {
+                on_event(&shared, &lost, event);
+                std::future::ready(())
+            })
+    };
+    let Some(client) = first_connect(&ctx, &ready, || options().connect(address.as_str())).await else { return };
+    drop(ready);
+    let mut subscribed: HashMap<String, oneshot::Sender<()>> = HashMap::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    reconcile(&ctx, &client, &mut subscribed).await;
+    loop {
+        tokio::select! {
+            biased;
+            () = ctx.shared.changed.notified() => reconcile(&ctx, &client, &mut subscribed).await,
+            n = queue.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                for m in batch.drain(..) {
+                    let envelope = ctx.envelope(m.kind, &m.payload);
+                    match client.publish(ctx.channel(&m.topic), envelope).await {
+                        Ok(()) => ctx.shared.count.published(1),
+                        Err(e) => {
+                            ctx.shared.count.dropped(1);
+                            if e.kind() == PublishErrorKind::MaxPayloadExceeded {
+                                tracing::debug!(topic = &*m.topic, "bus: publish dropped: {e}");
+                            } else {
+                                tracing::warn!(topic = &*m.topic, "bus: publish failed: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The client's connection events: counted and logged once per change of state.
+fn on_event(shared: &Shared, lost: &AtomicBool, event: async_nats::Event) {
+    let url = &shared.url;
+    match event {
+        async_nats::Event::Disconnected => {
+            shared.count.set_connected(false);
+            if !lost.swap(true, Ordering::Relaxed) {
+                tracing::warn!("bus: lost {url}; reconnecting");
+            }
+        }
+        async_nats::Event::Connected => {
+            shared.count.set_connected(true);
+            if lost.swap(false, Ordering::Relaxed) {
+                shared.count.reconnected();
+                tracing::info!("bus: connected to {url} again");
+            }
+        }
+        async_nats::Event::ServerError(e) => tracing::warn!("bus: {url}: server error: {e}"),
+        async_nats::Event::SlowConsumer(sid) => {
+            tracing::warn!("bus: {url}: subscription {sid} fell behind; the client dropped messages")
+        }
+        other => tracing::debug!("bus: {url}: {other}"),
+    }
+}
+
+/// Makes the client's subscriptions the desired set: a task per topic delivers until told
+/// to unsubscribe (the client subscribes them again after a reconnect).
+async fn reconcile(ctx: &Rc<Ctx>, client: &async_nats::Client, subscribed: &mut HashMap<String, oneshot::Sender<()>>) {
+    let (add, remove) = ctx.shared.diff(subscribed);
+    let mut retry = false;
+    for topic in remove {
+        // the task stops before delivering anything more, and unsubscribes
+        subscribed.remove(&topic);
+    }
+    for topic in add {
+        let mut subscriber = match client.subscribe(ctx.channel(&topic)).await {
+            Ok(s) => s,
+            Err(e) => {
+                // left out of `subscribed`: tried again at the next reconcile, soon
+                tracing::warn!(topic, "bus: subscribe failed: {e}");
+                retry = true;
+                continue;
+            }
+        };
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task_ctx = ctx.clone();
+        let task_topic = topic.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    msg = subscriber.next() => match msg {
+                        Some(msg) => task_ctx.on_message(&task_topic, msg.payload),
+                        None => return,
+                    },
+                }
+            }
+            let _ = subscriber.unsubscribe().await;
+        });
+        subscribed.insert(topic, stop);
+    }
+    // The server has the new subscriptions once it answered a PING sent after them: only
+    // then are they counted (a test, or a caller, may wait on the count).
+    if let Err(e) = client.flush().await {
+        tracing::debug!("bus: flush after subscribing: {e}");
+    }
+    ctx.shared.count.set_subscriptions(subscribed.len());
+    if retry {
+        let (shared, wait) = (ctx.shared.clone(), ctx.config.backoff_min);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(wait).await;
+            shared.changed.notify_one();
+        });
+    }
+}

@@ -1,0 +1,154 @@
+//! Real brokers for the bus tests: `redis-server` and `nats-server` started on a free
+//! loopback port, killed on drop.
+//!
+//! When the program is missing, [`Redis::start`] / [`Nats::start`] write
+//! `SKIPPED <test>: <why>` to stderr and return `None`, unless
+//! [`REQUIRE_BROKERS_ENV`]`=1` (set by `.ci/run`) makes that a panic naming the program.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set to `1`, a test whose broker program is missing fails instead of skipping.
+pub const REQUIRE_BROKERS_ENV: &str = "RINGWIRE_REQUIRE_BROKERS";
+
+/// How long a broker may take to accept connections after it was spawned.
+const START: Duration = Duration::from_secs(10);
+
+/// A running `redis-server` (no persistence) on `127.0.0.1`.
+pub struct Redis(Server);
+
+/// A running `nats-server` on `127.0.0.1`.
+pub struct Nats(Server);
+
+impl Redis {
+    /// Starts `redis-server --port P --bind 127.0.0.1 --save '' --appendonly no` on a free
+    /// port; `None` (after a `SKIPPED` line) when the program is missing.
+    pub fn start() -> Option<Redis> {
+        Server::start("redis-server", |port| {
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec()
+        })
+        .map(Redis)
+    }
+}
+
+impl Nats {
+    /// Starts `nats-server -a 127.0.0.1 -p P` on a free port; `None` (after a `SKIPPED`
+    /// line) when the program is missing.
+    pub fn start() -> Option<Nats> {
+        Server::start("nats-server", |port| ["-a", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec())
+            .map(Nats)
+    }
+}
+
+macro_rules! broker_methods {
+    ($t:ty, $scheme:literal) => {
+        impl $t {
+            /// The bus URL of this broker (`scheme://127.0.0.1:PORT`).
+            pub fn url(&self) -> String {
+                format!(concat!($scheme, "://127.0.0.1:{}"), self.0.port)
+            }
+            /// The port it listens on (the same after [`Self::restart`]).
+            pub fn port(&self) -> u16 {
+                self.0.port
+            }
+            /// Kills the server (SIGKILL) and waits for it to exit.
+            pub fn stop(&mut self) {
+                self.0.stop();
+            }
+            /// Starts it again on the same port (after [`Self::stop`]) and waits until it accepts.
+            pub fn start_again(&mut self) {
+                self.0.spawn();
+            }
+            /// [`Self::stop`] then [`Self::start_again`].
+            pub fn restart(&mut self) {
+                self.0.stop();
+                self.0.spawn();
+            }
+        }
+    };
+}
+broker_methods!(Redis, "redis");
+broker_methods!(Nats, "nats");
+
+struct Server {
+    program: PathBuf,
+    args: Vec<String>,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(name: &str, args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
+        let Some(program) = find(name) else {
+            let test = std::thread::current().name().unwrap_or("this test").to_owned();
+            let why = format!("{name} not found in PATH nor in /usr/sbin, /usr/local/sbin, /sbin");
+            if std::env::var(REQUIRE_BROKERS_ENV).is_ok_and(|v| v.trim() == "1") {
+                panic!("{test}: {name} is required here ({REQUIRE_BROKERS_ENV}=1) but missing: {why}");
+            }
+            let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let mut server = Server { program, args: args(port), port, child: None };
+        server.spawn();
+        Some(server)
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.program.display());
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+        let deadline = Instant::now() + START;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} {:?} exited at start: {status}", self.program.display(), self.args);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} does not accept on port {} after {START:?}",
+                self.program.display(),
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `name` in `PATH`, else in the sbin directories (where Debian puts `nats-server`, and
+/// which a non-root `PATH` often leaves out).
+fn find(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
