@@ -21,6 +21,7 @@
 //! | [`io`] | the event loops (io_uring, epoll) |
 //! | [`server`] | the thread-per-core server and its handler API |
 //! | [`client`] | the client over the same loops (`ws://` and `wss://`) |
+//! | [`bus`] | topics across processes over Redis or NATS (feature `bus`, on by default) |
 //!
 //! ```no_run
 //! use ringwire::conn::Message;
@@ -45,3 +46,6 @@ pub use ringwire_frame as frame;
 pub use ringwire_io as io;
 pub use ringwire_server as server;
 pub use ringwire_tls as tls;
+
+#[cfg(feature = "bus")]
+pub mod bus;

@@ -109,7 +109,7 @@ mod ws;
 pub use config::ServerConfig;
 pub use handler::{Decision, Handler, SendOutcome};
 pub use ringwire_drive::{Sent, WebSocketConnection};
-pub use server::{RunningServer, Server, ServerError, ServerHandle};
+pub use server::{RunningServer, Server, ServerError, ServerHandle, WeakServerHandle};
 pub use shared::{QueueError, TopicBus};
 pub use signal::shutdown_on_signals;
 pub use topics::{MAX_TOPIC_LEN, TopicError};

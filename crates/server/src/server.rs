@@ -244,6 +244,25 @@ pub struct ServerHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A [`ServerHandle`] that does not keep the server alive ([`ServerHandle::downgrade`]).
+#[derive(Clone)]
+pub struct WeakServerHandle {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl WeakServerHandle {
+    /// The handle, while the server (or another handle to it) exists.
+    pub fn upgrade(&self) -> Option<ServerHandle> {
+        self.shared.upgrade().map(|shared| ServerHandle { shared })
+    }
+}
+
+impl std::fmt::Debug for WeakServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakServerHandle").finish_non_exhaustive()
+    }
+}
+
 impl ServerHandle {
     /// Sends a message to every open connection on every worker, framed once: a
     /// [`PreparedMessage`], or anything `send` takes (`&str`, `String`, `Bytes`, ...).
@@ -266,6 +285,12 @@ impl ServerHandle {
             bus.publish(&topic, &message);
         }
         self.shared.push_publish(&topic, &message, None)
+    }
+
+    /// A handle that does not keep the server's shared state alive: for a thread that
+    /// serves the server but must not outlive it (a [`TopicBus`] delivering messages).
+    pub fn downgrade(&self) -> WeakServerHandle {
+        WeakServerHandle { shared: Arc::downgrade(&self.shared) }
     }
 
     /// Sends `message` to every subscriber of `topic` in this process only: for a

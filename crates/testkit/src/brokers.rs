@@ -84,15 +84,7 @@ struct Server {
 
 impl Server {
     fn start(name: &str, args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
-        let Some(program) = find(name) else {
-            let test = std::thread::current().name().unwrap_or("this test").to_owned();
-            let why = format!("{name} not found in PATH nor in /usr/sbin, /usr/local/sbin, /sbin");
-            if std::env::var(REQUIRE_BROKERS_ENV).is_ok_and(|v| v.trim() == "1") {
-                panic!("{test}: {name} is required here ({REQUIRE_BROKERS_ENV}=1) but missing: {why}");
-            }
-            let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
-            return None;
-        };
+        let program = program(name)?;
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let mut server = Server { program, args: args(port), port, child: None };
         server.spawn();
@@ -138,9 +130,29 @@ impl Drop for Server {
     }
 }
 
+/// The path of the broker program `name` (see [`find`]); when it is missing, `None` after
+/// a `SKIPPED` line (a panic with [`REQUIRE_BROKERS_ENV`]`=1`).
+pub fn program(name: &str) -> Option<PathBuf> {
+    let found = find(name);
+    if found.is_none() {
+        skip_or_fail(REQUIRE_BROKERS_ENV, &format!("{name} not found in PATH nor in /usr/sbin, /usr/local/sbin, /sbin"));
+    }
+    found
+}
+
+/// Says that the running test skips its work because of `why`: `SKIPPED <test>: <why>` on
+/// stderr, or a panic when the environment variable `require` is `1` (CI must not skip).
+pub fn skip_or_fail(require: &str, why: &str) {
+    let test = std::thread::current().name().unwrap_or("this test").to_owned();
+    if std::env::var(require).is_ok_and(|v| v.trim() == "1") {
+        panic!("{test}: required here ({require}=1) but cannot run: {why}");
+    }
+    let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
+}
+
 /// `name` in `PATH`, else in the sbin directories (where Debian puts `nats-server`, and
 /// which a non-root `PATH` often leaves out).
-fn find(name: &str) -> Option<PathBuf> {
+pub fn find(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))

@@ -1,6 +1,7 @@
 //! The `ringwire` command line: flags, their parsing, and the config they build.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringwire::bus::BusConfig;
 use ringwire::conn::deflate::DeflateConfig;
 use ringwire::conn::{Config as ConnConfig, Keepalive};
 use ringwire::io::IoChoice;
@@ -37,6 +38,18 @@ pub(crate) struct BroadcastArgs {
     /// Do not send a client's message back to it (the others on its path still get it).
     #[arg(long)]
     pub(crate) no_echo: bool,
+    /// Join the other ringwire processes on a message bus: redis://HOST:PORT[/CHANNEL-PREFIX]
+    /// (Redis pub/sub) or nats://HOST:PORT[/SUBJECT-PREFIX] (NATS core). Each process
+    /// subscribes at the broker to the topics it has clients on (one subscription per
+    /// topic, not per client), publishes what its clients send, and delivers what the
+    /// others publish to its own clients; at most once. A lost broker is reconnected with
+    /// backoff (local clients are served meanwhile). Unreachable at start: exit 1.
+    #[arg(long, value_name = "URL", value_parser = parse_bus)]
+    pub(crate) bus: Option<BusConfig>,
+    /// With --bus: if the broker cannot be reached at start, wait for it (retrying with
+    /// backoff) before listening, instead of exiting.
+    #[arg(long, requires = "bus")]
+    pub(crate) bus_wait: bool,
 }
 
 /// Flags shared by `echo` and `broadcast`. Sizes take K/KiB/M/MiB/G/GiB suffixes
@@ -304,6 +317,14 @@ fn parse_sni(s: &str) -> Result<(String, PathBuf, PathBuf), String> {
         return Err("expected NAME=CERT,KEY".to_owned());
     }
     Ok((name.to_owned(), cert.into(), key.into()))
+}
+
+fn parse_bus(s: &str) -> Result<BusConfig, String> {
+    // BusConfig's errors name the URL already ("bus URL x: ...").
+    BusConfig::parse(s).map_err(|e| match e {
+        ringwire::bus::BusError::Url { why, .. } => why,
+        other => other.to_string(),
+    })
 }
 
 fn parse_io(s: &str) -> Result<IoChoice, String> {

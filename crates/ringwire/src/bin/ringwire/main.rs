@@ -4,7 +4,8 @@ mod cli;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use cli::{Cli, Command};
+use cli::{BroadcastArgs, Cli, Command};
+use ringwire::bus::{BusError, ServerBus};
 use ringwire::conn::handshake::Request;
 use ringwire::conn::{Message, PreparedMessage};
 use ringwire::server::{Decision, Handler, MAX_TOPIC_LEN, Server, Ws};
@@ -183,11 +184,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (server, bus) = match &cli.command {
+        Command::Broadcast(BroadcastArgs { bus: Some(config), bus_wait, .. }) => {
+            let mut config = config.clone();
+            config.wait_at_start = *bus_wait;
+            match ServerBus::connect(config.clone(), &server) {
+                Ok(bus) => (server.with_bus(bus.clone()), format!(", bus {}", config.redacted_url())),
+                Err(BusError::Connect { url, source }) => {
+                    eprintln!("ringwire: --bus {url}: cannot connect: {source}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("ringwire: --bus: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => (server, String::new()),
+    };
     // Signals are handled from here on: a SIGTERM right after the start-up line shuts
     // down gracefully rather than killing the process.
     ringwire::server::shutdown_on_signals(server.handle());
     println!(
-        "ringwire {name} listening on {scheme}://{} ({}, {threads} worker(s), {nofile} file descriptors)",
+        "ringwire {name} listening on {scheme}://{} ({}, {threads} worker(s), {nofile} file descriptors{bus})",
         server.local_addr(),
         server.backend().backend,
     );
