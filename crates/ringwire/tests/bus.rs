@@ -565,3 +565,31 @@ fn two_hosts_on_their_own_addresses_share_topics_over_the_bus() {
         }
     }
 }
+
+#[test]
+fn a_process_leaves_a_topic_at_the_broker_when_its_last_subscriber_goes() {
+    let Some(redis) = Redis::start() else { return };
+    let Some(cli) = ringwire_testkit::brokers::program("redis-cli") else { return };
+    let url = redis.url();
+    let (a, b) = (on_bus(&url, &[]), on_bus(&url, &[]));
+    // Redis' own count of subscriptions to the topic's channel: one per process.
+    let numsub = || -> u32 {
+        let out = Command::new(&cli)
+            .args(["-p", &redis.port().to_string(), "PUBSUB", "NUMSUB", "ringwire:/gone"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("redis-cli said {text:?}"))
+    };
+    let on_a = RawClient::connect_to(a.addr, "/gone");
+    let mut on_b: Vec<RawClient> = (0..3).map(|_| RawClient::connect_to(b.addr, "/gone")).collect();
+    assert!(wait_until(Duration::from_secs(5), || numsub() == 2), "two processes, not {} subscriptions", numsub());
+    on_b.pop();
+    on_b.pop();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(numsub(), 2, "B still has a subscriber");
+    on_b.pop();
+    assert!(wait_until(Duration::from_secs(5), || numsub() == 1), "B left the channel: {} subscriptions", numsub());
+    drop(on_a);
+    assert!(wait_until(Duration::from_secs(5), || numsub() == 0), "A left the channel: {} subscriptions", numsub());
+}
