@@ -351,7 +351,7 @@ impl Connection {
         if let Some(z) = self.deflated_prepared(frame) {
             self.out.push_message(frame.opcode(), z, threshold, token, RSV1);
         } else if shared_wire {
-            self.out.push_wire(frame.wire().clone(), token);
+            self.out.push_wire(frame.wire(), token);
         } else {
             self.out.push_message(frame.opcode(), frame.payload().clone(), threshold, token, 0);
         }

@@ -218,15 +218,17 @@ impl Outbound {
     }
 
     /// Queues already-framed wire bytes (a prepared message): shared, or copied into the
-    /// arena when small, so that a burst of broadcasts is one write.
-    pub(crate) fn push_wire(&mut self, wire: Bytes, token: Option<SendToken>) {
+    /// arena when small, so that a burst of broadcasts is one write. Borrowed: a small
+    /// frame is only copied (a fan-out to many connections then costs no reference-count
+    /// traffic on the shared bytes), a large one cloned.
+    pub(crate) fn push_wire(&mut self, wire: &Bytes, token: Option<SendToken>) {
         let q = self.queue.get_or_insert_with(Box::default);
         if wire.len() <= INLINE_PAYLOAD + MAX_HEADER_LEN {
             q.arena_reserve(wire.len());
-            q.arena.extend_from_slice(&wire);
+            q.arena.extend_from_slice(wire);
             q.push_arena(true);
         } else {
-            q.push(Body::Shared(wire), true);
+            q.push(Body::Shared(wire.clone()), true);
         }
         self.set_last_token(token);
     }
@@ -426,7 +428,7 @@ mod tests {
         for _ in 0..3 {
             o.push_message(OpCode::Text, Bytes::from_static(b"hi"), None, None, 0);
         }
-        o.push_wire(PreparedMessage::binary(Bytes::from_static(b"pm")).wire().clone(), None);
+        o.push_wire(PreparedMessage::binary(Bytes::from_static(b"pm")).wire(), None);
         // A large frame's header joins too; its shared payload is a chunk of its own.
         let big = Bytes::from(vec![7u8; 600]);
         o.push_message(OpCode::Binary, big.clone(), None, None, 0);
