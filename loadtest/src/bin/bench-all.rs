@@ -970,13 +970,16 @@ fn run(mut args: Args) -> Result<(), String> {
         match (&rec.failure, &rec.metrics) {
             (Some(f), _) => eprintln!("[bench-all]   FAILED: {f}"),
             (None, Some(m)) => eprintln!(
-                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B  loadgen cpu {:.0}%",
+                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B  server cpu \
+                 {:.0}%  loadgen cpu {:.0}%{}",
                 m.msgs_per_s.unwrap_or(f64::NAN),
                 m.p50_us.unwrap_or(f64::NAN),
                 m.p99_us.unwrap_or(f64::NAN),
                 m.cpu_us_per_msg.unwrap_or(f64::NAN),
                 m.rss_bytes_per_conn.unwrap_or(f64::NAN),
-                m.loadgen_cpu_util.unwrap_or(f64::NAN) * 100.0
+                m.server_cpu_util.unwrap_or(f64::NAN) * 100.0,
+                m.loadgen_cpu_util.unwrap_or(f64::NAN) * 100.0,
+                if m.generator_bound() { "  GENERATOR-BOUND" } else { "" }
             ),
             (None, None) => {}
         }
@@ -1040,14 +1043,16 @@ fn run(mut args: Args) -> Result<(), String> {
          servers alternating within each repetition, a fresh server process per run; medians shown. \"vs best peer\" \
          divides by the best peer of the same scenario (highest msgs/s, lowest CPU and memory); server CPU is \
          utime+stime from /proc/PID/stat over the measured window divided by the messages echoed (broadcast: \
-         deliveries). \"loadgen CPU\" is the generator's own share of its core: near 100% the generator, not the \
-         server, is the limit, and CPU per message is the figure to compare. Every echoed byte is checked; a run \
+         deliveries). \"loadgen CPU\" is the generator's own share of its core: above {:.0}% a run is marked \
+         generator-bound (its msgs/s, and any msgs/s ratio it enters, is the generator's limit more than the \
+         server's), and CPU per message is the figure to compare. Every echoed byte is checked; a run \
          with any error is excluded from the medians.\n",
         if has_taskset { "pinned to CPU 0" } else { "unpinned" },
         if has_taskset { "to CPU 1" } else { "unpinned" },
         args.reps,
         args.duration,
-        args.warmup
+        args.warmup,
+        report::GENERATOR_BOUND * 100.0
     ));
     if let Some(t) = &ctx.tls {
         pre.push_str(&format!(
