@@ -104,6 +104,10 @@ struct Server {
     /// `None`: it does not run the TLS scenarios.
     tls_args: Option<Vec<String>>,
     broadcast: bool,
+    /// The `{mode}` that makes it serve topics (the request path is the topic and every
+    /// message goes to every connection on its path, the sender included); `None`: it has
+    /// no topics and does not run the topic scenarios.
+    topic_mode: Option<&'static str>,
     /// `Err(reason)` when the server cannot run here.
     available: Result<(), String>,
 }
@@ -123,6 +127,9 @@ struct Scenario {
     /// Local source addresses loadgen spreads its connections over (fresh ones each run:
     /// the previous run's TIME_WAIT ports stay taken); 0: the default.
     sources: usize,
+    /// Every connection on one request path, the path being the topic: runs on the servers
+    /// with a `topic_mode` (topics of their own), started in that mode.
+    topics: bool,
 }
 
 impl Scenario {
@@ -137,6 +144,16 @@ impl Scenario {
             && (server.broadcast || !self.broadcast)
             && (server.kind != ServerKind::Floor || self.floor)
             && (!self.tls || server.tls_args.is_some())
+            && (!self.topics || server.topic_mode.is_some())
+    }
+
+    /// The `{mode}` `server` runs this scenario in.
+    fn mode(&self, server: &Server) -> &'static str {
+        match (self.topics, server.topic_mode) {
+            (true, Some(m)) => m,
+            _ if self.broadcast => "broadcast",
+            _ => "echo",
+        }
     }
 }
 
@@ -234,6 +251,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: Some(s(&["--tls-cert", "{cert}", "--tls-key", "{key}"])),
             broadcast: true,
+            topic_mode: Some("broadcast"),
             available: exists(&bin.join("ringwire")),
         },
         Server {
@@ -246,6 +264,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: None,
             broadcast: false,
+            topic_mode: None,
             available: exists(&bin.join("examples/tcp_echo")),
         },
         Server {
@@ -258,6 +277,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: Some(s(&["--tls-cert", "{cert}", "--tls-key", "{key}"])),
             broadcast: true,
+            topic_mode: None,
             available: exists(&bin.join("peer-fastwebsockets")),
         },
         Server {
@@ -270,6 +290,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: None,
             broadcast: true,
+            topic_mode: None,
             available: exists(&bin.join("peer-tungstenite")),
         },
         Server {
@@ -283,6 +304,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: Some(s(&["cert={cert}", "key={key}"])),
             broadcast: true,
+            topic_mode: Some("topic"),
         },
         Server {
             name: "node-ws".into(),
@@ -302,6 +324,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![("NODE_PATH".into(), peers.display().to_string())],
             tls_args: None,
             broadcast: true,
+            topic_mode: None,
         },
     ]
 }
@@ -349,6 +372,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "echo-many".into(),
@@ -361,6 +385,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "echo-large".into(),
@@ -373,6 +398,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "echo-pipelined".into(),
@@ -385,6 +411,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "broadcast".into(),
@@ -400,8 +427,40 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
     ];
+    v.push(Scenario {
+        name: "fanout-10k".into(),
+        description: "Topics: 10,000 subscribers and one publisher (itself a subscriber) on one topic, the request \
+                      path /bench/topic; 64-byte text, publisher at most 8 messages ahead of the slowest \
+                      subscriber; msgs/s counts deliveries to the 10,000 (the publisher's own copy is checked, not \
+                      counted), CPU is per delivery. Servers with topics only (ringwire broadcast: path = topic; \
+                      Bun: ws.subscribe(path), server.publish(path, msg))."
+            .into(),
+        loadgen: s(&[
+            "--mode",
+            "broadcast",
+            "--conns",
+            "10000",
+            "--size",
+            "64",
+            "--window",
+            "8",
+            "--path",
+            "/bench/topic",
+            "--connect-timeout",
+            "120",
+        ]),
+        broadcast: true,
+        idle: false,
+        floor: false,
+        conns: 10_001,
+        deflate_modes: None,
+        tls: false,
+        sources: 0,
+        topics: true,
+    });
     for &rate in &args.open_rates {
         v.push(Scenario {
             name: format!("open-loop-{}k", rate / 1000),
@@ -417,6 +476,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     for &n in &args.idle {
@@ -434,6 +494,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     const BOTH: &[&str] = &["shared", "dedicated"];
@@ -457,6 +518,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: Some(BOTH),
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     v.push(Scenario {
@@ -473,6 +535,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
         deflate_modes: Some(BOTH),
         tls: false,
         sources: 0,
+        topics: false,
     });
     let n = args.idle_deflate;
     // One message: what a connection holds once its compressor exists (zlib touches its
@@ -509,6 +572,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: Some(&["dedicated"]),
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     v.extend(tls_scenarios(args));
@@ -531,6 +595,7 @@ fn tls_scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: true,
             sources,
+            topics: false,
         };
     let n = args.handshake_conns;
     let idle = args.idle_tls;
@@ -939,7 +1004,7 @@ fn run(mut args: Args) -> Result<(), String> {
             server.name,
             started.elapsed().as_secs_f64()
         );
-        let mode = if sc.broadcast { "broadcast" } else { "echo" };
+        let mode = sc.mode(server);
         let log = logs.join(format!("{}-{}-{rep}.log", sc.name, server.name));
         let record = |failure: Option<String>, v: Option<serde_json::Value>| RunRecord {
             scenario: sc.name.clone(),
