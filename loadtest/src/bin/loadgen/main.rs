@@ -227,7 +227,7 @@ struct Output {
     /// each read of a loopback socket can cost the generator a TCP ACK.
     reads_per_s: f64,
     msgs_per_read: Option<f64>,
-    /// Wakeups (poll returns) per second.
+    /// Wakeups (poll returns with events) per second.
     polls_per_s: f64,
     payload: Payload,
     deflate: bool,

@@ -36,7 +36,7 @@ pub(crate) struct ThreadStats {
     pub deliveries: AtomicU64,
     /// Socket reads that returned bytes (the generator's receive syscalls).
     pub reads: AtomicU64,
-    /// Returns from the poll (wakeups).
+    /// Returns from the poll with events (wakeups).
     pub polls: AtomicU64,
 }
 
@@ -266,7 +266,9 @@ impl Worker {
             if counts.sent > 0 {
                 st.sent.fetch_add(counts.sent, Ordering::Relaxed);
             }
-            st.polls.fetch_add(1, Ordering::Relaxed);
+            if !events.is_empty() {
+                st.polls.fetch_add(1, Ordering::Relaxed);
+            }
             if counts.reads > 0 {
                 st.reads.fetch_add(counts.reads, Ordering::Relaxed);
             }
