@@ -1185,3 +1185,28 @@ fn run(mut args: Args) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_scenarios_run_only_on_servers_with_topics_in_their_topic_mode() {
+        let args = Args::parse_from(["bench-all"]);
+        let all = servers(Path::new("/repo"), Path::new("/bin"));
+        let scs = scenarios(&args);
+        let find = |n: &str| scs.iter().find(|s| s.name == n).expect("scenario");
+        let (fanout, broadcast) = (find("fanout-10k"), find("broadcast"));
+        let on: Vec<(&str, &str)> =
+            all.iter().filter(|s| fanout.runs_on(s)).map(|s| (s.name.as_str(), fanout.mode(s))).collect();
+        assert_eq!(on, [("ringwire", "broadcast"), ("bun", "topic")]);
+        assert!(fanout.loadgen.windows(2).any(|w| w == ["--path", "/bench/topic"]), "{:?}", fanout.loadgen);
+        assert_eq!(fanout.conns, 10_001);
+        // The plain broadcast still runs everywhere that broadcasts, Bun in broadcast mode.
+        let bun = all.iter().find(|s| s.name == "bun").expect("bun");
+        assert!(broadcast.runs_on(bun) && broadcast.mode(bun) == "broadcast");
+        assert_eq!(all.iter().filter(|s| broadcast.runs_on(s)).count(), 5, "every server but the TCP floor");
+        let echo = find("echo-small");
+        assert_eq!(echo.mode(bun), "echo");
+    }
+}
