@@ -419,13 +419,13 @@ pub fn markdown(
             }
         } else {
             md.push_str(
-                "| server | msgs/s | vs best peer | p50 µs (vs best peer) | p99 µs (vs best peer) | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | loadgen CPU | ok runs | errors |\n",
+                "| server | msgs/s | vs best peer | p50 µs (vs best peer) | p99 µs (vs best peer) | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | server core | loadgen CPU | ok runs | errors |\n",
             );
-            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for r in &rs {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
                     r.server,
                     rate(r.median.msgs_per_s),
                     bound_ratio(r.msgs_vs_best_peer, r.ratio_generator_bound),
@@ -435,6 +435,7 @@ pub fn markdown(
                     ratio_cell(r.cpu_vs_best_peer),
                     ratio_cell(r.cpu_vs_floor),
                     num(r.median.rss_kb.map(|k| k / 1024.0), 1),
+                    percent(r.median.server_cpu_util),
                     loadgen_cell(r),
                     r.ok_runs,
                     r.runs,
@@ -491,6 +492,7 @@ fn deflate_table(md: &mut String, rs: &[&SummaryRow], idle: bool) {
                 "p50 µs",
                 "p99 µs",
                 "server's compression",
+                "server core",
                 "loadgen CPU",
             ],
             |r| {
@@ -502,6 +504,7 @@ fn deflate_table(md: &mut String, rs: &[&SummaryRow], idle: bool) {
                     num(r.median.p50_us, 1),
                     num(r.median.p99_us, 1),
                     ratio_cell(r.median.recv_ratio),
+                    percent(r.median.server_cpu_util),
                     loadgen_cell(r),
                 ]
             },
@@ -667,6 +670,7 @@ mod tests {
                 msgs_per_s: Some(msgs),
                 cpu_us_per_msg: Some(1.0),
                 loadgen_cpu_util: Some(util),
+                server_cpu_util: Some(0.95),
                 ..Metrics::default()
             }),
             ..run("bc", server, kind, msgs, 1.0, None)
@@ -689,6 +693,8 @@ mod tests {
         let md = markdown("", &rows, &BTreeMap::new(), &BTreeMap::new(), None);
         assert!(md.contains("| rw | 105 | 0.88x (gen-bound) |"), "{md}");
         assert!(md.contains("| 90% (gen-bound 2/3) |"), "{md}");
+        // The server's share of its core sits beside the generator's.
+        assert!(md.contains("| 95% | 90% (gen-bound 2/3) |"), "{md}");
         assert!(md.contains("**Generator-bound** (loadgen above 85% of its core): bun (2 of 3 runs)"), "{md}");
         // Below the threshold everywhere: nothing is flagged.
         let calm: Vec<RunRecord> = runs
