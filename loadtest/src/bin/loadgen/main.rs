@@ -85,7 +85,8 @@ pub(crate) struct Args {
     /// Target messages per second across all connections (open-loop mode).
     #[arg(long)]
     rate: Option<u64>,
-    /// Broadcast: messages the publisher may have ahead of the slowest delivery.
+    /// Broadcast: messages the publisher may have ahead of the subscribers, on average:
+    /// message k goes once (k - window + 1) x subscribers deliveries have been counted.
     #[arg(long, default_value_t = 8)]
     window: u64,
     /// Measured seconds.
