@@ -33,8 +33,12 @@ pub struct Metrics {
     pub rss_kb: Option<f64>,
     /// Idle scenarios: server RSS growth per open connection, bytes.
     pub rss_bytes_per_conn: Option<f64>,
-    /// Share of a CPU the generator used over the window (near 1.0: the generator is the limit).
+    /// Share of a CPU the generator used over the window (near 1.0: the generator is the limit;
+    /// see [`GENERATOR_BOUND`]).
     pub loadgen_cpu_util: Option<f64>,
+    /// Share of a CPU the server used over the window.
+    #[serde(default)]
+    pub server_cpu_util: Option<f64>,
     /// Errors the generator saw.
     pub errors: f64,
     /// With permessage-deflate: the server's messages' payload bytes over their bytes on
@@ -43,7 +47,25 @@ pub struct Metrics {
     pub recv_ratio: Option<f64>,
 }
 
+/// Above this share of its core (`loadgen_cpu_util`) a run is *generator-bound*: the
+/// generator had no room left, so its msgs/s is the generator's limit as much as the
+/// server's (a faster server could not show), and so is any msgs/s ratio it enters. Why
+/// 85%: the generator is one epoll thread on its own core and sleeps whenever every socket
+/// is drained. A server that is the limit leaves it idle time, but not in proportion to
+/// how slow the server is (a slow server makes each read carry fewer messages, each with
+/// its own ACK and wakeup): in the 1,000-subscriber broadcast the generator read 72% with
+/// Node ws (117k deliveries/s), 81% with fastwebsockets and tokio-tungstenite (~1M/s), and
+/// 71-72% with ringwire at 10,000 subscribers with ringwire's core at 92%; with the
+/// fastest servers it read 86-97%. 85% sits above the first group with the 100 Hz ticks
+/// of `/proc/PID/stat` (±0.2% over a 5 s window) well inside the margin.
+pub const GENERATOR_BOUND: f64 = 0.85;
+
 impl Metrics {
+    /// Whether the generator was the limit ([`GENERATOR_BOUND`]).
+    pub fn generator_bound(&self) -> bool {
+        self.loadgen_cpu_util.is_some_and(|u| u > GENERATOR_BOUND)
+    }
+
     /// Reads the figures out of a `loadgen` JSON result.
     pub fn from_loadgen(v: &serde_json::Value) -> Metrics {
         let f = |ptr: &str| v.pointer(ptr).and_then(serde_json::Value::as_f64);
@@ -57,6 +79,7 @@ impl Metrics {
             rss_kb: f("/server_rss_after_kb"),
             rss_bytes_per_conn: f("/rss_bytes_per_conn"),
             loadgen_cpu_util: f("/loadgen_cpu_util").filter(|_| !idle),
+            server_cpu_util: f("/server_cpu_util").filter(|_| !idle),
             errors: f("/errors").unwrap_or(0.0),
             recv_ratio: f("/bytes/recv_ratio").filter(|_| v.get("deflate").and_then(|d| d.as_bool()) == Some(true)),
         }
@@ -126,6 +149,13 @@ pub struct SummaryRow {
     pub rss_conn_vs_bun: Option<f64>,
     /// msgs/s divided by the raw TCP floor's.
     pub msgs_vs_floor: Option<f64>,
+    /// Successful repetitions whose generator was above [`GENERATOR_BOUND`].
+    #[serde(default)]
+    pub generator_bound_runs: usize,
+    /// The msgs/s ratio to the best peer (or to Bun) involves a generator-bound median: this
+    /// row's or the other's.
+    #[serde(default)]
+    pub ratio_generator_bound: bool,
 }
 
 /// Median of the values (mean of the middle two for an even count); `None` when empty.
@@ -164,6 +194,7 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
                 deflate: rs[0].deflate.clone(),
                 ok_runs: ok.len(),
                 runs: rs.len(),
+                generator_bound_runs: ok.iter().filter(|m| m.generator_bound()).count(),
                 median: Metrics {
                     msgs_per_s: med(|m| m.msgs_per_s),
                     p50_us: med(|m| m.p50_us),
@@ -172,6 +203,7 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
                     rss_kb: med(|m| m.rss_kb),
                     rss_bytes_per_conn: med(|m| m.rss_bytes_per_conn),
                     loadgen_cpu_util: med(|m| m.loadgen_cpu_util),
+                    server_cpu_util: med(|m| m.server_cpu_util),
                     recv_ratio: med(|m| m.recv_ratio),
                     errors: rs.iter().filter_map(|r| r.metrics.map(|m| m.errors)).sum(),
                 },
@@ -185,6 +217,11 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
             rows.iter().filter(|r| r.scenario == s && r.kind == Some(kind)).filter_map(|r| f(&r.median)).collect()
         };
         let best_msgs = of(ServerKind::Peer, |m| m.msgs_per_s).into_iter().reduce(f64::max);
+        let best_msgs_bound = rows
+            .iter()
+            .filter(|r| r.scenario == s && r.kind == Some(ServerKind::Peer))
+            .max_by(|a, b| a.median.msgs_per_s.unwrap_or(0.0).total_cmp(&b.median.msgs_per_s.unwrap_or(0.0)))
+            .is_some_and(|r| r.median.generator_bound());
         let best_cpu = of(ServerKind::Peer, |m| m.cpu_us_per_msg).into_iter().reduce(f64::min);
         let best_rss = of(ServerKind::Peer, |m| m.rss_bytes_per_conn).into_iter().reduce(f64::min);
         let best_p50 = of(ServerKind::Peer, |m| m.p50_us).into_iter().reduce(f64::min);
@@ -204,7 +241,9 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<SummaryRow> {
             })
             .collect();
         for r in rows.iter_mut().filter(|r| r.scenario == s) {
+            r.ratio_generator_bound = r.median.generator_bound() || best_msgs_bound;
             if let Some((_, b)) = bun.iter().find(|(m, _)| Some(m) == r.deflate.as_ref()) {
+                r.ratio_generator_bound = r.median.generator_bound() || b.generator_bound();
                 r.msgs_vs_bun = ratio(r.median.msgs_per_s, b.msgs_per_s);
                 r.cpu_vs_bun = ratio(r.median.cpu_us_per_msg, b.cpu_us_per_msg);
                 r.rss_conn_vs_bun = ratio(r.median.rss_bytes_per_conn, b.rss_bytes_per_conn);
@@ -317,6 +356,20 @@ fn percent(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |u| format!("{:.0}%", u * 100.0))
 }
 
+/// A msgs/s ratio, marked when a generator-bound median enters it.
+fn bound_ratio(v: Option<f64>, bound: bool) -> String {
+    match v {
+        Some(_) if bound => format!("{} (gen-bound)", ratio_cell(v)),
+        _ => ratio_cell(v),
+    }
+}
+
+/// The generator's median share of its core, with how many runs were generator-bound.
+fn loadgen_cell(r: &SummaryRow) -> String {
+    let p = percent(r.median.loadgen_cpu_util);
+    if r.generator_bound_runs == 0 { p } else { format!("{p} (gen-bound {}/{})", r.generator_bound_runs, r.ok_runs) }
+}
+
 fn ratio_cell(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{x:.2}x"))
 }
@@ -366,23 +419,24 @@ pub fn markdown(
             }
         } else {
             md.push_str(
-                "| server | msgs/s | vs best peer | p50 µs (vs best peer) | p99 µs (vs best peer) | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | loadgen CPU | ok runs | errors |\n",
+                "| server | msgs/s | vs best peer | p50 µs (vs best peer) | p99 µs (vs best peer) | server CPU µs/msg | vs best peer | vs TCP floor | RSS MiB | server core | loadgen CPU | ok runs | errors |\n",
             );
-            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for r in &rs {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
                     r.server,
                     rate(r.median.msgs_per_s),
-                    ratio_cell(r.msgs_vs_best_peer),
+                    bound_ratio(r.msgs_vs_best_peer, r.ratio_generator_bound),
                     with_ratio(r.median.p50_us, r.p50_vs_best_peer),
                     with_ratio(r.median.p99_us, r.p99_vs_best_peer),
                     num(r.median.cpu_us_per_msg, 2),
                     ratio_cell(r.cpu_vs_best_peer),
                     ratio_cell(r.cpu_vs_floor),
                     num(r.median.rss_kb.map(|k| k / 1024.0), 1),
-                    percent(r.median.loadgen_cpu_util),
+                    percent(r.median.server_cpu_util),
+                    loadgen_cell(r),
                     r.ok_runs,
                     r.runs,
                     r.median.errors
@@ -391,6 +445,21 @@ pub fn markdown(
         }
         if let Some(n) = notes.get(&s) {
             let _ = writeln!(md, "\n{n}");
+        }
+        let bound: Vec<String> = rs
+            .iter()
+            .filter(|r| r.generator_bound_runs > 0)
+            .map(|r| format!("{} ({} of {} runs)", r.server, r.generator_bound_runs, r.ok_runs))
+            .collect();
+        if !bound.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n**Generator-bound** (loadgen above {:.0}% of its core): {}. There msgs/s is the generator's limit \
+                 more than the server's, and a msgs/s ratio marked \"gen-bound\" compares generator limits; server \
+                 CPU per message is the figure to compare.",
+                GENERATOR_BOUND * 100.0,
+                bound.join(", ")
+            );
         }
     }
     if let Some(c) = chart {
@@ -423,18 +492,20 @@ fn deflate_table(md: &mut String, rs: &[&SummaryRow], idle: bool) {
                 "p50 µs",
                 "p99 µs",
                 "server's compression",
+                "server core",
                 "loadgen CPU",
             ],
             |r| {
                 vec![
                     rate(r.median.msgs_per_s),
-                    ratio_cell(r.msgs_vs_bun),
+                    bound_ratio(r.msgs_vs_bun, r.ratio_generator_bound),
                     num(r.median.cpu_us_per_msg, 2),
                     ratio_cell(r.cpu_vs_bun),
                     num(r.median.p50_us, 1),
                     num(r.median.p99_us, 1),
                     ratio_cell(r.median.recv_ratio),
-                    percent(r.median.loadgen_cpu_util),
+                    percent(r.median.server_cpu_util),
+                    loadgen_cell(r),
                 ]
             },
         )
@@ -589,6 +660,54 @@ mod tests {
         let chart = svg(&rows);
         assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
         assert_eq!(chart.matches("<rect").count(), 1 + 4 * 2);
+    }
+
+    #[test]
+    fn generator_bound_runs_and_ratios_are_flagged() {
+        let at = |rep: u32, server: &str, kind: ServerKind, msgs: f64, util: f64| RunRecord {
+            rep,
+            metrics: Some(Metrics {
+                msgs_per_s: Some(msgs),
+                cpu_us_per_msg: Some(1.0),
+                loadgen_cpu_util: Some(util),
+                server_cpu_util: Some(0.95),
+                ..Metrics::default()
+            }),
+            ..run("bc", server, kind, msgs, 1.0, None)
+        };
+        // The peer's generator was saturated in two of three runs; ringwire's never.
+        let runs = vec![
+            at(1, "rw", ServerKind::Ringwire, 100.0, 0.60),
+            at(1, "bun", ServerKind::Peer, 120.0, 0.97),
+            at(2, "rw", ServerKind::Ringwire, 110.0, 0.70),
+            at(2, "bun", ServerKind::Peer, 125.0, 0.90),
+            at(3, "rw", ServerKind::Ringwire, 105.0, 0.65),
+            at(3, "bun", ServerKind::Peer, 110.0, 0.80),
+        ];
+        let rows = summarize(&runs);
+        let rw = rows.iter().find(|r| r.server == "rw").unwrap();
+        let bun = rows.iter().find(|r| r.server == "bun").unwrap();
+        assert_eq!((rw.generator_bound_runs, bun.generator_bound_runs), (0, 2));
+        // Ringwire's ratio is flagged: the peer it divides by was generator-bound.
+        assert!(rw.ratio_generator_bound && bun.ratio_generator_bound);
+        let md = markdown("", &rows, &BTreeMap::new(), &BTreeMap::new(), None);
+        assert!(md.contains("| rw | 105 | 0.88x (gen-bound) |"), "{md}");
+        assert!(md.contains("| 90% (gen-bound 2/3) |"), "{md}");
+        // The server's share of its core sits beside the generator's.
+        assert!(md.contains("| 95% | 90% (gen-bound 2/3) |"), "{md}");
+        assert!(md.contains("**Generator-bound** (loadgen above 85% of its core): bun (2 of 3 runs)"), "{md}");
+        // Below the threshold everywhere: nothing is flagged.
+        let calm: Vec<RunRecord> = runs
+            .into_iter()
+            .map(|mut r| {
+                r.metrics.as_mut().unwrap().loadgen_cpu_util = Some(0.5);
+                r
+            })
+            .collect();
+        let rows = summarize(&calm);
+        assert!(rows.iter().all(|r| r.generator_bound_runs == 0 && !r.ratio_generator_bound));
+        let md = markdown("", &rows, &BTreeMap::new(), &BTreeMap::new(), None);
+        assert!(!md.contains("gen-bound") && !md.contains("Generator-bound"), "{md}");
     }
 
     #[test]

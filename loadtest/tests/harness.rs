@@ -103,6 +103,12 @@ fn broadcast_counts_deliveries_to_every_subscriber() {
         let (d, s) = (num(&v, "/deliveries_per_s"), num(&v, "/sent_per_s"));
         // Each published message reaches all 10 subscribers (the window keeps them close).
         assert!(d > 0.0 && (d / s - 10.0).abs() < 2.0, "deliveries {d}/s for {s} published/s");
+        // Reads are counted: a read carries at least one delivery on average and, with the
+        // publisher at most 8 ahead, no more than the 8 a subscriber can have queued (plus
+        // what the publisher's own copies add).
+        let (reads, per_read) = (num(&v, "/reads_per_s"), num(&v, "/msgs_per_read"));
+        assert!(reads > 0.0 && (1.0..=9.0).contains(&per_read), "{reads} reads/s, {per_read} per read");
+        assert!(num(&v, "/polls_per_s") > 0.0, "{v}");
     }
 }
 

@@ -104,6 +104,10 @@ struct Server {
     /// `None`: it does not run the TLS scenarios.
     tls_args: Option<Vec<String>>,
     broadcast: bool,
+    /// The `{mode}` that makes it serve topics (the request path is the topic and every
+    /// message goes to every connection on its path, the sender included); `None`: it has
+    /// no topics and does not run the topic scenarios.
+    topic_mode: Option<&'static str>,
     /// `Err(reason)` when the server cannot run here.
     available: Result<(), String>,
 }
@@ -123,6 +127,9 @@ struct Scenario {
     /// Local source addresses loadgen spreads its connections over (fresh ones each run:
     /// the previous run's TIME_WAIT ports stay taken); 0: the default.
     sources: usize,
+    /// Every connection on one request path, the path being the topic: runs on the servers
+    /// with a `topic_mode` (topics of their own), started in that mode.
+    topics: bool,
 }
 
 impl Scenario {
@@ -137,6 +144,16 @@ impl Scenario {
             && (server.broadcast || !self.broadcast)
             && (server.kind != ServerKind::Floor || self.floor)
             && (!self.tls || server.tls_args.is_some())
+            && (!self.topics || server.topic_mode.is_some())
+    }
+
+    /// The `{mode}` `server` runs this scenario in.
+    fn mode(&self, server: &Server) -> &'static str {
+        match (self.topics, server.topic_mode) {
+            (true, Some(m)) => m,
+            _ if self.broadcast => "broadcast",
+            _ => "echo",
+        }
     }
 }
 
@@ -234,6 +251,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: Some(s(&["--tls-cert", "{cert}", "--tls-key", "{key}"])),
             broadcast: true,
+            topic_mode: Some("broadcast"),
             available: exists(&bin.join("ringwire")),
         },
         Server {
@@ -246,6 +264,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: None,
             broadcast: false,
+            topic_mode: None,
             available: exists(&bin.join("examples/tcp_echo")),
         },
         Server {
@@ -258,6 +277,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: Some(s(&["--tls-cert", "{cert}", "--tls-key", "{key}"])),
             broadcast: true,
+            topic_mode: None,
             available: exists(&bin.join("peer-fastwebsockets")),
         },
         Server {
@@ -270,6 +290,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: None,
             broadcast: true,
+            topic_mode: None,
             available: exists(&bin.join("peer-tungstenite")),
         },
         Server {
@@ -283,6 +304,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![],
             tls_args: Some(s(&["cert={cert}", "key={key}"])),
             broadcast: true,
+            topic_mode: Some("topic"),
         },
         Server {
             name: "node-ws".into(),
@@ -302,6 +324,7 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             env: vec![("NODE_PATH".into(), peers.display().to_string())],
             tls_args: None,
             broadcast: true,
+            topic_mode: None,
         },
     ]
 }
@@ -349,6 +372,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "echo-many".into(),
@@ -361,6 +385,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "echo-large".into(),
@@ -373,6 +398,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "echo-pipelined".into(),
@@ -385,12 +411,14 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
         Scenario {
             name: "broadcast".into(),
             description:
                 "1,000 subscribers and one publisher, 64-byte text, publisher at most 8 messages ahead of the \
-                          slowest subscriber; msgs/s counts deliveries, CPU is per delivery."
+                          subscribers (on average: message k goes once (k - 7) x 1,000 deliveries have been \
+                          counted); msgs/s counts deliveries, CPU is per delivery."
                     .into(),
             loadgen: s(&["--mode", "broadcast", "--conns", "1000", "--size", "64", "--window", "8"]),
             broadcast: true,
@@ -400,8 +428,40 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         },
     ];
+    v.push(Scenario {
+        name: "fanout-10k".into(),
+        description: "Topics: 10,000 subscribers and one publisher (itself a subscriber) on one topic, the request \
+                      path /bench/topic; 64-byte text, publisher at most 8 messages ahead of the subscribers \
+                      (on average, as in broadcast); msgs/s counts deliveries to the 10,000 (the publisher's own copy is checked, not \
+                      counted), CPU is per delivery. Servers with topics only (ringwire broadcast: path = topic; \
+                      Bun: ws.subscribe(path), server.publish(path, msg))."
+            .into(),
+        loadgen: s(&[
+            "--mode",
+            "broadcast",
+            "--conns",
+            "10000",
+            "--size",
+            "64",
+            "--window",
+            "8",
+            "--path",
+            "/bench/topic",
+            "--connect-timeout",
+            "120",
+        ]),
+        broadcast: true,
+        idle: false,
+        floor: false,
+        conns: 10_001,
+        deflate_modes: None,
+        tls: false,
+        sources: 0,
+        topics: true,
+    });
     for &rate in &args.open_rates {
         v.push(Scenario {
             name: format!("open-loop-{}k", rate / 1000),
@@ -417,6 +477,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     for &n in &args.idle {
@@ -434,6 +495,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     const BOTH: &[&str] = &["shared", "dedicated"];
@@ -457,6 +519,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: Some(BOTH),
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     v.push(Scenario {
@@ -473,6 +536,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
         deflate_modes: Some(BOTH),
         tls: false,
         sources: 0,
+        topics: false,
     });
     let n = args.idle_deflate;
     // One message: what a connection holds once its compressor exists (zlib touches its
@@ -509,6 +573,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: Some(&["dedicated"]),
             tls: false,
             sources: 0,
+            topics: false,
         });
     }
     v.extend(tls_scenarios(args));
@@ -531,6 +596,7 @@ fn tls_scenarios(args: &Args) -> Vec<Scenario> {
             deflate_modes: None,
             tls: true,
             sources,
+            topics: false,
         };
     let n = args.handshake_conns;
     let idle = args.idle_tls;
@@ -939,7 +1005,7 @@ fn run(mut args: Args) -> Result<(), String> {
             server.name,
             started.elapsed().as_secs_f64()
         );
-        let mode = if sc.broadcast { "broadcast" } else { "echo" };
+        let mode = sc.mode(server);
         let log = logs.join(format!("{}-{}-{rep}.log", sc.name, server.name));
         let record = |failure: Option<String>, v: Option<serde_json::Value>| RunRecord {
             scenario: sc.name.clone(),
@@ -970,13 +1036,16 @@ fn run(mut args: Args) -> Result<(), String> {
         match (&rec.failure, &rec.metrics) {
             (Some(f), _) => eprintln!("[bench-all]   FAILED: {f}"),
             (None, Some(m)) => eprintln!(
-                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B  loadgen cpu {:.0}%",
+                "[bench-all]   msgs/s {:.0}  p50 {:.1} us  p99 {:.1} us  cpu {:.2} us/msg  rss/conn {:.0} B  server cpu \
+                 {:.0}%  loadgen cpu {:.0}%{}",
                 m.msgs_per_s.unwrap_or(f64::NAN),
                 m.p50_us.unwrap_or(f64::NAN),
                 m.p99_us.unwrap_or(f64::NAN),
                 m.cpu_us_per_msg.unwrap_or(f64::NAN),
                 m.rss_bytes_per_conn.unwrap_or(f64::NAN),
-                m.loadgen_cpu_util.unwrap_or(f64::NAN) * 100.0
+                m.server_cpu_util.unwrap_or(f64::NAN) * 100.0,
+                m.loadgen_cpu_util.unwrap_or(f64::NAN) * 100.0,
+                if m.generator_bound() { "  GENERATOR-BOUND" } else { "" }
             ),
             (None, None) => {}
         }
@@ -1040,14 +1109,16 @@ fn run(mut args: Args) -> Result<(), String> {
          servers alternating within each repetition, a fresh server process per run; medians shown. \"vs best peer\" \
          divides by the best peer of the same scenario (highest msgs/s, lowest CPU and memory); server CPU is \
          utime+stime from /proc/PID/stat over the measured window divided by the messages echoed (broadcast: \
-         deliveries). \"loadgen CPU\" is the generator's own share of its core: near 100% the generator, not the \
-         server, is the limit, and CPU per message is the figure to compare. Every echoed byte is checked; a run \
+         deliveries). \"loadgen CPU\" is the generator's own share of its core: above {:.0}% a run is marked \
+         generator-bound (its msgs/s, and any msgs/s ratio it enters, is the generator's limit more than the \
+         server's), and CPU per message is the figure to compare. Every echoed byte is checked; a run \
          with any error is excluded from the medians.\n",
         if has_taskset { "pinned to CPU 0" } else { "unpinned" },
         if has_taskset { "to CPU 1" } else { "unpinned" },
         args.reps,
         args.duration,
-        args.warmup
+        args.warmup,
+        report::GENERATOR_BOUND * 100.0
     ));
     if let Some(t) = &ctx.tls {
         pre.push_str(&format!(
@@ -1114,4 +1185,29 @@ fn run(mut args: Args) -> Result<(), String> {
         return Err(format!("{failed} run(s) failed (see latest.json and {})", logs.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_scenarios_run_only_on_servers_with_topics_in_their_topic_mode() {
+        let args = Args::parse_from(["bench-all"]);
+        let all = servers(Path::new("/repo"), Path::new("/bin"));
+        let scs = scenarios(&args);
+        let find = |n: &str| scs.iter().find(|s| s.name == n).expect("scenario");
+        let (fanout, broadcast) = (find("fanout-10k"), find("broadcast"));
+        let on: Vec<(&str, &str)> =
+            all.iter().filter(|s| fanout.runs_on(s)).map(|s| (s.name.as_str(), fanout.mode(s))).collect();
+        assert_eq!(on, [("ringwire", "broadcast"), ("bun", "topic")]);
+        assert!(fanout.loadgen.windows(2).any(|w| w == ["--path", "/bench/topic"]), "{:?}", fanout.loadgen);
+        assert_eq!(fanout.conns, 10_001);
+        // The plain broadcast still runs everywhere that broadcasts, Bun in broadcast mode.
+        let bun = all.iter().find(|s| s.name == "bun").expect("bun");
+        assert!(broadcast.runs_on(bun) && broadcast.mode(bun) == "broadcast");
+        assert_eq!(all.iter().filter(|s| broadcast.runs_on(s)).count(), 5, "every server but the TCP floor");
+        let echo = find("echo-small");
+        assert_eq!(echo.mode(bun), "echo");
+    }
 }

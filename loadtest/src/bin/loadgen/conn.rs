@@ -547,8 +547,19 @@ impl Conn {
 /// time, as 16 hex digits each (text frames must stay valid UTF-8).
 pub(crate) const BCAST_HEADER: usize = 32;
 
+/// 16 lowercase hex digits as written by [`broadcast_frame`] (anything else: `None`).
+/// By hand: `from_str_radix` after a UTF-8 check was 3.8% of the generator's samples in
+/// a 1,000-subscriber broadcast, where it runs for every delivery.
 fn parse_hex16(b: &[u8]) -> Option<u64> {
-    u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
+    let b: &[u8; 16] = b.try_into().ok()?;
+    b.iter().try_fold(0u64, |acc, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u64::from(d))
+    })
 }
 
 /// The frame a broadcast publisher sends for message `seq`: the pre-built payload with
@@ -565,4 +576,19 @@ pub(crate) fn broadcast_frame(
     p[..BCAST_HEADER].copy_from_slice(format!("{seq:016x}{sent_ns:016x}").as_bytes());
     let m = (seq as u32).wrapping_mul(2_654_435_761).to_le_bytes();
     Prebuilt::new(base.opcode, p, m, deflater)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hex16;
+
+    #[test]
+    fn parse_hex16_reads_what_the_publisher_writes() {
+        for v in [0u64, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(parse_hex16(format!("{v:016x}").as_bytes()), Some(v));
+        }
+        assert_eq!(parse_hex16(b"000000000000000G"), None);
+        assert_eq!(parse_hex16(b"00000000000000AB"), None, "the publisher writes lowercase");
+        assert_eq!(parse_hex16(b"0123"), None);
+    }
 }

@@ -85,7 +85,8 @@ pub(crate) struct Args {
     /// Target messages per second across all connections (open-loop mode).
     #[arg(long)]
     rate: Option<u64>,
-    /// Broadcast: messages the publisher may have ahead of the slowest delivery.
+    /// Broadcast: messages the publisher may have ahead of the subscribers, on average:
+    /// message k goes once (k - window + 1) x subscribers deliveries have been counted.
     #[arg(long, default_value_t = 8)]
     window: u64,
     /// Measured seconds.
@@ -153,6 +154,14 @@ pub(crate) struct Args {
     /// Resume TLS sessions (off: every handshake is a full one).
     #[arg(long)]
     tls_resume: bool,
+    /// Delayed ACKs on the receiving side: after each read that returned bytes, the socket
+    /// is put back into delayed-ACK mode (`TCP_QUICKACK` 0). A Linux receiver that never
+    /// sends leaves that mode and ACKs every read at once; on loopback that ACK (and the
+    /// server socket's processing of it) runs on the generator's core and was 60% of its
+    /// CPU in a 1,000-subscriber broadcast. With it, the kernel ACKs every ~536 bytes or on
+    /// its delayed-ACK timer, as it does for a client that also sends.
+    #[arg(long)]
+    delayed_ack: bool,
     /// Do not print the per-second progress line.
     #[arg(long)]
     quiet: bool,
@@ -215,6 +224,12 @@ struct Output {
     server_cpu_util: Option<f64>,
     loadgen_cpu_us_per_msg: Option<f64>,
     loadgen_cpu_util: Option<f64>,
+    /// Socket reads returning bytes per second, and messages (broadcast: deliveries) per read:
+    /// each read of a loopback socket can cost the generator a TCP ACK.
+    reads_per_s: f64,
+    msgs_per_read: Option<f64>,
+    /// Wakeups (poll returns with events) per second.
+    polls_per_s: f64,
     payload: Payload,
     deflate: bool,
     /// What the server agreed to (`--deflate`; the first connection's answer).
@@ -549,6 +564,9 @@ fn run(mut args: Args) -> Result<Output, String> {
             .filter(|_| counted > 0)
             .map(|t| t as f64 / clk_tck as f64 * 1e6 / counted as f64),
         loadgen_cpu_util: window.own_ticks.map(|t| t as f64 / clk_tck as f64 / secs),
+        reads_per_s: window.reads as f64 / secs,
+        msgs_per_read: (window.reads > 0).then(|| counted as f64 / window.reads as f64),
+        polls_per_s: window.polls as f64 / secs,
         payload: args.payload,
         deflate: args.deflate,
         deflate_agreed: agreement,
@@ -597,6 +615,10 @@ struct Window {
     cpu_ticks: Option<u64>,
     own0: Option<u64>,
     own_ticks: Option<u64>,
+    io0: (u64, u64),
+    /// Socket reads that returned bytes, and poll returns, over the window.
+    reads: u64,
+    polls: u64,
 }
 
 impl Window {
@@ -606,10 +628,17 @@ impl Window {
         (m, s, shared.deliveries.load(Ordering::Relaxed))
     }
 
+    fn io(stats: &[ThreadStats]) -> (u64, u64) {
+        let r = stats.iter().map(|s| s.reads.load(Ordering::Relaxed)).sum();
+        let p = stats.iter().map(|s| s.polls.load(Ordering::Relaxed)).sum();
+        (r, p)
+    }
+
     fn begin(&mut self, stats: &[ThreadStats], shared: &Shared, pid: Option<u32>) {
         self.cpu0 = pid.and_then(|p| procfs::cpu_ticks(p).ok()).map(|c| c.total());
         self.own0 = procfs::cpu_ticks(std::process::id()).ok().map(|c| c.total());
         (self.msgs0, self.sent0, self.del0) = Self::counters(stats, shared);
+        self.io0 = Self::io(stats);
         self.t0 = Some(Instant::now());
     }
 
@@ -623,6 +652,8 @@ impl Window {
             _ => None,
         };
         (self.msgs, self.sent, self.deliveries) = (m - self.msgs0, s - self.sent0, d - self.del0);
+        let (r, p) = Self::io(stats);
+        (self.reads, self.polls) = (r - self.io0.0, p - self.io0.1);
         self.cpu_ticks = match (self.cpu0, cpu1) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,

@@ -34,6 +34,10 @@ pub(crate) struct ThreadStats {
     pub errors: AtomicU64,
     pub open: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Socket reads that returned bytes (the generator's receive syscalls).
+    pub reads: AtomicU64,
+    /// Returns from the poll with events (wakeups).
+    pub polls: AtomicU64,
 }
 
 /// State shared by the main thread and the workers.
@@ -262,6 +266,12 @@ impl Worker {
             if counts.sent > 0 {
                 st.sent.fetch_add(counts.sent, Ordering::Relaxed);
             }
+            if !events.is_empty() {
+                st.polls.fetch_add(1, Ordering::Relaxed);
+            }
+            if counts.reads > 0 {
+                st.reads.fetch_add(counts.reads, Ordering::Relaxed);
+            }
             if counts.deliveries > 0 {
                 st.deliveries.fetch_add(counts.deliveries, Ordering::Relaxed);
                 self.shared.deliveries.fetch_add(counts.deliveries, Ordering::AcqRel);
@@ -469,6 +479,10 @@ impl Worker {
                     let ended = match c.stream.read(scratch) {
                         Ok(0) => "closed the connection",
                         Ok(n) => {
+                            counts.reads += 1;
+                            if args.delayed_ack {
+                                set_quickack(&c.stream, false);
+                            }
                             let data = &scratch[..n];
                             let notified = if c.tls.is_some() {
                                 let (opened, notified) = c.deliver_tls(data, &mut ctx, args.deflate, agreement)?;
@@ -725,9 +739,16 @@ impl Worker {
     }
 }
 
+/// Sets `TCP_QUICKACK` (off: delayed-ACK mode, until the kernel's delayed-ACK timer next
+/// fires). A failure only costs the generator CPU, so it is ignored.
+fn set_quickack(s: &TcpStream, on: bool) {
+    let _ = rustix::net::sockopt::set_tcp_quickack(s, on);
+}
+
 #[derive(Default)]
 struct Counts {
     msgs: u64,
     sent: u64,
     deliveries: u64,
+    reads: u64,
 }
