@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringwire_bus::{Bus, BusConfig, Kind};
-use ringwire_testkit::brokers::{Nats, Redis};
+use ringwire_testkit::brokers::{Broker, Nats, Redis};
 
 const PAYLOAD: usize = 64;
 const ENVELOPED: usize = PAYLOAD + 17;

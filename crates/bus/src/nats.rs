@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::client::PublishErrorKind;
+use async_nats::client::{PublishErrorKind, RequestErrorKind};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -126,10 +126,15 @@ async fn reconcile(ctx: &Rc<Ctx>, client: &async_nats::Client, subscribed: &mut 
         });
         subscribed.insert(topic, stop);
     }
-    // The server has the new subscriptions once it answered a PING sent after them: only
-    // then are they counted (a test, or a caller, may wait on the count).
-    if let Err(e) = client.flush().await {
-        tracing::debug!("bus: flush after subscribing: {e}");
+    // The server has the new subscriptions once it answered something sent after them; only
+    // then are they counted (a caller may wait on the count). async-nats' flush only writes,
+    // so: a request to a subject no one has, which the server answers with "no responders".
+    let round_trip = client.request(client.new_inbox(), bytes::Bytes::new());
+    match tokio::time::timeout(ctx.config.connect_timeout, round_trip).await {
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!("bus: round trip after subscribing: {e}"),
+        Err(_) => tracing::debug!("bus: no round trip after subscribing within {:?}", ctx.config.connect_timeout),
     }
     ctx.shared.count.set_subscriptions(subscribed.len());
     if retry {

@@ -167,8 +167,15 @@ impl Ctx {
                 return;
             }
         };
+        // A panic in `deliver` is contained here: the bus thread goes on with the next message.
+        let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.deliver)(topic, kind, data.slice(HEADER..));
+        }));
+        if delivered.is_err() {
+            tracing::error!(topic, "bus: the deliver callback panicked; the bus goes on");
+        }
+        // counted once delivered, so a caller that sees the count sees what `deliver` did
         c.received.fetch_add(1, Relaxed);
-        (self.deliver)(topic, kind, data.slice(HEADER..));
     }
 }
 
