@@ -99,6 +99,12 @@ pub struct BusStats {
     pub publish_dropped: u64,
     /// Messages of other processes handed to `deliver` (counted after it returned).
     pub received: u64,
+    /// Messages for this process dropped before `deliver` because receiving fell behind,
+    /// at least this many (NATS: the client's per-subscription buffer of 65,536 messages was
+    /// full; counted from its slow-consumer events, which it drops itself when they come
+    /// faster than they are read, so this is a lower bound). Redis' client buffers without
+    /// bound instead.
+    pub receive_dropped: u64,
     /// This bus's own messages that came back from the broker (skipped, never delivered).
     pub own_skipped: u64,
     /// Messages on our channels that do not carry a valid envelope (skipped).

@@ -82,8 +82,13 @@ fn on_event(shared: &Shared, lost: &AtomicBool, event: async_nats::Event) {
             }
         }
         async_nats::Event::ServerError(e) => tracing::warn!("bus: {url}: server error: {e}"),
-        async_nats::Event::SlowConsumer(sid) => {
-            tracing::warn!("bus: {url}: subscription {sid} fell behind; the client dropped messages")
+        async_nats::Event::SlowConsumer(_) => {
+            // one event per message dropped: logged at 1, 2, 4, 8, ... so a flood of them
+            // cannot flood the log (and slow the bus thread further)
+            let n = shared.count.receive_dropped();
+            if n.is_power_of_two() {
+                tracing::warn!("bus: {url}: receiving fell behind; the client dropped {n} messages so far");
+            }
         }
         other => tracing::debug!("bus: {url}: {other}"),
     }
