@@ -97,8 +97,14 @@ pub struct BusStats {
     /// broker's maximum payload, or lost with a connection that failed before the broker
     /// confirmed them (those may have been delivered).
     pub publish_dropped: u64,
-    /// Messages of other processes handed to `deliver`.
+    /// Messages of other processes handed to `deliver` (counted after it returned).
     pub received: u64,
+    /// Messages for this process dropped before `deliver` because receiving fell behind,
+    /// at least this many (NATS: the client's per-subscription buffer of 65,536 messages was
+    /// full; counted from its slow-consumer events, which it drops itself when they come
+    /// faster than they are read, so this is a lower bound). Redis' client buffers without
+    /// bound instead.
+    pub receive_dropped: u64,
     /// This bus's own messages that came back from the broker (skipped, never delivered).
     pub own_skipped: u64,
     /// Messages on our channels that do not carry a valid envelope (skipped).
@@ -107,7 +113,8 @@ pub struct BusStats {
     pub reconnects: u64,
     /// Whether the bus is connected to the broker now.
     pub connected: bool,
-    /// Topics subscribed at the broker now.
+    /// Topics subscribed at the broker now (counted once the broker has answered a command
+    /// sent after the SUBSCRIBE / SUB: a message published after that reaches this bus).
     pub subscriptions: usize,
     /// The broker's URL, with any password replaced by `***`.
     pub url: String,
@@ -126,7 +133,8 @@ impl Bus {
     /// logging once per state change, and returns when connected).
     ///
     /// `deliver` is called on the bus thread for each message of a subscribed topic that
-    /// another process published: keep it short (hand the message over to the workers).
+    /// another process published: keep it short (hand the message over to the workers). A
+    /// panic in it is caught and logged; the bus goes on.
     pub fn connect(config: BusConfig, deliver: impl Fn(&str, Kind, Bytes) + Send + 'static) -> Result<Bus, BusError> {
         let url = config.redacted_url().to_owned();
         let shared = Arc::new(Shared::new(url.clone()));

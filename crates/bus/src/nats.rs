@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::client::PublishErrorKind;
+use async_nats::client::{PublishErrorKind, RequestErrorKind};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,8 +82,13 @@ fn on_event(shared: &Shared, lost: &AtomicBool, event: async_nats::Event) {
             }
         }
         async_nats::Event::ServerError(e) => tracing::warn!("bus: {url}: server error: {e}"),
-        async_nats::Event::SlowConsumer(sid) => {
-            tracing::warn!("bus: {url}: subscription {sid} fell behind; the client dropped messages")
+        async_nats::Event::SlowConsumer(_) => {
+            // one event per message dropped: logged at 1, 2, 4, 8, ... so a flood of them
+            // cannot flood the log (and slow the bus thread further)
+            let n = shared.count.receive_dropped();
+            if n.is_power_of_two() {
+                tracing::warn!("bus: {url}: receiving fell behind; the client dropped {n} messages so far");
+            }
         }
         other => tracing::debug!("bus: {url}: {other}"),
     }
@@ -126,10 +131,15 @@ async fn reconcile(ctx: &Rc<Ctx>, client: &async_nats::Client, subscribed: &mut 
         });
         subscribed.insert(topic, stop);
     }
-    // The server has the new subscriptions once it answered a PING sent after them: only
-    // then are they counted (a test, or a caller, may wait on the count).
-    if let Err(e) = client.flush().await {
-        tracing::debug!("bus: flush after subscribing: {e}");
+    // The server has the new subscriptions once it answered something sent after them; only
+    // then are they counted (a caller may wait on the count). async-nats' flush only writes,
+    // so: a request to a subject no one has, which the server answers with "no responders".
+    let round_trip = client.request(client.new_inbox(), bytes::Bytes::new());
+    match tokio::time::timeout(ctx.config.connect_timeout, round_trip).await {
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!("bus: round trip after subscribing: {e}"),
+        Err(_) => tracing::debug!("bus: no round trip after subscribing within {:?}", ctx.config.connect_timeout),
     }
     ctx.shared.count.set_subscriptions(subscribed.len());
     if retry {

@@ -76,8 +76,9 @@ async fn session(
     let mut batch = Vec::with_capacity(BATCH);
     let mut envelope = Vec::new();
     loop {
+        // not biased: a flood of incoming messages must not starve the publishes, nor the
+        // other way round
         tokio::select! {
-            biased;
             () = ctx.shared.changed.notified() => {
                 if let Err(e) = reconcile(ctx, &mut sink, &mut subscribed).await {
                     return e.to_string();

@@ -26,6 +26,7 @@ pub(crate) struct Counters {
     published: AtomicU64,
     publish_dropped: AtomicU64,
     received: AtomicU64,
+    receive_dropped: AtomicU64,
     own_skipped: AtomicU64,
     malformed: AtomicU64,
     reconnects: AtomicU64,
@@ -39,6 +40,10 @@ impl Counters {
     }
     pub(crate) fn dropped(&self, n: u64) {
         self.publish_dropped.fetch_add(n, Relaxed);
+    }
+    /// One more message dropped on the receiving side; the count so far.
+    pub(crate) fn receive_dropped(&self) -> u64 {
+        self.receive_dropped.fetch_add(1, Relaxed) + 1
     }
     pub(crate) fn reconnected(&self) {
         self.reconnects.fetch_add(1, Relaxed);
@@ -101,6 +106,7 @@ impl Shared {
             published: c.published.load(Relaxed),
             publish_dropped: c.publish_dropped.load(Relaxed),
             received: c.received.load(Relaxed),
+            receive_dropped: c.receive_dropped.load(Relaxed),
             own_skipped: c.own_skipped.load(Relaxed),
             malformed: c.malformed.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
@@ -167,8 +173,15 @@ impl Ctx {
                 return;
             }
         };
+        // A panic in `deliver` is contained here: the bus thread goes on with the next message.
+        let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.deliver)(topic, kind, data.slice(HEADER..));
+        }));
+        if delivered.is_err() {
+            tracing::error!(topic, "bus: the deliver callback panicked; the bus goes on");
+        }
+        // counted once delivered, so a caller that sees the count sees what `deliver` did
         c.received.fetch_add(1, Relaxed);
-        (self.deliver)(topic, kind, data.slice(HEADER..));
     }
 }
 

@@ -45,35 +45,43 @@ impl Nats {
     }
 }
 
-macro_rules! broker_methods {
+/// A running broker, as the bus tests use one (implemented by [`Redis`] and [`Nats`]).
+pub trait Broker {
+    /// The bus URL of this broker (`redis://127.0.0.1:PORT`, `nats://127.0.0.1:PORT`).
+    fn url(&self) -> String;
+    /// The port it listens on (the same after [`Broker::restart`]).
+    fn port(&self) -> u16;
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    fn stop(&mut self);
+    /// Starts it again on the same port (after [`Broker::stop`]) and waits until it accepts.
+    fn start_again(&mut self);
+    /// [`Broker::stop`] then [`Broker::start_again`].
+    fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+}
+
+macro_rules! broker {
     ($t:ty, $scheme:literal) => {
-        impl $t {
-            /// The bus URL of this broker (`scheme://127.0.0.1:PORT`).
-            pub fn url(&self) -> String {
+        impl Broker for $t {
+            fn url(&self) -> String {
                 format!(concat!($scheme, "://127.0.0.1:{}"), self.0.port)
             }
-            /// The port it listens on (the same after [`Self::restart`]).
-            pub fn port(&self) -> u16 {
+            fn port(&self) -> u16 {
                 self.0.port
             }
-            /// Kills the server (SIGKILL) and waits for it to exit.
-            pub fn stop(&mut self) {
+            fn stop(&mut self) {
                 self.0.stop();
             }
-            /// Starts it again on the same port (after [`Self::stop`]) and waits until it accepts.
-            pub fn start_again(&mut self) {
-                self.0.spawn();
-            }
-            /// [`Self::stop`] then [`Self::start_again`].
-            pub fn restart(&mut self) {
-                self.0.stop();
+            fn start_again(&mut self) {
                 self.0.spawn();
             }
         }
     };
 }
-broker_methods!(Redis, "redis");
-broker_methods!(Nats, "nats");
+broker!(Redis, "redis");
+broker!(Nats, "nats");
 
 struct Server {
     program: PathBuf,
