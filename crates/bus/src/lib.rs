@@ -187,10 +187,15 @@ impl Bus {
 }
 
 impl Drop for Bus {
-    /// Stops the bus thread (what is still queued is not sent) and joins it.
+    /// Stops the bus thread (what is still queued is not sent) and joins it, unless this
+    /// runs on the bus thread itself: `deliver` may hold the last reference to what owns
+    /// the bus (a server whose other handles are gone), and a thread cannot join itself;
+    /// it ends on its own once stopped.
     fn drop(&mut self) {
         self.shared.stop();
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
             let _ = thread.join();
         }
     }

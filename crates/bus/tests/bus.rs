@@ -135,6 +135,7 @@ both!(
     a_thousand_topics,
     malformed_skipped_and_counted,
     a_panic_in_deliver_is_contained,
+    dropped_from_its_own_deliver,
 );
 
 fn exactly_once_to_the_other_never_back<B: TestBroker>(broker: B) {
@@ -369,4 +370,27 @@ fn nats_payload_over_max_is_dropped_not_fatal() {
 fn url_errors_name_the_url() {
     let err = BusConfig::parse("redis://:hunter2@h:0").unwrap_err();
     assert_eq!(err.to_string(), "bus URL redis://:***@h:0: the port is not a number from 1 to 65535");
+}
+
+/// `deliver` may drop the last reference to what owns the bus (a server whose handles
+/// are gone): the bus thread then cannot join itself, it ends on its own.
+fn dropped_from_its_own_deliver<B: TestBroker>(broker: B) {
+    let (a, _) = bus(&broker.url(), |_| {});
+    let slot: Arc<Mutex<Option<Bus>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (inside, finished) = (slot.clone(), done.clone());
+    let b = Bus::connect(BusConfig::parse(&broker.url()).unwrap(), move |_: &str, _, _| {
+        let last = inside.lock().unwrap().take();
+        drop(last);
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    b.subscribe("/t");
+    subscribed(&b, 1);
+    *slot.lock().unwrap() = Some(b);
+    a.publish("/t", Kind::Text, Bytes::from_static(b"x"));
+    assert!(
+        wait_until(Duration::from_secs(5), || done.load(std::sync::atomic::Ordering::SeqCst)),
+        "the bus was dropped on its own thread without a panic"
+    );
 }

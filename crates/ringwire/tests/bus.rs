@@ -12,7 +12,7 @@ mod support;
 use ringwire::client::{ClientHandler, ClientId, ClientLoop, ClientWs, ConnectOptions, LoopHandle};
 use ringwire::conn::Message;
 use ringwire::io::IoChoice;
-use ringwire_testkit::brokers::{Nats, Redis};
+use ringwire_testkit::brokers::{Broker, Nats, Redis};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -21,45 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{RawClient, Ringwire, wait_until};
 
-/// A real broker of either kind.
-enum Broker {
-    Redis(Redis),
-    Nats(Nats),
-}
-
-impl Broker {
-    fn name(&self) -> &'static str {
-        match self {
-            Broker::Redis(_) => "redis",
-            Broker::Nats(_) => "nats",
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Broker::Redis(b) => b.url(),
-            Broker::Nats(b) => b.url(),
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            Broker::Redis(b) => b.stop(),
-            Broker::Nats(b) => b.stop(),
-        }
-    }
-
-    fn start_again(&mut self) {
-        match self {
-            Broker::Redis(b) => b.start_again(),
-            Broker::Nats(b) => b.start_again(),
-        }
-    }
-}
-
 /// Both brokers, each skipped (with a line) where its program is missing.
-fn brokers() -> Vec<Broker> {
-    Redis::start().map(Broker::Redis).into_iter().chain(Nats::start().map(Broker::Nats)).collect()
+fn brokers() -> Vec<(&'static str, Box<dyn Broker>)> {
+    let redis = Redis::start().map(|b| ("redis", Box::new(b) as Box<dyn Broker>));
+    let nats = Nats::start().map(|b| ("nats", Box::new(b) as Box<dyn Broker>));
+    redis.into_iter().chain(nats).collect()
 }
 
 /// `ringwire broadcast --bus <url>` with two workers.
@@ -267,8 +233,7 @@ fn check_exactly_once(tally: &Tally, all: &HashMap<ClientId, (usize, String)>, t
 
 #[test]
 fn a_message_reaches_every_subscriber_of_its_topic_on_both_processes_exactly_once_and_no_other() {
-    for broker in brokers() {
-        let what = broker.name();
+    for (what, broker) in brokers() {
         let (a, b) = (on_bus(&broker.url(), &[]), on_bus(&broker.url(), &[]));
         let mut crowd = Crowd::start();
         for (p, server) in [(0, &a), (1, &b)] {
@@ -304,8 +269,7 @@ fn a_message_reaches_every_subscriber_of_its_topic_on_both_processes_exactly_onc
 
 #[test]
 fn ten_thousand_subscribers_across_two_processes() {
-    for broker in brokers() {
-        let what = broker.name();
+    for (what, broker) in brokers() {
         let (a, b) = (on_bus(&broker.url(), &[]), on_bus(&broker.url(), &[]));
         let mut crowd = Crowd::start();
         crowd.join(0, a.addr, "big", 5_000);
@@ -330,8 +294,7 @@ fn ten_thousand_subscribers_across_two_processes() {
 
 #[test]
 fn a_broker_restart_is_survived_and_local_subscribers_are_served_meanwhile() {
-    for mut broker in brokers() {
-        let what = broker.name();
+    for (what, mut broker) in brokers() {
         let (a, b) = (on_bus(&broker.url(), &[]), on_bus(&broker.url(), &[]));
         let mut crowd = Crowd::start();
         crowd.join(0, a.addr, "r", 5);
@@ -402,8 +365,7 @@ fn run_briefly(url: &str, extra: &[&str], limit: Duration) -> (Option<i32>, Stri
 
 #[test]
 fn a_broker_that_is_not_there_at_start_is_a_clear_error_or_waited_for() {
-    for mut broker in brokers() {
-        let what = broker.name();
+    for (what, mut broker) in brokers() {
         broker.stop();
         let url = broker.url();
         let (code, out, err, took) = run_briefly(&url, &[], Duration::from_secs(5));
@@ -420,7 +382,11 @@ fn a_broker_that_is_not_there_at_start_is_a_clear_error_or_waited_for() {
         assert!(!waiting.is_finished(), "{what}: --bus-wait started without the broker");
         broker.start_again();
         let server = waiting.join().unwrap();
-        assert!(server.stderr().contains("unreachable") && server.stderr().contains("waiting for it"), "{what}: {}", server.stderr());
+        assert!(
+            server.stderr().contains("unreachable") && server.stderr().contains("waiting for it"),
+            "{what}: {}",
+            server.stderr()
+        );
         let mut c = RawClient::connect_to(server.addr, "/x");
         c.send(0x1, b"x 1");
         assert_eq!(c.recv(), (0x1, b"x 1".to_vec()));
@@ -540,18 +506,23 @@ fn two_hosts_on_their_own_addresses_share_topics_over_the_bus() {
     };
     let nats = nats.to_str().unwrap().to_owned();
     // The broker on host A, both servers on the bus through host A's address.
-    let _broker = Killed(hosts.command(0, &nats, &["-a", "10.231.0.1", "-p", "4222"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _broker = Killed(
+        hosts
+            .command(0, &nats, &["-a", "10.231.0.1", "-p", "4222"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let bus = "nats://10.231.0.1:4222";
-    let reachable = hosts.inside(0, || {
-        wait_until(Duration::from_secs(5), || std::net::TcpStream::connect("10.231.0.1:4222").is_ok())
-    });
+    let reachable = hosts
+        .inside(0, || wait_until(Duration::from_secs(5), || std::net::TcpStream::connect("10.231.0.1:4222").is_ok()));
     assert!(reachable, "nats-server did not start on host A");
     let (_a, addr_a) = ringwire_on(&hosts, 0, bus);
     let (_b, addr_b) = ringwire_on(&hosts, 1, bus);
     // A subscriber on host B (reached from A across the veth), a publisher on host A.
-    let (mut sub, mut publisher) = hosts.inside(0, move || {
-        (RawClient::connect_to(addr_b, "/room"), RawClient::connect_to(addr_a, "/room"))
-    });
+    let (mut sub, mut publisher) =
+        hosts.inside(0, move || (RawClient::connect_to(addr_b, "/room"), RawClient::connect_to(addr_a, "/room")));
     let t0 = Instant::now();
     let mut n = 0;
     sub.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();

@@ -143,7 +143,10 @@ impl Drop for Server {
 pub fn program(name: &str) -> Option<PathBuf> {
     let found = find(name);
     if found.is_none() {
-        skip_or_fail(REQUIRE_BROKERS_ENV, &format!("{name} not found in PATH nor in /usr/sbin, /usr/local/sbin, /sbin"));
+        skip_or_fail(
+            REQUIRE_BROKERS_ENV,
+            &format!("{name} not found in PATH nor in /usr/sbin, /usr/local/sbin, /sbin"),
+        );
     }
     found
 }
