@@ -239,10 +239,13 @@ fn main() {
     let table = markdown(&args, &results, &skipped);
     println!("{table}");
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("loadtest/results/bus-{}.json", utc_date())));
+    // Online CPUs (not available_parallelism: this process is pinned to one by now).
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let json = serde_json::json!({
         "what": "topics across two ringwire processes over a broker (bus-bench)",
         "date": utc_date(),
-        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "machine": { "cpus": cpus,
                      "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim() },
         "brokers": { "redis": program_version("redis-server", "--version"), "nats": program_version("nats-server", "--version") },
         "ringwire_args": args.ringwire_args,
@@ -830,8 +833,9 @@ impl Generator {
             Load::Open(rate) => Duration::from_nanos(1_000_000_000 / rate).max(Duration::from_micros(50)),
             Load::Closed(_) => Duration::from_millis(1),
         };
-        let fd = rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)
-            .map_err(|e| e.to_string())?;
+        let fd =
+            rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)
+                .map_err(|e| e.to_string())?;
         let ts = Timespec { tv_sec: period.as_secs() as i64, tv_nsec: period.subsec_nanos() as _ };
         rustix::time::timerfd_settime(&fd, TimerfdTimerFlags::empty(), &Itimerspec { it_interval: ts, it_value: ts })
             .map_err(|e| e.to_string())?;
@@ -883,7 +887,8 @@ fn hex(b: &[u8]) -> Option<u64> {
 /// A WebSocket connection to `addr` on [`TOPIC`], upgraded (blocking, then made
 /// non-blocking); returns it and any bytes read past the 101.
 fn upgrade(addr: SocketAddr, seed: u64) -> Result<(std::net::TcpStream, Vec<u8>), String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, SETUP_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, SETUP_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(SETUP_TIMEOUT)).map_err(|e| e.to_string())?;
     let key = wire::client_key(seed);
@@ -947,7 +952,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
