@@ -177,7 +177,16 @@ struct Latency {
 fn main() {
     let args = Args::parse();
     install_signal_handlers();
-    raise_descriptor_limit();
+    // S subscribers + the publisher + a few: `loadtest/bus.sh` raises `ulimit -n` first.
+    let most = args.subs.iter().copied().max().unwrap_or(0) as u64;
+    if let Ok(limit) = procfs::open_files_limit()
+        && limit < most + 64
+    {
+        eprintln!(
+            "bus-bench: {most} subscribers need more than `ulimit -n` {limit} descriptors: raise it (bus.sh does)"
+        );
+        std::process::exit(2);
+    }
     // The generator's own core (its children set theirs before exec).
     if let Err(e) = pin(0, args.cpu_gen) {
         eprintln!("bus-bench: cannot pin to CPU {}: {e}", args.cpu_gen);
@@ -477,16 +486,6 @@ fn install_signal_handlers() {
 
 fn check_interrupted() -> Result<(), String> {
     if INTERRUPTED.load(Ordering::Relaxed) { Err("interrupted".into()) } else { Ok(()) }
-}
-
-fn raise_descriptor_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit; affects only this process.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the host.
