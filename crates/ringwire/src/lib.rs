@@ -4,14 +4,16 @@
 //! an epoll fallback, and a sans-IO core. This crate re-exports the engine crates and
 //! ships the `ringwire` binary (`ringwire echo`, `ringwire broadcast`).
 //!
-//! The library is only the re-exports below. The binary's own dependencies (clap,
-//! mimalloc, tracing-subscriber, libc) come with the `cli` feature, which is on by
-//! default so that `cargo install ringwire` builds the binary. To embed the engine
-//! without them:
+//! The library is the re-exports below and [`bus`] (a Redis or NATS bus as a server's
+//! `TopicBus`). The binary's own dependencies (clap, mimalloc, tracing-subscriber, libc)
+//! come with the `cli` feature, and the broker clients (redis, async-nats, tokio for the
+//! bus thread) with the `bus` feature; both are on by default so that `cargo install
+//! ringwire` builds the binary. To embed the engine without them:
 //!
 //! ```toml
 //! [dependencies]
-//! ringwire = { version = "0.1", default-features = false }
+//! ringwire = { version = "0.1", default-features = false }            # the engine only
+//! ringwire = { version = "0.1", default-features = false, features = ["bus"] }  # and the bus
 //! ```
 //!
 //! | crate | what |
