@@ -19,6 +19,11 @@ use std::collections::VecDeque;
 const INLINE_PAYLOAD: usize = 512;
 /// How much the header arena grows by when it runs out.
 const ARENA_BLOCK: usize = 8 << 10;
+/// The first block of a queue's arena. Most queues hold a few small frames (a fan-out's
+/// loop turn: up to a window of messages for each subscriber) and are released once
+/// written, so with thousands of subscribers a full block each would be most of the
+/// memory a fan-out holds (10,000 x 8 KiB); a burst that needs more gets full blocks.
+const ARENA_FIRST: usize = 1 << 10;
 
 #[derive(Debug)]
 struct Chunk {
@@ -357,7 +362,8 @@ impl Outbound {
 impl Queue {
     fn arena_reserve(&mut self, n: usize) {
         if self.arena.capacity() - self.arena.len() < n {
-            self.arena.reserve(n.max(ARENA_BLOCK));
+            let block = if self.arena.capacity() == 0 { ARENA_FIRST } else { ARENA_BLOCK };
+            self.arena.reserve(n.max(block));
         }
     }
 
