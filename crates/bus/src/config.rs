@@ -35,6 +35,10 @@ pub struct BusConfig {
     /// Publishes that may wait for the broker (while it is slow or down) before
     /// [`crate::Bus::publish`] returns false. Default 65,536.
     pub queue_capacity: usize,
+    /// Payload bytes those waiting publishes may hold together; past it
+    /// [`crate::Bus::publish`] returns false too. Default 64 MiB (without it, 65,536
+    /// messages of 1 MiB could hold 64 GiB while the broker is away).
+    pub queue_bytes: usize,
     /// First wait before reconnecting; doubled after each failed try. Default 100 ms.
     pub backoff_min: Duration,
     /// Longest wait between reconnect tries. Default 5 s.
@@ -104,6 +108,9 @@ impl BusConfig {
                         "the subject prefix must be dot-separated tokens without spaces, '*' or '>' (e.g. /app.ws)",
                     ));
                 }
+                if p.len() > MAX_NATS_PREFIX {
+                    return Err(err(&format!("the subject prefix is longer than {MAX_NATS_PREFIX} bytes")));
+                }
                 p.to_owned()
             }
         };
@@ -114,6 +121,7 @@ impl BusConfig {
         Ok(BusConfig {
             wait_at_start: false,
             queue_capacity: 65_536,
+            queue_bytes: 64 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -156,7 +164,19 @@ impl BusConfig {
         let doublings = attempt.saturating_sub(1).min(30) as u32;
         self.backoff_min.saturating_mul(1 << doublings).min(self.backoff_max)
     }
+
+    /// [`backoff`](Self::backoff) times a random factor from 0.5 to 1.5, so that the
+    /// processes a broker restart disconnected at once do not all come back at once.
+    pub(crate) fn backoff_jittered(&self, attempt: usize) -> Duration {
+        let permille = 500 + getrandom::u32().unwrap_or(0) % 1001;
+        self.backoff(attempt).mul_f64(f64::from(permille) / 1000.0)
+    }
 }
+
+/// The longest NATS subject prefix: a subject is the prefix and a topic of up to 1,024
+/// bytes written as up to 3,072, which must fit nats-server's 4,096-byte control line with
+/// the rest of the `PUB`/`SUB` line.
+const MAX_NATS_PREFIX: usize = 256;
 
 fn bad(url: &str, why: &str) -> BusError {
     BusError::Url { url: redact(url), why: why.to_owned() }
@@ -248,5 +268,17 @@ mod tests {
         let c = BusConfig::parse("nats://h").unwrap();
         let waits: Vec<u64> = (1..=8).map(|a| c.backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        for a in 1..=8 {
+            let (base, j) = (c.backoff(a), c.backoff_jittered(a));
+            assert!(j >= base / 2 && j <= base * 3 / 2, "attempt {a}: {j:?} against {base:?}");
+        }
+    }
+
+    #[test]
+    fn a_nats_prefix_that_would_not_fit_the_control_line_is_refused() {
+        let long = "a".repeat(257);
+        let e = BusConfig::parse(&format!("nats://h/{long}")).unwrap_err().to_string();
+        assert!(e.ends_with("the subject prefix is longer than 256 bytes"), "{e}");
+        assert!(BusConfig::parse(&format!("nats://h/{}", &long[1..])).is_ok());
     }
 }

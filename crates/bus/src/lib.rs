@@ -137,7 +137,7 @@ impl Bus {
     /// panic in it is caught and logged; the bus goes on.
     pub fn connect(config: BusConfig, deliver: impl Fn(&str, Kind, Bytes) + Send + 'static) -> Result<Bus, BusError> {
         let url = config.redacted_url().to_owned();
-        let shared = Arc::new(Shared::new(url.clone()));
+        let shared = Arc::new(Shared::new(url.clone(), config.queue_bytes));
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
@@ -169,11 +169,19 @@ impl Bus {
         self.shared.want(topic, false);
     }
 
-    /// Publishes to every other process on the bus. Never blocks: `false` (and counted in
-    /// [`BusStats::publish_dropped`]) when `queue_capacity` messages are already waiting
-    /// (for example while the broker is down).
+    /// Publishes to every other process on the bus. Never blocks: `false` (counted in
+    /// [`BusStats::publish_dropped`], and logged at 1, 2, 4, 8, ... drops) when
+    /// `queue_capacity` messages or `queue_bytes` of payload are already waiting (for
+    /// example while the broker is down).
     pub fn publish(&self, topic: &str, kind: Kind, payload: Bytes) -> bool {
-        let sent = self.queue.try_send(Outgoing { topic: topic.into(), kind, payload }).is_ok();
+        let len = payload.len();
+        let sent = self.shared.take_bytes(len) && {
+            let queued = self.queue.try_send(Outgoing { topic: topic.into(), kind, payload }).is_ok();
+            if !queued {
+                self.shared.release_bytes(len);
+            }
+            queued
+        };
         if !sent {
             self.shared.count.dropped(1);
         }

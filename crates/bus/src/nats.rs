@@ -26,7 +26,7 @@ pub(crate) async fn run(ctx: Rc<Ctx>, mut queue: mpsc::Receiver<Outgoing>, ready
         async_nats::ConnectOptions::new()
             .no_echo()
             .connection_timeout(ctx.config.connect_timeout)
-            .reconnect_delay_callback(move |attempt| config.backoff(attempt))
+            .reconnect_delay_callback(move |attempt| config.backoff_jittered(attempt))
             .event_callback(move |event| {
                 on_event(&shared, &lost, event);
                 std::future::ready(())
@@ -36,16 +36,17 @@ pub(crate) async fn run(ctx: Rc<Ctx>, mut queue: mpsc::Receiver<Outgoing>, ready
     drop(ready);
     let mut subscribed: HashMap<String, oneshot::Sender<()>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
-    reconcile(&ctx, &client, &mut subscribed).await;
+    reconcile(&ctx, &client, &mut subscribed, true).await;
     loop {
         tokio::select! {
             biased;
-            () = ctx.shared.changed.notified() => reconcile(&ctx, &client, &mut subscribed).await,
+            () = ctx.shared.changed.notified() => reconcile(&ctx, &client, &mut subscribed, false).await,
             n = queue.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     std::future::pending::<()>().await;
                 }
                 for m in batch.drain(..) {
+                    ctx.shared.release_bytes(m.payload.len());
                     let envelope = ctx.envelope(m.kind, &m.payload);
                     match client.publish(ctx.channel(&m.topic), envelope).await {
                         Ok(()) => ctx.shared.count.published(1),
@@ -96,8 +97,13 @@ fn on_event(shared: &Shared, lost: &AtomicBool, event: async_nats::Event) {
 
 /// Makes the client's subscriptions the desired set: a task per topic delivers until told
 /// to unsubscribe (the client subscribes them again after a reconnect).
-async fn reconcile(ctx: &Rc<Ctx>, client: &async_nats::Client, subscribed: &mut HashMap<String, oneshot::Sender<()>>) {
-    let (add, remove) = ctx.shared.diff(subscribed);
+async fn reconcile(
+    ctx: &Rc<Ctx>,
+    client: &async_nats::Client,
+    subscribed: &mut HashMap<String, oneshot::Sender<()>>,
+    full: bool,
+) {
+    let (add, remove) = ctx.shared.diff(subscribed, full);
     let mut retry = false;
     for topic in remove {
         // the task stops before delivering anything more, and unsubscribes
@@ -109,6 +115,7 @@ async fn reconcile(ctx: &Rc<Ctx>, client: &async_nats::Client, subscribed: &mut 
             Err(e) => {
                 // left out of `subscribed`: tried again at the next reconcile, soon
                 tracing::warn!(topic, "bus: subscribe failed: {e}");
+                ctx.shared.mark_changed(&topic);
                 retry = true;
                 continue;
             }

@@ -17,6 +17,8 @@ use crate::shared::{Ctx, Outgoing, first_connect};
 const BATCH: usize = 512;
 /// Most channels in one SUBSCRIBE or UNSUBSCRIBE.
 const CHUNK: usize = 512;
+/// How often the subscriber connection is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(5);
 
 type Ready = std::sync::mpsc::Sender<Result<(), BusError>>;
 
@@ -40,7 +42,7 @@ pub(crate) async fn run(ctx: Rc<Ctx>, mut queue: mpsc::Receiver<Outgoing>, ready
         let mut attempt = 0;
         conns = loop {
             attempt += 1;
-            tokio::time::sleep(ctx.config.backoff(attempt)).await;
+            tokio::time::sleep(ctx.config.backoff_jittered(attempt)).await;
             match tokio::time::timeout(ctx.config.connect_timeout, connect(&client)).await {
                 Ok(Ok(c)) => break c,
                 Ok(Err(e)) => tracing::debug!("bus: {url} still unreachable ({e})"),
@@ -69,9 +71,14 @@ async fn session(
 ) -> String {
     let (mut sink, mut stream) = pubsub.split();
     let mut subscribed = HashMap::new();
-    if let Err(e) = reconcile(ctx, &mut sink, &mut subscribed).await {
-        return e.to_string();
+    if let Err(why) = reconcile(ctx, &mut sink, &mut subscribed, true).await {
+        return why;
     }
+    // The subscriber connection only reads: a broker host that died or a NAT that forgot
+    // the flow would leave it waiting for good. A PING every few seconds, answered within
+    // the connect timeout, finds out.
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let prefix = ctx.config.prefix();
     let mut batch = Vec::with_capacity(BATCH);
     let mut envelope = Vec::new();
@@ -80,8 +87,15 @@ async fn session(
         // other way round
         tokio::select! {
             () = ctx.shared.changed.notified() => {
-                if let Err(e) = reconcile(ctx, &mut sink, &mut subscribed).await {
-                    return e.to_string();
+                if let Err(why) = reconcile(ctx, &mut sink, &mut subscribed, false).await {
+                    return why;
+                }
+            }
+            _ = ping.tick() => {
+                match tokio::time::timeout(ctx.config.connect_timeout, sink.ping::<()>()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return format!("PING failed: {e}"),
+                    Err(_) => return format!("no answer to PING within {:?}", ctx.config.connect_timeout),
                 }
             }
             msg = stream.next() => {
@@ -100,6 +114,7 @@ async fn session(
                 }
                 let mut pipe = redis::pipe();
                 for m in batch.drain(..) {
+                    ctx.shared.release_bytes(m.payload.len());
                     envelope.clear();
                     ctx.envelope_into(&mut envelope, m.kind, &m.payload);
                     pipe.cmd("PUBLISH").arg(ctx.channel(&m.topic)).arg(&envelope[..]).ignore();
@@ -116,9 +131,28 @@ async fn session(
     }
 }
 
-/// Makes the broker's subscriptions the desired set.
-async fn reconcile(ctx: &Ctx, sink: &mut PubSubSink, subscribed: &mut HashMap<String, ()>) -> redis::RedisResult<()> {
-    let (add, remove) = ctx.shared.diff(subscribed);
+/// Makes the broker's subscriptions the desired set (every topic when `full`, else those
+/// changed), within the connect timeout: a broker that does not confirm ends the session.
+async fn reconcile(
+    ctx: &Ctx,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashMap<String, ()>,
+    full: bool,
+) -> Result<(), String> {
+    match tokio::time::timeout(ctx.config.connect_timeout, follow(ctx, sink, subscribed, full)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer to SUBSCRIBE within {:?}", ctx.config.connect_timeout)),
+    }
+}
+
+async fn follow(
+    ctx: &Ctx,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashMap<String, ()>,
+    full: bool,
+) -> redis::RedisResult<()> {
+    let (add, remove) = ctx.shared.diff(subscribed, full);
     for chunk in remove.chunks(CHUNK) {
         for topic in chunk {
             subscribed.remove(topic);

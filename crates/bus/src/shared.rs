@@ -38,8 +38,14 @@ impl Counters {
     pub(crate) fn published(&self, n: u64) {
         self.published.fetch_add(n, Relaxed);
     }
+    /// Counts `n` publishes that were not sent; says so at warn when the total reaches
+    /// 1, 2, 4, 8, ... (not per message, which would slow a bus that is already behind).
     pub(crate) fn dropped(&self, n: u64) {
-        self.publish_dropped.fetch_add(n, Relaxed);
+        let before = self.publish_dropped.fetch_add(n, Relaxed);
+        let total = before + n;
+        if n > 0 && before.checked_ilog2() != total.checked_ilog2() {
+            tracing::warn!(total, "bus: publishes dropped (queue full, broker slow or unreachable, or lost with a connection)");
+        }
     }
     /// One more message dropped on the receiving side; the count so far.
     pub(crate) fn receive_dropped(&self) -> u64 {
@@ -56,10 +62,20 @@ impl Counters {
     }
 }
 
+/// The topics the process wants, and which of them changed since the bus thread last looked.
+#[derive(Default)]
+struct Desired {
+    set: HashSet<String>,
+    changed: HashSet<String>,
+}
+
 pub(crate) struct Shared {
     pub(crate) url: String,
     /// The topics the process wants; the bus thread makes the broker's subscriptions follow.
-    desired: Mutex<HashSet<String>>,
+    desired: Mutex<Desired>,
+    /// Payload bytes of the publishes in the queue, and the most they may be.
+    queued_bytes: AtomicUsize,
+    pub(crate) queue_bytes: usize,
     /// Wakes the bus thread when `desired` changed.
     pub(crate) changed: Notify,
     stopping: Notify,
@@ -67,33 +83,74 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(url: String) -> Shared {
+    pub(crate) fn new(url: String, queue_bytes: usize) -> Shared {
         Shared {
             url,
-            desired: Mutex::new(HashSet::new()),
+            desired: Mutex::new(Desired::default()),
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes,
             changed: Notify::new(),
             stopping: Notify::new(),
             count: Counters::default(),
         }
     }
 
+    fn desired(&self) -> std::sync::MutexGuard<'_, Desired> {
+        self.desired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn want(&self, topic: &str, wanted: bool) {
         let changed = {
-            let mut desired = self.desired.lock().unwrap_or_else(|p| p.into_inner());
-            if wanted { desired.insert(topic.to_owned()) } else { desired.remove(topic) }
+            let mut desired = self.desired();
+            let changed = if wanted { desired.set.insert(topic.to_owned()) } else { desired.set.remove(topic) };
+            if changed {
+                desired.changed.insert(topic.to_owned());
+            }
+            changed
         };
         if changed {
             self.changed.notify_one();
         }
     }
 
+    /// `topic` is to be looked at again by the next [`diff`](Self::diff) (its subscribe failed).
+    pub(crate) fn mark_changed(&self, topic: &str) {
+        self.desired().changed.insert(topic.to_owned());
+    }
+
     /// What to subscribe and unsubscribe at the broker so that `subscribed` becomes the
-    /// desired set.
-    pub(crate) fn diff<V>(&self, subscribed: &HashMap<String, V>) -> (Vec<String>, Vec<String>) {
-        let desired = self.desired.lock().unwrap_or_else(|p| p.into_inner());
-        let add = desired.iter().filter(|t| !subscribed.contains_key(*t)).cloned().collect();
-        let remove = subscribed.keys().filter(|t| !desired.contains(*t)).cloned().collect();
+    /// desired set: over every topic when `full` (a new session), else over those changed
+    /// since the last call, so the lock the workers take is held for the changes only.
+    pub(crate) fn diff<V>(&self, subscribed: &HashMap<String, V>, full: bool) -> (Vec<String>, Vec<String>) {
+        let mut desired = self.desired();
+        let changed = std::mem::take(&mut desired.changed);
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        if full {
+            add.extend(desired.set.iter().filter(|t| !subscribed.contains_key(*t)).cloned());
+            remove.extend(subscribed.keys().filter(|t| !desired.set.contains(*t)).cloned());
+            return (add, remove);
+        }
+        for topic in changed {
+            match (desired.set.contains(&topic), subscribed.contains_key(&topic)) {
+                (true, false) => add.push(topic),
+                (false, true) => remove.push(topic),
+                _ => {}
+            }
+        }
         (add, remove)
+    }
+
+    /// Takes `bytes` of payload into the queue's budget; false (nothing taken) when they
+    /// do not fit.
+    pub(crate) fn take_bytes(&self, bytes: usize) -> bool {
+        self.queued_bytes
+            .fetch_update(Relaxed, Relaxed, |q| q.checked_add(bytes).filter(|&n| n <= self.queue_bytes))
+            .is_ok()
+    }
+
+    /// Gives back the budget of a publish taken off the queue.
+    pub(crate) fn release_bytes(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Relaxed);
     }
 
     pub(crate) fn stop(&self) {
@@ -262,7 +319,7 @@ where
                 } else {
                     tracing::debug!("bus: {url} still unreachable ({source})");
                 }
-                tokio::time::sleep(ctx.config.backoff(attempt)).await;
+                tokio::time::sleep(ctx.config.backoff_jittered(attempt)).await;
             }
         }
     }

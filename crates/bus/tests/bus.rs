@@ -132,6 +132,7 @@ both!(
     broker_restart_mid_run,
     broker_down_at_start,
     queue_full_drops_and_counts,
+    queue_bytes_bound_what_waits,
     a_thousand_topics,
     malformed_skipped_and_counted,
     a_panic_in_deliver_is_contained,
@@ -291,6 +292,17 @@ fn queue_full_drops_and_counts<B: TestBroker>(mut broker: B) {
     let refused = (0..10_000).filter(|_| !a.publish("/t", Kind::Binary, Bytes::from_static(b"x"))).count() as u64;
     assert!(refused > 0, "{:?}", a.stats());
     assert_eq!(a.stats().publish_dropped, refused);
+}
+
+/// The queue is bounded in bytes too: a few large messages fill it long before its count.
+fn queue_bytes_bound_what_waits<B: TestBroker>(mut broker: B) {
+    let (a, _) = bus(&broker.url(), |c| c.queue_bytes = 1 << 20);
+    broker.stop();
+    assert!(wait_until(Duration::from_secs(5), || !a.stats().connected));
+    let big = Bytes::from(vec![7u8; 256 << 10]);
+    let taken = (0..64).filter(|_| a.publish("/t", Kind::Binary, big.clone())).count();
+    assert!(taken <= 4, "{taken} messages of 256 KiB queued under a 1 MiB budget");
+    assert_eq!(a.stats().publish_dropped, 64 - taken as u64);
 }
 
 fn a_thousand_topics<B: TestBroker>(broker: B) {
