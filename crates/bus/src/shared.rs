@@ -44,7 +44,10 @@ impl Counters {
         let before = self.publish_dropped.fetch_add(n, Relaxed);
         let total = before + n;
         if n > 0 && before.checked_ilog2() != total.checked_ilog2() {
-            tracing::warn!(total, "bus: publishes dropped (queue full, broker slow or unreachable, or lost with a connection)");
+            tracing::warn!(
+                total,
+                "bus: publishes dropped (queue full, broker slow or unreachable, or lost with a connection)"
+            );
         }
     }
     /// One more message dropped on the receiving side; the count so far.

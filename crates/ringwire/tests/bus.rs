@@ -269,6 +269,13 @@ fn a_message_reaches_every_subscriber_of_its_topic_on_both_processes_exactly_onc
 
 #[test]
 fn ten_thousand_subscribers_across_two_processes() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills a valid rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_max < 10_500 {
+        let why = format!("10,000 subscribers need ~10,100 descriptors; the hard limit is {}", lim.rlim_max);
+        return ringwire_testkit::brokers::skip_or_fail(ringwire_testkit::brokers::REQUIRE_BROKERS_ENV, &why);
+    }
     for (what, broker) in brokers() {
         let (a, b) = (on_bus(&broker.url(), &[]), on_bus(&broker.url(), &[]));
         let mut crowd = Crowd::start();

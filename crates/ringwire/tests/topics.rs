@@ -31,6 +31,15 @@ fn the_path_is_the_topic_and_the_sender_gets_its_own_message_back() {
         for c in &mut room2 {
             assert_eq!(text(c), "to room 2", "{io}: no message of room 1 came first");
         }
+        // Nothing of the other room comes after either: the next message is each room's own.
+        say(&mut room1[2], "end 1");
+        say(&mut room2[0], "end 2");
+        for c in &mut room1 {
+            assert_eq!(text(c), "end 1", "{io}");
+        }
+        for c in &mut room2 {
+            assert_eq!(text(c), "end 2", "{io}");
+        }
         let mut bin = RawClient::connect_to(server.addr, "/chat/room1");
         room1[1].send(0x2, &[0, 1, 2, 255]);
         assert_eq!(bin.recv(), (0x2, vec![0, 1, 2, 255]), "{io}: binary stays binary");

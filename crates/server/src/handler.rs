@@ -70,7 +70,9 @@ pub trait Handler: Send + 'static {
     /// the handler's next call after [`on_request`](Self::on_request), on the same thread
     /// with nothing in between, so what `on_request` noted of the request (its path, a
     /// cookie, who the user is) can be kept in the handler and taken up here, e.g. to
-    /// [`subscribe`](Ws::subscribe) to a topic named by the path.
+    /// [`subscribe`](Ws::subscribe) to a topic named by the path. (A request whose accept
+    /// cannot be built, answered 500, gets no `on_open`: keep only the latest request's
+    /// notes.)
     fn on_open(&mut self, ws: &mut Ws<'_>) {}
     /// A whole message arrived (when `assemble_fragments` is on, the default).
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {}

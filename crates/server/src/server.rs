@@ -279,12 +279,7 @@ impl ServerHandle {
     /// `app.publish`) and to the other processes on the [bus](Server::with_bus). Framed
     /// once for all; never blocks. Errors as [`broadcast`](Self::broadcast)'s.
     pub fn publish(&self, topic: &str, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
-        let message = message.into();
-        let topic: Arc<str> = topic.into();
-        if let Some(bus) = self.shared.bus.get() {
-            bus.publish(&topic, &message);
-        }
-        self.shared.push_publish(&topic, &message, None)
+        self.shared.publish(&topic.into(), &message.into(), None)
     }
 
     /// A handle that does not keep the server's shared state alive: for a thread that

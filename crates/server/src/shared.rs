@@ -268,6 +268,23 @@ impl Shared {
         }
     }
 
+    /// Publishes to `topic`: to every worker except `skip`, and to the bus unless the
+    /// server is shutting down.
+    pub(crate) fn publish(
+        &self,
+        topic: &Arc<str>,
+        message: &PreparedMessage,
+        skip: Option<usize>,
+    ) -> Result<(), QueueError> {
+        let result = self.push_publish(topic, message, skip);
+        if result != Err(QueueError::Closed)
+            && let Some(bus) = self.bus.get()
+        {
+            bus.publish(topic, message);
+        }
+        result
+    }
+
     /// Queues a publish to `topic` for every worker except `skip` (as
     /// [`push_broadcast`](Self::push_broadcast)).
     pub(crate) fn push_publish(

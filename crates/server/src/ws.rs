@@ -15,7 +15,9 @@ use std::sync::Arc;
 /// spec's getters and commands (`send`, `send_text`, `send_binary`, `ping`, `pong`,
 /// `close`, `drop_connection`, `pause`, `resume`, `state`, `connected`,
 /// `close_reason_code`, `remote_address`, ...); this type adds what needs the server:
-/// [`Ws::broadcast`], [`Ws::remote`], [`Ws::server`], [`Ws::id`], [`Ws::worker`].
+/// topics ([`Ws::subscribe`], [`Ws::unsubscribe`], [`Ws::is_subscribed`], [`Ws::topics`],
+/// [`Ws::publish`], [`Ws::publish_including_self`]), [`Ws::broadcast`], [`Ws::remote`],
+/// [`Ws::server`], [`Ws::id`], [`Ws::worker`].
 /// Everything only queues; output leaves at the end of the loop turn.
 pub struct Ws<'a> {
     pub(crate) conn: WebSocketConnection<'a>,
@@ -107,19 +109,33 @@ impl Ws<'_> {
     /// worker, and to the other processes on the [bus](crate::Server::with_bus). Framed
     /// once (and compressed once where compression is shared) for all. Never blocks.
     ///
-    /// This worker's subscribers always get it. `Err(QueueError::Full { missed })`:
-    /// `missed` other workers had a full mailbox and their subscribers do not get it;
-    /// `Err(QueueError::Closed)`: the server is shutting down. A subscriber that does not
-    /// read is dropped at [`max_buffered`](ringwire_conn::Config::max_buffered) (1008), as
-    /// any peer; the bus counts what it could not pass on.
+    /// This worker's subscribers get it at the end of the loop turn, with the turn's other
+    /// publishes and broadcasts in the order they were made: the subscribers at that
+    /// moment (a connection that subscribes later in the same turn gets it too, one that
+    /// unsubscribes misses it). `Err(QueueError::Full { missed })`: `missed` other workers
+    /// had a full mailbox and their subscribers do not get it; `Err(QueueError::Closed)`:
+    /// the server is shutting down (and the bus does not get it either). A subscriber that
+    /// does not read is dropped at [`max_buffered`](ringwire_conn::Config::max_buffered)
+    /// (1008), as any peer; the bus counts what it could not pass on.
     pub fn publish(&mut self, topic: &str, message: impl Into<PreparedMessage>) -> Result<(), QueueError> {
-        let message = message.into();
+        self.publish_from(topic, message.into(), Some(self.id))
+    }
+
+    /// [`publish`](Self::publish), this connection included when it subscribes to `topic`:
+    /// it gets its own message in the same order as this worker's other subscribers (a
+    /// `send` of it would go out ahead of the turn's earlier publishes).
+    pub fn publish_including_self(
+        &mut self,
+        topic: &str,
+        message: impl Into<PreparedMessage>,
+    ) -> Result<(), QueueError> {
+        self.publish_from(topic, message.into(), None)
+    }
+
+    fn publish_from(&mut self, topic: &str, message: PreparedMessage, skip: Option<ConnId>) -> Result<(), QueueError> {
         let topic: Arc<str> = topic.into();
-        if let Some(bus) = self.shared.bus.get() {
-            bus.publish(&topic, &message);
-        }
-        let others = self.shared.push_publish(&topic, &message, Some(self.worker));
-        self.local.pending.push(Outgoing::Topic(topic, message, Some(self.id)));
+        let others = self.shared.publish(&topic, &message, Some(self.worker));
+        self.local.pending.push(Outgoing::Topic(topic, message, skip));
         others
     }
 }

@@ -279,7 +279,6 @@ fn a_subscriber_that_does_not_read_is_dropped_at_the_buffered_limit_and_the_othe
             read_rx.recv_timeout(Duration::from_secs(10)).expect("the reader got the burst");
         }
         read_all.join().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(slow.read_close().0, 1008, "{io:?}");
         drop((slow, publisher));
         server.shutdown().unwrap();

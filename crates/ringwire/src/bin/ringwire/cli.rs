@@ -43,11 +43,13 @@ pub(crate) struct BroadcastArgs {
     /// subscribes at the broker to the topics it has clients on (one subscription per
     /// topic, not per client), publishes what its clients send, and delivers what the
     /// others publish to its own clients; at most once. A lost broker is reconnected with
-    /// backoff (local clients are served meanwhile). Unreachable at start: exit 1.
+    /// backoff (local clients are served meanwhile); what could not be passed on is
+    /// counted, logged at 1, 2, 4, 8, ... and summed up at exit. Unreachable at start: exit 1.
     #[arg(long, value_name = "URL", value_parser = parse_bus)]
     pub(crate) bus: Option<BusConfig>,
     /// With --bus: if the broker cannot be reached at start, wait for it (retrying with
-    /// backoff) before listening, instead of exiting.
+    /// backoff) instead of exiting; the port is bound already, and clients that connect
+    /// meanwhile wait in its backlog until the server starts serving.
     #[arg(long, requires = "bus")]
     pub(crate) bus_wait: bool,
 }

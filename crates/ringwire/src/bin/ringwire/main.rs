@@ -62,11 +62,12 @@ impl Handler for Broadcast {
 
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         let Some(topic) = ws.topics().next().cloned() else { return };
+        // With echo, the sender gets its message in the same order as the others on its
+        // worker (a send of its own would overtake the turn's earlier publishes).
         let message = PreparedMessage::from(message);
-        if self.echo {
-            ws.send_prepared(&message);
-        }
-        if let Err(e) = ws.publish(&topic, message) {
+        let published =
+            if self.echo { ws.publish_including_self(&topic, message) } else { ws.publish(&topic, message) };
+        if let Err(e) = published {
             // Other workers too busy to take it (their mailboxes are full): their clients
             // miss this message. Said at most once a second per worker.
             if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -184,12 +185,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (server, bus) = match &cli.command {
+    let (server, bus_line, bus) = match &cli.command {
         Command::Broadcast(BroadcastArgs { bus: Some(config), bus_wait, .. }) => {
             let mut config = config.clone();
             config.wait_at_start = *bus_wait;
             match ServerBus::connect(config.clone(), &server) {
-                Ok(bus) => (server.with_bus(bus.clone()), format!(", bus {}", config.redacted_url())),
+                Ok(bus) => (server.with_bus(bus.clone()), format!(", bus {}", config.redacted_url()), Some(bus)),
                 Err(BusError::Connect { url, source }) => {
                     eprintln!("ringwire: --bus {url}: cannot connect: {source}");
                     return ExitCode::FAILURE;
@@ -200,13 +201,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ => (server, String::new()),
+        _ => (server, String::new(), None),
     };
     // Signals are handled from here on: a SIGTERM right after the start-up line shuts
     // down gracefully rather than killing the process.
     ringwire::server::shutdown_on_signals(server.handle());
     println!(
-        "ringwire {name} listening on {scheme}://{} ({}, {threads} worker(s), {nofile} file descriptors{bus})",
+        "ringwire {name} listening on {scheme}://{} ({}, {threads} worker(s), {nofile} file descriptors{bus_line})",
         server.local_addr(),
         server.backend().backend,
     );
@@ -214,6 +215,19 @@ fn main() -> ExitCode {
         Command::Echo(_) => server.run(Echo),
         Command::Broadcast(a) => server.run(Broadcast::new(!a.no_echo)),
     };
+    if let Some(bus) = bus {
+        let (stats, missed) = (bus.stats(), bus.local_missed());
+        tracing::info!(
+            published = stats.published,
+            publish_dropped = stats.publish_dropped,
+            received = stats.received,
+            receive_dropped = stats.receive_dropped,
+            not_delivered_here = missed,
+            reconnects = stats.reconnects,
+            "bus {}",
+            stats.url
+        );
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
