@@ -406,3 +406,33 @@ fn dropped_from_its_own_deliver<B: TestBroker>(broker: B) {
         "the bus was dropped on its own thread without a panic"
     );
 }
+
+/// A Redis connection that goes silent (the broker frozen: connections open, nothing
+/// answered) is found by the PING and made again once the broker answers. (NATS: the
+/// client's own PING, every 2 minutes by default.)
+#[test]
+fn redis_a_silent_broker_is_noticed_and_reconnected() {
+    let Some(mut broker) = Redis::start() else { return };
+    let (a, _) = bus(&broker.url(), |_| {});
+    let (b, inbox) = bus(&broker.url(), |_| {});
+    b.subscribe("/t");
+    subscribed(&b, 1);
+    broker.freeze(true);
+    let noticed = wait_until(Duration::from_secs(12), || !b.stats().connected);
+    broker.freeze(false);
+    assert!(noticed, "the frozen broker was not noticed in 12 s: {:?}", b.stats());
+    assert!(
+        wait_until(Duration::from_secs(10), || b.stats().connected && b.stats().subscriptions == 1),
+        "{:?}",
+        b.stats()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            a.publish("/t", Kind::Text, Bytes::from_static(b"again"));
+            std::thread::sleep(Duration::from_millis(50));
+            !inbox.lock().unwrap().is_empty()
+        }),
+        "nothing delivered after the reconnect: {:?}",
+        b.stats()
+    );
+}

@@ -55,6 +55,10 @@ pub trait Broker {
     fn stop(&mut self);
     /// Starts it again on the same port (after [`Broker::stop`]) and waits until it accepts.
     fn start_again(&mut self);
+    /// Freezes the server (SIGSTOP) with `true`, lets it go on (SIGCONT) with `false`: its
+    /// connections stay open and its port accepts, but it answers nothing meanwhile, as a
+    /// broker host that died behind a NAT would look.
+    fn freeze(&mut self, frozen: bool);
     /// [`Broker::stop`] then [`Broker::start_again`].
     fn restart(&mut self) {
         self.stop();
@@ -76,6 +80,9 @@ macro_rules! broker {
             }
             fn start_again(&mut self) {
                 self.0.spawn();
+            }
+            fn freeze(&mut self, frozen: bool) {
+                self.0.freeze(frozen);
             }
         }
     };
@@ -122,6 +129,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.child = Some(child);
+    }
+
+    fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("the broker is running");
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill with our own, not yet reaped child's pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
     }
 
     fn stop(&mut self) {
