@@ -23,12 +23,16 @@ impl Command {
         Self::Close(code, reason.into().map(str::to_owned))
     }
 
-    /// Carries the command out. A connection that is no longer open ignores it: the
-    /// sender could not know, and nothing is owed to a closed peer.
-    pub fn apply(self, conn: &mut Connection) {
+    /// Carries the command out, counting a message queued in `counts`. A connection
+    /// that is no longer open ignores it: the sender could not know, and nothing is owed
+    /// to a closed peer.
+    pub fn apply(self, conn: &mut Connection, counts: &mut crate::Counts) {
         match self {
             Self::Send(payload) => {
-                let _ = conn.send(payload, None);
+                let (text, len) = (matches!(payload, Payload::Text(_)), payload.len());
+                if conn.send(payload, None).is_ok() {
+                    counts.sent(text, len);
+                }
             }
             Self::Ping(payload) => {
                 let _ = conn.ping(&payload);

@@ -1,6 +1,6 @@
 //! [`Driven`]: one open connection run on an event loop.
 
-use crate::WebSocketConnection;
+use crate::{Counts, WebSocketConnection};
 use ringwire_conn::{CloseCode, ConnError, Connection, Event, State};
 use ringwire_io::{ConnId, Io};
 use std::any::Any;
@@ -88,6 +88,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
 #[inline(always)]
 fn guarded<F>(
     conn: &mut Connection,
+    counts: &mut Counts,
     dropped: &mut bool,
     faulted: &mut bool,
     who: &dyn fmt::Display,
@@ -100,7 +101,7 @@ where
     if *faulted {
         return true; // closing with 1011; the handler hears nothing more of it
     }
-    let view = WebSocketConnection { conn: &mut *conn, dropped };
+    let view = WebSocketConnection { conn: &mut *conn, dropped, counts };
     match catch_unwind(AssertUnwindSafe(|| deliver(view, callback))) {
         Ok(pong) => pong,
         Err(payload) => fault(conn, faulted, who, &*payload),
@@ -110,11 +111,17 @@ where
 /// `on_open`, once per connection: out of the per-message path.
 #[cold]
 #[inline(never)]
-fn announce<F>(conn: &mut Connection, dropped: &mut bool, faulted: &mut bool, who: &dyn fmt::Display, deliver: &mut F)
-where
+fn announce<F>(
+    conn: &mut Connection,
+    counts: &mut Counts,
+    dropped: &mut bool,
+    faulted: &mut bool,
+    who: &dyn fmt::Display,
+    deliver: &mut F,
+) where
     F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
 {
-    guarded(conn, dropped, faulted, who, deliver, Callback::Open);
+    guarded(conn, counts, dropped, faulted, who, deliver, Callback::Open);
 }
 
 /// A handler callback panicked.
@@ -229,6 +236,7 @@ impl Driven {
         epoch: Instant,
         error: Option<&std::io::Error>,
         who: &dyn fmt::Display,
+        counts: &mut Counts,
         mut deliver: F,
     ) where
         F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
@@ -243,11 +251,11 @@ impl Driven {
             let event = Callback::Event(Event::Error(ConnError::socket(e)));
             let mut faulted = self.flags.has(Flags::FAULTED);
             let mut dropped = false;
-            guarded(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver, event);
+            guarded(&mut self.conn, counts, &mut dropped, &mut faulted, who, &mut deliver, event);
             self.flags.set(Flags::FAULTED, faulted);
         }
         self.conn.handle_eof(io.now());
-        self.pump(io, id, epoch, who, deliver);
+        self.pump(io, id, epoch, who, counts, deliver);
     }
 
     /// Delivers the connection's events to the handler (`on_open` first, once), moves its
@@ -257,27 +265,38 @@ impl Driven {
     /// `deliver` runs one handler callback and, for a ping, returns whether to pong. A
     /// panic in it is contained: logged with `who`, the connection closed with 1011,
     /// and nothing more delivered to the handler for it. `epoch`: the instant the
-    /// driver's armed deadlines count from (any fixed one).
+    /// driver's armed deadlines count from (any fixed one). `counts`: the driver's
+    /// counters; every event is counted there, delivered or not (after a panic).
     // Inlined into each driver's own pump: the per-message path (several calls per
     // message) then passes no arguments and calls no closure out of line (a plain
     // #[inline] was not taken: callgrind showed the call and its argument set-up).
     #[inline(always)]
-    pub fn pump<F>(&mut self, io: &mut impl Io, id: ConnId, epoch: Instant, who: &dyn fmt::Display, mut deliver: F)
-    where
+    pub fn pump<F>(
+        &mut self,
+        io: &mut impl Io,
+        id: ConnId,
+        epoch: Instant,
+        who: &dyn fmt::Display,
+        counts: &mut Counts,
+        mut deliver: F,
+    ) where
         F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
     {
         let mut faulted = self.flags.has(Flags::FAULTED);
         let mut dropped = false;
         if !self.flags.has(Flags::ANNOUNCED) {
             self.flags.set(Flags::ANNOUNCED, true);
-            announce(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver);
+            announce(&mut self.conn, counts, &mut dropped, &mut faulted, who, &mut deliver);
         }
         while let Some(event) = self.conn.poll_event() {
+            counts.event(&event);
             if matches!(event, Event::Close { .. }) {
                 self.flags.set(Flags::CLOSE_REPORTED, true);
+                counts.closed(self.conn.close_frame_sent(), self.conn.close_frame_received());
             }
             let ping = matches!(event, Event::Ping(_));
-            if !guarded(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver, Callback::Event(event)) && ping {
+            let event = Callback::Event(event);
+            if !guarded(&mut self.conn, counts, &mut dropped, &mut faulted, who, &mut deliver, event) && ping {
                 self.conn.cancel_pong();
             }
         }

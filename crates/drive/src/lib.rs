@@ -24,11 +24,13 @@
 #![forbid(unsafe_code)]
 
 mod command;
+mod counts;
 mod driven;
 mod slots;
 mod view;
 
 pub use command::Command;
+pub use counts::{ByType, CloseCodes, Counts, ProtocolErrors};
 pub use driven::{Callback, Driven, panic_message};
 pub use slots::Slots;
 pub use view::{Sent, WebSocketConnection};

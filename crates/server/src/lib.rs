@@ -102,16 +102,19 @@ mod shared;
 // sigwait and the signal mask: libc calls std does not wrap.
 #[allow(unsafe_code)]
 mod signal;
+mod stats;
 mod topics;
 mod worker;
 mod ws;
 
 pub use config::ServerConfig;
 pub use handler::{Decision, Handler, SendOutcome};
+pub use ringwire_drive::{ByType, CloseCodes, Counts, ProtocolErrors};
 pub use ringwire_drive::{Sent, WebSocketConnection};
 pub use server::{RunningServer, Server, ServerError, ServerHandle, WeakServerHandle};
 pub use shared::{QueueError, TopicBus};
 pub use signal::shutdown_on_signals;
+pub use stats::{Rejections, Stats};
 pub use topics::{MAX_TOPIC_LEN, TopicError};
 pub use ws::{Remote, Ws};
 

@@ -2,7 +2,7 @@
 
 use crate::shared::Shared;
 use crate::worker::Worker;
-use crate::{Handler, QueueError, ServerConfig, TopicBus};
+use crate::{Handler, QueueError, ServerConfig, Stats, TopicBus};
 use ringwire_conn::PreparedMessage;
 use ringwire_io::{Detected, EventLoop};
 use ringwire_tls::{ServerTlsConfig, SharedServerConfig, TlsConfigError, TlsHandler, TlsOptions};
@@ -314,6 +314,18 @@ impl ServerHandle {
     /// (later reloads read its files); on error nothing changes.
     pub fn set_tls(&self, tls: ServerTlsConfig) -> Result<(), TlsConfigError> {
         self.shared.tls.as_ref().ok_or(TlsConfigError::Empty)?.replace(tls)
+    }
+
+    /// The server's counters, summed over its workers: connections accepted and open,
+    /// upgrades refused by status, messages and bytes in and out, close frames by code,
+    /// protocol errors, drops, queued bytes, topics (see [`Stats`]).
+    ///
+    /// Costs the workers nothing: each keeps its counters in plain integers and stores
+    /// the ones that changed in its own cache-line-aligned block of atomics at the end
+    /// of every loop turn; this call only loads and adds. A snapshot is therefore up to
+    /// one loop turn old.
+    pub fn stats(&self) -> Stats {
+        crate::stats::sum(&self.shared.stats)
     }
 
     /// Open connections (handshaking included) across all workers.

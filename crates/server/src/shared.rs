@@ -154,6 +154,8 @@ struct PerIp {
 
 pub(crate) struct Shared {
     pub(crate) workers: Vec<Mailbox>,
+    /// Each worker's published counters, one block per worker.
+    pub(crate) stats: Box<[crate::stats::StatsBlock]>,
     pub(crate) connections: AtomicUsize,
     pub(crate) max_connections: usize,
     /// `None` (the default): no per-address limit, and no lock on the accept path.
@@ -177,6 +179,7 @@ impl Shared {
         let per_ip = cfg.max_connections_per_ip.filter(|&n| n > 0);
         Self {
             workers: (0..workers).map(|_| Mailbox::new(cfg.mailbox_capacity)).collect(),
+            stats: (0..workers).map(|_| Default::default()).collect(),
             connections: AtomicUsize::new(0),
             max_connections: cfg.max_connections,
             per_ip: per_ip.map(|limit| PerIp { limit, counts: Mutex::new(HashMap::new()) }),

@@ -54,6 +54,8 @@ pub(crate) struct Topics {
     free: Vec<u32>,
     /// Only connections that subscribe to something have an entry.
     by_conn: Slots<Vec<Sub>>,
+    /// Subscriptions, all topics together.
+    subscriptions: usize,
 }
 
 /// What a subscribe or unsubscribe changed for the worker as a whole.
@@ -111,6 +113,7 @@ impl Topics {
         let subscribers = &mut self.topic_mut(t).subscribers;
         let at = subscribers.len() as u32;
         subscribers.push(id);
+        self.subscriptions += 1;
         match self.by_conn.get_mut(&id) {
             Some(subs) => subs.push(Sub { topic: t, at }),
             None => self.by_conn.insert(id, vec![Sub { topic: t, at }]),
@@ -144,6 +147,7 @@ impl Topics {
     /// Takes one subscriber out of its topic's vector (the last one moves into its place
     /// and its own record is updated); the topic's name when that was its last one.
     fn remove_subscriber(&mut self, sub: Sub) -> Option<Arc<str>> {
+        self.subscriptions -= 1;
         let subscribers = &mut self.topic_mut(sub.topic).subscribers;
         subscribers.swap_remove(sub.at as usize);
         if let Some(&moved) = subscribers.get(sub.at as usize) {
@@ -183,9 +187,13 @@ impl Topics {
     }
 
     /// Topics with at least one subscriber here.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()
+    }
+
+    /// Subscriptions here, all topics together.
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.subscriptions
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::handler::{Decision, Handler};
 use crate::shared::{Command, Shared};
+use crate::stats::WorkerCounters;
 use crate::topics::Topics;
 use crate::ws::Ws;
 use crate::{ServerConfig, policy, proxy};
@@ -116,6 +117,8 @@ pub(crate) struct Worker<H> {
     shutdown_deadline: Option<Instant>,
     /// The shutdown deadline passed and every connection was aborted.
     deadline_passed: bool,
+    /// This worker's counters, published at the end of each loop turn.
+    counters: WorkerCounters,
 }
 
 impl<H: Handler> Worker<H> {
@@ -139,11 +142,14 @@ impl<H: Handler> Worker<H> {
             inbox: Vec::new(),
             shutdown_deadline: None,
             deadline_passed: false,
+            counters: WorkerCounters::new(),
         }
     }
 
-    /// Refuses the handshake with `response` and closes the socket once it is written.
-    fn refuse(&mut self, io: &mut impl Io, id: ConnId, response: Vec<u8>) {
+    /// Refuses the handshake with `response` (of `status`) and closes the socket once
+    /// it is written.
+    fn refuse(&mut self, io: &mut impl Io, id: ConnId, status: u16, response: Vec<u8>) {
+        self.counters.rejected(status);
         io.send(id, response.into());
         io.close(id);
         self.slots.insert(id, Slot::Closing { admitted: true });
@@ -154,7 +160,7 @@ impl<H: Handler> Worker<H> {
             .and_then(|()| policy::check_origin(&self.cfg, req.origin.as_deref(), &req.host));
         if let Err(reason) = policy {
             tracing::debug!(%peer, %reason, "upgrade refused");
-            return self.refuse(io, id, handshake::reject_response(403, Some(&reason), &[]));
+            return self.refuse(io, id, 403, handshake::reject_response(403, Some(&reason), &[]));
         }
         let handler = &mut self.handler;
         let decision = catch_unwind(AssertUnwindSafe(|| handler.on_request(&req, &self.cfg.subprotocols)));
@@ -163,7 +169,7 @@ impl<H: Handler> Worker<H> {
             Ok(Decision::Reject { status, reason, headers }) => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let reason = (!reason.is_empty()).then_some(reason.as_str());
-                return self.refuse(io, id, handshake::reject_response(status, reason, &headers));
+                return self.refuse(io, id, status, handshake::reject_response(status, reason, &headers));
             }
             Err(payload) => {
                 tracing::error!(
@@ -172,7 +178,7 @@ impl<H: Handler> Worker<H> {
                     panic = panic_message(&*payload),
                     "on_request panicked; answering 500"
                 );
-                return self.refuse(io, id, handshake::reject_response(500, Some("internal error"), &[]));
+                return self.refuse(io, id, 500, handshake::reject_response(500, Some("internal error"), &[]));
             }
         };
         // permessage-deflate, when configured: never without assembly (no message to inflate).
@@ -184,7 +190,7 @@ impl<H: Handler> Worker<H> {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "handler accepted with an invalid choice; refusing with 500");
-                return self.refuse(io, id, handshake::reject_response(500, Some(&e.to_string()), &[]));
+                return self.refuse(io, id, 500, handshake::reject_response(500, Some(&e.to_string()), &[]));
             }
         };
         let mut info = ConnInfo::new();
@@ -206,6 +212,7 @@ impl<H: Handler> Worker<H> {
         io.send(id, response.into());
         io.set_timer(id, None);
         self.slots.insert(id, Slot::Open(open));
+        self.counters.now.connections_open += 1;
         // `on_open` first, then what came with the request (it may close the connection).
         self.pump(io, id);
         if !rest.is_empty()
@@ -221,7 +228,7 @@ impl<H: Handler> Worker<H> {
     fn pump(&mut self, io: &mut impl Io, id: ConnId) {
         let Some(Slot::Open(open)) = self.slots.get_mut(&id) else { return };
         let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local);
-        open.pump(io, id, self.epoch, &Who(self.index, id), deliver);
+        open.pump(io, id, self.epoch, &Who(self.index, id), &mut self.counters.now.traffic, deliver);
         if self.shutdown_deadline.is_some() {
             self.arm_shutdown(io, id);
         }
@@ -289,6 +296,8 @@ impl<H: Handler> Worker<H> {
 
     fn maybe_stop(&mut self, io: &mut impl Io) {
         if self.shutdown_deadline.is_some() && self.slots.is_empty() {
+            // The loop may end before another turn end: the last counts go out now.
+            self.publish_counters(io.now());
             io.stop();
         }
     }
@@ -321,7 +330,9 @@ impl<H: Handler> Worker<H> {
                 Outgoing::All(m) => {
                     for (id, slot) in self.slots.iter_mut() {
                         if let Some(open) = connected(slot) {
-                            let _ = open.connection_mut().send_prepared(m, None);
+                            if open.connection_mut().send_prepared(m, None).is_ok() {
+                                self.counters.now.traffic.sent_prepared(m);
+                            }
                             targets.push(id);
                         }
                     }
@@ -331,7 +342,9 @@ impl<H: Handler> Worker<H> {
                         if Some(id) != *skip
                             && let Some(open) = self.slots.get_mut(&id).and_then(connected)
                         {
-                            let _ = open.connection_mut().send_prepared(m, None);
+                            if open.connection_mut().send_prepared(m, None).is_ok() {
+                                self.counters.now.traffic.sent_prepared(m);
+                            }
                             targets.push(id);
                         }
                     }
@@ -354,11 +367,30 @@ impl<H: Handler> Worker<H> {
         self.targets = targets;
     }
 
+    /// Publishes the counters that changed this turn, with the gauges brought up to date.
+    fn publish_counters(&mut self, now: Instant) {
+        let c = &mut self.counters;
+        c.now.topics = self.local.topics.len() as u64;
+        c.now.subscriptions = self.local.topics.subscriptions() as u64;
+        if c.queued_due(now) {
+            c.now.bytes_queued = self
+                .slots
+                .iter()
+                .map(|(_, slot)| match slot {
+                    Slot::Open(open) => open.connection().buffered_amount() as u64,
+                    _ => 0,
+                })
+                .sum();
+        }
+        c.publish(&self.shared.stats[self.index]);
+    }
+
     /// Refuses a connection before its handshake with 503 and `reason`. Over TLS it is
     /// dropped at once instead (as nginx and HAProxy do): the 503 could only go out after a
     /// TLS handshake, which would spend a certificate signature and, meanwhile, a descriptor
     /// that no limit counts on a connection that is over the limits.
     fn unavailable(&mut self, io: &mut impl Io, id: ConnId, reason: &str) {
+        self.counters.rejected(503);
         if self.cfg.tls.is_some() {
             tracing::debug!(worker = self.index, conn = %id, reason, "tls connection over the limits dropped");
             io.abort(id);
@@ -373,6 +405,7 @@ impl<H: Handler> Worker<H> {
 
 impl<H: Handler> ringwire_io::Handler for Worker<H> {
     fn on_accept(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr) {
+        self.counters.now.connections_accepted += 1;
         if self.shutdown_deadline.is_some() {
             io.abort(id);
             self.slots.insert(id, Slot::Closing { admitted: false });
@@ -405,7 +438,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                     if buf.len() > self.cfg.max_handshake_bytes {
                         let e = HandshakeError::HeadTooLarge(self.cfg.max_handshake_bytes);
                         tracing::debug!(%peer, error = %e, "bad upgrade request");
-                        self.refuse(io, id, e.response());
+                        self.refuse(io, id, e.status(), e.response());
                     }
                     return;
                 }
@@ -417,7 +450,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "bad upgrade request");
-                        self.refuse(io, id, e.response());
+                        self.refuse(io, id, e.status(), e.response());
                     }
                 }
             }
@@ -439,7 +472,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
         }
         match self.slots.get_mut(&id) {
             Some(Slot::Handshake { .. }) => {
-                self.refuse(io, id, handshake::reject_response(408, Some("handshake timed out"), &[]));
+                self.refuse(io, id, 408, handshake::reject_response(408, Some("handshake timed out"), &[]));
             }
             Some(Slot::Open(open)) => {
                 open.timeout(io.now());
@@ -454,7 +487,9 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
         let admitted = match self.slots.get_mut(&id) {
             Some(Slot::Open(open)) => {
                 let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local);
-                open.closed(io, id, self.epoch, error.as_ref(), &Who(self.index, id), deliver);
+                let counts = &mut self.counters.now.traffic;
+                open.closed(io, id, self.epoch, error.as_ref(), &Who(self.index, id), counts, deliver);
+                self.counters.now.connections_open -= 1;
                 // After the handler's last call (which may still subscribe).
                 let shared = &self.shared;
                 self.local.topics.remove_conn(id, |topic| shared.topic_removed(&topic));
@@ -485,7 +520,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
             match cmd {
                 Command::Conn(id, cmd) => {
                     if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
-                        cmd.apply(open.connection_mut());
+                        cmd.apply(open.connection_mut(), &mut self.counters.now.traffic);
                         self.pump(io, id);
                     }
                 }
@@ -502,6 +537,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
 
     fn on_turn_end(&mut self, io: &mut impl Io) {
         self.flush_pending(io);
+        self.publish_counters(io.now());
     }
 }
 

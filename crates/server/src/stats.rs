@@ -1,0 +1,235 @@
+//! Counters: each worker counts in plain integers and publishes them, once per loop
+//! turn, to its own block of atomics; [`ServerHandle::stats`](crate::ServerHandle::stats)
+//! sums the blocks.
+
+use ringwire_drive::Counts;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upgrade requests answered with an error status (or, for 503 over TLS, dropped), by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// 400: a malformed upgrade request.
+    pub bad_request: u64,
+    /// 403: refused by the `Origin` or `Host` policy.
+    pub forbidden: u64,
+    /// 408: the request did not arrive within `handshake_timeout`.
+    pub timeout: u64,
+    /// 413 or 431: the request head was over `max_handshake_bytes` or had too many headers.
+    pub too_large: u64,
+    /// 426: an unsupported `Sec-WebSocket-Version`.
+    pub upgrade_required: u64,
+    /// 500: `on_request` panicked or accepted with an invalid choice.
+    pub internal_error: u64,
+    /// 503: over `max_connections` or `max_connections_per_ip` (over TLS the connection
+    /// is dropped before its handshake instead of answered; counted here too).
+    pub unavailable: u64,
+    /// Any other status: 404 or whatever else a handler's
+    /// [`Decision::Reject`](crate::Decision::Reject) chose, 405 for a method other than GET.
+    pub other: u64,
+}
+
+impl Rejections {
+    /// The count for `status`, or for [`other`](Self::other) when it has no field of its own.
+    pub fn get(&self, status: u16) -> u64 {
+        let mut copy = *self;
+        *copy.slot(status)
+    }
+
+    /// Every rejection, whatever its status.
+    pub fn total(&self) -> u64 {
+        let mut copy = *self;
+        let mut sum = 0;
+        copy.for_each_mut(&mut |v| sum += *v);
+        sum
+    }
+
+    fn slot(&mut self, status: u16) -> &mut u64 {
+        match status {
+            400 => &mut self.bad_request,
+            403 => &mut self.forbidden,
+            408 => &mut self.timeout,
+            413 | 431 => &mut self.too_large,
+            426 => &mut self.upgrade_required,
+            500 => &mut self.internal_error,
+            503 => &mut self.unavailable,
+            _ => &mut self.other,
+        }
+    }
+
+    fn for_each_mut(&mut self, f: &mut impl FnMut(&mut u64)) {
+        for v in [
+            &mut self.bad_request,
+            &mut self.forbidden,
+            &mut self.timeout,
+            &mut self.too_large,
+            &mut self.upgrade_required,
+            &mut self.internal_error,
+            &mut self.unavailable,
+            &mut self.other,
+        ] {
+            f(v);
+        }
+    }
+
+    const LEN: usize = 8;
+}
+
+/// A snapshot of a server's counters, summed over its workers
+/// ([`ServerHandle::stats`](crate::ServerHandle::stats)).
+///
+/// Counters only grow; the fields marked as gauges go up and down. Each worker
+/// publishes its own at the end of every event-loop turn, so a snapshot is at most one
+/// turn behind each worker (and [`bytes_queued`](Self::bytes_queued) at most 250 ms),
+/// and the workers' parts may be from slightly different instants.
+///
+/// ```no_run
+/// use ringwire_server::{Handler, Server, ServerConfig};
+/// # #[derive(Clone)] struct Echo;
+/// # impl Handler for Echo {}
+/// let server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?))?;
+/// let handle = server.handle();
+/// let running = server.spawn(Echo);
+/// // ... later, from any thread:
+/// let s = handle.stats();
+/// println!("{} open, {} text messages in", s.connections_open, s.traffic.messages_received.text);
+/// # running.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// TCP connections accepted (every one, including those refused after).
+    pub connections_accepted: u64,
+    /// Gauge: WebSocket connections open (upgraded and not yet closed).
+    pub connections_open: u64,
+    /// Upgrade requests refused, by HTTP status.
+    pub upgrades_rejected: Rejections,
+    /// Messages and payload bytes in and out, close frames by code, protocol errors,
+    /// keepalive and slow-consumer drops, as the connections' driver counts them.
+    pub traffic: Counts,
+    /// Gauge: bytes queued for peers and not yet written (every open connection's
+    /// `buffered_amount`), refreshed at most every 250 ms.
+    pub bytes_queued: u64,
+    /// Gauge: topics with at least one subscriber, counted per worker (a topic with
+    /// subscribers on two workers counts twice).
+    pub topics: u64,
+    /// Gauge: subscriptions (a connection subscribed to a topic) on all workers.
+    pub subscriptions: u64,
+}
+
+impl Stats {
+    /// How many counters [`for_each_mut`](Self::for_each_mut) visits.
+    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 3;
+
+    /// Every counter, always in the same order (the order of the published blocks).
+    fn for_each_mut(&mut self, mut f: impl FnMut(&mut u64)) {
+        f(&mut self.connections_accepted);
+        f(&mut self.connections_open);
+        self.upgrades_rejected.for_each_mut(&mut f);
+        self.traffic.for_each_mut(&mut f);
+        f(&mut self.bytes_queued);
+        f(&mut self.topics);
+        f(&mut self.subscriptions);
+    }
+}
+
+/// One worker's published counters, alone on its cache lines: the worker stores, a
+/// reader loads, and no two workers write the same line.
+#[repr(align(64))]
+pub(crate) struct StatsBlock([AtomicU64; Stats::LEN]);
+
+impl Default for StatsBlock {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// The sum of `blocks`.
+pub(crate) fn sum(blocks: &[StatsBlock]) -> Stats {
+    let mut s = Stats::default();
+    let mut i = 0;
+    s.for_each_mut(|v| {
+        *v = blocks.iter().map(|b| b.0[i].load(Ordering::Relaxed)).sum();
+        i += 1;
+    });
+    s
+}
+
+/// How often a worker sums its connections' queued bytes (a walk over all of them).
+const QUEUED_EVERY: Duration = Duration::from_millis(250);
+
+/// One worker's counters, plain integers on its own thread, and what it last published.
+pub(crate) struct WorkerCounters {
+    pub(crate) now: Stats,
+    published: [u64; Stats::LEN],
+    /// When `bytes_queued` was last summed.
+    queued_at: Option<Instant>,
+}
+
+impl WorkerCounters {
+    pub(crate) fn new() -> Self {
+        Self { now: Stats::default(), published: [0; Stats::LEN], queued_at: None }
+    }
+
+    /// An upgrade refused with `status`.
+    pub(crate) fn rejected(&mut self, status: u16) {
+        *self.now.upgrades_rejected.slot(status) += 1;
+    }
+
+    /// Whether `bytes_queued` is due to be summed again at `now` (then it is taken as done).
+    pub(crate) fn queued_due(&mut self, now: Instant) -> bool {
+        if self.queued_at.is_some_and(|t| now.saturating_duration_since(t) < QUEUED_EVERY) {
+            return false;
+        }
+        self.queued_at = Some(now);
+        true
+    }
+
+    /// Stores the counters that changed since the last call into `block` (Relaxed: each
+    /// is a number on its own, no other memory is published with it).
+    pub(crate) fn publish(&mut self, block: &StatsBlock) {
+        let published = &mut self.published;
+        let mut i = 0;
+        self.now.for_each_mut(|v| {
+            if *v != published[i] {
+                published[i] = *v;
+                block.0[i].store(*v, Ordering::Relaxed);
+            }
+            i += 1;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_sum_field_by_field() {
+        let blocks = [StatsBlock::default(), StatsBlock::default()];
+        let mut a = WorkerCounters::new();
+        let mut b = WorkerCounters::new();
+        let mut n = 0;
+        a.now.for_each_mut(|v| {
+            n += 1;
+            *v = n;
+        });
+        assert_eq!(n as usize, Stats::LEN, "LEN counts every field");
+        b.now.subscriptions = 5;
+        b.rejected(431);
+        b.rejected(404);
+        a.publish(&blocks[0]);
+        b.publish(&blocks[1]);
+        let s = sum(&blocks);
+        assert_eq!(s.connections_accepted, 1);
+        assert_eq!(s.subscriptions, n + 5);
+        assert_eq!(s.upgrades_rejected.get(413), a.now.upgrades_rejected.too_large + 1);
+        assert_eq!(s.upgrades_rejected.get(404), a.now.upgrades_rejected.other + 1);
+        assert_eq!(s.traffic.slow_consumer_drops, a.now.traffic.slow_consumer_drops);
+        // Only what changed is stored again.
+        b.now.subscriptions = 0;
+        b.publish(&blocks[1]);
+        assert_eq!(sum(&blocks).subscriptions, n);
+    }
+}
