@@ -285,6 +285,16 @@ impl LoopConfig {
     }
 }
 
+/// Accepts that failed on one loop's listeners since it started ([`Io::accept_errors`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptErrors {
+    /// Out of file descriptors: `EMFILE` (this process's limit) or `ENFILE` (the system's).
+    pub out_of_descriptors: u64,
+    /// Any other error: a connection that failed while queued (`ECONNABORTED`, ...), out
+    /// of memory, or one the loop does not expect.
+    pub other: u64,
+}
+
 /// The connection events of one loop. All methods run on the loop's thread.
 pub trait Handler {
     /// A listener accepted `conn` from `peer`.
@@ -349,6 +359,8 @@ pub trait Io {
     fn stop(&mut self);
     /// Live connections (accepted or connecting, not yet reported closed).
     fn conn_count(&self) -> usize;
+    /// Accepts that failed on this loop's listeners so far (counters, never reset).
+    fn accept_errors(&self) -> AcceptErrors;
     /// The peer address of `conn`.
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
     /// Turns `TCP_NODELAY` on the socket of `conn` on (`true`: small writes go out at once) or

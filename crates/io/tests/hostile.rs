@@ -231,6 +231,8 @@ both!(abort_resets_at_once_with_output_queued);
 #[derive(Default)]
 struct Turns {
     turns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What `Io::accept_errors` said at the last turn end.
+    accept_errors: std::sync::Arc<std::sync::Mutex<ringwire_io::AcceptErrors>>,
 }
 
 impl Handler for Turns {
@@ -239,8 +241,9 @@ impl Handler for Turns {
     }
     fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
-    fn on_turn_end(&mut self, _io: &mut impl Io) {
+    fn on_turn_end(&mut self, io: &mut impl Io) {
         self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.accept_errors.lock().unwrap() = io.accept_errors();
     }
 }
 
@@ -254,6 +257,7 @@ fn unknown_accept_error_backs_off(backend: Backend) {
     let log = common::Log::default();
     let h = Turns::default();
     let turns = h.turns.clone();
+    let accept_errors = h.accept_errors.clone();
     let r = common::start_logged(backend, LoopConfig::default(), h, l, Some(log.clone()));
     std::thread::sleep(Duration::from_millis(100));
     socket2::SockRef::from(&same).shutdown(std::net::Shutdown::Both).unwrap();
@@ -269,6 +273,9 @@ fn unknown_accept_error_backs_off(backend: Backend) {
     assert_eq!(lines.len(), 1, "one line per 10 s at most: {lines:?}");
     assert!(lines[0].starts_with("WARN") && lines[0].contains("EINVAL"), "{}", lines[0]);
     assert!(lines[0].contains("accepting again in 100 ms"), "{}", lines[0]);
+    let counted = *accept_errors.lock().unwrap();
+    assert_eq!(counted.out_of_descriptors, 0);
+    assert!((1..=60).contains(&counted.other), "every failed accept is counted, one per retry: {counted:?}");
 }
 both!(unknown_accept_error_backs_off);
 
@@ -325,11 +332,17 @@ fn emfile_backs_off_and_recovers(backend: Backend) {
         assert_eq!(&hi, b"hi");
     }
     writeln!(to_child, "done").unwrap();
+    let counted = next("EMFILE ");
     let log: Vec<String> = (0..next("LOGS ").parse::<usize>().unwrap()).map(|_| next("LOG ")).collect();
     assert!(child.wait().unwrap().success(), "child failed");
     assert!(turns <= 60, "{turns} turns in one second out of descriptors: accepting does not back off");
     assert_eq!(log.len(), 1, "one line per 10 s at most: {log:?}");
     assert!(log[0].contains("EMFILE"), "{}", log[0]);
+    // Every failed accept is counted (one per 100 ms retry), as out of descriptors.
+    let (emfile, other) = counted.split_once(" OTHER ").unwrap();
+    let emfile: u64 = emfile.parse().unwrap();
+    assert!((1..=60).contains(&emfile), "{emfile} EMFILE accepts counted in about a second");
+    assert_eq!(other, "0");
     assert!(log[0].contains("raise the open-file limit: ulimit -n / LimitNOFILE="), "{}", log[0]);
 }
 both!(emfile_backs_off_and_recovers);
@@ -349,6 +362,7 @@ fn emfile_child() {
     let log = common::Log::default();
     let h = Turns::default();
     let turns = h.turns.clone();
+    let accept_errors = h.accept_errors.clone();
     // The loop is made first (it needs descriptors of its own), and runs only once the limit
     // is down: io_uring takes the limit when an ACCEPT is armed, not when it completes.
     let (ready_tx, ready) = std::sync::mpsc::channel();
@@ -403,6 +417,8 @@ fn emfile_child() {
     waker.wake().unwrap();
     t.join().unwrap();
     let log = log.lock().unwrap();
+    let counted = *accept_errors.lock().unwrap();
+    println!("EMFILE {} OTHER {}", counted.out_of_descriptors, counted.other);
     println!("LOGS {}", log.len());
     for line in log.iter() {
         println!("LOG {line}");

@@ -42,6 +42,11 @@
 //!   framed once, and other processes through a [`TopicBus`] ([`Server::with_bus`];
 //!   `ringwire-bus` over Redis or NATS). A connection's topics go with its close. See
 //!   `examples/rooms.rs`.
+//! - Counters for operators: [`ServerHandle::stats`] sums every worker's counters
+//!   (connections, refused upgrades by status, messages and bytes by type, close frames
+//!   by code, protocol errors, drops, queued bytes, accept errors, topics) into a [`Stats`]. Each worker
+//!   counts in plain integers and publishes once per loop turn to its own cache lines,
+//!   so counting costs the message path an integer add.
 //! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
 //!   abort what is still open at [`ServerConfig::shutdown_timeout`].
 //!
@@ -120,4 +125,4 @@ pub use ws::{Remote, Ws};
 
 pub use ringwire_conn as conn;
 
-pub use ringwire_io::{Backend, Detected, IoChoice, LoopConfig};
+pub use ringwire_io::{AcceptErrors, Backend, Detected, IoChoice, LoopConfig};

@@ -318,7 +318,7 @@ impl ServerHandle {
 
     /// The server's counters, summed over its workers: connections accepted and open,
     /// upgrades refused by status, messages and bytes in and out, close frames by code,
-    /// protocol errors, drops, queued bytes, topics (see [`Stats`]).
+    /// protocol errors, drops, queued bytes, accept errors, topics (see [`Stats`]).
     ///
     /// Costs the workers nothing: each keeps its counters in plain integers and stores
     /// the ones that changed in its own cache-line-aligned block of atomics at the end

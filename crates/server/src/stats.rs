@@ -3,6 +3,7 @@
 //! sums the blocks.
 
 use ringwire_drive::Counts;
+use ringwire_io::AcceptErrors;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,9 @@ pub struct Stats {
     /// Gauge: bytes queued for peers and not yet written (every open connection's
     /// `buffered_amount`), refreshed at most every 250 ms.
     pub bytes_queued: u64,
+    /// Accepts that failed on the listeners: out of descriptors (raise `ulimit -n`) and
+    /// any other error.
+    pub accept_errors: AcceptErrors,
     /// Gauge: topics with at least one subscriber, counted per worker (a topic with
     /// subscribers on two workers counts twice).
     pub topics: u64,
@@ -120,7 +124,7 @@ pub struct Stats {
 
 impl Stats {
     /// How many counters [`for_each_mut`](Self::for_each_mut) visits.
-    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 3;
+    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 5;
 
     /// Every counter, always in the same order (the order of the published blocks).
     fn for_each_mut(&mut self, mut f: impl FnMut(&mut u64)) {
@@ -129,6 +133,8 @@ impl Stats {
         self.upgrades_rejected.for_each_mut(&mut f);
         self.traffic.for_each_mut(&mut f);
         f(&mut self.bytes_queued);
+        f(&mut self.accept_errors.out_of_descriptors);
+        f(&mut self.accept_errors.other);
         f(&mut self.topics);
         f(&mut self.subscriptions);
     }

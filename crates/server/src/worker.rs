@@ -297,7 +297,7 @@ impl<H: Handler> Worker<H> {
     fn maybe_stop(&mut self, io: &mut impl Io) {
         if self.shutdown_deadline.is_some() && self.slots.is_empty() {
             // The loop may end before another turn end: the last counts go out now.
-            self.publish_counters(io.now());
+            self.publish_counters(io);
             io.stop();
         }
     }
@@ -368,8 +368,10 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Publishes the counters that changed this turn, with the gauges brought up to date.
-    fn publish_counters(&mut self, now: Instant) {
+    fn publish_counters(&mut self, io: &impl Io) {
+        let now = io.now();
         let c = &mut self.counters;
+        c.now.accept_errors = io.accept_errors();
         c.now.topics = self.local.topics.len() as u64;
         c.now.subscriptions = self.local.topics.subscriptions() as u64;
         if c.queued_due(now) {
@@ -537,7 +539,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
 
     fn on_turn_end(&mut self, io: &mut impl Io) {
         self.flush_pending(io);
-        self.publish_counters(io.now());
+        self.publish_counters(io);
     }
 }
 

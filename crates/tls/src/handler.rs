@@ -364,6 +364,9 @@ impl<I: Io> Io for TlsIo<'_, I> {
     fn conn_count(&self) -> usize {
         self.io.conn_count()
     }
+    fn accept_errors(&self) -> ringwire_io::AcceptErrors {
+        self.io.accept_errors()
+    }
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.io.peer_addr(conn)
     }

@@ -77,6 +77,8 @@ impl RateLimited {
 #[derive(Default)]
 pub(crate) struct AcceptErrors {
     log: RateLimited,
+    /// Every failure, counted.
+    pub(crate) counts: crate::AcceptErrors,
 }
 
 impl AcceptErrors {
@@ -84,6 +86,10 @@ impl AcceptErrors {
     /// and none was logged lately, and returns when to accept on that listener again (`None`:
     /// at once).
     pub(crate) fn failed(&mut self, now: Instant, errno: i32, listener: Option<SocketAddr>) -> Option<Instant> {
+        match errno {
+            libc::EMFILE | libc::ENFILE => self.counts.out_of_descriptors += 1,
+            _ => self.counts.other += 1,
+        }
         if accept_failure(errno) == AcceptFailure::Transient {
             return None;
         }

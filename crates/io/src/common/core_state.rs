@@ -138,6 +138,10 @@ impl<B: LoopBackend> Io for Core<B> {
         B::connect(self, addr)
     }
 
+    fn accept_errors(&self) -> crate::AcceptErrors {
+        self.accept_errors.counts
+    }
+
     fn stop_accepting(&mut self) {
         self.accepting = false;
         B::stop_accepting(self)
