@@ -77,10 +77,6 @@ pub struct Connection {
     /// The deadlines and the last `now` given.
     timers: Timers,
     close_code: Option<CloseCode>,
-    /// The code of the close frame queued to send, and of the one received (1005 for
-    /// one without a code); 0: none. Raw, to fit beside the other small fields.
-    close_sent: u16,
-    close_received: u16,
     close_description: Option<Box<str>>,
     paused: bool,
     /// Received bytes not parsed yet: held while paused, and the rest of a read after
@@ -110,8 +106,6 @@ impl Connection {
             out: Outbound::new(role),
             events: VecDeque::new(),
             close_code: None,
-            close_sent: 0,
-            close_received: 0,
             close_description: None,
             paused: false,
             pending: None,
@@ -497,7 +491,6 @@ impl Connection {
     fn start_close(&mut self, code: CloseCode, reason: &str) {
         self.flush_pongs_before_close();
         self.out.push_close(ClosePayload::new(code, reason).as_bytes());
-        self.close_sent = code.0;
         self.state = State::Ending;
         self.close_code = Some(code);
         self.close_description = Some(reason.into());
@@ -519,11 +512,9 @@ impl Connection {
         let reason = reason_or_description(code, reason.into());
         self.clear_pongs();
         self.out.discard_unhanded(&mut self.events);
-        if !skip_close_frame && !self.out.close_queued && !self.out.close_written {
-            let sent = if code.is_allowed_on_wire() { code } else { CloseCode::NOT_PROVIDED };
+        if !skip_close_frame && !self.out.close_queued() && !self.out.close_written {
             let payload = if code.is_allowed_on_wire() { ClosePayload::new(code, reason) } else { ClosePayload::EMPTY };
             self.out.push_close(payload.as_bytes());
-            self.close_sent = sent.0;
         }
         self.close_code = Some(code);
         self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).into());
@@ -645,13 +636,13 @@ impl Connection {
     /// one without a code). Unlike [`close_reason_code`](Self::close_reason_code) it
     /// tells a close frame sent from one received: for counting them.
     pub fn close_frame_sent(&self) -> Option<CloseCode> {
-        (self.close_sent != 0).then_some(CloseCode(self.close_sent))
+        self.out.close_sent().map(CloseCode)
     }
 
     /// The code of the close frame received from the peer, if one arrived (1005: one
     /// without a code), whichever side closed first.
     pub fn close_frame_received(&self) -> Option<CloseCode> {
-        (self.close_received != 0).then_some(CloseCode(self.close_received))
+        (self.out.close_received != 0).then_some(CloseCode(self.out.close_received))
     }
 
     /// The close reason text (Node `closeDescription`).
@@ -723,7 +714,7 @@ impl Connection {
     fn on_peer_close(&mut self, peer: Option<(CloseCode, String)>) {
         let received = peer.as_ref().map_or(CloseCode::NOT_PROVIDED, |(code, _)| *code);
         if matches!(self.state, State::Open | State::Ending) {
-            self.close_received = received.0;
+            self.out.close_received = received.0;
         }
         match self.state {
             State::Open => {
@@ -733,7 +724,6 @@ impl Connection {
                     None => ClosePayload::EMPTY,
                 };
                 self.out.push_close(payload.as_bytes());
-                self.close_sent = received.0;
                 let (code, reason) = peer.unwrap_or((CloseCode::NOT_PROVIDED, String::new()));
                 self.close_code = Some(code);
                 self.close_description = Some(reason.into());
@@ -757,9 +747,8 @@ impl Connection {
         }
         // The pong owed for a ping read before the fault still goes out, before the close.
         self.flush_pongs_before_close();
-        if !self.out.close_queued {
+        if !self.out.close_queued() {
             self.out.push_close(ClosePayload::new(code, reason).as_bytes());
-            self.close_sent = code.0;
         }
         self.close_code = Some(code);
         self.close_description = Some(truncate_utf8(reason, MAX_CLOSE_REASON).into());

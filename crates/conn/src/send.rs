@@ -91,8 +91,12 @@ pub(crate) struct Outbound {
     mask: bool,
     /// A send saw the buffered amount above the high-water mark: Drain is owed.
     pub(crate) drain_owed: bool,
-    /// Our close frame is queued (or written).
-    pub(crate) close_queued: bool,
+    /// The code of our close frame if it is queued (or written), 1005 for one without a
+    /// code; 0: none queued. Kept here, where a bool's padding made room for it and
+    /// for `close_received` (a `Connection` must stay within 192 bytes).
+    close_sent: u16,
+    /// The code of the close frame received from the peer (1005: none in it); 0: none.
+    pub(crate) close_received: u16,
     /// Our close frame is fully written.
     pub(crate) close_written: bool,
     /// The buffered amount went above the high-water mark and has not fallen to the
@@ -107,7 +111,8 @@ impl Outbound {
             queue: None,
             mask: role == Role::Client,
             drain_owed: false,
-            close_queued: false,
+            close_sent: 0,
+            close_received: 0,
             close_written: false,
             read_blocked: false,
         }
@@ -288,7 +293,21 @@ impl Outbound {
         if let Some(c) = self.queue.as_mut().and_then(|q| q.chunks.back_mut()) {
             c.close = true;
         }
-        self.close_queued = true;
+        self.close_sent = match payload {
+            [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+            _ => 1005,
+        };
+    }
+
+    /// Our close frame is queued (or written).
+    #[inline]
+    pub(crate) fn close_queued(&self) -> bool {
+        self.close_sent != 0
+    }
+
+    /// The code of our close frame if one is queued or written (1005: one without a code).
+    pub(crate) fn close_sent(&self) -> Option<u16> {
+        (self.close_sent != 0).then_some(self.close_sent)
     }
 
     /// The next chunk to write. Each chunk is handed out once, in order.
@@ -338,7 +357,7 @@ impl Outbound {
         for c in q.chunks.drain(keep..) {
             q.buffered -= c.bytes.len();
             if c.close {
-                self.close_queued = false;
+                self.close_sent = 0;
             }
             if let Some(t) = c.token {
                 events.push_back(Event::SendFailed(t));

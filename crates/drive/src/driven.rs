@@ -228,6 +228,8 @@ impl Driven {
     /// The loop reported the socket closed, with the error that closed it if any. Unless
     /// the handler already heard `on_close`, it hears the error (Node's `error` event; only
     /// when the driver did not close the socket itself) and then `on_close`.
+    // `pump`'s arguments and the error: a struct for them would be built on every pump.
+    #[allow(clippy::too_many_arguments)]
     #[cold]
     pub fn closed<F>(
         &mut self,

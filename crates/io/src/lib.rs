@@ -285,7 +285,7 @@ impl LoopConfig {
     }
 }
 
-/// Accepts that failed on one loop's listeners since it started ([`Io::accept_errors`]).
+/// Accepts that failed on one loop's listeners since it started ([`LoopStats::accept_errors`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AcceptErrors {
     /// Out of file descriptors: `EMFILE` (this process's limit) or `ENFILE` (the system's).
@@ -293,6 +293,34 @@ pub struct AcceptErrors {
     /// Any other error: a connection that failed while queued (`ECONNABORTED`, ...), out
     /// of memory, or one the loop does not expect.
     pub other: u64,
+}
+
+/// What one loop counted of itself since it started ([`Io::loop_stats`]): counters never
+/// reset, and the receive-buffer gauges as of the end of the last turn. The io_uring
+/// fields stay 0 on epoll.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Accepts that failed on the loop's listeners.
+    pub accept_errors: AcceptErrors,
+    /// io_uring: turns in which completions overflowed the completion queue into the
+    /// kernel's overflow list (handled, at the cost of extra system calls; a larger
+    /// [`LoopConfig::cq_entries`] avoids it).
+    pub cq_overflows: u64,
+    /// io_uring: receive buffers in the loop's provided-buffer ring ([`LoopConfig::buf_count`]).
+    pub recv_buffers: u64,
+    /// io_uring: gauge, the receive-buffer window: how many of those buffers the kernel
+    /// may fill at once (it doubles when a receive finds none, shrinks after a quiet period).
+    pub recv_buffer_window: u64,
+    /// io_uring: receives that found no buffer in the window (the window then doubled).
+    pub recv_buffers_exhausted: u64,
+    /// io_uring: times the window shrank after a quiet period (its pages given back).
+    pub recv_window_shrinks: u64,
+    /// TLS handshakes completed (filled in by a TLS layer over the loop, such as
+    /// `ringwire-tls`'s `TlsIo`; 0 without one).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed: a TLS error, the handshake timeout, or a peer that
+    /// closed before the handshake was done.
+    pub tls_handshake_failures: u64,
 }
 
 /// The connection events of one loop. All methods run on the loop's thread.
@@ -359,8 +387,9 @@ pub trait Io {
     fn stop(&mut self);
     /// Live connections (accepted or connecting, not yet reported closed).
     fn conn_count(&self) -> usize;
-    /// Accepts that failed on this loop's listeners so far (counters, never reset).
-    fn accept_errors(&self) -> AcceptErrors;
+    /// What this loop counted of itself so far: failed accepts, io_uring's CQ overflows
+    /// and receive-buffer window.
+    fn loop_stats(&self) -> LoopStats;
     /// The peer address of `conn`.
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
     /// Turns `TCP_NODELAY` on the socket of `conn` on (`true`: small writes go out at once) or

@@ -231,7 +231,7 @@ both!(abort_resets_at_once_with_output_queued);
 #[derive(Default)]
 struct Turns {
     turns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// What `Io::accept_errors` said at the last turn end.
+    /// What `Io::loop_stats` said of the accept errors at the last turn end.
     accept_errors: std::sync::Arc<std::sync::Mutex<ringwire_io::AcceptErrors>>,
 }
 
@@ -243,7 +243,7 @@ impl Handler for Turns {
     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
     fn on_turn_end(&mut self, io: &mut impl Io) {
         self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *self.accept_errors.lock().unwrap() = io.accept_errors();
+        *self.accept_errors.lock().unwrap() = io.loop_stats().accept_errors;
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::ws::Ws;
 use bytes::Bytes;
-use ringwire_conn::handshake::{Accept, Request};
+use ringwire_conn::handshake::{Accept, PlainRequest, Request};
 use ringwire_conn::{CloseCode, ConnError, Frame, Message, SendToken};
 pub use ringwire_drive::SendOutcome;
 
@@ -48,6 +48,31 @@ impl Decision {
     }
 }
 
+/// The answer to a plain HTTP request on the WebSocket port ([`Handler::on_http`]): sent
+/// with `Content-Length`, `Cache-Control: no-store` and `Connection: close`, then the
+/// connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status (200, 404, 503, ...).
+    pub status: u16,
+    /// The `Content-Type`.
+    pub content_type: String,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// A response of `status` with `body` as `content_type`.
+    pub fn new(status: u16, content_type: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self { status, content_type: content_type.into(), body: body.into() }
+    }
+
+    /// A `text/plain; charset=utf-8` response.
+    pub fn text(status: u16, body: impl Into<Bytes>) -> Self {
+        Self::new(status, "text/plain; charset=utf-8", body)
+    }
+}
+
 /// Callbacks for one worker's connections. Each worker gets its own clone of the
 /// handler, so no locking is needed; per-connection state can live in a map keyed by
 /// [`Ws::id`].
@@ -65,6 +90,16 @@ pub trait Handler: Send + 'static {
     /// its own order overrides this.
     fn on_request(&mut self, request: &Request, supported_protocols: &[String]) -> Decision {
         Decision::by_default(request, supported_protocols)
+    }
+    /// A complete HTTP/1.1 `GET` that is not a WebSocket upgrade arrived on the WebSocket
+    /// port (a health check, a metrics scrape, a browser opening the URL). Return a
+    /// response to answer it, or `None` (the default) to refuse it with 400 as an upgrade
+    /// request without `Upgrade: websocket`. Either way the connection closes after the
+    /// answer (no keep-alive), and the request counts against the same limits as a
+    /// handshake (`max_connections`, `handshake_timeout`, `max_handshake_bytes`). A panic
+    /// here is answered with 500.
+    fn on_http(&mut self, request: &PlainRequest) -> Option<HttpResponse> {
+        None
     }
     /// The handshake completed; the connection is open. For an accepted request this is
     /// the handler's next call after [`on_request`](Self::on_request), on the same thread

@@ -44,7 +44,8 @@
 //!   `examples/rooms.rs`.
 //! - Counters for operators: [`ServerHandle::stats`] sums every worker's counters
 //!   (connections, refused upgrades by status, messages and bytes by type, close frames
-//!   by code, protocol errors, drops, queued bytes, accept errors, topics) into a [`Stats`]. Each worker
+//!   by code, protocol errors, drops, queued bytes, accept errors, io_uring's queues, TLS
+//!   handshakes, compression, topics) into a [`Stats`]. Each worker
 //!   counts in plain integers and publishes once per loop turn to its own cache lines,
 //!   so counting costs the message path an integer add.
 //! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
@@ -113,7 +114,7 @@ mod worker;
 mod ws;
 
 pub use config::ServerConfig;
-pub use handler::{Decision, Handler, SendOutcome};
+pub use handler::{Decision, Handler, HttpResponse, SendOutcome};
 pub use ringwire_drive::{ByType, CloseCodes, Counts, ProtocolErrors};
 pub use ringwire_drive::{Sent, WebSocketConnection};
 pub use server::{RunningServer, Server, ServerError, ServerHandle, WeakServerHandle};
@@ -125,4 +126,5 @@ pub use ws::{Remote, Ws};
 
 pub use ringwire_conn as conn;
 
-pub use ringwire_io::{AcceptErrors, Backend, Detected, IoChoice, LoopConfig};
+pub use ringwire_conn::deflate::CodecCounts;
+pub use ringwire_io::{AcceptErrors, Backend, Detected, IoChoice, LoopConfig, LoopStats};

@@ -90,6 +90,11 @@ impl Server {
         ServerHandle { shared: Arc::clone(&self.shared) }
     }
 
+    /// Worker threads the server runs (its configured `threads`, 0 resolved to the cores).
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
     /// Joins this server's topics to other processes' through `bus` (see [`TopicBus`]):
     /// the bus hears when the process gains its first or loses its last subscriber of
     /// a topic, and gets every message published here; what it receives from the others
@@ -300,6 +305,13 @@ impl ServerHandle {
     /// Never refused, however full the workers' mailboxes are.
     pub fn shutdown(&self) {
         self.shared.shutdown();
+    }
+
+    /// Whether a graceful shutdown has begun ([`shutdown`](Self::shutdown), a signal):
+    /// the server no longer accepts and is draining. What a health check reports as
+    /// unavailable, so a load balancer sends new clients elsewhere.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
     }
 
     /// Reads the TLS certificate and key files again and serves them to new connections

@@ -2,8 +2,9 @@
 //! turn, to its own block of atomics; [`ServerHandle::stats`](crate::ServerHandle::stats)
 //! sums the blocks.
 
+use ringwire_conn::deflate::CodecCounts;
 use ringwire_drive::Counts;
-use ringwire_io::AcceptErrors;
+use ringwire_io::LoopStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ pub struct Rejections {
     pub forbidden: u64,
     /// 408: the request did not arrive within `handshake_timeout`.
     pub timeout: u64,
-    /// 413 or 431: the request head was over `max_handshake_bytes` or had too many headers.
+    /// 431: the request head was over `max_handshake_bytes` or had too many headers.
     pub too_large: u64,
     /// 426: an unsupported `Sec-WebSocket-Version`.
     pub upgrade_required: u64,
@@ -26,7 +27,8 @@ pub struct Rejections {
     /// is dropped before its handshake instead of answered; counted here too).
     pub unavailable: u64,
     /// Any other status: 404 or whatever else a handler's
-    /// [`Decision::Reject`](crate::Decision::Reject) chose, 405 for a method other than GET.
+    /// [`Decision::Reject`](crate::Decision::Reject) chose (413, 414, ...), 405 for a
+    /// method other than GET.
     pub other: u64,
 }
 
@@ -50,7 +52,7 @@ impl Rejections {
             400 => &mut self.bad_request,
             403 => &mut self.forbidden,
             408 => &mut self.timeout,
-            413 | 431 => &mut self.too_large,
+            431 => &mut self.too_large,
             426 => &mut self.upgrade_required,
             500 => &mut self.internal_error,
             503 => &mut self.unavailable,
@@ -112,9 +114,14 @@ pub struct Stats {
     /// Gauge: bytes queued for peers and not yet written (every open connection's
     /// `buffered_amount`), refreshed at most every 250 ms.
     pub bytes_queued: u64,
-    /// Accepts that failed on the listeners: out of descriptors (raise `ulimit -n`) and
-    /// any other error.
-    pub accept_errors: AcceptErrors,
+    /// What the event loops counted of themselves: accepts that failed (out of
+    /// descriptors: raise `ulimit -n`), io_uring's completion-queue overflows and
+    /// receive-buffer window (summed over the workers), TLS handshakes done and failed.
+    pub io: LoopStats,
+    /// permessage-deflate: bytes in and out of the workers' compressors and
+    /// decompressors (a message prepared once for many connections is compressed, and
+    /// counted, once).
+    pub compression: CodecCounts,
     /// Gauge: topics with at least one subscriber, counted per worker (a topic with
     /// subscribers on two workers counts twice).
     pub topics: u64,
@@ -124,7 +131,7 @@ pub struct Stats {
 
 impl Stats {
     /// How many counters [`for_each_mut`](Self::for_each_mut) visits.
-    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 5;
+    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 1 + 9 + 4 + 2;
 
     /// Every counter, always in the same order (the order of the published blocks).
     fn for_each_mut(&mut self, mut f: impl FnMut(&mut u64)) {
@@ -133,8 +140,24 @@ impl Stats {
         self.upgrades_rejected.for_each_mut(&mut f);
         self.traffic.for_each_mut(&mut f);
         f(&mut self.bytes_queued);
-        f(&mut self.accept_errors.out_of_descriptors);
-        f(&mut self.accept_errors.other);
+        let io = &mut self.io;
+        for v in [
+            &mut io.accept_errors.out_of_descriptors,
+            &mut io.accept_errors.other,
+            &mut io.cq_overflows,
+            &mut io.recv_buffers,
+            &mut io.recv_buffer_window,
+            &mut io.recv_buffers_exhausted,
+            &mut io.recv_window_shrinks,
+            &mut io.tls_handshakes,
+            &mut io.tls_handshake_failures,
+        ] {
+            f(v);
+        }
+        let z = &mut self.compression;
+        for v in [&mut z.compressed_in, &mut z.compressed_out, &mut z.inflated_in, &mut z.inflated_out] {
+            f(v);
+        }
         f(&mut self.topics);
         f(&mut self.subscriptions);
     }
@@ -230,7 +253,7 @@ mod tests {
         let s = sum(&blocks);
         assert_eq!(s.connections_accepted, 1);
         assert_eq!(s.subscriptions, n + 5);
-        assert_eq!(s.upgrades_rejected.get(413), a.now.upgrades_rejected.too_large + 1);
+        assert_eq!(s.upgrades_rejected.get(431), a.now.upgrades_rejected.too_large + 1);
         assert_eq!(s.upgrades_rejected.get(404), a.now.upgrades_rejected.other + 1);
         assert_eq!(s.traffic.slow_consumer_drops, a.now.traffic.slow_consumer_drops);
         // Only what changed is stored again.

@@ -7,7 +7,7 @@ use crate::stats::WorkerCounters;
 use crate::topics::Topics;
 use crate::ws::Ws;
 use crate::{ServerConfig, policy, proxy};
-use ringwire_conn::handshake::{self, HandshakeError, HandshakeLimits, Request};
+use ringwire_conn::handshake::{self, HandshakeError, HandshakeLimits, PlainRequest, Request};
 use ringwire_conn::{CloseCode, ConnInfo, Connection, PreparedMessage, Role};
 use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
 use ringwire_io::{ConnId, Io};
@@ -153,6 +153,28 @@ impl<H: Handler> Worker<H> {
         io.send(id, response.into());
         io.close(id);
         self.slots.insert(id, Slot::Closing { admitted: true });
+    }
+
+    /// A plain GET (not an upgrade): the handler's answer, or 400 as before.
+    #[cold]
+    fn on_http(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr, req: PlainRequest) {
+        let handler = &mut self.handler;
+        match catch_unwind(AssertUnwindSafe(|| handler.on_http(&req))) {
+            Ok(Some(r)) => {
+                io.send(id, handshake::http_response(r.status, &r.content_type, &r.body).into());
+                io.close(id);
+                self.slots.insert(id, Slot::Closing { admitted: true });
+            }
+            Ok(None) => {
+                let e = HandshakeError::NotWebSocketUpgrade;
+                tracing::debug!(%peer, error = %e, "bad upgrade request");
+                self.refuse(io, id, e.status(), e.response());
+            }
+            Err(payload) => {
+                tracing::error!(worker = self.index, conn = %id, panic = panic_message(&*payload), "on_http panicked; answering 500");
+                self.refuse(io, id, 500, handshake::reject_response(500, Some("internal error"), &[]));
+            }
+        }
     }
 
     fn on_request(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr, req: Request, rest: &[u8]) {
@@ -371,7 +393,8 @@ impl<H: Handler> Worker<H> {
     fn publish_counters(&mut self, io: &impl Io) {
         let now = io.now();
         let c = &mut self.counters;
-        c.now.accept_errors = io.accept_errors();
+        c.now.io = io.loop_stats();
+        c.now.compression = ringwire_conn::deflate::thread_counts();
         c.now.topics = self.local.topics.len() as u64;
         c.now.subscriptions = self.local.topics.subscriptions() as u64;
         if c.queued_due(now) {
@@ -449,6 +472,11 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                     Ok(Some((req, used))) => {
                         let rest = buf.split_off(used);
                         self.on_request(io, id, peer, req, &rest);
+                    }
+                    Err(HandshakeError::NotWebSocketUpgrade)
+                        if let Some(req) = handshake::parse_plain_request(buf, &self.limits) =>
+                    {
+                        self.on_http(io, id, peer, req);
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "bad upgrade request");

@@ -233,3 +233,59 @@ fn a_remote_send_is_counted() {
         server.shutdown().unwrap();
     }
 }
+
+#[test]
+fn tls_handshakes_and_their_failures_are_counted() {
+    use ringwire_testkit::tls::{Pki, tls_connect};
+    use ringwire_tls::{CertKeyPem, ServerTlsConfig};
+    use std::io::Write;
+    let p = Pki::localhost();
+    for io in backends() {
+        let tls = ServerTlsConfig::new(CertKeyPem::memory(p.leaf_pem.clone(), p.key_pem.clone()));
+        let server = start(config(io).with_tls(tls), App);
+        let handle = server.handle();
+        let addr = server.local_addr();
+        for _ in 0..2 {
+            let mut c = Raw::over(tls_connect(addr, "localhost", p.client_config()).unwrap(), addr);
+            c.send(OpCode::Text, b"hi");
+            assert_eq!(c.recv(), (0x1, b"hi".to_vec()));
+        }
+        // Not TLS at all, and a client gone before its handshake ended: two failures.
+        let mut garbage = std::net::TcpStream::connect(addr).unwrap();
+        garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        drop(std::net::TcpStream::connect(addr).unwrap());
+        let s = wait_stats(&handle, "2 failed", |s| s.io.tls_handshake_failures == 2);
+        assert_eq!(s.io.tls_handshakes, 2, "{io:?}: {s:#?}");
+        server.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn compressed_bytes_are_counted_on_the_worker_that_compressed_them() {
+    use std::io::Write;
+    for io in backends() {
+        let mut cfg = config(io);
+        let mut deflate = ringwire_conn::deflate::DeflateConfig::default();
+        deflate.threshold = 0;
+        cfg.connection.deflate = Some(deflate);
+        let server = start(cfg, App);
+        let handle = server.handle();
+        let addr = server.local_addr();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = upgrade_request(addr, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let head = read_http_head(&mut stream);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        let mut c = Raw { stream };
+        let payload = "all work and no play ".repeat(50);
+        c.send(OpCode::Text, payload.as_bytes()); // sent plain: allowed
+        let (fin, op, wire) = c.read_frame();
+        assert!(fin && op == 0x1 && wire.len() < payload.len() / 4, "compressed: {} bytes", wire.len());
+        let s = wait_stats(&handle, "compressed", |s| s.compression.compressed_in > 0);
+        let z = s.compression;
+        assert_eq!((z.compressed_in, z.compressed_out), (payload.len() as u64, wire.len() as u64), "{io:?}: {s:#?}");
+        assert_eq!((z.inflated_in, z.inflated_out), (0, 0), "{io:?}");
+        server.shutdown().unwrap();
+    }
+}

@@ -230,6 +230,15 @@ pub struct TlsIo<'a, I: Io> {
     /// The inner handler's timers on connections not yet connected (no session yet).
     timers: &'a mut IdMap<Instant>,
     routes: &'a mut Routes,
+    /// The handler's handshake counts, reported by [`Io::loop_stats`].
+    handshakes: &'a Handshakes,
+}
+
+/// Handshakes completed and failed, since the start.
+#[derive(Debug, Default, Clone, Copy)]
+struct Handshakes {
+    done: u64,
+    failed: u64,
 }
 
 /// Client connections that are not the handler's default: plain ones passed through
@@ -364,8 +373,9 @@ impl<I: Io> Io for TlsIo<'_, I> {
     fn conn_count(&self) -> usize {
         self.io.conn_count()
     }
-    fn accept_errors(&self) -> ringwire_io::AcceptErrors {
-        self.io.accept_errors()
+    fn loop_stats(&self) -> ringwire_io::LoopStats {
+        let h = self.handshakes;
+        ringwire_io::LoopStats { tls_handshakes: h.done, tls_handshake_failures: h.failed, ..self.io.loop_stats() }
     }
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.io.peer_addr(conn)
@@ -425,6 +435,7 @@ pub struct TlsHandler<H> {
     deferred_total: u64,
     /// Handshake steps run, since the start.
     steps_total: u64,
+    handshakes: Handshakes,
     /// Reused plaintext buffer.
     plain: Vec<u8>,
 }
@@ -449,6 +460,7 @@ macro_rules! tio {
             names: &mut $self.names,
             timers: &mut $self.timers,
             routes: &mut $self.routes,
+            handshakes: &$self.handshakes,
         }
     };
 }
@@ -491,6 +503,7 @@ impl<H: Handler> TlsHandler<H> {
             turn_handshakes: 0,
             deferred_total: 0,
             steps_total: 0,
+            handshakes: Handshakes::default(),
             plain: Vec::new(),
         }
     }
@@ -542,6 +555,7 @@ impl<H: Handler> TlsHandler<H> {
             names: &mut self.names,
             timers: &mut self.timers,
             routes: &mut self.routes,
+            handshakes: &self.handshakes,
         };
         (&mut self.inner, tio)
     }
@@ -572,6 +586,7 @@ impl<H: Handler> TlsHandler<H> {
             turn_handshakes,
             deferred_total,
             steps_total,
+            handshakes,
             plain
         )
     }
@@ -608,6 +623,7 @@ impl<H: Handler> TlsHandler<H> {
         c.send_cipher(io, id, out, 0);
         if !c.ready && !c.session.is_handshaking() {
             c.ready = true;
+            self.handshakes.done += 1;
             c.deadline = None;
             io.set_timer(id, c.inner_timer.take()); // the slot is the inner handler's again
             if c.known {
@@ -766,6 +782,9 @@ impl<H: Handler> Handler for TlsHandler<H> {
             let e = self.failed.remove(&conn).map(io::Error::from).or(error);
             return self.inner.on_closed(tio!(self, io), conn, e);
         };
+        if !c.ready {
+            self.handshakes.failed += 1;
+        }
         let tls = c.error.take();
         match c.kind {
             _ if c.known => {

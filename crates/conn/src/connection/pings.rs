@@ -111,7 +111,7 @@ impl Connection {
     pub(super) fn pong_ready(&self) -> bool {
         self.pings.as_ref().and_then(|p| p.owed.front()).is_some_and(|(_, p)| {
             self.state == State::Open
-                && !self.out.close_queued
+                && !self.out.close_queued()
                 && self.out.buffered() <= self.config.low_water_mark
                 && self.fits(self.out.wire_len(p.len(), None))
         })
@@ -134,7 +134,7 @@ impl Connection {
             let (seq, p) = self.pings.as_mut().and_then(|p| p.owed.pop_front()).expect("pong_ready");
             self.queue_pong(seq, &p);
         }
-        if self.state != State::Open || self.out.close_queued {
+        if self.state != State::Open || self.out.close_queued() {
             self.clear_pongs();
             return;
         }
@@ -146,7 +146,7 @@ impl Connection {
     /// most [`MAX_OWED_PONGS`]).
     pub(super) fn flush_pongs_before_close(&mut self) {
         let owed = self.pings.as_mut().map(|p| std::mem::take(&mut p.owed)).unwrap_or_default();
-        if self.state == State::Open && !self.out.close_queued {
+        if self.state == State::Open && !self.out.close_queued() {
             for (seq, p) in owed {
                 self.queue_pong(seq, &p);
             }

@@ -79,6 +79,7 @@ impl Compressor {
     /// (no context takeover) the state is reset after the message, so the next message
     /// does not refer to this one.
     pub fn compress(&mut self, payload: &[u8], out: &mut BytesMut, reset: bool) {
+        let before = out.len();
         if payload.is_empty() {
             // zlib emits nothing for a second sync flush in a row; an empty stored block
             // is what it would say, and it leaves the window as it is.
@@ -90,6 +91,12 @@ impl Compressor {
         if reset {
             self.reset();
         }
+        COUNTS.with(|c| {
+            let mut n = c.get();
+            n.compressed_in += payload.len() as u64;
+            n.compressed_out += (out.len() - before) as u64;
+            c.set(n);
+        });
     }
 
     fn deflate(&mut self, payload: &[u8], out: &mut BytesMut) {
@@ -183,7 +190,14 @@ impl Decompressor {
             return Ok(());
         }
         self.dirty = true;
+        let before = out.len();
         let result = self.inflate(compressed, out, limit);
+        COUNTS.with(|c| {
+            let mut n = c.get();
+            n.inflated_in += compressed.len() as u64;
+            n.inflated_out += (out.len().saturating_sub(before)) as u64;
+            c.set(n);
+        });
         if reset || !matches!(result, Ok(false)) {
             self.reset();
         }
@@ -276,6 +290,33 @@ type CompressorKey = (u8, u32, u8);
 thread_local! {
     static SHARED_COMPRESSORS: RefCell<Vec<(CompressorKey, Compressor)>> = const { RefCell::new(Vec::new()) };
     static SHARED_DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+}
+
+/// What this thread's compressors and decompressors did since it started (every
+/// [`Compressor::compress`] and [`Decompressor::decompress`] on it): the compression
+/// ratio is `compressed_in / compressed_out` and `inflated_out / inflated_in`. A server
+/// worker is one thread: it reads its own counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodecCounts {
+    /// Bytes given to compressors.
+    pub compressed_in: u64,
+    /// Bytes they produced (what goes in frames).
+    pub compressed_out: u64,
+    /// Compressed bytes given to decompressors.
+    pub inflated_in: u64,
+    /// Bytes they produced (a message over its limit counts what was inflated of it).
+    pub inflated_out: u64,
+}
+
+thread_local! {
+    static COUNTS: std::cell::Cell<CodecCounts> = const { std::cell::Cell::new(CodecCounts {
+        compressed_in: 0, compressed_out: 0, inflated_in: 0, inflated_out: 0,
+    }) };
+}
+
+/// This thread's [`CodecCounts`].
+pub fn thread_counts() -> CodecCounts {
+    COUNTS.with(std::cell::Cell::get)
 }
 
 /// Runs `f` with this thread's shared compressor for `(window_bits, level, mem_level)`,

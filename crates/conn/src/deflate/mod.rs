@@ -67,7 +67,10 @@ mod negotiate;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{Compressor, Decompressor, InflateError, with_shared_compressor, with_shared_decompressor};
+pub use codec::{
+    CodecCounts, Compressor, Decompressor, InflateError, thread_counts, with_shared_compressor,
+    with_shared_decompressor,
+};
 pub use negotiate::{accept_response, client_offer, negotiate, negotiate_response};
 
 use ringwire_frame::Role;

@@ -664,3 +664,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn thread_counts_add_up_what_the_codecs_did() {
+    let start = super::thread_counts();
+    let mut wire = BytesMut::new();
+    with_shared_compressor(15, 6, 8, |c| c.compress(&[b'a'; 1000], &mut wire, true));
+    let mut text = BytesMut::new();
+    Decompressor::new(15).decompress(&wire, &mut text, 4096, true).unwrap();
+    let n = super::thread_counts();
+    assert_eq!(n.compressed_in - start.compressed_in, 1000);
+    assert_eq!(n.compressed_out - start.compressed_out, wire.len() as u64);
+    assert_eq!(n.inflated_in - start.inflated_in, wire.len() as u64);
+    assert_eq!(n.inflated_out - start.inflated_out, 1000);
+    // Another thread's codecs are its own.
+    let other = std::thread::spawn(super::thread_counts).join().unwrap();
+    assert_eq!(other, super::CodecCounts::default());
+}

@@ -13,8 +13,8 @@ mod server;
 pub use client::{ClientHandshakeError, ClientRequest, Response};
 pub(crate) use server::parse_extension;
 pub use server::{
-    Accept, AcceptError, ExtensionOffer, HandshakeError, Request, SetCookie, forwarded_addresses, parse_request,
-    reject_response,
+    Accept, AcceptError, ExtensionOffer, HandshakeError, PlainRequest, Request, SetCookie, forwarded_addresses,
+    http_response, parse_plain_request, parse_request, reject_response,
 };
 
 use base64::Engine as _;
@@ -107,6 +107,9 @@ pub(crate) fn status_text(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -124,6 +127,26 @@ mod tests {
     #[test]
     fn rfc_sample_accept_key() {
         assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn a_plain_request_is_parsed_and_answered() {
+        let limits = HandshakeLimits::default();
+        let req = parse_plain_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/plain\r\n\r\n", &limits);
+        let req = req.unwrap();
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str(), req.header("accept")),
+            ("GET", "/metrics?x=1", Some("text/plain"))
+        );
+        assert_eq!(parse_plain_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &limits), None, "incomplete");
+        assert_eq!(parse_plain_request(b"GET / HTTP/1.0\r\n\r\n", &limits), None, "HTTP/1.0");
+        let r = http_response(503, "text/plain\r\nX: y", b"draining\n");
+        let r = String::from_utf8(r).unwrap();
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plainX: y\r\n"), "{r}");
+        assert!(
+            r.ends_with("Content-Length: 9\r\nCache-Control: no-store\r\nConnection: close\r\n\r\ndraining\n"),
+            "{r}"
+        );
     }
 
     #[test]

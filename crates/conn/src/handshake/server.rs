@@ -499,6 +499,62 @@ impl SetCookie {
     }
 }
 
+/// A request head that is not a WebSocket upgrade (a plain `GET /metrics`, say): its
+/// method, request target and headers, for a server that answers such requests on its
+/// WebSocket port ([`parse_plain_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainRequest {
+    /// The method (`GET`, ...).
+    pub method: String,
+    /// The request target as sent (`/metrics`, `/healthz?x=1`).
+    pub path: String,
+    /// Every header, in order, values trimmed; a value that is not UTF-8 is left out.
+    pub headers: Vec<(String, String)>,
+}
+
+impl PlainRequest {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a complete HTTP/1.1 request head in `buf` within `limits`, whatever it asks for;
+/// `None` if it is incomplete, too large or malformed. For the requests
+/// [`parse_request`] refuses as [`HandshakeError::NotWebSocketUpgrade`].
+pub fn parse_plain_request(buf: &[u8], limits: &HandshakeLimits) -> Option<PlainRequest> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= limits.max_head_bytes && req.version == Some(1) => {}
+        _ => return None,
+    }
+    let headers = req
+        .headers
+        .iter()
+        .filter_map(|h| Some((h.name.to_owned(), std::str::from_utf8(h.value).ok()?.trim().to_owned())))
+        .collect();
+    Some(PlainRequest { method: req.method?.to_owned(), path: req.path?.to_owned(), headers })
+}
+
+/// A whole HTTP/1.1 response with a body: the status line, `Content-Type`,
+/// `Content-Length`, `Cache-Control: no-store`, `Connection: close`, then `body`. For a
+/// server that answers plain requests on its WebSocket port and closes.
+pub fn http_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let clean = |s: &str| s.replace(['\r', '\n', '\0'], "");
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Connection: close\r\n\r\n",
+        status_text(status),
+        clean(content_type),
+        body.len()
+    );
+    let mut r = Vec::with_capacity(head.len() + body.len());
+    r.extend_from_slice(head.as_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
 /// A refusal (Node's `reject(status, reason, extraHeaders)`): the status line,
 /// `Connection: close`, `X-WebSocket-Reject-Reason` when a reason is given, and the
 /// extra headers. Like WebSocket-Node, CR and LF are stripped from the reason and

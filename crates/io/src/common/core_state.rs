@@ -39,6 +39,8 @@ pub(crate) struct Core<B: LoopBackend> {
     /// [`Slab::mark_dirty`]).
     pub(crate) dirty: Vec<ConnId>,
     pub(crate) accept_errors: AcceptErrors,
+    /// The backend's own counters ([`crate::LoopStats`], without the accept errors).
+    pub(crate) stats: crate::LoopStats,
     /// Cleared for good by [`Io::stop_accepting`].
     pub(crate) accepting: bool,
     /// Set by [`Io::stop`]: `run` returns at the end of the turn.
@@ -58,6 +60,7 @@ impl<B: LoopBackend> Core<B> {
             close_timers: CloseTimers::new(cfg),
             dirty: Vec::new(),
             accept_errors: AcceptErrors::default(),
+            stats: crate::LoopStats::default(),
             accepting: true,
             stopped: false,
             nodelay: cfg.nodelay,
@@ -138,8 +141,8 @@ impl<B: LoopBackend> Io for Core<B> {
         B::connect(self, addr)
     }
 
-    fn accept_errors(&self) -> crate::AcceptErrors {
-        self.accept_errors.counts
+    fn loop_stats(&self) -> crate::LoopStats {
+        crate::LoopStats { accept_errors: self.accept_errors.counts, ..self.stats }
     }
 
     fn stop_accepting(&mut self) {

@@ -298,6 +298,7 @@ impl UringLoop {
                     c.peer_eof(start_close);
                 } else if -res == libc::ENOBUFS {
                     self.bufs.exhausted();
+                    core.stats.recv_buffers_exhausted += 1;
                 } else if -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));
                 }

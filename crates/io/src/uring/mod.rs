@@ -86,12 +86,8 @@ pub(crate) struct UringLoop {
     broken: bool,
     /// How long Drop waits for the kernel ([`DRAIN_BOUND`]; tests shorten it).
     drain_bound: Duration,
-    /// Turns that had to move completions out of the kernel's overflow list, and times the
-    /// buffer window shrank (for tests and diagnostics).
-    overflow_flushes: u64,
     /// The overflow's warning, at most one line per 10 s.
     overflow_log: RateLimited,
-    reclaims: u64,
 }
 
 impl UringLoop {
@@ -119,10 +115,9 @@ impl UringLoop {
             slots: 0,
             broken: false,
             drain_bound: DRAIN_BOUND,
-            overflow_flushes: 0,
             overflow_log: RateLimited::default(),
-            reclaims: 0,
         });
+        l.core.stats.recv_buffers = u64::from(cfg.buf_count);
         l.slots = register_file_table(&l.ring);
         Ok((l, waker))
     }
@@ -164,6 +159,7 @@ impl UringLoop {
             self.reap(handler)?;
             self.core.expire_timers(handler, &mut self.expired);
             self.deliver_stashes(handler);
+            self.core.stats.recv_buffer_window = u64::from(self.bufs.window());
             handler.on_turn_end(&mut self.core);
             self.flush_dirty();
             if let Some(window) = self.bufs.end_turn(self.core.now)
@@ -173,7 +169,7 @@ impl UringLoop {
                 self.bufs.reclaim(&self.ring, window).map_err(|e| {
                     io::Error::new(e.kind(), describe("re-registering the buffer ring (IORING_REGISTER_PBUF_RING)", &e))
                 })?;
-                self.reclaims += 1;
+                self.core.stats.recv_window_shrinks += 1;
             }
             if self.core.stopped {
                 self.push_sqes()?;
@@ -203,7 +199,7 @@ impl UringLoop {
                 break;
             }
             if flushes == 0 {
-                self.overflow_flushes += 1;
+                self.core.stats.cq_overflows += 1;
                 if let Some(left_out) = self.overflow_log.admit(self.core.now) {
                     tracing::warn!(
                         "io_uring completion queue overflowed ({left_out} more times since the last line): \
@@ -468,9 +464,9 @@ mod tests {
         drop(clients.join().unwrap());
         println!(
             "{} closed ({} with an error), {} turns flushed the CQ overflow list, {} window shrinks",
-            h.closed, h.errors, l.overflow_flushes, l.reclaims
+            h.closed, h.errors, l.core.stats.cq_overflows, l.core.stats.recv_window_shrinks
         );
-        assert!(l.overflow_flushes > 0, "the CQ never overflowed: the test does not test it");
+        assert!(l.core.stats.cq_overflows > 0, "the CQ never overflowed: the test does not test it");
         assert_eq!(usize::from(l.bufs.lent()) + l.bufs.free().len(), usize::from(l.bufs.count()));
         match pbuf_head(&l.ring) {
             Some(head) => {
@@ -479,7 +475,7 @@ mod tests {
             None => println!("kernel head not checked: IORING_REGISTER_PBUF_STATUS needs Linux 6.8"),
         }
         if l.deferred {
-            assert!(l.reclaims > 0, "the window never shrank after the burst");
+            assert!(l.core.stats.recv_window_shrinks > 0, "the window never shrank after the burst");
         }
     }
 

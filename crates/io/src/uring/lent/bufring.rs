@@ -177,6 +177,11 @@ impl BufRing {
         self.free.push(bid);
     }
 
+    /// How many buffers the kernel may hold at once now.
+    pub(in crate::uring) fn window(&self) -> u16 {
+        self.window
+    }
+
     /// A recv found no buffer: lend more from now on (and at once).
     pub(in crate::uring) fn exhausted(&mut self) {
         self.starved = true;
