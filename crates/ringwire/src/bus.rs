@@ -93,3 +93,42 @@ impl std::fmt::Debug for ServerBus {
         f.debug_struct("ServerBus").field("bus", &self.bus).finish_non_exhaustive()
     }
 }
+
+/// The bus's counters on `/metrics` ([`Metrics::with_source`](crate::metrics::Metrics::with_source)).
+#[cfg(feature = "metrics")]
+impl crate::metrics::Source for Arc<ServerBus> {
+    fn encode(&self, w: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        let s = self.stats();
+        w.info("ringwire_bus_info", "The bus's broker (value 1; a password is shown as ***).", &[("url", &s.url)])?;
+        w.gauge("ringwire_bus_connected", "1 while the bus is connected to its broker.", None, s.connected as i64)?;
+        w.gauge(
+            "ringwire_bus_subscriptions",
+            "Topics this process is subscribed to at the broker.",
+            None,
+            s.subscriptions as i64,
+        )?;
+        w.counter("ringwire_bus_published", "Messages handed to the broker.", s.published)?;
+        w.counter(
+            "ringwire_bus_publish_dropped",
+            "Messages not published: the bus queue full, over the broker's payload limit, or lost with a connection.",
+            s.publish_dropped,
+        )?;
+        w.counter("ringwire_bus_received", "Messages of other processes delivered to this server.", s.received)?;
+        w.counter(
+            "ringwire_bus_receive_dropped",
+            "Messages for this process dropped because receiving fell behind (a lower bound).",
+            s.receive_dropped,
+        )?;
+        w.counter(
+            "ringwire_bus_not_delivered",
+            "Bus messages a worker missed because its mailbox was full (one per worker per message).",
+            self.local_missed(),
+        )?;
+        w.counter("ringwire_bus_malformed", "Messages on the bus's channels without a valid envelope.", s.malformed)?;
+        w.counter(
+            "ringwire_bus_reconnects",
+            "Times the connection to the broker was lost and made again.",
+            s.reconnects,
+        )
+    }
+}

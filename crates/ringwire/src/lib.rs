@@ -51,3 +51,5 @@ pub use ringwire_tls as tls;
 
 #[cfg(feature = "bus")]
 pub mod bus;
+#[cfg(feature = "metrics")]
+pub mod metrics;

@@ -15,6 +15,8 @@ pub use ringwire_testkit::{RawClient, masked_frame};
 pub struct Ringwire {
     child: Child,
     pub addr: SocketAddr,
+    /// The start-up line on stdout.
+    pub line: String,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -56,7 +58,7 @@ impl Ringwire {
             panic!("no start-up line: {line:?}\nstderr: {}", stderr.lock().unwrap());
         };
         let addr = addr.trim_end_matches('/').parse().expect("listening address");
-        let server = Ringwire { child, addr, stderr };
+        let server = Ringwire { child, addr, line, stderr };
         // The line comes before the worker threads set up their loops: one upgrade makes
         // sure they did, so descriptor and memory baselines are taken from a serving process.
         drop(RawClient::connect(addr));

@@ -206,6 +206,26 @@ pub(crate) struct ServeArgs {
     /// handshakes cannot stall established connections.
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) tls_handshakes_per_turn: u32,
+    /// Serve GET /metrics (Prometheus) and GET /healthz (200 while accepting, 503 once
+    /// draining) on a listener of their own at IP:PORT. Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Also answer GET /metrics and GET /healthz on the WebSocket port (plain HTTP
+    /// requests, not upgrades), for deployments with one port.
+    #[arg(long)]
+    pub(crate) metrics_on_ws_port: bool,
+    /// Log lines on stderr as text, or as JSON (one object per line, for log pipelines).
+    #[arg(long, default_value = "text", value_name = "text|json")]
+    pub(crate) log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How `--deflate` keeps compression state.

@@ -4,25 +4,34 @@ mod cli;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use cli::{BroadcastArgs, Cli, Command};
+use cli::{BroadcastArgs, Cli, Command, LogFormat};
 use ringwire::bus::{BusError, ServerBus};
-use ringwire::conn::handshake::Request;
+use ringwire::conn::handshake::{PlainRequest, Request};
 use ringwire::conn::{Message, PreparedMessage};
-use ringwire::server::{Decision, Handler, MAX_TOPIC_LEN, Server, Ws};
+use ringwire::metrics::Metrics;
+use ringwire::server::{Decision, Handler, HttpResponse, MAX_TOPIC_LEN, Server, ServerConfig, Ws};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Sends every message back to its sender.
+/// Sends every message back to its sender; answers /metrics and /healthz with
+/// `--metrics-on-ws-port`.
 #[derive(Clone)]
-struct Echo;
+struct Echo {
+    metrics: Option<Metrics>,
+}
 
 impl Handler for Echo {
     fn on_message(&mut self, ws: &mut Ws<'_>, message: Message) {
         // BufferFull still queues; a peer that never reads is dropped by the buffered limit.
         ws.send(message);
+    }
+
+    fn on_http(&mut self, request: &PlainRequest) -> Option<HttpResponse> {
+        self.metrics.as_ref()?.answer(request)
     }
 }
 
@@ -32,6 +41,8 @@ impl Handler for Echo {
 #[derive(Clone)]
 struct Broadcast {
     echo: bool,
+    /// With `--metrics-on-ws-port`: answers /metrics and /healthz.
+    metrics: Option<Metrics>,
     /// The path of the request just accepted: `on_open` follows at once and subscribes.
     accepted: Option<String>,
     /// When this worker last warned of a publish other workers missed.
@@ -39,8 +50,8 @@ struct Broadcast {
 }
 
 impl Broadcast {
-    fn new(echo: bool) -> Self {
-        Self { echo, accepted: None, warned: None }
+    fn new(echo: bool, metrics: Option<Metrics>) -> Self {
+        Self { echo, metrics, accepted: None, warned: None }
     }
 }
 
@@ -51,6 +62,10 @@ impl Handler for Broadcast {
         }
         self.accepted = Some(request.path.clone());
         Decision::by_default(request, supported_protocols)
+    }
+
+    fn on_http(&mut self, request: &PlainRequest) -> Option<HttpResponse> {
+        self.metrics.as_ref()?.answer(request)
     }
 
     fn on_open(&mut self, ws: &mut Ws<'_>) {
@@ -120,7 +135,57 @@ fn disable_huge_pages() {
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
+/// The effective limits, for the start-up line.
+struct Limits {
+    tls: bool,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_message_size: usize,
+    max_frame_size: usize,
+    max_buffered: usize,
+    handshake_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    keepalive_interval_ms: u64,
+    deflate: bool,
+}
+
+impl Limits {
+    fn of(cfg: &ServerConfig) -> Self {
+        let c = &cfg.connection;
+        Self {
+            tls: cfg.tls.is_some(),
+            max_connections: cfg.max_connections,
+            max_connections_per_ip: cfg.max_connections_per_ip.unwrap_or(0),
+            max_message_size: c.max_received_message_size,
+            max_frame_size: c.max_received_frame_size,
+            max_buffered: c.max_buffered.unwrap_or(0),
+            handshake_timeout_ms: cfg.handshake_timeout.as_millis() as u64,
+            idle_timeout_ms: c.idle_timeout.map_or(0, |d| d.as_millis() as u64),
+            keepalive_interval_ms: c.keepalive.as_ref().map_or(0, |k| k.interval.as_millis() as u64),
+            deflate: c.deflate.is_some(),
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the main thread before any other thread starts, so
+/// that every thread inherits the mask and the signal thread
+/// ([`ringwire::server::shutdown_on_signals`]) is the only one that takes them: a thread
+/// started with the default actions (the bus's, say) would let SIGTERM kill the process.
+fn block_signals() {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it fully, and
+    // pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 fn main() -> ExitCode {
+    block_signals();
     disable_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -146,21 +211,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let (name, args) = match &cli.command {
         Command::Echo(a) => ("echo", a),
         Command::Broadcast(a) => ("broadcast", &a.serve),
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     if let Err(e) = args.check() {
         eprintln!("ringwire: {e}");
         return ExitCode::from(2);
     }
     let cfg = args.to_config();
-    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
     let threads = cfg.resolved_threads();
     let nofile = match raise_descriptor_limit() {
         Ok(n) => n,
@@ -178,6 +243,7 @@ fn main() -> ExitCode {
             cfg.max_connections
         );
     }
+    let limits = Limits::of(&cfg);
     let server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -185,6 +251,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Signals are handled from here on: a SIGTERM after the port is bound shuts down
+    // gracefully rather than killing the process (the threads started below, the bus's
+    // and the metrics listener's, inherit the mask `block_signals` set). While --bus-wait
+    // waits for the broker, a first SIGTERM is noted and a second exits at once.
+    ringwire::server::shutdown_on_signals(server.handle());
     let (server, bus_line, bus) = match &cli.command {
         Command::Broadcast(BroadcastArgs { bus: Some(config), bus_wait, .. }) => {
             let mut config = config.clone();
@@ -203,18 +274,66 @@ fn main() -> ExitCode {
         }
         _ => (server, String::new(), None),
     };
-    // Signals are handled from here on: a SIGTERM right after the start-up line shuts
-    // down gracefully rather than killing the process.
-    ringwire::server::shutdown_on_signals(server.handle());
+    let metrics = (args.metrics_addr.is_some() || args.metrics_on_ws_port).then(|| match &bus {
+        Some(bus) => Metrics::new(&server).with_source(Arc::clone(bus)),
+        None => Metrics::new(&server),
+    });
+    let metrics_server = match (args.metrics_addr, &metrics) {
+        (Some(addr), Some(m)) => match m.clone().serve_with(addr, args.io) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("ringwire: --metrics-addr {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let ws_metrics = metrics.filter(|_| args.metrics_on_ws_port);
+    let scheme = if limits.tls { "wss" } else { "ws" };
+    let backend = server.backend().backend;
+    let mut metrics_line = String::new();
+    if let Some(m) = &metrics_server {
+        metrics_line = format!(", metrics http://{}/metrics", m.local_addr());
+    }
+    if ws_metrics.is_some() {
+        metrics_line.push_str(", metrics on the WebSocket port");
+    }
     println!(
-        "ringwire {name} listening on {scheme}://{} ({}, {threads} worker(s), {nofile} file descriptors{bus_line})",
+        "ringwire {name} listening on {scheme}://{} ({backend}, {threads} worker(s), {nofile} file descriptors{bus_line}{metrics_line})",
         server.local_addr(),
-        server.backend().backend,
+    );
+    tracing::info!(
+        server = name,
+        addr = %server.local_addr(),
+        tls = limits.tls,
+        backend = %backend,
+        backend_reason = %server.backend().reason,
+        workers = threads,
+        file_descriptors = nofile,
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        max_message_size = limits.max_message_size,
+        max_frame_size = limits.max_frame_size,
+        max_buffered = limits.max_buffered,
+        handshake_timeout_ms = limits.handshake_timeout_ms,
+        idle_timeout_ms = limits.idle_timeout_ms,
+        keepalive_interval_ms = limits.keepalive_interval_ms,
+        deflate = limits.deflate,
+        metrics_addr = metrics_server.as_ref().map(|m| m.local_addr().to_string()),
+        metrics_on_ws_port = ws_metrics.is_some(),
+        bus = bus.as_ref().map(|b| b.stats().url),
+        "started"
     );
     let result = match cli.command {
-        Command::Echo(_) => server.run(Echo),
-        Command::Broadcast(a) => server.run(Broadcast::new(!a.no_echo)),
+        Command::Echo(_) => server.run(Echo { metrics: ws_metrics }),
+        Command::Broadcast(a) => server.run(Broadcast::new(!a.no_echo, ws_metrics)),
     };
+    // The metrics listener answered (503 on /healthz) while the server drained.
+    if let Some(m) = metrics_server
+        && let Err(e) = m.shutdown()
+    {
+        tracing::warn!(error = %e, "metrics listener");
+    }
     if let Some(bus) = bus {
         let (stats, missed) = (bus.stats(), bus.local_missed());
         tracing::info!(
