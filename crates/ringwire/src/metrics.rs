@@ -1,4 +1,4 @@
-//! Prometheus metrics and a health check for a [`Server`](crate::server::Server), with the
+//! Prometheus metrics and a health check for a [`Server`], with the
 //! official `prometheus-client` crate (feature `metrics`, on by default).
 //!
 //! [`Metrics`] reads [`ServerHandle::stats`] (and a bus's counters) at scrape time: the
@@ -12,7 +12,7 @@
 //!   shutdown has begun, so a load balancer sends new clients elsewhere.
 //!
 //! Serve them on a listener of their own with [`Metrics::serve`] (`ringwire --metrics-addr`),
-//! or on the WebSocket port from [`Handler::on_http`](crate::server::Handler::on_http)
+//! or on the WebSocket port from [`Handler::on_http`]
 //! with [`Metrics::answer`] (`--metrics-on-ws-port`).
 //!
 //! ```no_run

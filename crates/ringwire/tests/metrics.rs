@@ -183,6 +183,22 @@ fn healthz_turns_503_on_sigterm_while_the_server_drains() {
 }
 
 #[test]
+fn a_metrics_address_in_use_is_a_one_line_error_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringwire"))
+        .args(["echo", "--addr", "127.0.0.1:0", "--threads", "1", "--metrics-addr", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("ringwire: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.starts_with(&format!("ringwire: --metrics-addr {addr}: ")), "{line}");
+    assert!(line.to_lowercase().contains("in use"), "{line}");
+}
+
+#[test]
 fn metrics_and_healthz_on_the_websocket_port_only_when_asked() {
     let Some(rw) = Ringwire::start("echo", "epoll", &["--metrics-on-ws-port"]) else { return };
     let (status, head, body) = get(rw.addr, "/metrics", None);

@@ -504,6 +504,8 @@ mod tests {
             (&["--allow-any-host", "--allow-host", "a.example"][..], "--allow-any-host"),
             (&["--ring-entries", "4"][..], "--ring-entries"),
             (&["--cq-entries", "70000"][..], "--cq-entries"),
+            (&["--metrics-addr", "localhost"][..], "--metrics-addr"),
+            (&["--log-format", "xml"][..], "--log-format"),
         ] {
             let err = Cli::try_parse_from(["ringwire", "echo"].iter().chain(args)).unwrap_err();
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
