@@ -404,7 +404,7 @@ impl<H: ClientHandler> Driver<'_, H> {
                         if let Some(conn) = self.st.ids.get(&id).copied()
                             && let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn)
                         {
-                            cmd.apply(open.driven.connection_mut(), &mut self.st.counts);
+                            cmd.apply(open.driven.connection_mut());
                             self.pump(io, conn);
                         }
                     }

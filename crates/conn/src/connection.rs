@@ -348,6 +348,7 @@ impl Connection {
         let shared_wire = self.role == Role::Server && !threshold.is_some_and(|t| len > t && t > 0);
         let wire = if shared_wire { frame.wire().len() } else { self.out.wire_len(len, threshold) };
         self.check_send(wire)?;
+        crate::sent::count(frame.opcode() == OpCode::Text, len);
         if let Some(z) = self.deflated_prepared(frame) {
             self.out.push_message(frame.opcode(), z, threshold, token, RSV1);
         } else if shared_wire {
@@ -384,6 +385,7 @@ impl Connection {
         // Checked at the uncompressed size: compression makes it smaller, or larger by a
         // few bytes on data that does not compress.
         self.check_send(self.out.wire_len(payload.len(), threshold))?;
+        crate::sent::count(opcode == OpCode::Text, payload.len());
         let deflated = if compress { self.deflated(&payload) } else { None };
         match deflated {
             Some(z) => self.out.push_message(opcode, z, threshold, token, RSV1),

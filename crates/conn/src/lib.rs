@@ -74,6 +74,7 @@ mod prepared;
 mod recv;
 mod rng;
 mod send;
+mod sent;
 mod timers;
 
 pub use config::{BufferedLimitPolicy, Config, Keepalive};
@@ -84,6 +85,7 @@ pub use event::{ConnInfo, Event, Frame, Message, Payload, SendStatus, SendToken,
 pub use prepared::PreparedMessage;
 pub use ringwire_frame::{CloseCode, OpCode, Role};
 pub use rng::random_key;
+pub use sent::{SentCounts, thread_sent};
 
 #[cfg(test)]
 mod tests;

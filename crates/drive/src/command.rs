@@ -23,16 +23,12 @@ impl Command {
         Self::Close(code, reason.into().map(str::to_owned))
     }
 
-    /// Carries the command out, counting a message queued in `counts`. A connection
-    /// that is no longer open ignores it: the sender could not know, and nothing is owed
-    /// to a closed peer.
-    pub fn apply(self, conn: &mut Connection, counts: &mut crate::Counts) {
+    /// Carries the command out. A connection that is no longer open ignores it: the
+    /// sender could not know, and nothing is owed to a closed peer.
+    pub fn apply(self, conn: &mut Connection) {
         match self {
             Self::Send(payload) => {
-                let (text, len) = (matches!(payload, Payload::Text(_)), payload.len());
-                if conn.send(payload, None).is_ok() {
-                    counts.sent(text, len);
-                }
+                let _ = conn.send(payload, None);
             }
             Self::Ping(payload) => {
                 let _ = conn.ping(&payload);

@@ -1,6 +1,6 @@
 //! [`Counts`]: what a driver counted of its connections, in plain integers.
 
-use ringwire_conn::{CloseCode, ConnError, Event, Message, PreparedMessage};
+use ringwire_conn::{CloseCode, ConnError, Event, Message};
 
 /// A count per message type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,8 +97,10 @@ impl ProtocolErrors {
 /// What a driver counted of its connections' traffic, as plain integers (no atomics:
 /// one driver, one thread). [`Driven::pump`](crate::Driven::pump) counts the events it
 /// takes from a connection (messages and bytes received, close frames at the close,
-/// errors); [`WebSocketConnection`](crate::WebSocketConnection)'s sends count what they
-/// queue. A server publishes these for [`stats`](../ringwire_server/struct.ServerHandle.html#method.stats).
+/// errors). The sends are not counted here but by `ringwire-conn` itself, per thread,
+/// whatever path queued them ([`ringwire_conn::thread_sent`]): a server copies its
+/// worker's into `messages_sent` and `bytes_sent` when it publishes these for
+/// [`stats`](../ringwire_server/struct.ServerHandle.html#method.stats).
 ///
 /// Bytes are payload bytes, as the application sent or received them (before
 /// permessage-deflate, without frame headers).
@@ -108,7 +110,8 @@ pub struct Counts {
     pub messages_received: ByType,
     /// Their payload bytes.
     pub bytes_received: ByType,
-    /// Messages queued to send (sends refused as not open or over `max_buffered` are not counted).
+    /// Messages queued to send (sends refused as not open or over `max_buffered` are not
+    /// counted); filled in from [`ringwire_conn::thread_sent`], see above.
     pub messages_sent: ByType,
     /// Their payload bytes.
     pub bytes_sent: ByType,
@@ -126,19 +129,6 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// A message queued to send.
-    #[inline(always)]
-    pub fn sent(&mut self, text: bool, len: usize) {
-        self.messages_sent.add(text, 1);
-        self.bytes_sent.add(text, len as u64);
-    }
-
-    /// A prepared message queued to send.
-    #[inline(always)]
-    pub fn sent_prepared(&mut self, message: &PreparedMessage) {
-        self.sent(message.opcode() == ringwire_conn::OpCode::Text, message.payload().len());
-    }
-
     #[inline(always)]
     fn received(&mut self, message: &Message) {
         let text = message.is_text();
@@ -194,6 +184,14 @@ impl Counts {
         }
         f(&mut self.keepalive_drops);
         f(&mut self.slow_consumer_drops);
+    }
+
+    /// The counters every message moves (received and sent, messages and bytes, by
+    /// type), in the order [`for_each_mut`](Self::for_each_mut) visits them first.
+    #[inline]
+    pub fn per_message(&self) -> [u64; 8] {
+        let (mr, br, ms, bs) = (self.messages_received, self.bytes_received, self.messages_sent, self.bytes_sent);
+        [mr.text, mr.binary, br.text, br.binary, ms.text, ms.binary, bs.text, bs.binary]
     }
 
     /// How many counters [`for_each_mut`](Self::for_each_mut) visits.

@@ -88,7 +88,6 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
 #[inline(always)]
 fn guarded<F>(
     conn: &mut Connection,
-    counts: &mut Counts,
     dropped: &mut bool,
     faulted: &mut bool,
     who: &dyn fmt::Display,
@@ -101,7 +100,7 @@ where
     if *faulted {
         return true; // closing with 1011; the handler hears nothing more of it
     }
-    let view = WebSocketConnection { conn: &mut *conn, dropped, counts };
+    let view = WebSocketConnection { conn: &mut *conn, dropped };
     match catch_unwind(AssertUnwindSafe(|| deliver(view, callback))) {
         Ok(pong) => pong,
         Err(payload) => fault(conn, faulted, who, &*payload),
@@ -111,17 +110,11 @@ where
 /// `on_open`, once per connection: out of the per-message path.
 #[cold]
 #[inline(never)]
-fn announce<F>(
-    conn: &mut Connection,
-    counts: &mut Counts,
-    dropped: &mut bool,
-    faulted: &mut bool,
-    who: &dyn fmt::Display,
-    deliver: &mut F,
-) where
+fn announce<F>(conn: &mut Connection, dropped: &mut bool, faulted: &mut bool, who: &dyn fmt::Display, deliver: &mut F)
+where
     F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
 {
-    guarded(conn, counts, dropped, faulted, who, deliver, Callback::Open);
+    guarded(conn, dropped, faulted, who, deliver, Callback::Open);
 }
 
 /// A handler callback panicked.
@@ -253,7 +246,7 @@ impl Driven {
             let event = Callback::Event(Event::Error(ConnError::socket(e)));
             let mut faulted = self.flags.has(Flags::FAULTED);
             let mut dropped = false;
-            guarded(&mut self.conn, counts, &mut dropped, &mut faulted, who, &mut deliver, event);
+            guarded(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver, event);
             self.flags.set(Flags::FAULTED, faulted);
         }
         self.conn.handle_eof(io.now());
@@ -288,7 +281,7 @@ impl Driven {
         let mut dropped = false;
         if !self.flags.has(Flags::ANNOUNCED) {
             self.flags.set(Flags::ANNOUNCED, true);
-            announce(&mut self.conn, counts, &mut dropped, &mut faulted, who, &mut deliver);
+            announce(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver);
         }
         while let Some(event) = self.conn.poll_event() {
             counts.event(&event);
@@ -297,8 +290,7 @@ impl Driven {
                 counts.closed(self.conn.close_frame_sent(), self.conn.close_frame_received());
             }
             let ping = matches!(event, Event::Ping(_));
-            let event = Callback::Event(event);
-            if !guarded(&mut self.conn, counts, &mut dropped, &mut faulted, who, &mut deliver, event) && ping {
+            if !guarded(&mut self.conn, &mut dropped, &mut faulted, who, &mut deliver, Callback::Event(event)) && ping {
                 self.conn.cancel_pong();
             }
         }

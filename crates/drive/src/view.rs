@@ -18,8 +18,6 @@ pub struct WebSocketConnection<'a> {
     pub(crate) conn: &'a mut Connection,
     /// Set by [`drop_connection`](Self::drop_connection): the driver aborts the socket.
     pub(crate) dropped: &'a mut bool,
-    /// The driver's counters: sends count here.
-    pub(crate) counts: &'a mut crate::Counts,
 }
 
 /// What a send did. Not `#[must_use]`: a handler that sends and moves on (an echo) needs
@@ -64,75 +62,41 @@ impl From<Result<SendStatus, SendError>> for Sent {
     }
 }
 
-/// Whether `data` is text, and its length.
-#[inline(always)]
-fn kind(data: &Payload) -> (bool, usize) {
-    (matches!(data, Payload::Text(_)), data.len())
-}
-
 impl WebSocketConnection<'_> {
     // ---- commands -------------------------------------------------------------
 
     /// Sends text or binary, decided by the type (Node `send`): `String`, `&str`,
     /// [`Utf8Bytes`] as text; `Bytes`, `Vec<u8>`, `&[u8]` as binary.
     pub fn send(&mut self, data: impl Into<Payload>) -> Sent {
-        let data = data.into();
-        let (text, len) = kind(&data);
-        let r = self.conn.send(data, None);
-        self.counted(text, len, r)
+        self.conn.send(data, None).into()
     }
 
     /// Sends a text message (Node `sendUTF`).
     pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Sent {
-        let text = text.into();
-        let len = text.len();
-        let r = self.conn.send_text(text, None);
-        self.counted(true, len, r)
+        self.conn.send_text(text, None).into()
     }
 
     /// Sends a binary message (Node `sendBytes`); the payload is shared, not copied.
     pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Sent {
-        let data = data.into();
-        let len = data.len();
-        let r = self.conn.send_binary(data, None);
-        self.counted(false, len, r)
+        self.conn.send_binary(data, None).into()
     }
 
     /// [`send`](Self::send), never compressed even with permessage-deflate agreed: for a
     /// message that mixes a secret with what an attacker controls (CRIME, BREACH).
     pub fn send_uncompressed(&mut self, data: impl Into<Payload>) -> Sent {
-        let data = data.into();
-        let (text, len) = kind(&data);
-        let r = self.conn.send_uncompressed(data, None);
-        self.counted(text, len, r)
+        self.conn.send_uncompressed(data, None).into()
     }
 
     /// [`send`](Self::send) with Node's callback: the handler's `on_send_complete` gets
     /// `token` once every byte is written, or when the connection closes first.
     pub fn send_tracked(&mut self, data: impl Into<Payload>, token: SendToken) -> Sent {
-        let data = data.into();
-        let (text, len) = kind(&data);
-        let r = self.conn.send(data, Some(token));
-        self.counted(text, len, r)
+        self.conn.send(data, Some(token)).into()
     }
 
     /// Sends a message framed once for many connections (see
     /// [`Connection::send_prepared`]).
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Sent {
-        let r = self.conn.send_prepared(message, None);
-        if r.is_ok() {
-            self.counts.sent_prepared(message);
-        }
-        r.into()
-    }
-
-    /// Counts a send that was queued.
-    #[inline(always)]
-    fn counted(&mut self, text: bool, len: usize, r: Result<SendStatus, SendError>) -> Sent {
-        if r.is_ok() {
-            self.counts.sent(text, len);
-        }
-        r.into()
+        self.conn.send_prepared(message, None).into()
     }
 
     /// Sends a ping (Node `ping`); a payload over 125 bytes is an error, not cut.

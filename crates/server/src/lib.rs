@@ -48,6 +48,9 @@
 //!   handshakes, compression, topics) into a [`Stats`]. Each worker
 //!   counts in plain integers and publishes once per loop turn to its own cache lines,
 //!   so counting costs the message path an integer add.
+//! - Plain HTTP on the WebSocket port: [`Handler::on_http`] answers a `GET` that is not an
+//!   upgrade (a health check, a metrics scrape) with an [`HttpResponse`];
+//!   [`ServerHandle::is_shutting_down`] tells a health check that the server drains.
 //! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
 //!   abort what is still open at [`ServerConfig::shutdown_timeout`].
 //!

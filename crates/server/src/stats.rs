@@ -188,22 +188,40 @@ pub(crate) fn sum(blocks: &[StatsBlock]) -> Stats {
 /// How often a worker sums its connections' queued bytes (a walk over all of them).
 const QUEUED_EVERY: Duration = Duration::from_millis(250);
 
+/// Where the per-message counters ([`Counts::per_message`]) start in the published order.
+const PER_MESSAGE_AT: usize = 2 + Rejections::LEN;
+
 /// One worker's counters, plain integers on its own thread, and what it last published.
 pub(crate) struct WorkerCounters {
     pub(crate) now: Stats,
     published: [u64; Stats::LEN],
     /// When `bytes_queued` was last summed.
     queued_at: Option<Instant>,
+    /// A counter other than the per-message ones may have changed since the last
+    /// publish (a connection opened or closed, a refusal, a gauge): the next publish
+    /// compares them all. Otherwise it stores only the eight per-message counters, which
+    /// is what a busy turn changes.
+    pub(crate) cold: bool,
 }
 
 impl WorkerCounters {
     pub(crate) fn new() -> Self {
-        Self { now: Stats::default(), published: [0; Stats::LEN], queued_at: None }
+        Self { now: Stats::default(), published: [0; Stats::LEN], queued_at: None, cold: true }
     }
 
     /// An upgrade refused with `status`.
     pub(crate) fn rejected(&mut self, status: u16) {
         *self.now.upgrades_rejected.slot(status) += 1;
+        self.cold = true;
+    }
+
+    /// Sets `*field` to `value`, marking the counters for a full publish if it changed.
+    #[inline]
+    pub(crate) fn set<T: PartialEq>(cold: &mut bool, field: &mut T, value: T) {
+        if *field != value {
+            *field = value;
+            *cold = true;
+        }
     }
 
     /// Whether `bytes_queued` is due to be summed again at `now` (then it is taken as done).
@@ -216,8 +234,20 @@ impl WorkerCounters {
     }
 
     /// Stores the counters that changed since the last call into `block` (Relaxed: each
-    /// is a number on its own, no other memory is published with it).
+    /// is a number on its own, no other memory is published with it): all of them after
+    /// a cold change, else the per-message ones only.
     pub(crate) fn publish(&mut self, block: &StatsBlock) {
+        if !self.cold {
+            let hot = self.now.traffic.per_message();
+            for (i, v) in (PER_MESSAGE_AT..).zip(hot) {
+                if v != self.published[i] {
+                    self.published[i] = v;
+                    block.0[i].store(v, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        self.cold = false;
         let published = &mut self.published;
         let mut i = 0;
         self.now.for_each_mut(|v| {
@@ -256,9 +286,26 @@ mod tests {
         assert_eq!(s.upgrades_rejected.get(431), a.now.upgrades_rejected.too_large + 1);
         assert_eq!(s.upgrades_rejected.get(404), a.now.upgrades_rejected.other + 1);
         assert_eq!(s.traffic.slow_consumer_drops, a.now.traffic.slow_consumer_drops);
-        // Only what changed is stored again.
+        // Only what changed is stored again; a cold counter only after a cold change.
         b.now.subscriptions = 0;
+        b.now.traffic.bytes_sent.binary = 7;
+        b.publish(&blocks[1]);
+        assert_eq!(sum(&blocks).subscriptions, n + 5, "not a cold change: not stored");
+        assert_eq!(sum(&blocks).traffic.bytes_sent.binary, a.now.traffic.bytes_sent.binary + 7);
+        b.cold = true;
         b.publish(&blocks[1]);
         assert_eq!(sum(&blocks).subscriptions, n);
+    }
+
+    #[test]
+    fn the_per_message_counters_are_where_the_full_walk_puts_them() {
+        let mut s = Stats::default();
+        let mut i = 0;
+        s.for_each_mut(|v| {
+            *v = i;
+            i += 1;
+        });
+        let at = PER_MESSAGE_AT as u64;
+        assert_eq!(s.traffic.per_message(), std::array::from_fn(|k| at + k as u64));
     }
 }

@@ -9,7 +9,7 @@ use crate::ws::Ws;
 use crate::{ServerConfig, policy, proxy};
 use ringwire_conn::handshake::{self, HandshakeError, HandshakeLimits, PlainRequest, Request};
 use ringwire_conn::{CloseCode, ConnInfo, Connection, PreparedMessage, Role};
-use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
+use ringwire_drive::{ByType, Callback, Driven, Slots, WebSocketConnection, panic_message};
 use ringwire_io::{ConnId, Io};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -235,6 +235,7 @@ impl<H: Handler> Worker<H> {
         io.set_timer(id, None);
         self.slots.insert(id, Slot::Open(open));
         self.counters.now.connections_open += 1;
+        self.counters.cold = true;
         // `on_open` first, then what came with the request (it may close the connection).
         self.pump(io, id);
         if !rest.is_empty()
@@ -251,6 +252,8 @@ impl<H: Handler> Worker<H> {
         let Some(Slot::Open(open)) = self.slots.get_mut(&id) else { return };
         let deliver = to_handler(&mut self.handler, self.index, id, &self.shared, &mut self.local);
         open.pump(io, id, self.epoch, &Who(self.index, id), &mut self.counters.now.traffic, deliver);
+        // The close (its frames, an error before it) was counted: publish everything.
+        self.counters.cold |= open.close_reported();
         if self.shutdown_deadline.is_some() {
             self.arm_shutdown(io, id);
         }
@@ -352,9 +355,7 @@ impl<H: Handler> Worker<H> {
                 Outgoing::All(m) => {
                     for (id, slot) in self.slots.iter_mut() {
                         if let Some(open) = connected(slot) {
-                            if open.connection_mut().send_prepared(m, None).is_ok() {
-                                self.counters.now.traffic.sent_prepared(m);
-                            }
+                            let _ = open.connection_mut().send_prepared(m, None);
                             targets.push(id);
                         }
                     }
@@ -364,9 +365,7 @@ impl<H: Handler> Worker<H> {
                         if Some(id) != *skip
                             && let Some(open) = self.slots.get_mut(&id).and_then(connected)
                         {
-                            if open.connection_mut().send_prepared(m, None).is_ok() {
-                                self.counters.now.traffic.sent_prepared(m);
-                            }
+                            let _ = open.connection_mut().send_prepared(m, None);
                             targets.push(id);
                         }
                     }
@@ -393,12 +392,18 @@ impl<H: Handler> Worker<H> {
     fn publish_counters(&mut self, io: &impl Io) {
         let now = io.now();
         let c = &mut self.counters;
-        c.now.io = io.loop_stats();
-        c.now.compression = ringwire_conn::deflate::thread_counts();
-        c.now.topics = self.local.topics.len() as u64;
-        c.now.subscriptions = self.local.topics.subscriptions() as u64;
+        // The sends, as ringwire-conn counted them on this thread (every path).
+        let sent = ringwire_conn::thread_sent();
+        let t = &mut c.now.traffic;
+        t.messages_sent = ByType { text: sent.text_messages, binary: sent.binary_messages };
+        t.bytes_sent = ByType { text: sent.text_bytes, binary: sent.binary_bytes };
+        let cold = &mut c.cold;
+        WorkerCounters::set(cold, &mut c.now.io, io.loop_stats());
+        WorkerCounters::set(cold, &mut c.now.compression, ringwire_conn::deflate::thread_counts());
+        WorkerCounters::set(cold, &mut c.now.topics, self.local.topics.len() as u64);
+        WorkerCounters::set(cold, &mut c.now.subscriptions, self.local.topics.subscriptions() as u64);
         if c.queued_due(now) {
-            c.now.bytes_queued = self
+            let queued = self
                 .slots
                 .iter()
                 .map(|(_, slot)| match slot {
@@ -406,6 +411,7 @@ impl<H: Handler> Worker<H> {
                     _ => 0,
                 })
                 .sum();
+            WorkerCounters::set(&mut c.cold, &mut c.now.bytes_queued, queued);
         }
         c.publish(&self.shared.stats[self.index]);
     }
@@ -431,6 +437,7 @@ impl<H: Handler> Worker<H> {
 impl<H: Handler> ringwire_io::Handler for Worker<H> {
     fn on_accept(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr) {
         self.counters.now.connections_accepted += 1;
+        self.counters.cold = true;
         if self.shutdown_deadline.is_some() {
             io.abort(id);
             self.slots.insert(id, Slot::Closing { admitted: false });
@@ -520,6 +527,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                 let counts = &mut self.counters.now.traffic;
                 open.closed(io, id, self.epoch, error.as_ref(), &Who(self.index, id), counts, deliver);
                 self.counters.now.connections_open -= 1;
+                self.counters.cold = true;
                 // After the handler's last call (which may still subscribe).
                 let shared = &self.shared;
                 self.local.topics.remove_conn(id, |topic| shared.topic_removed(&topic));
@@ -550,7 +558,7 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
             match cmd {
                 Command::Conn(id, cmd) => {
                     if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
-                        cmd.apply(open.connection_mut(), &mut self.counters.now.traffic);
+                        cmd.apply(open.connection_mut());
                         self.pump(io, id);
                     }
                 }
