@@ -51,6 +51,9 @@
 //! - Plain HTTP on the WebSocket port: [`Handler::on_http`] answers a `GET` that is not an
 //!   upgrade (a health check, a metrics scrape) with an [`HttpResponse`];
 //!   [`ServerHandle::is_shutting_down`] tells a health check that the server drains.
+//! - Listeners made elsewhere: [`Server::from_listeners`] (systemd socket activation, a
+//!   socket the application bound). [`Server::run`] and [`Server::spawn`] leave the
+//!   process's signals alone; [`Server::run_until_signal`] handles SIGINT/SIGTERM/SIGHUP.
 //! - Graceful shutdown: stop accepting, close everything with 1001 after flushing, and
 //!   abort what is still open at [`ServerConfig::shutdown_timeout`].
 //!

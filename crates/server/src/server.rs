@@ -49,7 +49,9 @@ pub enum ServerError {
 /// A bound server, not yet serving. [`Server::run`] serves until shutdown.
 pub struct Server {
     cfg: Arc<ServerConfig>,
-    listeners: Vec<TcpListener>,
+    /// Each worker's listeners: one `SO_REUSEPORT` socket of its own ([`Server::bind`]),
+    /// or a copy of every listener handed in ([`Server::from_listeners`]).
+    listeners: Vec<Vec<TcpListener>>,
     local_addr: SocketAddr,
     backend: Detected,
     shared: Arc<Shared>,
@@ -70,8 +72,63 @@ impl Server {
             _ => ServerError::Bind { addr: cfg.addr, source: e },
         })?;
         let local_addr = listeners[0].local_addr().map_err(|e| ServerError::Bind { addr: cfg.addr, source: e })?;
+        let listeners = listeners.into_iter().map(|l| vec![l]).collect();
+        Self::with_listeners(cfg, listeners, local_addr, backend)
+    }
+
+    /// A server on listeners made elsewhere: inherited from systemd socket activation
+    /// (`LISTEN_FDS`), bound by the application, or passed by a supervisor. Every worker
+    /// accepts on every listener (each gets its own duplicate of the descriptor; the
+    /// kernel hands each new connection to one of them); `cfg.addr`, `cfg.backlog` and
+    /// `cfg.bind_retry` are not used, everything else is. The listeners are made
+    /// non-blocking. [`local_addr`](Self::local_addr) is the first listener's.
+    ///
+    /// Nothing here touches the process's signals: [`run`](Self::run) and
+    /// [`spawn`](Self::spawn) serve until [`ServerHandle::shutdown`]; only
+    /// [`run_until_signal`](Self::run_until_signal) installs SIGINT/SIGTERM/SIGHUP handling.
+    ///
+    /// ```no_run
+    /// use ringwire_server::{Handler, Server, ServerConfig};
+    /// use std::os::fd::FromRawFd;
+    /// # #[derive(Clone)] struct Echo;
+    /// # impl Handler for Echo {}
+    /// // systemd socket activation: the first passed descriptor is 3.
+    /// let listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    /// let server = Server::from_listeners(ServerConfig::default(), vec![listener])?;
+    /// server.run(Echo)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_listeners(cfg: ServerConfig, listeners: Vec<TcpListener>) -> Result<Self, ServerError> {
+        let backend = ringwire_io::detect(cfg.io).map_err(ServerError::Backend)?;
+        let handed_in = |source| ServerError::Bind { addr: cfg.addr, source };
+        let first = listeners.first().ok_or_else(|| {
+            handed_in(std::io::Error::new(std::io::ErrorKind::InvalidInput, "from_listeners: no listener given"))
+        })?;
+        let local_addr = first.local_addr().map_err(handed_in)?;
+        let mut per_worker = Vec::new();
+        for _ in 0..cfg.resolved_threads() {
+            let copies = listeners
+                .iter()
+                .map(|l| {
+                    let copy = l.try_clone()?;
+                    copy.set_nonblocking(true)?;
+                    Ok(copy)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(handed_in)?;
+            per_worker.push(copies);
+        }
+        Self::with_listeners(cfg, per_worker, local_addr, backend)
+    }
+
+    fn with_listeners(
+        cfg: ServerConfig,
+        listeners: Vec<Vec<TcpListener>>,
+        local_addr: SocketAddr,
+        backend: Detected,
+    ) -> Result<Self, ServerError> {
         let tls = cfg.tls.clone().map(SharedServerConfig::new).transpose()?.map(Arc::new);
-        let shared = Arc::new(Shared::new(threads, &cfg, tls));
+        let shared = Arc::new(Shared::new(listeners.len(), &cfg, tls));
         Ok(Self { cfg: Arc::new(cfg), listeners, local_addr, backend, shared })
     }
 
@@ -135,7 +192,7 @@ impl Server {
             self.shared.tls.as_ref().map_or(String::new(), |t| format!(" with tls ({})", t.describe()))
         );
         let mut threads = Vec::new();
-        for (index, listener) in self.listeners.into_iter().enumerate() {
+        for (index, listeners) in self.listeners.into_iter().enumerate() {
             let handler = handler.clone();
             let shared = Arc::clone(&self.shared);
             let cfg = Arc::clone(&self.cfg);
@@ -143,7 +200,9 @@ impl Server {
             let t = std::thread::Builder::new().name(format!("ringwire-{index}")).spawn(move || {
                 let run = || -> std::io::Result<()> {
                     let (mut event_loop, waker) = EventLoop::new(backend, &cfg.resolved_event_loop())?;
-                    event_loop.add_listener(listener)?;
+                    for listener in listeners {
+                        event_loop.add_listener(listener)?;
+                    }
                     shared.workers[index].set_waker(waker);
                     let worker = Worker::new(index, handler, Arc::clone(&shared), Arc::clone(&cfg));
                     match &shared.tls {
