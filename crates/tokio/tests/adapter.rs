@@ -1,0 +1,211 @@
+//! The adapter against tokio-tungstenite on both sides, and a raw client for what
+//! tungstenite will not send (an unmasked frame).
+
+use futures_util::{SinkExt, StreamExt};
+use ringwire_tokio::{Config, Error, Message, accept, connect};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message as TMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TCloseCode;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A listener whose connections are served by `serve` (one task each).
+async fn server<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
+async fn echo(s: TcpStream) {
+    let mut ws = accept(s, Config::server()).await.unwrap();
+    while let Some(Ok(m)) = ws.next().await {
+        if ws.send(m).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_tungstenite_client_gets_echoes_pongs_and_a_clean_close() {
+    rt().block_on(async {
+        let addr = server(echo).await;
+        let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+        c.send(TMessage::Text("hello".into())).await.unwrap();
+        assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Text("hello".into()));
+        let big: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
+        c.send(TMessage::Binary(big.clone().into())).await.unwrap();
+        assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Binary(big.into()));
+        c.send(TMessage::Ping(b"p".to_vec().into())).await.unwrap();
+        assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Pong(b"p".to_vec().into()));
+        c.send(TMessage::Close(Some(CloseFrame { code: TCloseCode::Away, reason: "bye".into() }))).await.unwrap();
+        match c.next().await.unwrap().unwrap() {
+            TMessage::Close(Some(f)) => assert_eq!(f.code, TCloseCode::Away),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.next().await.is_none(), "the server closes the TCP connection after the handshake");
+
+        // A frame over max_received_frame_size (64 KiB): the echo loop stops at the error,
+        // and the client still gets the 1009 close frame before the socket goes.
+        let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+        c.send(TMessage::Binary(vec![0u8; 100_000].into())).await.unwrap();
+        match c.next().await.unwrap().unwrap() {
+            TMessage::Close(Some(f)) => assert_eq!(u16::from(f.code), 1009),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn the_client_talks_to_a_tungstenite_server_and_closes_with_1000() {
+    rt().block_on(async {
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let closed_tx = std::sync::Mutex::new(Some(closed_tx));
+        let closed_tx = std::sync::Arc::new(closed_tx);
+        let addr = server(move |s| {
+            let closed_tx = closed_tx.clone();
+            async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    match m {
+                        TMessage::Close(f) => {
+                            let _ = closed_tx.lock().unwrap().take().unwrap().send(f.map(|f| u16::from(f.code)));
+                        }
+                        m @ (TMessage::Text(_) | TMessage::Binary(_)) => ws.send(m).await.unwrap(),
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .await;
+        let (mut ws, response) = connect(&format!("ws://{addr}/chat")).await.unwrap();
+        assert_eq!(response.status, 101);
+        ws.send(Message::Text("über".into())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("über".into()));
+        ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(vec![1, 2, 3].into()));
+        ws.close().await.unwrap();
+        assert_eq!(closed_rx.await.unwrap(), Some(1000));
+        assert_eq!(ws.connection().close_reason_code().map(|c| c.0), Some(1000));
+    });
+}
+
+#[test]
+fn split_halves_still_answer_pings() {
+    rt().block_on(async {
+        let addr = server(|s| async move {
+            let ws = accept(s, Config::server()).await.unwrap();
+            let (mut tx, mut rx) = ws.split();
+            // Only the read half is polled; the pong goes out from there.
+            while let Some(Ok(m)) = rx.next().await {
+                if m == Message::Text("stop".into()) {
+                    break;
+                }
+            }
+            let _ = tx.close().await;
+        })
+        .await;
+        let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+        for i in 0..3u8 {
+            c.send(TMessage::Ping(vec![i].into())).await.unwrap();
+            assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Pong(vec![i].into()));
+        }
+        c.send(TMessage::Text("stop".into())).await.unwrap();
+        match c.next().await.unwrap().unwrap() {
+            TMessage::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn an_unmasked_frame_ends_the_stream_with_a_protocol_error_and_1002() {
+    rt().block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+        let addr = server(move |s| {
+            let tx = tx.clone();
+            async move {
+                let mut ws = accept(s, Config::server()).await.unwrap();
+                let mut seen = Vec::new();
+                while let Some(item) = ws.next().await {
+                    seen.push(item.map_err(|e| e.to_string()));
+                }
+                let _ = tx.lock().unwrap().take().unwrap().send(seen);
+            }
+        })
+        .await;
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut c = ringwire_testkit::RawClient::connect(addr);
+            c.frame(true, 0, 0x1, b"bare", false);
+            c.read_close().0
+        });
+        assert_eq!(raw.await.unwrap(), 1002);
+        let seen = rx.await.unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].as_ref().is_err_and(|e| e.contains("mask")), "{seen:?}");
+    });
+}
+
+#[test]
+fn a_peer_that_does_not_read_makes_send_wait_within_the_high_water_mark() {
+    rt().block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+        let addr = server(move |s| {
+            let tx = tx.clone();
+            async move {
+                let mut ws = accept(s, Config::server()).await.unwrap();
+                let chunk = Message::Binary(vec![7u8; 64 * 1024].into());
+                let mut sent = 0;
+                // Until a send waits for the peer for half a second.
+                while let Ok(r) = tokio::time::timeout(Duration::from_millis(500), ws.send(chunk.clone())).await {
+                    r.unwrap();
+                    sent += 1;
+                    assert!(sent < 10_000, "sends never wait");
+                }
+                let high = ws.connection().config().high_water_mark;
+                let buffered = ws.connection().buffered_amount();
+                let _ = tx.lock().unwrap().take().unwrap().send((sent, buffered, high));
+            }
+        })
+        .await;
+        // Connected, upgraded, and never read from again.
+        let (_c, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+        let (sent, buffered, high) = rx.await.unwrap();
+        assert!(sent > 0);
+        assert!(buffered <= high + 64 * 1024 + 16, "{buffered} queued above the mark {high}");
+    });
+}
+
+#[test]
+fn a_bad_request_is_answered_and_is_an_error() {
+    rt().block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+        let addr = server(move |s| {
+            let tx = tx.clone();
+            async move {
+                let r = accept(s, Config::server()).await.map(drop);
+                let _ = tx.lock().unwrap().take().unwrap().send(r);
+            }
+        })
+        .await;
+        let head =
+            tokio::task::spawn_blocking(move || ringwire_testkit::http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(head.await.unwrap().starts_with("HTTP/1.1 400"));
+        assert!(matches!(rx.await.unwrap(), Err(Error::Handshake(_))));
+    });
+}
