@@ -190,10 +190,21 @@ impl Handler for Endpoint {
     }
 }
 
+/// The fields of `/proc/self/stat` after the command's closing parenthesis: index 0 is
+/// field 3 (the state) of proc(5).
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect()
+}
+
+/// A field of `stat_fields` as a number (0 if missing).
+fn stat_field(fields: &[&str], field: usize) -> u64 {
+    fields.get(field - 3).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// The start of this process, from `/proc/self/stat` (field 22, in clock ticks since boot).
 fn process_start() -> Option<SystemTime> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let ticks: u64 = stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()?;
+    let ticks: u64 = stat_fields(&stat).get(22 - 3)?.parse().ok()?;
     let boot: u64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
@@ -201,27 +212,19 @@ fn process_start() -> Option<SystemTime> {
         .trim()
         .parse()
         .ok()?;
-    let hz = clock_ticks();
-    Some(UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 1000 / hz))
+    Some(UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 1000 / CLOCK_TICKS))
 }
 
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on (the kernel's USER_HZ).
-fn clock_ticks() -> u64 {
-    100
-}
+const CLOCK_TICKS: u64 = 100;
 
 /// CPU seconds, resident bytes, open and maximum descriptors of this process.
 fn process_figures() -> (f64, u64, u64, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let mut f = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-    // After the command: state is field 3; utime 14, stime 15, rss 24 (pages).
-    let field = |f: &mut std::str::SplitWhitespace<'_>, skip: usize| -> u64 {
-        f.nth(skip).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
-    let utime = field(&mut f, 11);
-    let stime = field(&mut f, 0);
-    let rss = field(&mut f, 8);
-    let cpu = (utime + stime) as f64 / clock_ticks() as f64;
+    let fields = stat_fields(&stat);
+    // utime 14, stime 15 (ticks), rss 24 (pages).
+    let cpu = (stat_field(&fields, 14) + stat_field(&fields, 15)) as f64 / CLOCK_TICKS as f64;
+    let rss = stat_field(&fields, 24) * 4096;
     let open = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
     let max = std::fs::read_to_string("/proc/self/limits")
         .ok()
@@ -230,7 +233,7 @@ fn process_figures() -> (f64, u64, u64, u64) {
             line.split_whitespace().nth(3)?.parse().ok()
         })
         .unwrap_or(0);
-    (cpu, rss * 4096, open, max)
+    (cpu, rss, open, max)
 }
 
 /// Writes metric families: a thin layer over `prometheus-client`'s encoder.

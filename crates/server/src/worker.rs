@@ -150,6 +150,11 @@ impl<H: Handler> Worker<H> {
     /// it is written.
     fn refuse(&mut self, io: &mut impl Io, id: ConnId, status: u16, response: Vec<u8>) {
         self.counters.rejected(status);
+        self.answer_and_close(io, id, response);
+    }
+
+    /// Sends a whole HTTP response and closes the socket once it is written.
+    fn answer_and_close(&mut self, io: &mut impl Io, id: ConnId, response: Vec<u8>) {
         io.send(id, response.into());
         io.close(id);
         self.slots.insert(id, Slot::Closing { admitted: true });
@@ -160,11 +165,7 @@ impl<H: Handler> Worker<H> {
     fn on_http(&mut self, io: &mut impl Io, id: ConnId, peer: SocketAddr, req: PlainRequest) {
         let handler = &mut self.handler;
         match catch_unwind(AssertUnwindSafe(|| handler.on_http(&req))) {
-            Ok(Some(r)) => {
-                io.send(id, handshake::http_response(r.status, &r.content_type, &r.body).into());
-                io.close(id);
-                self.slots.insert(id, Slot::Closing { admitted: true });
-            }
+            Ok(Some(r)) => self.answer_and_close(io, id, handshake::http_response(r.status, &r.content_type, &r.body)),
             Ok(None) => {
                 let e = HandshakeError::NotWebSocketUpgrade;
                 tracing::debug!(%peer, error = %e, "bad upgrade request");

@@ -9,7 +9,7 @@ use ringwire::bus::{BusError, ServerBus};
 use ringwire::conn::handshake::{PlainRequest, Request};
 use ringwire::conn::{Message, PreparedMessage};
 use ringwire::metrics::Metrics;
-use ringwire::server::{Decision, Handler, HttpResponse, MAX_TOPIC_LEN, Server, ServerConfig, Ws};
+use ringwire::server::{Decision, Handler, HttpResponse, MAX_TOPIC_LEN, Server, Ws};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,38 +135,6 @@ fn disable_huge_pages() {
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-/// The effective limits, for the start-up line.
-struct Limits {
-    tls: bool,
-    max_connections: usize,
-    max_connections_per_ip: usize,
-    max_message_size: usize,
-    max_frame_size: usize,
-    max_buffered: usize,
-    handshake_timeout_ms: u64,
-    idle_timeout_ms: u64,
-    keepalive_interval_ms: u64,
-    deflate: bool,
-}
-
-impl Limits {
-    fn of(cfg: &ServerConfig) -> Self {
-        let c = &cfg.connection;
-        Self {
-            tls: cfg.tls.is_some(),
-            max_connections: cfg.max_connections,
-            max_connections_per_ip: cfg.max_connections_per_ip.unwrap_or(0),
-            max_message_size: c.max_received_message_size,
-            max_frame_size: c.max_received_frame_size,
-            max_buffered: c.max_buffered.unwrap_or(0),
-            handshake_timeout_ms: cfg.handshake_timeout.as_millis() as u64,
-            idle_timeout_ms: c.idle_timeout.map_or(0, |d| d.as_millis() as u64),
-            keepalive_interval_ms: c.keepalive.as_ref().map_or(0, |k| k.interval.as_millis() as u64),
-            deflate: c.deflate.is_some(),
-        }
-    }
-}
-
 /// Blocks SIGINT, SIGTERM and SIGHUP in the main thread before any other thread starts, so
 /// that every thread inherits the mask and the signal thread
 /// ([`ringwire::server::shutdown_on_signals`]) is the only one that takes them: a thread
@@ -243,7 +211,8 @@ fn main() -> ExitCode {
             cfg.max_connections
         );
     }
-    let limits = Limits::of(&cfg);
+    // For the start-up event: the server takes the config.
+    let effective = cfg.clone();
     let server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -289,7 +258,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     let ws_metrics = metrics.filter(|_| args.metrics_on_ws_port);
-    let scheme = if limits.tls { "wss" } else { "ws" };
+    let scheme = if effective.tls.is_some() { "wss" } else { "ws" };
     let backend = server.backend().backend;
     let mut metrics_line = String::new();
     if let Some(m) = &metrics_server {
@@ -302,23 +271,24 @@ fn main() -> ExitCode {
         "ringwire {name} listening on {scheme}://{} ({backend}, {threads} worker(s), {nofile} file descriptors{bus_line}{metrics_line})",
         server.local_addr(),
     );
+    let c = &effective.connection;
     tracing::info!(
         server = name,
         addr = %server.local_addr(),
-        tls = limits.tls,
+        tls = effective.tls.is_some(),
         backend = %backend,
         backend_reason = %server.backend().reason,
         workers = threads,
         file_descriptors = nofile,
-        max_connections = limits.max_connections,
-        max_connections_per_ip = limits.max_connections_per_ip,
-        max_message_size = limits.max_message_size,
-        max_frame_size = limits.max_frame_size,
-        max_buffered = limits.max_buffered,
-        handshake_timeout_ms = limits.handshake_timeout_ms,
-        idle_timeout_ms = limits.idle_timeout_ms,
-        keepalive_interval_ms = limits.keepalive_interval_ms,
-        deflate = limits.deflate,
+        max_connections = effective.max_connections,
+        max_connections_per_ip = effective.max_connections_per_ip.unwrap_or(0),
+        max_message_size = c.max_received_message_size,
+        max_frame_size = c.max_received_frame_size,
+        max_buffered = c.max_buffered.unwrap_or(0),
+        handshake_timeout_ms = effective.handshake_timeout.as_millis() as u64,
+        idle_timeout_ms = c.idle_timeout.map_or(0, |d| d.as_millis() as u64),
+        keepalive_interval_ms = c.keepalive.as_ref().map_or(0, |k| k.interval.as_millis() as u64),
+        deflate = c.deflate.is_some(),
         metrics_addr = metrics_server.as_ref().map(|m| m.local_addr().to_string()),
         metrics_on_ws_port = ws_metrics.is_some(),
         bus = bus.as_ref().map(|b| b.stats().url),
