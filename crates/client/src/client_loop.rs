@@ -7,7 +7,7 @@ use crate::ws::{ClientId, ClientWs, Cmd, Ctl, LoopHandle, Shared, Target};
 use crate::{ConnectError, ConnectOptions};
 use ringwire_conn::handshake::Response;
 use ringwire_conn::{ConnInfo, Connection, Role};
-use ringwire_drive::{Callback, Counts, Driven, Slots, WebSocketConnection, panic_message};
+use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
 use ringwire_io::{Backend, ConnId, Detected, EventLoop, Handler, Io, IoChoice, LoopConfig};
 use ringwire_tls::{TlsError, TlsHandler, TlsIo, TlsOptions};
 use std::collections::HashMap;
@@ -96,7 +96,6 @@ impl ClientLoop {
             state: LoopState {
                 epoch: Instant::now(),
                 loop_nodelay: cfg.nodelay,
-                counts: Counts::default(),
                 slots: Slots::new(),
                 ids: HashMap::new(),
                 shared,
@@ -188,8 +187,6 @@ struct LoopState {
     epoch: Instant,
     /// `TCP_NODELAY` as the loop sets it on new sockets.
     loop_nodelay: bool,
-    /// The driver's counters (the client does not report them yet).
-    counts: Counts,
     slots: Slots<Slot>,
     ids: HashMap<ClientId, ConnId>,
     shared: Arc<Shared>,
@@ -375,7 +372,7 @@ impl<H: ClientHandler> Driver<'_, H> {
     fn pump(&mut self, io: &mut impl Io, conn: ConnId) {
         let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) else { return };
         let deliver = to_handler(&mut *self.h, open.id, &open.response, &self.st.shared, &mut self.st.cmds);
-        open.driven.pump(io, conn, self.st.epoch, &open.id, &mut self.st.counts, deliver);
+        open.driven.pump(io, conn, self.st.epoch, &open.id, &mut (), deliver);
         if open.driven.close_reported() {
             self.st.ids.remove(&open.id);
         }
@@ -559,7 +556,7 @@ impl<H: ClientHandler> Driver<'_, H> {
         match self.st.slots.remove(&conn) {
             Some(Slot::Open(mut open)) => {
                 let deliver = to_handler(&mut *self.h, open.id, &open.response, &self.st.shared, &mut self.st.cmds);
-                open.driven.closed(io, conn, self.st.epoch, error.as_ref(), &open.id, &mut self.st.counts, deliver);
+                open.driven.closed(io, conn, self.st.epoch, error.as_ref(), &open.id, &mut (), deliver);
                 self.st.ids.remove(&open.id);
             }
             Some(Slot::Connecting(attempt)) => {

@@ -139,7 +139,7 @@ impl Counts {
     /// Counts what `event` tells (a message, an error); the close frames are counted
     /// by [`closed`](Self::closed).
     #[inline(always)]
-    pub(crate) fn event(&mut self, event: &Event) {
+    fn event(&mut self, event: &Event) {
         match event {
             Event::Message(m) => self.received(m),
             Event::Error(e) => self.error(e),
@@ -159,7 +159,7 @@ impl Counts {
 
     /// The connection closed: its close frames, sent and received.
     #[cold]
-    pub(crate) fn closed(&mut self, sent: Option<CloseCode>, received: Option<CloseCode>) {
+    fn closed(&mut self, sent: Option<CloseCode>, received: Option<CloseCode>) {
         if let Some(code) = sent {
             self.close_frames_sent.add(code);
         }
@@ -196,6 +196,33 @@ impl Counts {
 
     /// How many counters [`for_each_mut`](Self::for_each_mut) visits.
     pub const LEN: usize = 4 * 2 + 2 * 17 + 4 + 2;
+}
+
+/// Where [`Driven::pump`](crate::Driven::pump) counts what it takes from a connection:
+/// [`Counts`] (a server), or `()` for a driver that reports nothing (the client), which
+/// then pays nothing per message.
+pub trait Tally {
+    /// An event taken from a connection.
+    fn event(&mut self, event: &Event);
+    /// The connection closed, with the close frames it sent and received.
+    fn closed(&mut self, sent: Option<CloseCode>, received: Option<CloseCode>);
+}
+
+impl Tally for Counts {
+    #[inline(always)]
+    fn event(&mut self, event: &Event) {
+        Counts::event(self, event);
+    }
+    fn closed(&mut self, sent: Option<CloseCode>, received: Option<CloseCode>) {
+        Counts::closed(self, sent, received);
+    }
+}
+
+impl Tally for () {
+    #[inline(always)]
+    fn event(&mut self, _: &Event) {}
+    #[inline(always)]
+    fn closed(&mut self, _: Option<CloseCode>, _: Option<CloseCode>) {}
 }
 
 #[cfg(test)]

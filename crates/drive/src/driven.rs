@@ -1,6 +1,6 @@
 //! [`Driven`]: one open connection run on an event loop.
 
-use crate::{Counts, WebSocketConnection};
+use crate::{Tally, WebSocketConnection};
 use ringwire_conn::{CloseCode, ConnError, Connection, Event, State};
 use ringwire_io::{ConnId, Io};
 use std::any::Any;
@@ -231,7 +231,7 @@ impl Driven {
         epoch: Instant,
         error: Option<&std::io::Error>,
         who: &dyn fmt::Display,
-        counts: &mut Counts,
+        counts: &mut impl Tally,
         mut deliver: F,
     ) where
         F: FnMut(WebSocketConnection<'_>, Callback) -> bool,
@@ -260,8 +260,8 @@ impl Driven {
     /// `deliver` runs one handler callback and, for a ping, returns whether to pong. A
     /// panic in it is contained: logged with `who`, the connection closed with 1011,
     /// and nothing more delivered to the handler for it. `epoch`: the instant the
-    /// driver's armed deadlines count from (any fixed one). `counts`: the driver's
-    /// counters; every event is counted there, delivered or not (after a panic).
+    /// driver's armed deadlines count from (any fixed one). `counts`: where every event is
+    /// counted, delivered or not (after a panic); `&mut ()` counts nothing.
     // Inlined into each driver's own pump: the per-message path (several calls per
     // message) then passes no arguments and calls no closure out of line (a plain
     // #[inline] was not taken: callgrind showed the call and its argument set-up).
@@ -272,7 +272,7 @@ impl Driven {
         id: ConnId,
         epoch: Instant,
         who: &dyn fmt::Display,
-        counts: &mut Counts,
+        counts: &mut impl Tally,
         mut deliver: F,
     ) where
         F: FnMut(WebSocketConnection<'_>, Callback) -> bool,

@@ -30,7 +30,7 @@ mod slots;
 mod view;
 
 pub use command::Command;
-pub use counts::{ByType, CloseCodes, Counts, ProtocolErrors};
+pub use counts::{ByType, CloseCodes, Counts, ProtocolErrors, Tally};
 pub use driven::{Callback, Driven, panic_message};
 pub use slots::Slots;
 pub use view::{Sent, WebSocketConnection};
