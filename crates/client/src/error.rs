@@ -1,6 +1,6 @@
 //! [`ConnectError`]: every way opening a connection can fail, each told apart.
 
-use crate::url::UrlError;
+use ringwire_conn::url::UrlError;
 use ringwire_tls::TlsError;
 use std::net::SocketAddr;
 use std::time::Duration;

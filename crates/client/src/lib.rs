@@ -88,7 +88,6 @@ mod handler;
 mod handshake;
 mod options;
 mod tls;
-mod url;
 mod ws;
 
 pub use blocking::{Received, WebSocket, WsError, connect, connect_with};
@@ -96,9 +95,9 @@ pub use client_loop::ClientLoop;
 pub use error::{ConnectError, QueueError};
 pub use handler::{ClientHandler, SendOutcome};
 pub use options::ConnectOptions;
+pub use ringwire_conn::url::{Host, UrlError, WsUrl};
 pub use ringwire_drive::{Sent, WebSocketConnection};
 pub use tls::{Roots, TlsConfig};
-pub use url::{Host, UrlError, WsUrl};
 pub use ws::{ClientId, ClientWs, Ctl, LoopHandle};
 
 pub use ringwire_conn as conn;

@@ -3,7 +3,7 @@
 //! TLS failures to [`ConnectError`].
 
 use crate::ConnectError;
-use crate::url::{Host, WsUrl};
+use ringwire_conn::url::{Host, WsUrl};
 use ringwire_tls::TlsError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

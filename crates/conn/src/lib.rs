@@ -76,6 +76,7 @@ mod rng;
 mod send;
 mod sent;
 mod timers;
+pub mod url;
 
 pub use config::{BufferedLimitPolicy, Config, Keepalive};
 pub use connection::Connection;

@@ -69,12 +69,17 @@ impl HandshakeError {
     /// `X-WebSocket-Reject-Reason`, and `Sec-WebSocket-Version: 13, 8` (426) or
     /// `Allow: GET` (405).
     pub fn response(&self) -> Vec<u8> {
-        let extra: &[(&str, &str)] = match self {
+        reject_response(self.status(), Some(&self.to_string()), self.extra_headers())
+    }
+
+    /// The headers the refusal's status calls for: `Sec-WebSocket-Version: 13, 8` (426),
+    /// `Allow: GET` (405), none otherwise.
+    pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
             Self::UnsupportedVersion(_) => &[("Sec-WebSocket-Version", "13, 8")],
             Self::MethodNotAllowed(_) => &[("Allow", "GET")],
             _ => &[],
-        };
-        reject_response(self.status(), Some(&self.to_string()), extra)
+        }
     }
 }
 
@@ -195,79 +200,124 @@ pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(Req
         Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders(limits.max_headers)),
         Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
     };
-    let method = req.method.unwrap_or_default().to_owned();
-    if method != "GET" {
-        return Err(HandshakeError::MethodNotAllowed(method));
-    }
-    if req.version != Some(1) {
-        return Err(HandshakeError::HttpVersion);
-    }
-    let mut hs = Vec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let v = std::str::from_utf8(h.value).map_err(|_| HandshakeError::InvalidHeaderValue(h.name.to_owned()))?;
-        hs.push((h.name.to_owned(), v.trim().to_owned()));
-    }
-    let all =
-        |name: &'static str| hs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-    let one = |name: &'static str| -> Result<Option<&str>, HandshakeError> {
-        let mut it = all(name);
-        let first = it.next();
-        if it.next().is_some() { Err(HandshakeError::DuplicateHeader(name)) } else { Ok(first) }
-    };
-    let host = one("Host")?.filter(|h| !h.is_empty()).ok_or(HandshakeError::MissingHost)?.to_owned();
-    if !has_token(all("Upgrade"), "websocket") {
-        return Err(HandshakeError::NotWebSocketUpgrade);
-    }
-    if !has_token(all("Connection"), "upgrade") {
-        return Err(HandshakeError::MissingConnectionUpgrade);
-    }
-    let version = match one("Sec-WebSocket-Version")? {
-        Some("13") => 13,
-        Some("8") => 8,
-        other => return Err(HandshakeError::UnsupportedVersion(other.map(str::to_owned))),
-    };
-    let key = one("Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.to_owned();
-    match STANDARD.decode(&key) {
-        Ok(k) if k.len() == 16 => {}
-        _ => return Err(HandshakeError::InvalidKey),
-    }
-    let origin = if version == 8 {
-        one("Sec-WebSocket-Origin")?.or(one("Origin")?)
-    } else {
-        one("Origin")?.or(one("Sec-WebSocket-Origin")?)
-    }
-    .map(str::to_owned);
-    let mut protocols = Vec::new();
-    for p in list_items(all("Sec-WebSocket-Protocol")) {
-        if !is_token(p) {
-            return Err(HandshakeError::InvalidProtocol(p.to_owned()));
-        }
-        protocols.push(p.to_owned());
-    }
-    let extensions = list_items(all("Sec-WebSocket-Extensions")).filter_map(parse_extension).collect();
-    let cookies = all("Cookie").flat_map(|v| v.split(';')).filter_map(parse_cookie).collect();
-    let x_forwarded_for = list_items(all("X-Forwarded-For")).map(str::to_owned).collect();
-    let resource = req.path.unwrap_or("/").to_owned();
-    let (path, query) = match resource.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (resource.clone(), None),
-    };
-    let request = Request {
-        method,
-        resource,
-        path,
-        query,
-        host,
-        origin,
-        key,
-        version,
-        protocols,
-        extensions,
-        cookies,
-        x_forwarded_for,
-        headers: hs,
-    };
+    let request = Request::from_parts(
+        req.method.unwrap_or_default(),
+        req.version.unwrap_or(0),
+        req.path.unwrap_or("/"),
+        req.headers.iter().map(|h| (h.name, h.value)),
+    )?;
     Ok(Some((request, n)))
+}
+
+impl Request {
+    /// Checks an upgrade request whose head something else parsed (hyper, axum: any HTTP/1.1
+    /// server that hands over the connection after its response) by the same rules as
+    /// [`parse_request`]: `method`, the HTTP/1.`minor_version`, the request `target` and
+    /// every header as received.
+    ///
+    /// ```
+    /// use ringwire_conn::handshake::Request;
+    /// let headers = [
+    ///     ("host", &b"example.com"[..]),
+    ///     ("upgrade", b"websocket"),
+    ///     ("connection", b"keep-alive, Upgrade"),
+    ///     ("sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    ///     ("sec-websocket-version", b"13"),
+    /// ];
+    /// let req = Request::from_parts("GET", 1, "/chat?room=1", headers)?;
+    /// assert_eq!((req.path.as_str(), req.query.as_deref()), ("/chat", Some("room=1")));
+    /// // Without the key it is no upgrade: 400.
+    /// let no_key = headers.into_iter().filter(|(name, _)| *name != "sec-websocket-key");
+    /// assert_eq!(Request::from_parts("GET", 1, "/", no_key).unwrap_err().status(), 400);
+    /// // Without the version: 426, with the versions this server speaks.
+    /// let no_version = headers.into_iter().take(4);
+    /// assert_eq!(Request::from_parts("GET", 1, "/", no_version).unwrap_err().status(), 426);
+    /// # Ok::<(), ringwire_conn::handshake::HandshakeError>(())
+    /// ```
+    pub fn from_parts<'a>(
+        method: &str,
+        minor_version: u8,
+        target: &str,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Request, HandshakeError> {
+        let method = method.to_owned();
+        if method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed(method));
+        }
+        if minor_version != 1 {
+            return Err(HandshakeError::HttpVersion);
+        }
+        let mut hs = Vec::new();
+        for (name, value) in headers {
+            let v = std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidHeaderValue(name.to_owned()))?;
+            hs.push((name.to_owned(), v.trim().to_owned()));
+        }
+        Self::from_headers(method, target, hs)
+    }
+
+    fn from_headers(method: String, target: &str, hs: Vec<(String, String)>) -> Result<Request, HandshakeError> {
+        let all =
+            |name: &'static str| hs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        let one = |name: &'static str| -> Result<Option<&str>, HandshakeError> {
+            let mut it = all(name);
+            let first = it.next();
+            if it.next().is_some() { Err(HandshakeError::DuplicateHeader(name)) } else { Ok(first) }
+        };
+        let host = one("Host")?.filter(|h| !h.is_empty()).ok_or(HandshakeError::MissingHost)?.to_owned();
+        if !has_token(all("Upgrade"), "websocket") {
+            return Err(HandshakeError::NotWebSocketUpgrade);
+        }
+        if !has_token(all("Connection"), "upgrade") {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        let version = match one("Sec-WebSocket-Version")? {
+            Some("13") => 13,
+            Some("8") => 8,
+            other => return Err(HandshakeError::UnsupportedVersion(other.map(str::to_owned))),
+        };
+        let key = one("Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.to_owned();
+        match STANDARD.decode(&key) {
+            Ok(k) if k.len() == 16 => {}
+            _ => return Err(HandshakeError::InvalidKey),
+        }
+        let origin = if version == 8 {
+            one("Sec-WebSocket-Origin")?.or(one("Origin")?)
+        } else {
+            one("Origin")?.or(one("Sec-WebSocket-Origin")?)
+        }
+        .map(str::to_owned);
+        let mut protocols = Vec::new();
+        for p in list_items(all("Sec-WebSocket-Protocol")) {
+            if !is_token(p) {
+                return Err(HandshakeError::InvalidProtocol(p.to_owned()));
+            }
+            protocols.push(p.to_owned());
+        }
+        let extensions = list_items(all("Sec-WebSocket-Extensions")).filter_map(parse_extension).collect();
+        let cookies = all("Cookie").flat_map(|v| v.split(';')).filter_map(parse_cookie).collect();
+        let x_forwarded_for = list_items(all("X-Forwarded-For")).map(str::to_owned).collect();
+        let resource = target.to_owned();
+        let (path, query) = match resource.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (resource.clone(), None),
+        };
+        let request = Request {
+            method,
+            resource,
+            path,
+            query,
+            host,
+            origin,
+            key,
+            version,
+            protocols,
+            extensions,
+            cookies,
+            x_forwarded_for,
+            headers: hs,
+        };
+        Ok(request)
+    }
 }
 
 /// One `name; k=v; k` item of `Sec-WebSocket-Extensions` (name and keys lower-cased,
@@ -329,50 +379,55 @@ impl Request {
 
     /// The 101 response accepting this request, with `Sec-WebSocket-Accept`, the
     /// chosen protocol (echoed in the client's spelling), the origin, cookies and
-    /// extra headers. No extension is negotiated.
+    /// extra headers; `Sec-WebSocket-Extensions` when `a.deflate` is set.
     pub fn accept(&self, a: &Accept) -> Result<Vec<u8>, AcceptError> {
         let mut r = String::with_capacity(256);
-        r.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
-        r.push_str("Sec-WebSocket-Accept: ");
-        r.push_str(&accept_key(&self.key));
+        r.push_str("HTTP/1.1 101 Switching Protocols\r\n");
+        for (k, v) in self.accept_headers(a)? {
+            r.push_str(&k);
+            r.push_str(": ");
+            r.push_str(&v);
+            r.push_str("\r\n");
+        }
         r.push_str("\r\n");
+        Ok(r.into_bytes())
+    }
+
+    /// The headers of [`accept`](Self::accept)'s 101, in order (`Upgrade` and
+    /// `Connection` first), checked the same way: for a server that writes the status
+    /// line and headers itself (hyper, axum).
+    pub fn accept_headers(&self, a: &Accept) -> Result<Vec<(String, String)>, AcceptError> {
+        let mut h: Vec<(String, String)> = vec![
+            ("Upgrade".into(), "websocket".into()),
+            ("Connection".into(), "Upgrade".into()),
+            ("Sec-WebSocket-Accept".into(), accept_key(&self.key)),
+        ];
         if let Some(p) = &a.protocol {
             let Some(sent) = self.protocols.iter().find(|q| q.eq_ignore_ascii_case(p)) else {
                 return Err(AcceptError::ProtocolNotRequested(p.clone()));
             };
-            r.push_str("Sec-WebSocket-Protocol: ");
-            r.push_str(sent);
-            r.push_str("\r\n");
+            h.push(("Sec-WebSocket-Protocol".into(), sent.clone()));
         }
         if let Some(o) = &a.origin {
             if !is_safe_value(o) {
                 return Err(AcceptError::InvalidOrigin);
             }
-            r.push_str(if self.version == 8 { "Sec-WebSocket-Origin: " } else { "Origin: " });
-            r.push_str(o);
-            r.push_str("\r\n");
+            let name = if self.version == 8 { "Sec-WebSocket-Origin" } else { "Origin" };
+            h.push((name.into(), o.clone()));
         }
         for c in &a.cookies {
-            r.push_str("Set-Cookie: ");
-            r.push_str(&c.to_header()?);
-            r.push_str("\r\n");
+            h.push(("Set-Cookie".into(), c.to_header()?));
         }
         if let Some((_, value)) = &a.deflate {
-            r.push_str("Sec-WebSocket-Extensions: ");
-            r.push_str(value);
-            r.push_str("\r\n");
+            h.push(("Sec-WebSocket-Extensions".into(), value.clone()));
         }
         for (k, v) in &a.extra_headers {
             if !is_token(k) || !is_safe_value(v) {
                 return Err(AcceptError::InvalidHeader(k.clone()));
             }
-            r.push_str(k);
-            r.push_str(": ");
-            r.push_str(v);
-            r.push_str("\r\n");
+            h.push((k.clone(), v.clone()));
         }
-        r.push_str("\r\n");
-        Ok(r.into_bytes())
+        Ok(h)
     }
 
     /// permessage-deflate for this request under `cfg`: the parameters of the first offer

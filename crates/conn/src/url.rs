@@ -72,7 +72,7 @@ impl WsUrl {
     /// Parses a `ws://` or `wss://` URL; any other scheme is refused with a clear error.
     ///
     /// ```
-    /// use ringwire_client::{Host, WsUrl};
+    /// use ringwire_conn::url::{Host, WsUrl};
     /// let u = WsUrl::parse("ws://[::1]:9001/chat?room=1").unwrap();
     /// assert_eq!(u.host, Host::Ip("::1".parse().unwrap()));
     /// assert_eq!((u.port, u.resource.as_str()), (9001, "/chat?room=1"));
