@@ -7,9 +7,11 @@
 //! pongs, keepalive pings, `max_buffered`, reading stopped while the output is backed up).
 //!
 //! - Server side: [`accept`] reads and answers the upgrade request on a stream (a
-//!   `TcpStream` from a tokio listener), or [`WebSocketStream::from_raw_socket`] takes a
-//!   stream a framework (axum, hyper) has already upgraded.
-//! - Client side: [`connect`] (`ws://` over a `TcpStream`).
+//!   `TcpStream` from a tokio listener); inside hyper or axum, [`http::Upgrade`] checks
+//!   the request the framework parsed, gives the 101 to return, and drives the upgraded
+//!   stream (examples `axum_echo` and `hyper_echo`).
+//! - Client side: [`connect`] (`ws://`, and `wss://` with tokio-rustls), or
+//!   [`client_async`] on a stream of your own.
 //!
 //! Split halves (`futures_util::StreamExt::split`) keep the automatic pong working: every
 //! poll of either half writes what the connection has queued, pongs included.
@@ -36,17 +38,29 @@
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
-use ringwire_conn::handshake::{self, Accept, ClientRequest, HandshakeError, HandshakeLimits, Request, Response};
-use ringwire_conn::{CloseCode, ConnInfo, Event, SendError, State};
+use ringwire_conn::handshake::{Accept, AcceptError, ClientHandshakeError, HandshakeError, Request};
+use ringwire_conn::{ConnInfo, Event, SendError, State};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-pub use ringwire_conn::handshake::accept_key;
-pub use ringwire_conn::{Config, ConnError, Connection, Message, Payload, Role, Utf8Bytes};
+mod handshake;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "tls")]
+mod tls;
+
+#[cfg(feature = "tls")]
+pub use handshake::connect_tls;
+pub use handshake::{MaybeTlsStream, accept, accept_with, client_async, connect, connect_with};
+pub use ringwire_conn::handshake::{Response, accept_key};
+pub use ringwire_conn::url::{UrlError, WsUrl};
+pub use ringwire_conn::{CloseCode, Config, ConnError, Connection, Message, Payload, Role, Utf8Bytes};
+#[cfg(feature = "tls")]
+pub use rustls;
 
 /// How long [`accept`] and [`connect`] wait for the other side's handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,18 +82,39 @@ pub enum Error {
     /// A send was refused: the connection is not open, or over `max_buffered`.
     #[error("send: {0}")]
     Send(#[from] SendError),
-    /// The upgrade request was refused (it was answered with the error's status).
+    /// The upgrade request was invalid (it was answered with the error's status).
     #[error("upgrade refused: {0}")]
     Handshake(#[from] HandshakeError),
+    /// `accept_with`'s decision refused the upgrade (answered with this status and reason).
+    #[error("upgrade refused with {0}: {1}")]
+    Refused(u16, String),
+    /// `accept_with`'s answer was invalid (a subprotocol the client did not ask for, a
+    /// bad cookie or header): answered with 500.
+    #[error("cannot accept: {0}")]
+    Accept(#[from] AcceptError),
     /// The server's answer to our upgrade request was not a valid 101.
     #[error("handshake: {0}")]
-    ClientHandshake(#[from] handshake::ClientHandshakeError),
+    ClientHandshake(#[from] ClientHandshakeError),
     /// The other side took longer than [`HANDSHAKE_TIMEOUT`].
     #[error("handshake timed out after {0:?}")]
     HandshakeTimeout(Duration),
     /// A URL [`connect`] cannot use.
-    #[error("url {0:?}: {1}")]
-    Url(String, &'static str),
+    #[error("url: {0}")]
+    Url(#[from] UrlError),
+    /// The TLS handshake failed (the certificate, the name, no shared version), or no
+    /// trusted roots could be loaded.
+    #[error("tls: {0}")]
+    Tls(io::Error),
+    /// A `wss://` URL, and the crate was built without its `tls` feature.
+    #[error("wss:// needs ringwire-tokio's `tls` feature")]
+    TlsUnavailable,
+}
+
+/// The [`ConnInfo`] of a server connection accepted from `request` with `accept`.
+pub(crate) fn server_info(request: &Request, accept: &Accept, peer: Option<std::net::IpAddr>) -> ConnInfo {
+    let mut info = request.conn_info(accept.protocol.as_deref(), peer, &[]);
+    info.deflate = accept.deflate.as_ref().map(|(params, _)| *params);
+    info
 }
 
 /// A WebSocket connection over `S` (see the [crate docs](crate)).
@@ -345,149 +380,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         while ready!(this.poll_progress(cx)).is_some() {}
         Poll::Ready(Ok(()))
     }
-}
-
-/// Reads an HTTP head (up to the blank line) into `buf`, at most `limit` bytes; the bytes
-/// read past it stay in `buf` after the head.
-async fn read_head<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, limit: usize) -> io::Result<bool> {
-    let mut chunk = [0u8; 2048];
-    loop {
-        if memchr_head(buf) {
-            return Ok(true);
-        }
-        if buf.len() > limit {
-            return Ok(false);
-        }
-        let n = io.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Whether `buf` holds a whole head.
-fn memchr_head(buf: &[u8]) -> bool {
-    buf.windows(4).any(|w| w == b"\r\n\r\n")
-}
-
-/// Accepts a WebSocket upgrade on `io` (a `TcpStream` from a tokio listener, or any
-/// stream): reads the request (at most 8 KiB of head, within [`HANDSHAKE_TIMEOUT`]),
-/// answers 101 (with the permessage-deflate the config allows and the client offers) or
-/// the error's status, and returns the open connection.
-pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S, config: Config) -> Result<WebSocketStream<S>, Error> {
-    accept_with(io, config, |_| Ok(Accept::default())).await
-}
-
-/// [`accept`], with `decide` looking at the request first: `Ok(accept)` answers 101 with
-/// its choices (subprotocol, headers, cookies), `Err((status, reason))` refuses.
-pub async fn accept_with<S, F>(mut io: S, config: Config, decide: F) -> Result<WebSocketStream<S>, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(&Request) -> Result<Accept, (u16, String)>,
-{
-    let limits = HandshakeLimits::default();
-    let mut buf = Vec::new();
-    let complete = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_head(&mut io, &mut buf, limits.max_head_bytes))
-        .await
-        .map_err(|_| Error::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
-    let parsed = if complete {
-        handshake::parse_request(&buf, &limits)
-    } else {
-        Err(HandshakeError::HeadTooLarge(limits.max_head_bytes))
-    };
-    let (request, used) = match parsed {
-        Ok(Some(r)) => r,
-        Ok(None) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
-        Err(e) => {
-            let _ = io.write_all(&e.response()).await;
-            let _ = io.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let mut accept = match decide(&request) {
-        Ok(a) => a,
-        Err((status, reason)) => {
-            let _ = io.write_all(&handshake::reject_response(status, Some(&reason), &[])).await;
-            let _ = io.shutdown().await;
-            return Err(Error::Handshake(HandshakeError::Malformed(format!("refused with {status}: {reason}"))));
-        }
-    };
-    if let Some(deflate) = config.deflate.as_ref().filter(|_| config.assemble_fragments) {
-        accept.deflate = request.negotiate_deflate(deflate);
-    }
-    let response = match request.accept(&accept) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = io.write_all(&handshake::reject_response(500, Some(&e.to_string()), &[])).await;
-            return Err(Error::Handshake(HandshakeError::Malformed(e.to_string())));
-        }
-    };
-    io.write_all(&response).await?;
-    let mut info = request.conn_info(accept.protocol.as_deref(), None, &[]);
-    info.deflate = accept.deflate.map(|(params, _)| params);
-    Ok(WebSocketStream::from_partially_read(io, Role::Server, config, info, &buf[used..]))
-}
-
-/// Connects to a `ws://host[:port][/path]` URL over TCP with the client defaults.
-pub async fn connect(url: &str) -> Result<(WebSocketStream<tokio::net::TcpStream>, Response), Error> {
-    connect_with(url, Config::client()).await
-}
-
-/// [`connect`] with `config` (its deflate settings are offered).
-pub async fn connect_with(
-    url: &str,
-    config: Config,
-) -> Result<(WebSocketStream<tokio::net::TcpStream>, Response), Error> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| Error::Url(url.into(), "only ws:// is supported here"))?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            (h, p.parse().map_err(|_| Error::Url(url.into(), "bad port"))?)
-        }
-        _ => (authority, 80),
-    };
-    if host.is_empty() {
-        return Err(Error::Url(url.into(), "no host"));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let io = tokio::net::TcpStream::connect((host, port)).await?;
-    io.set_nodelay(config.disable_nagle_algorithm)?;
-    let peer = io.peer_addr().ok().map(|a| a.ip().to_string());
-    let mut request = ClientRequest::new(host, port, path, &[], None, &[], 13, ringwire_conn::random_key())?;
-    if let Some(deflate) = config.deflate.clone() {
-        request = request.with_deflate(deflate);
-    }
-    client_handshake(io, request, config, peer).await
-}
-
-/// Sends `request` on `io` and reads the server's answer.
-async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
-    request: ClientRequest,
-    config: Config,
-    peer: Option<String>,
-) -> Result<(WebSocketStream<S>, Response), Error> {
-    io.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    let read = async {
-        loop {
-            if let Some(done) = request.verify_response(&buf)? {
-                return Ok::<_, Error>(done);
-            }
-            let n = io.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    let (response, used) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
-        .await
-        .map_err(|_| Error::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
-    let info = request.conn_info(&response, peer);
-    let ws = WebSocketStream::from_partially_read(io, Role::Client, config, info, &buf[used..]);
-    Ok((ws, response))
 }

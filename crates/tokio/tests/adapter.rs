@@ -6,12 +6,9 @@ use ringwire_tokio::{Config, Error, Message, accept, connect};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as TMessage;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TCloseCode;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
+mod common;
+use common::rt;
 
 /// A listener whose connections are served by `serve` (one task each).
 async fn server<F, Fut>(serve: F) -> std::net::SocketAddr
@@ -42,20 +39,7 @@ async fn echo(s: TcpStream) {
 fn a_tungstenite_client_gets_echoes_pongs_and_a_clean_close() {
     rt().block_on(async {
         let addr = server(echo).await;
-        let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
-        c.send(TMessage::Text("hello".into())).await.unwrap();
-        assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Text("hello".into()));
-        let big: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
-        c.send(TMessage::Binary(big.clone().into())).await.unwrap();
-        assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Binary(big.into()));
-        c.send(TMessage::Ping(b"p".to_vec().into())).await.unwrap();
-        assert_eq!(c.next().await.unwrap().unwrap(), TMessage::Pong(b"p".to_vec().into()));
-        c.send(TMessage::Close(Some(CloseFrame { code: TCloseCode::Away, reason: "bye".into() }))).await.unwrap();
-        match c.next().await.unwrap().unwrap() {
-            TMessage::Close(Some(f)) => assert_eq!(f.code, TCloseCode::Away),
-            other => panic!("{other:?}"),
-        }
-        assert!(c.next().await.is_none(), "the server closes the TCP connection after the handshake");
+        common::echo_round(addr).await;
 
         // A frame over max_received_frame_size (64 KiB): the echo loop stops at the error,
         // and the client still gets the 1009 close frame before the socket goes.
