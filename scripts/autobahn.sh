@@ -9,6 +9,10 @@
 # RINGWIRE_TLS=1 (server mode) runs the server over TLS (wss://) with a test CA and leaf made
 # now (testkit's test-pki), kosoku reaching it through scripts/tls_tunnel.py (kosoku 0.1 has
 # no wss://: the tunnel is a plain-to-TLS client with Python's ssl, trusting that CA only).
+# `scripts/autobahn.sh tokio-server` and `tokio-client` run the same suites against the tokio
+# adapter (ringwire-tokio): the server through its `axum_echo` example (an axum route that
+# upgrades), the client through its `autobahn_tokio_client` example; their expected verdicts are
+# autobahn/expected-tokio-<server|client>.json (with deflate; RINGWIRE_DEFLATE=off as above).
 # Extra arguments go to kosoku (e.g. `-i 9.*`); WRITE=1 rewrites the expected file.
 set -euo pipefail
 mode=${1:-server}; shift || true
@@ -57,19 +61,33 @@ server)
     wait_port
     timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || rc=$?
     ;;
-client)
-    cargo build --release --quiet -p ringwire-client --example autobahn_client
+tokio-server)
+    cargo build --release --quiet -p ringwire-tokio --example axum_echo
+    [ "$deflate" = off ] || deflate_flag=(--deflate)
+    "$bin/examples/axum_echo" "127.0.0.1:$port" --max-message-size 16777216 "${deflate_flag[@]}" >"$out/server.log" 2>&1 &
+    pids+=($!)
+    wait_port
+    timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || rc=$?
+    ;;
+client|tokio-client)
+    if [ "$mode" = client ]; then
+        cargo build --release --quiet -p ringwire-client --example autobahn_client
+        agent=$bin/examples/autobahn_client
+    else
+        cargo build --release --quiet -p ringwire-tokio --example autobahn_tokio_client
+        agent=$bin/examples/autobahn_tokio_client
+    fi
     timeout 1500 "$venv/bin/kosoku" -m fuzzingserver -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 &
     pids+=($!)
     wait_port
-    RINGWIRE_DEFLATE=$deflate timeout 1400 "$bin/examples/autobahn_client" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1 || {
+    RINGWIRE_DEFLATE=$deflate timeout 1400 "$agent" "ws://127.0.0.1:$port" >"$out/client.log" 2>&1 || {
         c=$?; [ "$c" != 124 ] || rc=124
         echo "autobahn: the client exited with $c; client log:" >&2; tail -20 "$out/client.log" >&2
         [ "$rc" = 124 ] || exit 1
     }
     [ "$rc" = 124 ] || wait "${pids[0]}" || rc=$?
     ;;
-*) echo "usage: $0 server|client [kosoku args]" >&2; exit 2 ;;
+*) echo "usage: $0 server|client|tokio-server|tokio-client [kosoku args]" >&2; exit 2 ;;
 esac
 # kosoku has no per-case timeout, and a case whose case timer cannot fire (its inflater spins
 # forever on a message ending in a final deflate block) holds the run until `timeout` ends it.

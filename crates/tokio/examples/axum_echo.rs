@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use ringwire_tokio::Config;
 use ringwire_tokio::http::{Upgrade, reject};
 use std::net::SocketAddr;
@@ -43,13 +44,18 @@ async fn main() {
         eprintln!("axum_echo: {e}");
         std::process::exit(2);
     });
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).fallback(ws).with_state(config);
+    let app = Router::new().route("/healthz", get(|| async { "ok" })).fallback(ws).with_state(config.clone());
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| {
         eprintln!("axum_echo: cannot listen on {addr}: {e}");
         std::process::exit(1);
     });
     println!("axum_echo on ws://{}", listener.local_addr().expect("a bound listener"));
-    // axum's listener sets TCP_NODELAY on each accepted connection.
+    // TCP_NODELAY on each accepted connection (axum leaves Nagle on: small echoes would
+    // wait for the peer's delayed ACK, 40 ms).
+    let nodelay = config.disable_nagle_algorithm;
+    let listener = listener.tap_io(move |tcp| {
+        let _ = tcp.set_nodelay(nodelay);
+    });
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("axum_echo: {e}");

@@ -19,10 +19,11 @@
 //!     tokio::spawn(async move {
 //!         let Ok(upgraded) = on_upgrade.await else { return };
 //!         let mut ws = upgrade.into_stream(hyper_util::rt::TokioIo::new(upgraded));
-//!         while let Some(Ok(message)) = ws.next().await {
-//!             if ws.send(message).await.is_err() {
-//!                 break;
-//!             }
+//!         // Polled to its end: after an error or the peer's close the stream finishes
+//!         // the closing handshake itself, then ends.
+//!         while let Some(message) = ws.next().await {
+//!             let Ok(message) = message else { continue };
+//!             let _ = ws.send(message).await; // refused once a close has begun
 //!         }
 //!     });
 //!     response

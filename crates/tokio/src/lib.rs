@@ -12,6 +12,8 @@
 //!   stream (examples `axum_echo` and `hyper_echo`).
 //! - Client side: [`connect`] (`ws://`, and `wss://` with tokio-rustls), or
 //!   [`client_async`] on a stream of your own.
+//! - TLS on the server side is the app's: `accept` (or `Upgrade::into_stream`) takes the
+//!   stream a `tokio_rustls::TlsAcceptor` returns like any other.
 //!
 //! Split halves (`futures_util::StreamExt::split`) keep the automatic pong working: every
 //! poll of either half writes what the connection has queued, pongs included.
@@ -22,12 +24,14 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
 //! loop {
 //!     let (socket, _) = listener.accept().await?;
+//!     socket.set_nodelay(true)?;
 //!     tokio::spawn(async move {
 //!         let Ok(mut ws) = ringwire_tokio::accept(socket, ringwire_tokio::Config::server()).await else { return };
-//!         while let Some(Ok(message)) = ws.next().await {
-//!             if ws.send(message).await.is_err() {
-//!                 break;
-//!             }
+//!         // Polled to its end: after an error or the peer's close the stream finishes
+//!         // the closing handshake itself, then ends.
+//!         while let Some(message) = ws.next().await {
+//!             let Ok(message) = message else { continue };
+//!             let _ = ws.send(message).await; // refused once a close has begun
 //!         }
 //!     });
 //! }
@@ -56,16 +60,18 @@ mod tls;
 #[cfg(feature = "tls")]
 pub use handshake::connect_tls;
 pub use handshake::{MaybeTlsStream, accept, accept_with, client_async, connect, connect_with};
+pub use ringwire_conn::deflate::DeflateConfig;
 pub use ringwire_conn::handshake::{Response, accept_key};
 pub use ringwire_conn::url::{UrlError, WsUrl};
-pub use ringwire_conn::{CloseCode, Config, ConnError, Connection, Message, Payload, Role, Utf8Bytes};
+pub use ringwire_conn::{CloseCode, Config, ConnError, Connection, Keepalive, Message, Payload, Role, Utf8Bytes};
 #[cfg(feature = "tls")]
 pub use rustls;
 
 /// How long [`accept`] and [`connect`] wait for the other side's handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes read from the socket at a time.
+/// Bytes read from the socket at a time, into a buffer on the stack: the connection copies
+/// what it keeps, so an idle connection holds no read buffer.
 const READ_SIZE: usize = 16 * 1024;
 
 /// What can go wrong.
@@ -121,10 +127,9 @@ pub(crate) fn server_info(request: &Request, accept: &Accept, peer: Option<std::
 pub struct WebSocketStream<S> {
     io: S,
     conn: Connection,
-    read_buf: Box<[u8]>,
     /// The chunk being written, and how much of it is written.
     writing: Option<(Bytes, usize)>,
-    /// The connection's next deadline, armed.
+    /// The timer for the connection's next deadline, and the deadline it is set to.
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// The socket gave EOF or an error: nothing more is read.
     eof: bool,
@@ -163,17 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if !read.is_empty() {
             conn.handle_read(read, now);
         }
-        Self {
-            io,
-            conn,
-            read_buf: vec![0; READ_SIZE].into_boxed_slice(),
-            writing: None,
-            timer: None,
-            eof: false,
-            shut: false,
-            failed: None,
-            closing: false,
-        }
+        Self { io, conn, writing: None, timer: None, eof: false, shut: false, failed: None, closing: false }
     }
 
     /// The connection: its state, subprotocol, buffered amount, close code and reason.
@@ -225,17 +220,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// `true`: it fired (there may be events).
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(at) = self.conn.poll_timeout() else {
-            self.timer = None;
+            // The Sleep stays for the next deadline; unpolled, it wakes no one.
             return false;
         };
-        if self.timer.as_ref().is_none_or(|(armed, _)| *armed != at) {
-            self.timer = Some((at, Box::pin(tokio::time::sleep_until(at.into()))));
+        // One Sleep per connection, moved when the deadline moves (every read moves the
+        // keepalive's): no allocation per message.
+        let (armed, sleep) = self.timer.get_or_insert_with(|| (at, Box::pin(tokio::time::sleep_until(at.into()))));
+        if *armed != at {
+            *armed = at;
+            sleep.as_mut().reset(at.into());
         }
-        let (_, sleep) = self.timer.as_mut().expect("armed above");
         if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
-        self.timer = None;
         self.conn.handle_timeout(Instant::now());
         true
     }
@@ -279,12 +276,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 continue;
             }
             if !self.eof && self.conn.wants_read() {
-                let mut buf = ReadBuf::new(&mut self.read_buf);
+                let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); READ_SIZE];
+                let mut buf = ReadBuf::uninit(&mut storage);
                 match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                     Poll::Ready(Ok(())) if buf.filled().is_empty() => self.socket_gone(None),
                     Poll::Ready(Ok(())) => {
-                        let n = buf.filled().len();
-                        self.conn.handle_read(&self.read_buf[..n], Instant::now());
+                        self.conn.handle_read(buf.filled(), Instant::now());
                     }
                     Poll::Ready(Err(e)) => self.socket_gone(Some(e)),
                     Poll::Pending => return Poll::Pending,

@@ -193,3 +193,88 @@ fn a_bad_request_is_answered_and_is_an_error() {
         assert!(matches!(rx.await.unwrap(), Err(Error::Handshake(_))));
     });
 }
+
+/// A server whose connections run `config`, reporting what each stream yielded (errors as
+/// text) and how long it lasted.
+async fn reporting_server(
+    config: Config,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, Duration)>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = server(move |s| {
+        let (tx, config) = (tx.clone(), config.clone());
+        async move {
+            let mut ws = accept(s, config).await.unwrap();
+            let start = std::time::Instant::now();
+            let mut seen = Vec::new();
+            while let Some(item) = ws.next().await {
+                seen.push(item.map_or_else(|e| e.to_string(), |m| format!("{m:?}")));
+            }
+            let _ = tx.send((seen, start.elapsed()));
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+#[test]
+fn a_silent_peer_gets_a_keepalive_ping_and_is_dropped_after_the_grace_period() {
+    rt().block_on(async {
+        let mut config = Config::server();
+        config.keepalive = Some(ringwire_tokio::Keepalive::new(Duration::from_millis(150), Duration::from_millis(150)));
+        let (addr, mut reports) = reporting_server(config).await;
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut c = ringwire_testkit::RawClient::connect(addr);
+            let ping = c.recv();
+            // no pong: after the grace period the socket goes, without a close frame (1006)
+            (ping, c.at_eof())
+        });
+        let ((opcode, _), eof) = raw.await.unwrap();
+        assert_eq!(opcode, 0x9, "a ping");
+        assert!(eof);
+        let (seen, took) = reports.recv().await.unwrap();
+        assert_eq!(seen, ["peer not responding to keepalive ping"]);
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    });
+}
+
+#[test]
+fn a_close_the_peer_never_answers_ends_the_stream_at_close_timeout() {
+    rt().block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+        let addr = server(move |s| {
+            let tx = tx.clone();
+            async move {
+                let mut config = Config::server();
+                config.close_timeout = Duration::from_millis(200);
+                let mut ws = accept(s, config).await.unwrap();
+                let first = ws.next().await.unwrap().unwrap();
+                let start = std::time::Instant::now();
+                ws.start_close(ringwire_tokio::CloseCode(4000), Some("done")).unwrap();
+                let mut rest = Vec::new();
+                while let Some(item) = ws.next().await {
+                    rest.push(item.map_or_else(|e| e.to_string(), |m| format!("{m:?}")));
+                }
+                let code = ws.connection().close_reason_code().map(|c| c.0);
+                let _ = tx.lock().unwrap().take().unwrap().send((first, rest, code, start.elapsed()));
+            }
+        })
+        .await;
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut c = ringwire_testkit::RawClient::connect(addr);
+            c.send(0x1, b"go");
+            // read the 4000 close and never answer it
+            let close = c.read_close();
+            (close, c.at_eof())
+        });
+        let (close, eof) = raw.await.unwrap();
+        assert_eq!(close, (4000, "done".into()));
+        assert!(eof);
+        let (first, rest, code, took) = rx.await.unwrap();
+        assert_eq!(first, Message::Text("go".into()));
+        // As in Node: no error, the stream ends, and the close code is the one we sent.
+        assert!(rest.is_empty(), "{rest:?}");
+        assert_eq!(code, Some(4000));
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(3), "{took:?}");
+    });
+}

@@ -28,11 +28,13 @@ pub(crate) fn args() -> Result<(SocketAddr, Config), String> {
     Ok((addr, config))
 }
 
-/// Sends back every message until the peer closes (pings are answered on the way).
+/// Sends back every message until the connection is closed (pings are answered on the
+/// way). The stream is polled to its end: after an error or the peer's close it finishes
+/// the closing handshake by itself, so neither ends the loop early.
 pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
-    while let Some(Ok(message)) = ws.next().await {
-        if ws.send(message).await.is_err() {
-            return;
-        }
+    while let Some(message) = ws.next().await {
+        let Ok(message) = message else { continue };
+        // Refused once a close has begun; next() carries the close on.
+        let _ = ws.send(message).await;
     }
 }
