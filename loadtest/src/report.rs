@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerKind {
-    /// The server under test.
+    /// A server under test: the native ringwire, or its tokio adapter (ringwire-tokio).
     Ringwire,
     /// A peer server: the "best peer" is chosen among these.
     Peer,

@@ -281,6 +281,20 @@ fn servers(repo: &Path, bin: &Path) -> Vec<Server> {
             available: exists(&bin.join("peer-fastwebsockets")),
         },
         Server {
+            name: "ringwire-tokio".into(),
+            base: "ringwire-tokio",
+            deflate: None,
+            // ours: compared with the best peer, never one of them
+            kind: ServerKind::Ringwire,
+            program: bin.join("peer-ringwire-tokio"),
+            args: s(&["--addr", "127.0.0.1:{port}"]),
+            env: vec![],
+            tls_args: None,
+            broadcast: false,
+            topic_mode: None,
+            available: exists(&bin.join("peer-ringwire-tokio")),
+        },
+        Server {
             name: "tokio-tungstenite".into(),
             base: "tokio-tungstenite",
             deflate: None,
