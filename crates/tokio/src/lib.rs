@@ -16,7 +16,9 @@
 //!   stream a `tokio_rustls::TlsAcceptor` returns like any other.
 //!
 //! Split halves (`futures_util::StreamExt::split`) keep the automatic pong working: every
-//! poll of either half writes what the connection has queued, pongs included.
+//! poll of either half writes what the connection has queued, pongs included. Where the
+//! stream yields messages, [`WebSocketStream::next_event`] yields every event (frames
+//! with `assemble_fragments` off, pings, pongs, drain, the close).
 //!
 //! ```no_run
 //! use futures_util::{SinkExt, StreamExt};
@@ -43,8 +45,9 @@
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use ringwire_conn::handshake::{Accept, AcceptError, ClientHandshakeError, HandshakeError, Request};
-use ringwire_conn::{ConnInfo, Event, SendError, State};
-use std::io;
+use ringwire_conn::{ConnInfo, SendError, State};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -63,7 +66,9 @@ pub use handshake::{MaybeTlsStream, accept, accept_with, client_async, connect, 
 pub use ringwire_conn::deflate::DeflateConfig;
 pub use ringwire_conn::handshake::{Response, accept_key};
 pub use ringwire_conn::url::{UrlError, WsUrl};
-pub use ringwire_conn::{CloseCode, Config, ConnError, Connection, Keepalive, Message, Payload, Role, Utf8Bytes};
+pub use ringwire_conn::{
+    CloseCode, Config, ConnError, Connection, Event, Frame, Keepalive, Message, OpCode, Payload, Role, Utf8Bytes,
+};
 #[cfg(feature = "tls")]
 pub use rustls;
 
@@ -71,8 +76,12 @@ pub use rustls;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read from the socket at a time, into a buffer on the stack: the connection copies
-/// what it keeps, so an idle connection holds no read buffer.
-const READ_SIZE: usize = 16 * 1024;
+/// what it keeps, so an idle connection holds no read buffer. 64 KiB: a 16 KiB message
+/// and its header come in one read, and a burst of small ones too.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Chunks written by one `writev` at most.
+const MAX_IOV: usize = 16;
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +136,11 @@ pub(crate) fn server_info(request: &Request, accept: &Accept, peer: Option<std::
 pub struct WebSocketStream<S> {
     io: S,
     conn: Connection,
-    /// The chunk being written, and how much of it is written.
-    writing: Option<(Bytes, usize)>,
+    /// Chunks taken from the connection and not yet written (at most [`MAX_IOV`]), and
+    /// how much of the first is written: written together, one `writev` for a frame's
+    /// header and payload and for every frame queued since the last write.
+    writing: VecDeque<Bytes>,
+    written: usize,
     /// The timer for the connection's next deadline, and the deadline it is set to.
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// The socket gave EOF or an error: nothing more is read.
@@ -168,7 +180,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if !read.is_empty() {
             conn.handle_read(read, now);
         }
-        Self { io, conn, writing: None, timer: None, eof: false, shut: false, failed: None, closing: false }
+        Self {
+            io,
+            conn,
+            writing: VecDeque::new(),
+            written: 0,
+            timer: None,
+            eof: false,
+            shut: false,
+            failed: None,
+            closing: false,
+        }
     }
 
     /// The connection: its state, subprotocol, buffered amount, close code and reason.
@@ -179,6 +201,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// The socket under the connection.
     pub fn get_ref(&self) -> &S {
         &self.io
+    }
+
+    /// The next event of any kind, where the `Stream` gives only messages and errors: the
+    /// spec's whole event surface (frames when `assemble_fragments` is off, pings, pongs,
+    /// drain, pause and resume, the close with its code and reason, errors, send tokens).
+    /// Writes what is queued and reads on the way, as the stream does; `None` once the
+    /// connection is finished and the socket shut down. A socket error shows as the close
+    /// (1006) that follows it.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_progress(cx)
+    }
+
+    /// [`poll_event`](Self::poll_event) as a future.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// Queues a ping (at most 125 bytes), written at the next poll or flush.
@@ -196,20 +233,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Writes what the connection has queued. `Ready(Ok)` once all of it is with the socket.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.writing.is_none() {
-                match self.conn.poll_transmit() {
-                    Some(chunk) => self.writing = Some((chunk, 0)),
-                    None => break,
-                }
+            while self.writing.len() < MAX_IOV {
+                let Some(chunk) = self.conn.poll_transmit() else { break };
+                self.writing.push_back(chunk);
             }
-            let Some((chunk, done)) = self.writing.as_mut() else { break };
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &chunk[*done..]))?;
+            if self.writing.is_empty() {
+                break;
+            }
+            let first = &self.writing[0][self.written..];
+            let n = if self.writing.len() == 1 {
+                // one chunk (a small frame is one): no slices to build
+                ready!(Pin::new(&mut self.io).poll_write(cx, first))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                for (slice, chunk) in slices.iter_mut().zip(&self.writing).skip(1) {
+                    *slice = IoSlice::new(chunk);
+                }
+                slices[0] = IoSlice::new(first);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..self.writing.len()]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            *done += n;
-            if *done == chunk.len() {
-                self.writing = None;
+            let mut left = n;
+            while left > 0 {
+                let rest = self.writing[0].len() - self.written;
+                if left < rest {
+                    self.written += left;
+                    break;
+                }
+                left -= rest;
+                self.written = 0;
+                self.writing.pop_front();
             }
             self.conn.handle_written(n, Instant::now());
         }
@@ -258,13 +313,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             match self.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => {
-                    self.writing = None;
+                    self.writing.clear();
+                    self.written = 0;
                     self.socket_gone(Some(e));
                     continue;
                 }
                 Poll::Pending => {}
             }
-            if self.conn.is_finished() && (self.writing.is_none() || self.eof) {
+            if self.conn.is_finished() && (self.writing.is_empty() || self.eof) {
+                // The write that finished the connection may have queued its last events
+                // (the close): they come before the end.
+                if let Some(event) = self.conn.poll_event() {
+                    return Poll::Ready(Some(event));
+                }
                 if !self.shut {
                     // Errors here change nothing: the connection is over either way.
                     let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
