@@ -30,6 +30,11 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 out=$root/target/autobahn/$mode
 rm -rf "$out"; mkdir -p "$out"
 rc=0
+# Every binary the gates run, built by one command: the same package selection each time, so
+# cargo unifies the same features and a later gate in the same CI run rebuilds nothing (a
+# build per gate, each with its own selection, rebuilt shared dependencies and re-linked).
+cargo build --release --quiet -p ringwire --bin ringwire -p ringwire-testkit --bin test-pki \
+    -p ringwire-client --example autobahn_client -p ringwire-tokio --example axum_echo --example autobahn_tokio_client
 tls_flag=()
 deflate=${RINGWIRE_DEFLATE:-shared}
 case "$deflate" in
@@ -40,10 +45,8 @@ esac
 
 case "$mode" in
 server)
-    cargo build --release --quiet -p ringwire --bin ringwire
     server_port=$port
     if [ "${RINGWIRE_TLS:-0}" = 1 ]; then
-        cargo build --release --quiet -p ringwire-testkit --bin test-pki
         "$bin/test-pki" "$out/pki" >/dev/null
         tls_flag=(--tls-cert "$out/pki/server.crt" --tls-key "$out/pki/server.key")
         server_port=$((port + 1))
@@ -62,7 +65,6 @@ server)
     timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || rc=$?
     ;;
 tokio-server)
-    cargo build --release --quiet -p ringwire-tokio --example axum_echo
     [ "$deflate" = off ] || deflate_flag=(--deflate)
     "$bin/examples/axum_echo" "127.0.0.1:$port" --max-message-size 16777216 "${deflate_flag[@]}" >"$out/server.log" 2>&1 &
     pids+=($!)
@@ -70,13 +72,8 @@ tokio-server)
     timeout 1500 "$venv/bin/kosoku" -p 4 -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 || rc=$?
     ;;
 client|tokio-client)
-    if [ "$mode" = client ]; then
-        cargo build --release --quiet -p ringwire-client --example autobahn_client
-        agent=$bin/examples/autobahn_client
-    else
-        cargo build --release --quiet -p ringwire-tokio --example autobahn_tokio_client
-        agent=$bin/examples/autobahn_tokio_client
-    fi
+    agent=$bin/examples/autobahn_client
+    [ "$mode" = client ] || agent=$bin/examples/autobahn_tokio_client
     timeout 1500 "$venv/bin/kosoku" -m fuzzingserver -o "$out" "$@" "127.0.0.1:$port" >"$out/kosoku.log" 2>&1 &
     pids+=($!)
     wait_port
