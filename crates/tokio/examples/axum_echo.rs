@@ -50,11 +50,11 @@ async fn main() {
         std::process::exit(1);
     });
     println!("axum_echo on ws://{}", listener.local_addr().expect("a bound listener"));
-    // TCP_NODELAY on each accepted connection (axum leaves Nagle on: small echoes would
-    // wait for the peer's delayed ACK, 40 ms).
-    let nodelay = config.disable_nagle_algorithm;
+    // TCP_NODELAY (and the native keepalive if configured) on each accepted connection:
+    // axum leaves Nagle on, and small echoes would wait for the peer's delayed ACK (40 ms).
+    let options = config.clone();
     let listener = listener.tap_io(move |tcp| {
-        let _ = tcp.set_nodelay(nodelay);
+        let _ = ringwire_tokio::apply_socket_options(tcp, &options);
     });
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).await {

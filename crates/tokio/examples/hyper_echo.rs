@@ -60,7 +60,7 @@ async fn main() {
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(config.disable_nagle_algorithm);
+        let _ = ringwire_tokio::apply_socket_options(&tcp, &config);
         let config = config.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| ws(req, config.clone(), peer));

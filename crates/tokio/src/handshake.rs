@@ -44,8 +44,9 @@ async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, response: &[u8]) {
 /// answers 101 (with the permessage-deflate the config allows and the client offers) or
 /// the error's status, and returns the open connection.
 ///
-/// `io` is used as it is: for a `TcpStream`, set `TCP_NODELAY` first
-/// (`stream.set_nodelay(config.disable_nagle_algorithm)`), as the native server does.
+/// `io` is used as it is: for a `TcpStream`, call [`apply_socket_options`] first
+/// (`TCP_NODELAY`, and `SO_KEEPALIVE` with `use_native_keepalive`), as the native server
+/// does for its sockets.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S, config: Config) -> Result<WebSocketStream<S>, Error> {
     accept_with(io, config, |_| Ok(Accept::default())).await
 }
@@ -242,8 +243,24 @@ async fn tcp_connect(url: &WsUrl, config: &Config) -> Result<TcpStream, Error> {
     let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
         .await
         .map_err(|_| Error::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
-    tcp.set_nodelay(config.disable_nagle_algorithm)?;
+    apply_socket_options(&tcp, config)?;
     Ok(tcp)
+}
+
+/// The config's socket options on a TCP socket, as the native server and client apply them:
+/// `TCP_NODELAY` as `disable_nagle_algorithm` says, and with `use_native_keepalive` and a
+/// `keepalive`, `SO_KEEPALIVE` with `TCP_KEEPIDLE` at its interval (whole seconds, 1 to
+/// 32,767) instead of the connection's ping timer. [`connect`] applies them itself.
+pub fn apply_socket_options(tcp: &TcpStream, config: &Config) -> io::Result<()> {
+    tcp.set_nodelay(config.disable_nagle_algorithm)?;
+    if config.use_native_keepalive
+        && let Some(k) = config.keepalive
+    {
+        let secs = k.interval.as_secs() + u64::from(k.interval.subsec_nanos() > 0);
+        let idle = std::time::Duration::from_secs(secs.clamp(1, 32_767));
+        socket2::SockRef::from(tcp).set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
 }
 
 /// The client's upgrade on a stream you connected yourself (through a proxy, over a

@@ -26,7 +26,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
 //! loop {
 //!     let (socket, _) = listener.accept().await?;
-//!     socket.set_nodelay(true)?;
+//!     ringwire_tokio::apply_socket_options(&socket, &ringwire_tokio::Config::server())?;
 //!     tokio::spawn(async move {
 //!         let Ok(mut ws) = ringwire_tokio::accept(socket, ringwire_tokio::Config::server()).await else { return };
 //!         // Polled to its end: after an error or the peer's close the stream finishes
@@ -62,7 +62,7 @@ mod tls;
 
 #[cfg(feature = "tls")]
 pub use handshake::connect_tls;
-pub use handshake::{MaybeTlsStream, accept, accept_with, client_async, connect, connect_with};
+pub use handshake::{MaybeTlsStream, accept, accept_with, apply_socket_options, client_async, connect, connect_with};
 pub use ringwire_conn::deflate::DeflateConfig;
 pub use ringwire_conn::handshake::{Response, accept_key};
 pub use ringwire_conn::url::{UrlError, WsUrl};

@@ -291,3 +291,21 @@ fn next_event_gives_frames_without_assembly_and_the_pings_and_the_close() {
         );
     });
 }
+
+#[test]
+fn connect_applies_nodelay_and_the_native_keepalive() {
+    rt().block_on(async {
+        let addr = server(echo).await;
+        let mut config = Config::client();
+        config.keepalive = Some(ringwire_tokio::Keepalive::new(Duration::from_millis(2500), Duration::from_secs(5)));
+        config.use_native_keepalive = true;
+        let (ws, _) = ringwire_tokio::connect_with(&format!("ws://{addr}/"), config).await.unwrap();
+        let local = ws.get_ref().tcp().local_addr().ok();
+        let options = ringwire_testkit::socket_options(addr, local).expect("the client's socket");
+        assert!(options.nodelay && options.keepalive, "{options:?}");
+        // 2.5 s rounds up to whole seconds
+        assert_eq!(options.keepalive_idle, Duration::from_secs(3));
+        // and the connection runs no ping timer of its own
+        assert_eq!(ws.connection().poll_timeout(), None);
+    });
+}
