@@ -10,19 +10,20 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Reads an HTTP head (up to the blank line) into `buf`, at most `limit` bytes; the bytes
-/// read past it stay in `buf` after the head. `false`: over the limit.
-async fn read_head<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, limit: usize) -> io::Result<bool> {
+/// Reads until `buf` holds a whole upgrade request (httparse decides, as the native server
+/// does): the request and the head's length, or why it is refused (a head over the limit
+/// included). The bytes read past the head stay in `buf`.
+async fn read_request<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    limits: &HandshakeLimits,
+) -> Result<Result<(Request, usize), HandshakeError>, io::Error> {
     let mut chunk = [0u8; 2048];
-    let mut searched = 0usize;
     loop {
-        // Only the new bytes (and the 3 before them) can complete the blank line.
-        if memchr::memmem::find(&buf[searched.saturating_sub(3)..], b"\r\n\r\n").is_some() {
-            return Ok(true);
-        }
-        searched = buf.len();
-        if buf.len() > limit {
-            return Ok(false);
+        match handshake::parse_request(buf, limits) {
+            Ok(Some(done)) => return Ok(Ok(done)),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
         }
         let n = io.read(&mut chunk).await?;
         if n == 0 {
@@ -31,6 +32,9 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, limit: u
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// The most body of a refusal the client reads before giving up on the answer.
+const MAX_REFUSAL_BODY: usize = 64 << 10;
 
 /// Writes a refusal and shuts the stream down; errors change nothing (the caller reports
 /// the refusal).
@@ -59,19 +63,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> Result<Accept, (u16, String)>,
 {
+    let config_ok = config.deflate.as_ref().map_or(Ok(()), |d| d.validate());
+    config_ok.map_err(|e| Error::InvalidConfig(e.to_string()))?;
     let limits = HandshakeLimits::default();
     let mut buf = Vec::new();
-    let complete = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_head(&mut io, &mut buf, limits.max_head_bytes))
+    let parsed = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_request(&mut io, &mut buf, &limits))
         .await
         .map_err(|_| Error::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
-    let parsed = if complete {
-        handshake::parse_request(&buf, &limits)
-    } else {
-        Err(HandshakeError::HeadTooLarge(limits.max_head_bytes))
-    };
     let (request, used) = match parsed {
-        Ok(Some(r)) => r,
-        Ok(None) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
+        Ok(r) => r,
         Err(e) => {
             refuse(&mut io, &e.response()).await;
             return Err(e.into());
@@ -305,6 +305,12 @@ async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         loop {
             if let Some((response, used)) = request.verify_response(&buf)? {
                 return Ok::<_, Error>((response, buf.split_off(used)));
+            }
+            // A refusal's body is read only so far: the head limit and 64 KiB more.
+            if buf.len() > HandshakeLimits::default().max_head_bytes + MAX_REFUSAL_BODY {
+                return Err(Error::ClientHandshake(handshake::ClientHandshakeError::Malformed(
+                    "response larger than the head limit and 64 KiB of body".into(),
+                )));
             }
             let n = io.read(&mut chunk).await?;
             if n == 0 {

@@ -49,7 +49,7 @@ use ringwire_conn::{ConnInfo, SendError, State};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -120,6 +120,9 @@ pub enum Error {
     /// trusted roots could be loaded.
     #[error("tls: {0}")]
     Tls(io::Error),
+    /// The config cannot be used (a permessage-deflate setting out of range).
+    #[error("config: {0}")]
+    InvalidConfig(String),
     /// A `wss://` URL, and the crate was built without its `tls` feature.
     #[error("wss:// needs ringwire-tokio's `tls` feature")]
     TlsUnavailable,
@@ -149,8 +152,11 @@ pub struct WebSocketStream<S> {
     shut: bool,
     /// A socket error to report before anything else.
     failed: Option<io::Error>,
-    /// Sink::poll_close started our close.
-    closing: bool,
+    /// The tasks that last polled the stream side and the sink side. The socket keeps one
+    /// write waker, and with split halves both sides write: whichever side writes wakes
+    /// the other, so neither waits on a readiness the other consumed.
+    stream_waker: Option<Waker>,
+    sink_waker: Option<Waker>,
 }
 
 impl<S> std::fmt::Debug for WebSocketStream<S> {
@@ -175,7 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         info: ConnInfo,
         read: &[u8],
     ) -> Self {
-        let now = Instant::now();
+        let now = now();
         let mut conn = Connection::new(role, config, info, now);
         if !read.is_empty() {
             conn.handle_read(read, now);
@@ -189,7 +195,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             eof: false,
             shut: false,
             failed: None,
-            closing: false,
+            stream_waker: None,
+            sink_waker: None,
         }
     }
 
@@ -205,11 +212,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// The next event of any kind, where the `Stream` gives only messages and errors: the
     /// spec's whole event surface (frames when `assemble_fragments` is off, pings, pongs,
-    /// drain, pause and resume, the close with its code and reason, errors, send tokens).
+    /// drain, the close with its code and reason, errors, send tokens).
     /// Writes what is queued and reads on the way, as the stream does; `None` once the
     /// connection is finished and the socket shut down. A socket error shows as the close
     /// (1006) that follows it.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.stream_waker = Some(cx.waker().clone());
         self.poll_progress(cx)
     }
 
@@ -230,31 +238,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Ok(self.conn.close(code, reason)?)
     }
 
-    /// Writes what the connection has queued. `Ready(Ok)` once all of it is with the socket.
+    /// Writes what the connection has queued. `Ready(Ok)` once all of it is with the socket
+    /// (or the connection gave it up). Whatever it writes wakes the other side's task.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
+        let mut wrote = false;
+        let result = loop {
+            if self.conn.is_finished() {
+                // Everything handed out was written, or given up by the connection (the
+                // close timeout with a peer that stopped reading): nothing more goes out.
+                self.writing.clear();
+                self.written = 0;
+                break Poll::Ready(Ok(()));
+            }
             while self.writing.len() < MAX_IOV {
                 let Some(chunk) = self.conn.poll_transmit() else { break };
                 self.writing.push_back(chunk);
             }
             if self.writing.is_empty() {
-                break;
+                break Pin::new(&mut self.io).poll_flush(cx);
             }
             let first = &self.writing[0][self.written..];
-            let n = if self.writing.len() == 1 {
+            let written = if self.writing.len() == 1 {
                 // one chunk (a small frame is one): no slices to build
-                ready!(Pin::new(&mut self.io).poll_write(cx, first))?
+                Pin::new(&mut self.io).poll_write(cx, first)
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
                 for (slice, chunk) in slices.iter_mut().zip(&self.writing).skip(1) {
                     *slice = IoSlice::new(chunk);
                 }
                 slices[0] = IoSlice::new(first);
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..self.writing.len()]))?
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..self.writing.len()])
             };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
+            let n = match written {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            };
+            wrote = true;
             let mut left = n;
             while left > 0 {
                 let rest = self.writing[0].len() - self.written;
@@ -266,9 +287,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 self.written = 0;
                 self.writing.pop_front();
             }
-            self.conn.handle_written(n, Instant::now());
+            self.conn.handle_written(n, now());
+        };
+        if wrote {
+            for waker in [&self.stream_waker, &self.sink_waker].into_iter().flatten() {
+                if !waker.will_wake(cx.waker()) {
+                    waker.wake_by_ref();
+                }
+            }
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        result
     }
 
     /// Fires the connection's deadline if it passed; otherwise arms a timer for it.
@@ -288,18 +316,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
-        self.conn.handle_timeout(Instant::now());
+        self.conn.handle_timeout(now());
         true
     }
 
     /// The socket failed (or gave EOF): the connection closes (1006 unless a close frame
-    /// came), and the error is reported once.
+    /// came), and a failure of a connection not yet finished is reported once.
     fn socket_gone(&mut self, error: Option<io::Error>) {
         self.eof = true;
-        self.conn.handle_eof(Instant::now());
         if self.failed.is_none() && !self.conn.is_finished() {
             self.failed = error;
         }
+        self.conn.handle_eof(now());
     }
 
     /// Moves the connection on until it has an event for the caller (`Some`), or it is
@@ -310,28 +338,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 // What the event's handling queued (a pong) goes out with the next poll.
                 return Poll::Ready(Some(event));
             }
-            match self.poll_write_out(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => {
-                    self.writing.clear();
-                    self.written = 0;
-                    self.socket_gone(Some(e));
-                    continue;
+            if self.conn.is_finished() {
+                self.writing.clear();
+                self.written = 0;
+                if !self.shut && !self.eof {
+                    // Our FIN (or TLS close_notify) if it goes out now; errors, or a peer
+                    // whose window is closed, change nothing: the connection is over.
+                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
                 }
-                Poll::Pending => {}
-            }
-            if self.conn.is_finished() && (self.writing.is_empty() || self.eof) {
-                // The write that finished the connection may have queued its last events
-                // (the close): they come before the end.
-                if let Some(event) = self.conn.poll_event() {
-                    return Poll::Ready(Some(event));
-                }
-                if !self.shut {
-                    // Errors here change nothing: the connection is over either way.
-                    let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
-                    self.shut = true;
-                }
+                self.shut = true;
                 return Poll::Ready(None);
+            }
+            if !self.eof {
+                let buffered = self.conn.buffered_amount();
+                match self.poll_write_out(cx) {
+                    Poll::Ready(Err(e)) => {
+                        self.writing.clear();
+                        self.written = 0;
+                        self.socket_gone(Some(e));
+                        continue;
+                    }
+                    // A write can unblock parsing held back by backpressure, and queue
+                    // events (drain, send tokens): look again before waiting.
+                    _ if self.conn.buffered_amount() != buffered => continue,
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                }
             }
             if self.poll_deadline(cx) {
                 continue;
@@ -341,9 +372,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 let mut buf = ReadBuf::uninit(&mut storage);
                 match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                     Poll::Ready(Ok(())) if buf.filled().is_empty() => self.socket_gone(None),
-                    Poll::Ready(Ok(())) => {
-                        self.conn.handle_read(buf.filled(), Instant::now());
-                    }
+                    Poll::Ready(Ok(())) => self.conn.handle_read(buf.filled(), now()),
                     Poll::Ready(Err(e)) => self.socket_gone(Some(e)),
                     Poll::Pending => return Poll::Pending,
                 }
@@ -353,16 +382,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             return Poll::Pending;
         }
     }
+
+    /// For the sink side: while its write waits, the connection's deadline still runs (a
+    /// peer that stopped reading is dropped at the keepalive's grace or the close
+    /// timeout, as by the stream). `Ready(Err)` once the connection is over.
+    fn poll_sink_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while self.poll_deadline(cx) {
+            if self.conn.is_finished() || self.conn.state() != State::Open {
+                return Poll::Ready(Err(Error::Send(SendError::NotOpen(self.conn.state()))));
+            }
+        }
+        Poll::Pending
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
     type Item = Result<Message, Error>;
 
-    /// The next message; `Err` for a failure (the stream ends after the close that
-    /// follows), `None` once the connection is closed and the socket shut down. Pings are
-    /// answered and pongs taken on the way.
+    /// The next message; `Err` for a failure (the stream goes on to finish the close that
+    /// follows, then ends), `None` once the connection is closed and the socket shut
+    /// down. Pings are answered and pongs taken on the way.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        this.stream_waker = Some(cx.waker().clone());
         loop {
             if let Some(e) = this.failed.take() {
                 return Poll::Ready(Some(Err(Error::Io(e))));
@@ -375,11 +417,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
                 Some(Event::Error(e)) => {
                     // The close frame the failure queued goes out now, before a caller
                     // that stops at the error drops the stream (and its socket).
-                    let _ = this.poll_write_out(cx);
+                    if !this.eof {
+                        let _ = this.poll_write_out(cx);
+                    }
                     return Poll::Ready(Some(Err(Error::Connection(e))));
                 }
                 Some(_) => {}
             }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// The sink side's writes: `Ready(Ok)` once everything queued is with the socket;
+    /// while it waits, the connection's deadline runs too.
+    fn poll_sink_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.sink_waker = Some(cx.waker().clone());
+        if self.eof {
+            return Poll::Ready(Err(Error::Send(SendError::NotOpen(self.conn.state()))));
+        }
+        match self.poll_write_out(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.writing.clear();
+                self.written = 0;
+                self.socket_gone(None);
+                Poll::Ready(Err(Error::Io(e)))
+            }
+            Poll::Pending => self.poll_sink_deadline(cx),
         }
     }
 }
@@ -391,20 +456,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
     /// writes until it is not (backpressure).
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        if this.conn.state() != State::Open {
-            return Poll::Ready(Err(Error::Send(SendError::NotOpen(this.conn.state()))));
-        }
-        if this.conn.buffered_amount() <= this.conn.config().high_water_mark {
-            return Poll::Ready(Ok(()));
-        }
-        match this.poll_write_out(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => {
-                this.socket_gone(None);
-                Poll::Ready(Err(Error::Io(e)))
+        loop {
+            if this.conn.state() != State::Open {
+                return Poll::Ready(Err(Error::Send(SendError::NotOpen(this.conn.state()))));
             }
-            Poll::Pending if this.conn.buffered_amount() <= this.conn.config().high_water_mark => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
+            if this.conn.buffered_amount() <= this.conn.config().high_water_mark {
+                return Poll::Ready(Ok(()));
+            }
+            // Above the mark with everything written cannot last: look again.
+            ready!(this.poll_sink_write(cx))?;
         }
     }
 
@@ -415,27 +475,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let this = self.get_mut();
-        match ready!(this.poll_write_out(cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) => {
-                this.socket_gone(None);
-                Poll::Ready(Err(Error::Io(e)))
-            }
-        }
+        self.get_mut().poll_sink_write(cx)
     }
 
-    /// Sends a close with 1000 (unless a close is under way), then runs the closing
-    /// handshake to its end: messages that arrive meanwhile are dropped.
+    /// Sends a close with 1000 (unless a close is under way) and writes everything queued,
+    /// as tokio-tungstenite's does. The peer's answer and the end of the connection come
+    /// through the stream: poll it to its end (`None`), or drop it.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        if !this.closing {
-            this.closing = true;
-            if this.conn.state() == State::Open {
-                this.conn.close(CloseCode::NORMAL, None)?;
-            }
+        if this.conn.state() == State::Open {
+            this.conn.close(CloseCode::NORMAL, None)?;
         }
-        while ready!(this.poll_progress(cx)).is_some() {}
-        Poll::Ready(Ok(()))
+        match ready!(this.poll_sink_write(cx)) {
+            // A connection already over has nothing left to close.
+            Err(Error::Send(SendError::NotOpen(_))) => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
     }
+}
+
+/// The time the connection's clocks run on: tokio's (which tests may pause), as a std
+/// `Instant`, so the timers and the connection agree.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -94,6 +94,8 @@ fn the_client_talks_to_a_tungstenite_server_and_closes_with_1000() {
         ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(vec![1, 2, 3].into()));
         ws.close().await.unwrap();
+        // the stream finishes the handshake: the server's answer, then the end
+        assert!(ws.next().await.is_none());
         assert_eq!(closed_rx.await.unwrap(), Some(1000));
         assert_eq!(ws.connection().close_reason_code().map(|c| c.0), Some(1000));
     });
@@ -307,5 +309,108 @@ fn connect_applies_nodelay_and_the_native_keepalive() {
         assert_eq!(options.keepalive_idle, Duration::from_secs(3));
         // and the connection runs no ping timer of its own
         assert_eq!(ws.connection().poll_timeout(), None);
+    });
+}
+
+/// A client that upgrades and then reads nothing for `stall`, then everything until EOF;
+/// it sends a ping every 20 ms meanwhile if `pings`. Returns the bytes it read.
+fn stalling_client(addr: std::net::SocketAddr, stall: Duration, pings: bool) -> usize {
+    use std::io::Read;
+    let mut c = ringwire_testkit::RawClient::connect_with_rcvbuf(addr, 4096);
+    let until = std::time::Instant::now() + stall;
+    while std::time::Instant::now() < until {
+        if pings {
+            c.send(0x9, b"p");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut total = 0;
+    let mut buf = [0u8; 65536];
+    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while let Ok(n) = c.stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    total
+}
+
+#[test]
+fn a_send_to_a_peer_that_stopped_reading_fails_at_the_keepalive_grace() {
+    rt().block_on(async {
+        let (addr, rx) = serve_one(|s| async move {
+            let mut config = Config::server();
+            config.keepalive =
+                Some(ringwire_tokio::Keepalive::new(Duration::from_millis(200), Duration::from_millis(200)));
+            config.max_buffered = None;
+            let mut ws = accept(s, config).await.unwrap();
+            let start = std::time::Instant::now();
+            // Only the sink is polled: its wait still runs the connection's timers.
+            let chunk = Message::Binary(vec![1u8; 1 << 20].into());
+            let result = loop {
+                if let Err(e) = ws.send(chunk.clone()).await {
+                    break e.to_string();
+                }
+            };
+            (result, start.elapsed())
+        })
+        .await;
+        let client = tokio::task::spawn_blocking(move || stalling_client(addr, Duration::from_millis(1500), false));
+        let (result, took) = rx.await.unwrap();
+        assert!(result.contains("not open"), "{result}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        client.await.unwrap();
+    });
+}
+
+#[test]
+fn closing_with_a_backlog_the_peer_never_reads_ends_at_close_timeout() {
+    rt().block_on(async {
+        let (addr, rx) = serve_one(|s| async move {
+            let mut config = Config::server();
+            config.close_timeout = Duration::from_millis(200);
+            config.high_water_mark = 64 << 20;
+            let mut ws = accept(s, config).await.unwrap();
+            for _ in 0..8 {
+                // fed, not flushed: the backlog stays queued
+                ws.feed(Message::Binary(vec![2u8; 1 << 20].into())).await.unwrap();
+            }
+            let start = std::time::Instant::now();
+            let _ = tokio::time::timeout(Duration::from_millis(50), ws.close()).await;
+            drain(&mut ws).await;
+            start.elapsed()
+        })
+        .await;
+        let client = tokio::task::spawn_blocking(move || stalling_client(addr, Duration::from_millis(1500), false));
+        let took = tokio::time::timeout(Duration::from_secs(3), rx).await.expect("the stream ended").unwrap();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        client.await.unwrap();
+    });
+}
+
+#[test]
+fn split_halves_each_wake_when_the_other_half_wrote() {
+    rt().block_on(async {
+        let total = 4 << 20;
+        let (addr, rx) = serve_one(move |s| async move {
+            let mut config = Config::server();
+            config.max_buffered = None;
+            let ws = accept(s, config).await.unwrap();
+            let (mut tx, mut rx) = ws.split();
+            // The reader answers pings (its writes take the socket's one write waker)
+            // while the writer waits on a peer that reads nothing for a while.
+            let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+            let chunk = Message::Binary(vec![3u8; 64 << 10].into());
+            for _ in 0..total / (64 << 10) {
+                tx.send(chunk.clone()).await.unwrap();
+            }
+            let _ = tx.close().await;
+            reader.abort();
+        })
+        .await;
+        let client = tokio::task::spawn_blocking(move || stalling_client(addr, Duration::from_millis(600), true));
+        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("the writer finished").unwrap();
+        assert!(client.await.unwrap() >= total);
     });
 }

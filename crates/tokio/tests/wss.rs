@@ -54,6 +54,7 @@ fn a_wss_echo_by_name_and_by_address_and_a_clean_close() {
             ws.send(Message::Binary(big.clone().into())).await.unwrap();
             assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(big.into()));
             ws.close().await.unwrap();
+            assert!(ws.next().await.is_none());
             assert_eq!(ws.connection().close_reason_code().map(|c| c.0), Some(1000));
             assert!(matches!(ws.get_ref(), ringwire_tokio::MaybeTlsStream::Tls(_)));
         }
