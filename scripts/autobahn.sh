@@ -26,14 +26,15 @@ install_kosoku "$venv"
 # whose case file it does not know, instead of running it unfixed).
 "$venv/bin/python" scripts/kosoku_fix.py >/dev/null
 port=${AUTOBAHN_PORT:-9001}
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+bin=${CARGO_TARGET_DIR:-$root/target}/gate
 out=$root/target/autobahn/$mode
 rm -rf "$out"; mkdir -p "$out"
 rc=0
 # Every binary the gates run, built by one command: the same package selection each time, so
 # cargo unifies the same features and a later gate in the same CI run rebuilds nothing (a
 # build per gate, each with its own selection, rebuilt shared dependencies and re-linked).
-cargo build --release --quiet -p ringwire --bin ringwire -p ringwire-testkit --bin test-pki \
+# The `gate` profile: release without fat LTO (Cargo.toml).
+cargo build --profile gate --quiet -p ringwire --bin ringwire -p ringwire-testkit --bin test-pki \
     -p ringwire-client --example autobahn_client -p ringwire-tokio --example axum_echo --example autobahn_tokio_client
 tls_flag=()
 deflate=${RINGWIRE_DEFLATE:-shared}
