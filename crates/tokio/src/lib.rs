@@ -324,6 +324,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// came), and a failure of a connection not yet finished is reported once.
     fn socket_gone(&mut self, error: Option<io::Error>) {
         self.eof = true;
+        // Nothing more can be written: what was taken for writing goes with the socket.
+        self.writing.clear();
+        self.written = 0;
         if self.failed.is_none() && !self.conn.is_finished() {
             self.failed = error;
         }
@@ -353,8 +356,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 let buffered = self.conn.buffered_amount();
                 match self.poll_write_out(cx) {
                     Poll::Ready(Err(e)) => {
-                        self.writing.clear();
-                        self.written = 0;
                         self.socket_gone(Some(e));
                         continue;
                     }
@@ -439,8 +440,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         match self.poll_write_out(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => {
-                self.writing.clear();
-                self.written = 0;
                 self.socket_gone(None);
                 Poll::Ready(Err(Error::Io(e)))
             }
