@@ -7,18 +7,23 @@
 //!
 //! `GET /getCaseCount` answers one text message with the number of cases; each case N runs on
 //! `/runCase?case=N&agent=ringwire` and lasts until the server closes; `/updateReports` writes
-//! the report. Cases run one after another on one loop (the backend `RINGWIRE_IO` or auto
+//! the report. Cases run four at a time on one loop (the backend `RINGWIRE_IO` or auto
 //! detection picks).
+
+use std::collections::HashSet;
 
 use ringwire_client::{ClientHandler, ClientId, ClientLoop, ClientWs, ConnectError, ConnectOptions, Ctl, IoChoice};
 use ringwire_conn::{CloseCode, Message};
 
 const AGENT: &str = "ringwire";
+/// Cases run at once (as the server gate's `kosoku -p 4`): one at a time kept one core of
+/// two busy, and the gate took twice as long.
+const CONCURRENCY: usize = 4;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Count,
-    Case(u32),
+    Cases,
     Report,
     Done,
 }
@@ -28,33 +33,63 @@ struct Autobahn {
     opts: ConnectOptions,
     phase: Phase,
     count: Option<u32>,
+    /// The next case to start.
+    next_case: u32,
+    /// The connections of the cases running.
+    running: HashSet<ClientId>,
     failed: bool,
 }
 
 impl Autobahn {
-    /// Starts the step after `self.phase`.
-    fn next(&mut self, ctl: &mut Ctl<'_>) {
+    /// Starts cases until [`CONCURRENCY`] run or none is left; once the last one ended, the
+    /// report.
+    fn fill(&mut self, ctl: &mut Ctl<'_>) {
         let count = self.count.unwrap_or(0);
-        self.phase = match self.phase {
-            Phase::Count if count > 0 => Phase::Case(1),
-            Phase::Case(n) if n < count => Phase::Case(n + 1),
-            Phase::Count | Phase::Case(_) => Phase::Report,
-            Phase::Report | Phase::Done => Phase::Done,
-        };
-        let path = match self.phase {
-            Phase::Case(n) => format!("/runCase?case={n}&agent={AGENT}"),
-            Phase::Report => format!("/updateReports?agent={AGENT}"),
-            Phase::Count | Phase::Done => return,
-        };
-        if let Phase::Case(n) = self.phase
-            && (n % 50 == 0 || n == 1)
-        {
-            eprintln!("case {n}/{count}");
+        while self.running.len() < CONCURRENCY && self.next_case <= count {
+            let n = self.next_case;
+            self.next_case += 1;
+            if n % 50 == 0 || n == 1 {
+                eprintln!("case {n}/{count}");
+            }
+            match ctl.connect(&format!("{}/runCase?case={n}&agent={AGENT}", self.base), self.opts.clone()) {
+                Ok(id) => {
+                    self.running.insert(id);
+                }
+                // The case is lost (the report says so); carry on with the rest.
+                Err(e) => eprintln!("cannot start case {n}: {e}"),
+            }
         }
-        if let Err(e) = ctl.connect(&format!("{}{path}", self.base), self.opts.clone()) {
-            eprintln!("cannot connect to {}{path}: {e}", self.base);
-            self.failed = true;
-            self.phase = Phase::Done;
+        if self.running.is_empty() && self.next_case > count {
+            self.phase = Phase::Report;
+            if let Err(e) = ctl.connect(&format!("{}/updateReports?agent={AGENT}", self.base), self.opts.clone()) {
+                eprintln!("cannot connect to {}/updateReports: {e}", self.base);
+                self.failed = true;
+                self.phase = Phase::Done;
+            }
+        }
+    }
+
+    /// A connection ended (closed, or never opened).
+    fn ended(&mut self, ctl: &mut Ctl<'_>, id: ClientId) {
+        match self.phase {
+            Phase::Count if self.count.is_none() => {
+                eprintln!("getCaseCount ended without a count");
+                self.failed = true;
+                self.phase = Phase::Done;
+            }
+            Phase::Count => {
+                self.phase = Phase::Cases;
+                self.fill(ctl);
+            }
+            Phase::Cases => {
+                self.running.remove(&id);
+                self.fill(ctl);
+            }
+            Phase::Report => {
+                eprintln!("reports updated");
+                self.phase = Phase::Done;
+            }
+            Phase::Done => {}
         }
     }
 }
@@ -69,35 +104,25 @@ impl ClientHandler for Autobahn {
                 },
                 Message::Binary(_) => eprintln!("getCaseCount answered a binary message"),
             },
-            Phase::Case(_) => {
-                // Echo as received: text as text, binary as binary.
+            // Echo as received: text as text, binary as binary.
+            Phase::Cases => {
                 ws.send(message);
             }
             Phase::Report | Phase::Done => {}
         }
     }
 
-    fn on_close(&mut self, ws: &mut ClientWs<'_>, code: CloseCode, _description: &str) {
-        if self.phase == Phase::Count && self.count.is_none() {
-            eprintln!("getCaseCount closed ({code}) without a count");
-            self.failed = true;
-            self.phase = Phase::Done;
-            return;
-        }
-        if self.phase == Phase::Report {
-            eprintln!("reports updated");
-        }
-        self.next(ws.ctl());
+    fn on_close(&mut self, ws: &mut ClientWs<'_>, _code: CloseCode, _description: &str) {
+        let id = ws.id();
+        self.ended(ws.ctl(), id);
     }
 
     fn on_connect_failed(&mut self, ctl: &mut Ctl<'_>, id: ClientId, error: ConnectError) {
         eprintln!("{:?} ({id}): connect failed: {error}", self.phase);
-        if matches!(self.phase, Phase::Case(_)) {
-            self.next(ctl); // the case is lost; carry on with the rest
-        } else {
+        if self.phase != Phase::Cases {
             self.failed = true;
-            self.phase = Phase::Done;
         }
+        self.ended(ctl, id);
     }
 }
 
@@ -130,8 +155,15 @@ fn main() {
         }
     };
     eprintln!("io backend: {} ({})", client.detected().backend, client.detected().reason);
-    let mut agent =
-        Autobahn { base: base.clone(), opts: opts.clone(), phase: Phase::Count, count: None, failed: false };
+    let mut agent = Autobahn {
+        base: base.clone(),
+        opts: opts.clone(),
+        phase: Phase::Count,
+        count: None,
+        next_case: 1,
+        running: HashSet::new(),
+        failed: false,
+    };
     if let Err(e) = client.connect(&format!("{base}/getCaseCount"), opts) {
         eprintln!("cannot connect to {base}/getCaseCount: {e}");
         std::process::exit(1);
