@@ -48,7 +48,7 @@ impl Autobahn {
         while self.running.len() < CONCURRENCY && self.next_case <= count {
             let n = self.next_case;
             self.next_case += 1;
-            if n % 50 == 0 || n == 1 {
+            if n.is_multiple_of(50) || n == 1 {
                 eprintln!("case {n}/{count}");
             }
             match ctl.connect(&format!("{}/runCase?case={n}&agent={AGENT}", self.base), self.opts.clone()) {

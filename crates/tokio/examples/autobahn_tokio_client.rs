@@ -69,7 +69,7 @@ async fn main() {
         .for_each_concurrent(4, |n| {
             let config = &config;
             async move {
-                if n % 50 == 0 || n == 1 {
+                if n.is_multiple_of(50) || n == 1 {
                     eprintln!("case {n}/{count}");
                 }
                 if let Err(e) = run(&format!("{base}/runCase?case={n}&agent={AGENT}"), config, true).await {
