@@ -8,7 +8,7 @@ use crate::{ConnectError, ConnectOptions};
 use ringwire_conn::handshake::Response;
 use ringwire_conn::{ConnInfo, Connection, Role};
 use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
-use ringwire_io::{Backend, ConnId, Detected, EventLoop, Handler, Io, IoChoice, LoopConfig};
+use ringwire_io::{Backend, ConnId, Detected, EventLoop, Handler, Io, IoChoice, LoopConfig, RecvBuf};
 use ringwire_tls::{TlsError, TlsHandler, TlsIo, TlsOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,7 +67,7 @@ struct Idle;
 
 impl Handler for Idle {
     fn on_accept(&mut self, _: &mut impl Io, _: ConnId, _: SocketAddr) {}
-    fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: &mut [u8]) {}
+    fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: RecvBuf<'_>) {}
     fn on_closed(&mut self, _: &mut impl Io, _: ConnId, _: Option<std::io::Error>) {}
 }
 
@@ -495,14 +495,14 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
-    fn data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         match self.st.slots.get_mut(&conn) {
             Some(Slot::Open(open)) => {
-                open.driven.read(data, io.now());
+                open.driven.read_buf(data, io.now());
                 self.pump(io, conn);
             }
             Some(Slot::Handshake(_, buf)) => {
-                buf.extend_from_slice(data);
+                buf.extend_from_slice(&data);
                 self.on_response(io, conn);
             }
             Some(Slot::Tls(_)) => {} // the TLS layer gives no data before its on_connect
@@ -600,7 +600,7 @@ impl<H: ClientHandler> Handler for Driver<'_, H> {
         self.connected(io, conn, result);
     }
 
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.data(io, conn, data);
     }
 
@@ -645,7 +645,7 @@ impl<H: ClientHandler> Handler for Outer<'_, H> {
         self.after(io, false, false);
     }
 
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.0.on_data(io, conn, data);
         self.after(io, false, false);
     }

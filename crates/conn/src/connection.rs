@@ -1,18 +1,19 @@
 //! [`Connection`]: the sans-IO state machine.
 
 use crate::info::Info;
-use crate::recv::{Inbound, Limits, Recv};
+use crate::recv::{self, Inbound, Limits, Recv};
 use crate::send::Outbound;
 use crate::timers::{Fired, Timers};
 use crate::{
-    BufferedLimitPolicy, CloseCode, Config, ConnError, ConnInfo, Event, OpCode, Payload, PreparedMessage, Role,
-    SendError, SendStatus, SendToken, State, Utf8Bytes,
+    BufferedLimitPolicy, CloseCode, Config, ConnError, ConnInfo, Event, Message, OpCode, Payload, PreparedMessage,
+    ProtocolError, Role, SendError, SendStatus, SendToken, State, Utf8Bytes,
 };
 use bytes::Buf as _;
 use bytes::{Bytes, BytesMut};
 use ringwire_frame::{ClosePayload, DecodeConfig, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, RSV1, truncate_utf8};
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::ops::DerefMut;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -161,6 +162,63 @@ impl Connection {
         }
     }
 
+    /// [`handle_read`](Self::handle_read) for input the connection may keep: a buffer the
+    /// driver can hand over as [`Bytes`] (an io_uring receive buffer lends itself without a
+    /// copy, see `ringwire_io::RecvBuf`). A data message in one frame at the front of `buf`,
+    /// the usual case for a large message that arrived in one receive, is unmasked in place
+    /// and becomes a slice of `buf` instead of a copy; anything else in `buf` is read as by
+    /// `handle_read`.
+    pub fn handle_read_buf<B>(&mut self, mut buf: B, now: Instant)
+    where
+        B: DerefMut<Target = [u8]> + Into<Bytes>,
+    {
+        // Below this a copy costs less than keeping the buffer (and would pin more memory
+        // than it holds).
+        const KEEP_MIN: usize = 2048;
+        let direct = buf.len() >= KEEP_MIN
+            && self.state != State::Closed
+            && !self.input_done
+            && !self.paused
+            && !self.output_full()
+            && self.pending.is_none()
+            && self.events.is_empty()
+            && self.recv.is_idle();
+        let whole = if direct { recv::whole_message_in_place(&self.limits(), &mut buf) } else { None };
+        let Some((opcode, payload)) = whole else { return self.handle_read(&buf, now) };
+        self.timers.set_now(now);
+        if self.state == State::Open {
+            self.timers.on_receive(&self.config, now);
+        }
+        let buf: Bytes = buf.into();
+        let end = payload.end;
+        let data = buf.slice(payload);
+        let message = if opcode == OpCode::Text {
+            match Utf8Bytes::try_from(data) {
+                Ok(text) => Message::Text(text),
+                Err(_) => {
+                    // As the usual path ends on it: nothing after it is read.
+                    self.input_done = true;
+                    return self.on_stream_end(Inbound::Error(ProtocolError::InvalidUtf8));
+                }
+            }
+        } else {
+            Message::Binary(data)
+        };
+        self.events.push_back(Event::Message(message));
+        if end < buf.len() {
+            self.handle_read(&buf[end..], now);
+        }
+    }
+
+    /// The receive limits, from the shared config.
+    fn limits(&self) -> Limits {
+        let mut dcfg = DecodeConfig::new(self.role, self.config.max_received_frame_size as u64);
+        if self.info.deflate().is_some() {
+            dcfg.allowed_rsv = RSV1;
+        }
+        Limits { dcfg, max_message: self.config.max_received_message_size, assemble: self.config.assemble_fragments }
+    }
+
     /// Parses held input until it yields an event, runs out, or reading stops.
     fn parse_pending(&mut self) {
         while self.events.is_empty() && !self.paused && !self.output_full() {
@@ -182,15 +240,7 @@ impl Connection {
         // or an error ends the stream, so it is handled after.
         let owe_pongs = self.config.auto_pong && self.state == State::Open;
         let deflate = self.info.deflate();
-        let mut dcfg = DecodeConfig::new(self.role, self.config.max_received_frame_size as u64);
-        if deflate.is_some() {
-            dcfg.allowed_rsv = RSV1;
-        }
-        let lim = Limits {
-            dcfg,
-            max_message: self.config.max_received_message_size,
-            assemble: self.config.assemble_fragments,
-        };
+        let lim = self.limits();
         let (events, pings, codecs, role) = (&mut self.events, &mut self.pings, &mut self.codecs, self.role);
         let mut last = None;
         let (used, done) = self.recv.feed(&lim, data, &mut |item| match item {

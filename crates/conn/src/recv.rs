@@ -105,7 +105,6 @@ impl Recv {
     }
 
     /// Nothing is kept for a frame or message split across reads.
-    #[cfg(test)]
     pub(crate) fn is_idle(&self) -> bool {
         self.split.is_none()
     }
@@ -190,6 +189,31 @@ fn whole_frame(lim: &Limits, data: &mut &[u8], out: &mut impl FnMut(Inbound)) ->
     } else {
         message_size(lim, h.payload_len).and_then(|()| single_frame(lim, h.opcode, h.mask, payload, out))
     })
+}
+
+/// A data message in one frame at the front of `buf`, for a caller that can keep `buf`
+/// (see `Connection::handle_read_buf`): with assembly on, nothing split, uncompressed,
+/// final, whole within `buf` and within the limits, it is unmasked in place, and its opcode
+/// and payload range in `buf` come back. `None`, with `buf` untouched, for anything else,
+/// which then takes the usual path (errors included).
+pub(crate) fn whole_message_in_place(lim: &Limits, buf: &mut [u8]) -> Option<(OpCode, std::ops::Range<usize>)> {
+    if !lim.assemble {
+        return None;
+    }
+    let Ok(Decoded::Header(h, n)) = decode_header(buf, &lim.dcfg) else { return None };
+    let len = usize::try_from(h.payload_len).ok()?;
+    if !h.fin
+        || h.rsv != 0
+        || !matches!(h.opcode, OpCode::Text | OpCode::Binary)
+        || buf.len() - n < len
+        || message_size(lim, h.payload_len).is_err()
+    {
+        return None;
+    }
+    if let Some(k) = h.mask {
+        apply_mask(&mut buf[n..n + len], k, 0);
+    }
+    Some((h.opcode, n..n + len))
 }
 
 /// A header error, with a too long control frame reported the same way for any split.

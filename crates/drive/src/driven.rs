@@ -2,7 +2,7 @@
 
 use crate::{Tally, WebSocketConnection};
 use ringwire_conn::{CloseCode, ConnError, Connection, Event, State};
-use ringwire_io::{ConnId, Io};
+use ringwire_io::{ConnId, Io, RecvBuf};
 use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -175,6 +175,13 @@ impl Driven {
     /// Bytes arrived; [`pump`](Self::pump) after.
     pub fn read(&mut self, data: &[u8], now: Instant) {
         self.conn.handle_read(data, now);
+    }
+
+    /// [`read`](Self::read) of a receive buffer the connection may keep (a large message in
+    /// one frame becomes a slice of it, without a copy: see [`Connection::handle_read_buf`]);
+    /// [`pump`](Self::pump) after.
+    pub fn read_buf(&mut self, data: RecvBuf<'_>, now: Instant) {
+        self.conn.handle_read_buf(data, now);
     }
 
     /// The loop wrote `bytes`; the preamble's are counted off first. Returns whether the

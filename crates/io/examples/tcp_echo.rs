@@ -5,19 +5,20 @@
 //! cargo run --release -p ringwire-io --example tcp_echo -- --addr 127.0.0.1:9000 --io auto --threads 1
 //! ```
 //!
-//! `--threads` defaults to 1, like `ringwire --threads 1` in the benchmark harness.
+//! `--threads` defaults to 1, like `ringwire --threads 1` in the benchmark harness. What
+//! arrives goes back as it is: on io_uring a large receive is sent from its receive buffer,
+//! lent out of the ring without a copy (`RecvBuf::into_bytes`).
 
 use std::net::SocketAddr;
 
-use ringwire_io::bytes::Bytes;
-use ringwire_io::{ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig, bind_reuseport, detect};
+use ringwire_io::{ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig, RecvBuf, bind_reuseport, detect};
 
 struct Echo;
 
 impl Handler for Echo {
     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
-        io.send(conn, Bytes::copy_from_slice(data));
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
+        io.send(conn, data.into_bytes());
     }
     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
 }

@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::common::{Closing, IOV_MAX, LoopBackend, LoopConn, Rare, SendQueue, TimerSlot, conn_fields, earliest};
-use crate::{ConnId, Handler, LoopConfig, Waker, WakerInner};
+use crate::{ConnId, Handler, LoopConfig, RecvBuf, Waker, WakerInner};
 
 const SCRATCH: usize = 64 << 10;
 /// Reads per connection per turn before yielding to the others.
@@ -354,7 +354,7 @@ impl EpollLoop {
                         self.core.mark_dirty(id);
                     }
                     Ok(_) if discard => {}
-                    Ok(n) => handler.on_data(&mut self.core, id, &mut self.scratch[..n]),
+                    Ok(n) => handler.on_data(&mut self.core, id, RecvBuf::from_slice(&mut self.scratch[..n])),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.read_ready = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {

@@ -13,7 +13,7 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use ringwire_io::bytes::Bytes;
-//! use ringwire_io::{detect, ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig};
+//! use ringwire_io::{detect, ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig, RecvBuf};
 //!
 //! /// Echoes every byte back; the client half sends "ping" and stops when it is echoed.
 //! struct Echo { server: SocketAddr, client: Option<ConnId>, got: Vec<u8> }
@@ -24,12 +24,13 @@
 //!         result.expect("connect");
 //!         io.send(conn, Bytes::from_static(b"ping"));
 //!     }
-//!     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+//!     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
 //!         if Some(conn) == self.client {
-//!             self.got.extend_from_slice(data);
+//!             self.got.extend_from_slice(&data);
 //!             if self.got == b"ping" { io.stop(); }
 //!         } else {
-//!             io.send(conn, Bytes::copy_from_slice(data)); // the server side echoes
+//!             // The server side echoes (a large receive is lent without a copy on io_uring).
+//!             io.send(conn, data.into_bytes());
 //!         }
 //!     }
 //!     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
@@ -57,6 +58,7 @@
 
 mod common;
 mod epoll;
+mod recv_buf;
 #[allow(unsafe_code)]
 mod sys;
 mod uring;
@@ -311,6 +313,9 @@ pub struct LoopStats {
     /// io_uring: gauge, the receive-buffer window: how many of those buffers the kernel
     /// may fill at once (it doubles when a receive finds none, shrinks after a quiet period).
     pub recv_buffer_window: u64,
+    /// io_uring: gauge, receive buffers lent to the application as `Bytes`
+    /// ([`RecvBuf::into_bytes`]) and not back in the ring yet (at most a quarter of them).
+    pub recv_buffers_lent: u64,
     /// io_uring: receives that found no buffer in the window (the window then doubled).
     pub recv_buffers_exhausted: u64,
     /// io_uring: times the window shrank after a quiet period (its pages given back).
@@ -330,8 +335,10 @@ pub trait Handler {
     /// An outgoing connection from [`Io::connect`] finished connecting. On error,
     /// [`Handler::on_closed`] follows with the same error kind.
     fn on_connect(&mut self, _io: &mut impl Io, _conn: ConnId, _result: io::Result<()>) {}
-    /// Bytes arrived. `data` is borrowed from the loop's receive buffer and recycled on return.
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]);
+    /// Bytes arrived. `data` is in the loop's receive buffer, recycled on return unless
+    /// kept as `Bytes` ([`RecvBuf::into_bytes`]: on io_uring a large receive is lent without a
+    /// copy).
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>);
     /// `bytes` of the queued output of `conn` were written to the socket.
     fn on_sent(&mut self, _io: &mut impl Io, _conn: ConnId, _bytes: usize) {}
     /// The connection is gone: peer EOF (`None`, after queued output was written), reset or
@@ -557,6 +564,7 @@ fn env_flag(name: &str) -> bool {
 
 /// Chunks are queued as `Bytes`; re-exported for handlers.
 pub use bytes;
+pub use recv_buf::RecvBuf;
 
 #[cfg(test)]
 mod tests {

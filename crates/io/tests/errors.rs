@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::start;
 use ringwire_io::bytes::Bytes;
-use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
+use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig, RecvBuf};
 
 /// Reads the server's greeting (so the connection is accepted and idle), then closes with
 /// `SO_LINGER` 0: the kernel sends RST instead of FIN.
@@ -40,7 +40,7 @@ impl Handler for Greeter {
         }
         io.send(conn, Bytes::from_static(b"hi"));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, data: RecvBuf<'_>) {
         panic!("the peer sends nothing, got {data:?}");
     }
     fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, _bytes: usize) {

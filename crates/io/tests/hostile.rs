@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{echo_each, start};
 use ringwire_io::bytes::Bytes;
-use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
+use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig, RecvBuf};
 
 /// Bytes that depend on `tag` and their position (splitmix64), so a payload delivered to the
 /// wrong connection, out of order or zeroed never matches.
@@ -42,8 +42,8 @@ impl Handler for EchoAndBroadcast {
     fn on_accept(&mut self, _io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
         self.conns.push(conn);
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
-        io.send(conn, Bytes::copy_from_slice(data));
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
+        io.send(conn, Bytes::copy_from_slice(&data));
     }
     fn on_wake(&mut self, io: &mut impl Io) {
         self.round += 1;
@@ -152,7 +152,7 @@ impl Handler for Hoard {
             End::Abort => io.set_timer(conn, Some(io.now() + Duration::from_millis(100))),
         }
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
         io.abort(conn);
         assert_eq!(io.queued(conn), 0);
@@ -239,7 +239,7 @@ impl Handler for Turns {
     fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
         io.send(conn, Bytes::from_static(b"hi"));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
     fn on_turn_end(&mut self, io: &mut impl Io) {
         self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Echo, echo_each, echo_scenario, pattern, small_config, start};
 use ringwire_io::bytes::Bytes;
-use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig};
+use ringwire_io::{Backend, ConnId, Handler, Io, LoopConfig, RecvBuf};
 
 fn echo_many(backend: Backend) {
     let r = start(backend, small_config(), Echo::default());
@@ -83,7 +83,7 @@ impl Handler for SendThenClose {
         // Sends after close are dropped, not queued.
         io.send(conn, Bytes::from_static(b"late"));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {
         assert!(self.quiet, "no data expected");
     }
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
@@ -136,11 +136,11 @@ struct PauseResume {
 
 impl Handler for PauseResume {
     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         if self.paused {
             self.violations += 1;
         }
-        self.got.extend_from_slice(data);
+        self.got.extend_from_slice(&data);
         // Pause twice: after the first data and once more after 1 MiB.
         if (self.pauses == 0) || (self.pauses == 1 && self.got.len() >= 1 << 20) {
             self.pauses += 1;
@@ -224,7 +224,7 @@ impl Handler for TimerCheck {
             }
         }
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
         let i = self.conns.iter().position(|c| *c == conn).unwrap();
         self.fired.push((i, io.now()));
@@ -262,7 +262,7 @@ struct WakeCount {
 
 impl Handler for WakeCount {
     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
     fn on_wake(&mut self, io: &mut impl Io) {
         self.wakes += 1;
@@ -319,14 +319,14 @@ impl Handler for Connector {
             io.send(conn, Bytes::from_static(b"loop"));
         }
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         if Some(conn) == self.out_ok {
-            self.echoed.extend_from_slice(data);
+            self.echoed.extend_from_slice(&data);
             if self.echoed == b"hello loop" {
                 io.close(conn);
             }
         } else {
-            io.send(conn, Bytes::copy_from_slice(data)); // accepted side echoes
+            io.send(conn, Bytes::copy_from_slice(&data)); // accepted side echoes
         }
     }
     fn on_wake(&mut self, io: &mut impl Io) {
@@ -387,7 +387,7 @@ impl Handler for AcceptOnce {
         self.echo.on_accept(io, conn, peer);
         io.stop_accepting();
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.echo.on_data(io, conn, data);
     }
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
@@ -451,8 +451,8 @@ struct Reply {
 
 impl Handler for Reply {
     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
-        assert_eq!(data, b"GET");
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
+        assert_eq!(&*data, b"GET");
         let body = Bytes::from(pattern(self.reply, 1));
         for piece in body.chunks(10_000) {
             io.send(conn, body.slice_ref(piece));
@@ -488,7 +488,7 @@ impl Handler for Flood {
     fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
         io.send(conn, Bytes::from(vec![7u8; 32 << 20]));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
         self.closed.push(error.map(|e| e.kind()));
         io.stop();
@@ -524,7 +524,7 @@ impl Handler for EchoUntilClosed {
     fn on_accept(&mut self, io: &mut impl Io, conn: ConnId, peer: SocketAddr) {
         self.echo.on_accept(io, conn, peer);
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.echo.on_data(io, conn, data);
     }
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, error: Option<std::io::Error>) {
@@ -613,7 +613,7 @@ impl Handler for Stuck {
         }
         io.set_timer(conn, Some(io.now() + Duration::from_millis(50)));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {
         panic!("paused or never read");
     }
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
@@ -664,7 +664,7 @@ impl Handler for StopWithSendInFlight {
         io.send(conn, Bytes::from(vec![2u8; 32 << 20]));
         io.set_timer(conn, Some(io.now() + Duration::from_millis(50)));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_timer(&mut self, io: &mut impl Io, _conn: ConnId) {
         io.stop();
     }
@@ -691,9 +691,9 @@ struct StopEvery {
 
 impl Handler for StopEvery {
     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.seen += data.len();
-        io.send(conn, Bytes::copy_from_slice(data));
+        io.send(conn, Bytes::copy_from_slice(&data));
         io.stop();
     }
     fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<std::io::Error>) {}
@@ -742,11 +742,11 @@ struct Churn {
 
 impl Handler for Churn {
     fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         if self.paused {
             self.violations += 1;
         }
-        self.got.extend_from_slice(data);
+        self.got.extend_from_slice(&data);
         self.calls += 1;
         if self.calls.is_multiple_of(3) {
             self.paused = true;

@@ -13,7 +13,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
 use ringwire_io::bytes::Bytes;
-use ringwire_io::{Backend, ConnId, EventLoop, Handler, Io, LoopConfig};
+use ringwire_io::{Backend, ConnId, EventLoop, Handler, Io, LoopConfig, RecvBuf};
 use socket2::SockRef;
 
 /// What getsockopt says about the socket `fd`: (`TCP_NODELAY`, `SO_KEEPALIVE`, `TCP_KEEPIDLE`).
@@ -109,7 +109,7 @@ impl Handler for Check {
         io.abort(conn);
     }
 
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
 
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, _error: Option<std::io::Error>) {
         if Some(conn) == self.a {
@@ -192,7 +192,7 @@ impl Handler for EveryCallback {
             io.send(conn, Bytes::from_static(b"w"));
         }
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, _data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, _data: RecvBuf<'_>) {
         self.flip(io, "on_data");
         io.send(conn, Bytes::from_static(b"d"));
     }

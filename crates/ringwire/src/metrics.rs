@@ -459,6 +459,12 @@ fn encode_server(w: &mut Families<'_, '_>, inner: &Inner, s: &Stats) -> fmt::Res
         None,
         io.recv_buffer_window as i64,
     )?;
+    w.gauge(
+        "ringwire_uring_recv_buffers_lent",
+        "io_uring: receive buffers lent to handlers as messages (no copy) and not back yet, all workers (at most a quarter of the buffers).",
+        None,
+        io.recv_buffers_lent as i64,
+    )?;
     w.counter(
         "ringwire_uring_recv_buffers_exhausted",
         "io_uring: receives that found no buffer in the window (it then doubled).",

@@ -131,7 +131,7 @@ pub struct Stats {
 
 impl Stats {
     /// How many counters [`for_each_mut`](Self::for_each_mut) visits.
-    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 1 + 9 + 4 + 2;
+    const LEN: usize = 2 + Rejections::LEN + Counts::LEN + 1 + 10 + 4 + 2;
 
     /// Every counter, always in the same order (the order of the published blocks).
     fn for_each_mut(&mut self, mut f: impl FnMut(&mut u64)) {
@@ -147,6 +147,7 @@ impl Stats {
             &mut io.cq_overflows,
             &mut io.recv_buffers,
             &mut io.recv_buffer_window,
+            &mut io.recv_buffers_lent,
             &mut io.recv_buffers_exhausted,
             &mut io.recv_window_shrinks,
             &mut io.tls_handshakes,

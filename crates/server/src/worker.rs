@@ -10,7 +10,7 @@ use crate::{ServerConfig, policy, proxy};
 use ringwire_conn::handshake::{self, HandshakeError, HandshakeLimits, PlainRequest, Request};
 use ringwire_conn::{CloseCode, ConnInfo, Connection, PreparedMessage, Role};
 use ringwire_drive::{ByType, Callback, Driven, Slots, WebSocketConnection, panic_message};
-use ringwire_io::{ConnId, Io};
+use ringwire_io::{ConnId, Io, RecvBuf};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -458,15 +458,15 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
         io.set_timer(id, Some(io.now() + self.cfg.handshake_timeout));
     }
 
-    fn on_data(&mut self, io: &mut impl Io, id: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, id: ConnId, data: RecvBuf<'_>) {
         match self.slots.get_mut(&id) {
             Some(Slot::Open(open)) => {
-                open.read(data, io.now());
+                open.read_buf(data, io.now());
                 self.pump(io, id);
             }
             Some(Slot::Handshake { buf, peer, scanned }) => {
                 let peer = *peer;
-                buf.extend_from_slice(data);
+                buf.extend_from_slice(&data);
                 if !head_complete(buf, scanned) {
                     if buf.len() > self.cfg.max_handshake_bytes {
                         let e = HandshakeError::HeadTooLarge(self.cfg.max_handshake_bytes);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringwire_io::{ConnId, Handler, Io};
+use ringwire_io::{ConnId, Handler, Io, RecvBuf};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 
@@ -644,7 +644,7 @@ impl<H: Handler> TlsHandler<H> {
             }
         }
         if !plain.is_empty() && self.conns.get(&id).is_some_and(|c| c.ready && !c.closing) {
-            self.inner.on_data(tio!(self, io), id, &mut plain);
+            self.inner.on_data(tio!(self, io), id, RecvBuf::from_slice(&mut plain));
         }
         if let Some(c) = self.conns.get_mut(&id)
             && c.session.peer_closed()
@@ -715,7 +715,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
         }
     }
 
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, mut data: RecvBuf<'_>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             if self.routes.plain.contains(&conn) {
                 self.inner.on_data(tio!(self, io), conn, data);
@@ -731,7 +731,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
                     let e = TlsError::RecordTooLarge { len: stash.len() + data.len(), limit: HANDSHAKE_STAGING_LIMIT };
                     c.fail(io, conn, e, Vec::new());
                 } else {
-                    stash.extend_from_slice(data);
+                    stash.extend_from_slice(&data);
                 }
                 return;
             }
@@ -747,7 +747,7 @@ impl<H: Handler> Handler for TlsHandler<H> {
             self.turn_handshakes += 1;
             self.steps_total += 1;
         }
-        self.feed(io, conn, data);
+        self.feed(io, conn, &mut data);
     }
 
     fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {

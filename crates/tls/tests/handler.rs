@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringwire_io::bytes::Bytes;
-use ringwire_io::{ConnId, EventLoop, Handler, Io, LoopConfig, Waker};
+use ringwire_io::{ConnId, EventLoop, Handler, Io, LoopConfig, RecvBuf, Waker};
 use ringwire_testkit::backends;
 use ringwire_tls::{TlsError, TlsHandler, TlsOptions};
 use rustls::{ClientConnection, StreamOwned};
@@ -50,14 +50,14 @@ impl Handler for Echo {
         let total: usize = self.to_send.iter().map(Vec::len).sum();
         assert_eq!(io.queued(conn), total, "queued() counts plaintext");
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         if Some(conn) == self.client {
-            self.got.extend_from_slice(data);
+            self.got.extend_from_slice(&data);
             if self.got.len() == self.to_send.iter().map(Vec::len).sum::<usize>() {
                 io.close(conn);
             }
         } else {
-            io.send(conn, Bytes::copy_from_slice(data));
+            io.send(conn, Bytes::copy_from_slice(&data));
         }
     }
     fn on_sent(&mut self, _io: &mut impl Io, conn: ConnId, bytes: usize) {
@@ -253,7 +253,7 @@ fn a_client_with_an_unknown_ca_gets_on_connect_err_and_on_closed() {
                 });
                 self.0.push(format!("connect {:?} {unknown_issuer}", r.map_err(|e| e.kind())));
             }
-            fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: &mut [u8]) {}
+            fn on_data(&mut self, _: &mut impl Io, _: ConnId, _: RecvBuf<'_>) {}
             fn on_closed(&mut self, io: &mut impl Io, _: ConnId, e: Option<io::Error>) {
                 let tls = e.as_ref().and_then(|e| e.get_ref()).and_then(|e| e.downcast_ref::<TlsError>());
                 self.0.push(format!(
@@ -338,7 +338,7 @@ impl<H: Handler, K: Hooks<H>> Handler for Around<H, K> {
     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
         self.inner.on_connect(io, conn, result);
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.hooks.on_data(&mut self.inner);
         self.inner.on_data(io, conn, data);
     }
@@ -489,7 +489,7 @@ impl Handler for Clients {
             self.stop_when_done(io);
         }
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_closed(&mut self, io: &mut impl Io, conn: ConnId, _error: Option<io::Error>) {
         self.closed.push(conn);
         self.stop_when_done(io);
@@ -624,7 +624,7 @@ impl Handler for TimerClient {
         self.connected = result.is_ok();
         self.events.push(format!("connect {:?}", result.map_err(|e| e.kind())));
     }
-    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+    fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
     fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
         assert_eq!(Some(conn), self.conn);
         self.events.push("timer".into());
@@ -721,12 +721,12 @@ impl Handler for Mixed {
         result.expect("connect");
         io.send(conn, Bytes::from(self.payload.clone()));
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         if Some(conn) != self.plain && Some(conn) != self.tls {
-            return io.send(conn, Bytes::copy_from_slice(data)); // the loop's own TLS server
+            return io.send(conn, Bytes::copy_from_slice(&data)); // the loop's own TLS server
         }
         let got = self.got.entry(conn).or_default();
-        got.extend_from_slice(data);
+        got.extend_from_slice(&data);
         if got.len() == self.payload.len() {
             io.close(conn);
         }
@@ -755,7 +755,7 @@ impl Handler for OpenOnWake {
     fn on_connect(&mut self, io: &mut impl Io, conn: ConnId, result: io::Result<()>) {
         self.0.on_connect(io, conn, result);
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.0.on_data(io, conn, data);
     }
     fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {

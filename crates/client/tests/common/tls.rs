@@ -8,7 +8,7 @@ use ringwire_client::rustls::server::WebPkiClientVerifier;
 use ringwire_client::rustls::{self, RootCertStore, ServerConfig};
 use ringwire_conn::handshake::{Accept, HandshakeLimits, parse_request};
 use ringwire_io::bytes::Bytes;
-use ringwire_io::{ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig};
+use ringwire_io::{ConnId, EventLoop, Handler, Io, IoChoice, LoopConfig, RecvBuf};
 use ringwire_testkit::{parse_frame, server_frame};
 use ringwire_tls::{TlsError, TlsHandler};
 use std::collections::HashMap;
@@ -78,9 +78,9 @@ impl Handler for WsEcho {
     fn on_accept(&mut self, _io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
         self.conns.insert(conn, Conn::default());
     }
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
+    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        c.buf.extend_from_slice(data);
+        c.buf.extend_from_slice(&data);
         if !c.upgraded {
             match parse_request(&c.buf, &HandshakeLimits::default()) {
                 Ok(Some((req, used))) => {

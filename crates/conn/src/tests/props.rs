@@ -31,12 +31,34 @@ fn any_frame() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(m, u, masked)| if masked { m } else { u })
 }
 
+/// A data frame of a few KiB, the size `handle_read_buf` keeps without a copy: text
+/// (valid UTF-8 or not) or binary, final or not, mostly masked.
+fn big_frame() -> impl Strategy<Value = Vec<u8>> {
+    let op = prop_oneof![Just(OpCode::Text), Just(OpCode::Binary), Just(OpCode::Continuation)];
+    (op, any::<bool>(), 2048usize..6000, any::<bool>(), any::<[u8; 4]>(), 0u8..8).prop_map(
+        |(op, fin, len, utf8, key, unmasked)| {
+            let p: Vec<u8> = if utf8 {
+                "aé€𝄞".repeat(len / 10).into_bytes()
+            } else {
+                (0..len).map(|i| (i * 131 % 251) as u8).collect()
+            };
+            frame(op, fin, &p, (unmasked != 0).then_some(key))
+        },
+    )
+}
+
 /// Feeds `wire` to a connection in the pieces `cuts` gives, writing out everything it
 /// answers after each; its events, and the frames it sent (a client masks with random
 /// keys: they are compared unmasked).
 fn run(role: Role, wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<F>) {
+    run_with(role, Config::for_role(role), false, wire, cuts)
+}
+
+/// [`run`] with `config`, each piece handed over as a buffer the connection may keep
+/// (`handle_read_buf`) when `keep`.
+fn run_with(role: Role, config: Config, keep: bool, wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<F>) {
     let now = Instant::now();
-    let mut s = Connection::new(role, Config::for_role(role), ConnInfo::new(), now);
+    let mut s = Connection::new(role, config, ConnInfo::new(), now);
     let mut at = 0;
     let mut pieces: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
     pieces.sort_unstable();
@@ -45,7 +67,11 @@ fn run(role: Role, wire: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<F>) {
     let mut out = Vec::new();
     for end in pieces {
         if end > at {
-            s.handle_read(&wire[at..end], now);
+            if keep {
+                s.handle_read_buf(bytes::BytesMut::from(&wire[at..end]), now);
+            } else {
+                s.handle_read(&wire[at..end], now);
+            }
             at = end;
         }
         events.extend(std::iter::from_fn(|| s.poll_event()));
@@ -167,6 +193,28 @@ proptest! {
         }
     }
 
+    /// Input handed over as buffers the connection may keep (`handle_read_buf`, which
+    /// turns a whole data frame into a slice of the buffer) gives the events and output of
+    /// plain `handle_read`, for any split, at a message limit some frames exceed.
+    #[test]
+    fn kept_buffers_give_the_same_events(frames in proptest::collection::vec(
+                                             prop_oneof![2 => any_frame(), 1 => big_frame()], 1..10),
+                                         cuts in proptest::collection::vec(any::<usize>(), 0..8),
+                                         small_limit in any::<bool>()) {
+        let wire = frames.concat();
+        for role in [Role::Server, Role::Client] {
+            let mut config = Config::for_role(role);
+            if small_limit {
+                config.max_received_message_size = 4000;
+            }
+            let plain = split_invariant(run_with(role, config.clone(), false, &wire, &[]));
+            let kept_whole = split_invariant(run_with(role, config.clone(), true, &wire, &[]));
+            prop_assert_eq!(&plain, &kept_whole);
+            let kept_split = split_invariant(run_with(role, config, true, &wire, &cuts));
+            prop_assert_eq!(plain, kept_split);
+        }
+    }
+
     /// Any sequence of operations never panics, the state never moves backwards, and
     /// each side reports Close exactly once when it is closed.
     #[test]
@@ -220,4 +268,24 @@ proptest! {
         }
         prop_assert_eq!(&got[sizes.len()], &close_event(1000, "done"));
     }
+}
+
+/// A data message in one frame handed over with `handle_read_buf` is a slice of that
+/// buffer (no copy), unmasked in place; what follows it in the buffer is read as usual.
+#[test]
+fn a_kept_buffer_lends_its_message_without_a_copy() {
+    let now = Instant::now();
+    let mut s = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let mut wire = frame(OpCode::Binary, true, &payload, Some([1, 2, 3, 4]));
+    wire.extend(frame(OpCode::Text, true, b"after", Some([5, 6, 7, 8])));
+    let buf = bytes::BytesMut::from(&wire[..]);
+    let base = buf.as_ptr() as usize;
+    s.handle_read_buf(buf, now);
+    let Some(Event::Message(Message::Binary(b))) = s.poll_event() else { panic!("no binary message") };
+    assert!(b[..] == payload[..]);
+    assert!((base..base + wire.len()).contains(&(b.as_ptr() as usize)), "the message is a copy");
+    let Some(Event::Message(Message::Text(t))) = s.poll_event() else { panic!("no text message") };
+    assert_eq!(&*t, "after");
+    assert!(s.poll_event().is_none());
 }

@@ -10,7 +10,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{cqueue, opcode, squeue};
 
-use super::lent::{BGID, ConnectAddr, SendPool, SendSlot};
+use super::lent::{BGID, ConnectAddr, Lend, SendPool, SendSlot};
 use super::ops::{
     KIND_ACCEPT, KIND_CANCEL, KIND_CLOSE, KIND_CONNECT, KIND_LISTENER_CANCEL, KIND_RECV, KIND_SEND, NO_SLOT, user_data,
 };
@@ -281,17 +281,18 @@ impl UringLoop {
                 if bid.is_some() {
                     self.bufs.taken();
                 }
+                // The handler kept the buffer (as `Bytes`): it returns to the ring when dropped.
+                let mut lent = false;
                 if res > 0 {
                     let bid = bid.expect("recv CQE with data but without a buffer");
-                    let data = self.bufs.slice(bid, res as usize);
                     // While closing, input is no longer wanted; while paused (or while older
                     // kept data waits for delivery) it is kept, in order.
                     let direct = c.closing == Closing::Open && !c.paused && c.stash_is_empty();
                     if !direct && c.closing == Closing::Open {
-                        c.rare.cold_mut().more.stash.extend_from_slice(data);
+                        c.rare.cold_mut().more.stash.extend_from_slice(self.bufs.slice(bid, res as usize));
                     }
                     if direct {
-                        handler.on_data(core, id, data);
+                        handler.on_data(core, id, Lend::recv_buf(&mut self.bufs, bid, res as usize, &mut lent));
                     }
                 } else if res == 0 {
                     let start_close = !c.paused && c.stash_is_empty();
@@ -302,7 +303,9 @@ impl UringLoop {
                 } else if -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));
                 }
-                if let Some(bid) = bid {
+                if let Some(bid) = bid
+                    && !lent
+                {
                     self.bufs.release(bid);
                 }
                 // ENOBUFS / ECANCELED / the end of a multishot: advance() re-arms if wanted.

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
+pub(crate) use bufring::Lend;
 pub(super) use bufring::{BGID, BufRing};
 #[cfg(test)]
 pub(super) use bufring::{WINDOW_PERIOD, pbuf_head};

@@ -44,12 +44,13 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue};
 
 use crate::common::{Closing, RateLimited, earliest};
-use crate::{ConnId, Handler, LoopConfig, Waker, WakerInner};
+use crate::{ConnId, Handler, LoopConfig, RecvBuf, Waker, WakerInner};
 use conn::{Core, UConn, Uring};
 use lent::{BufRing, DRAIN_BOUND, SendPool, WakeBuf, accepted_socket};
 use ops::{GEN_MASK, KIND_ACCEPT, KIND_LISTENER_CANCEL, KIND_NOP, KIND_WAKE, split_user_data};
 use probe::{build_ring, describe, register_file_table};
 
+pub(crate) use lent::Lend;
 pub(crate) use probe::probe;
 
 struct Listener {
@@ -160,6 +161,7 @@ impl UringLoop {
             self.core.expire_timers(handler, &mut self.expired);
             self.deliver_stashes(handler);
             self.core.stats.recv_buffer_window = u64::from(self.bufs.window());
+            self.core.stats.recv_buffers_lent = u64::from(self.bufs.lent_out());
             handler.on_turn_end(&mut self.core);
             self.flush_dirty();
             if let Some(window) = self.bufs.end_turn(self.core.now)
@@ -271,7 +273,7 @@ impl UringLoop {
             let mut data = c.rare.cold_if_any().map(|c| std::mem::take(&mut c.more.stash)).unwrap_or_default();
             let eof = c.eof;
             if !data.is_empty() {
-                handler.on_data(&mut self.core, id, &mut data);
+                handler.on_data(&mut self.core, id, RecvBuf::from_slice(&mut data));
             }
             if eof
                 && let Some(c) = self.core.conns.get_mut(id)
@@ -388,8 +390,8 @@ mod tests {
         fn on_accept(&mut self, _io: &mut impl Io, conn: ConnId, _peer: SocketAddr) {
             self.idle.get_or_insert(conn);
         }
-        fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: &mut [u8]) {
-            io.send(conn, Bytes::copy_from_slice(data));
+        fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
+            io.send(conn, Bytes::copy_from_slice(&data));
         }
         fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<io::Error>) {
             self.closed += 1;
@@ -501,6 +503,93 @@ mod tests {
         }
     }
 
+    /// Keeps every receive as `Bytes` (lent out of the ring where it can be) and echoes it;
+    /// stops once `expect` bytes arrived.
+    struct Keep {
+        expect: usize,
+        got: usize,
+        kept: Vec<Bytes>,
+    }
+
+    impl Handler for Keep {
+        fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+        fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
+            let b = data.into_bytes();
+            self.got += b.len();
+            io.send(conn, b.clone());
+            self.kept.push(b);
+            if self.got == self.expect {
+                io.stop();
+            }
+        }
+        fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<io::Error>) {}
+    }
+
+    /// Stops at the end of its first turn.
+    struct OneTurn;
+
+    impl Handler for OneTurn {
+        fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
+        fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
+        fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<io::Error>) {}
+        fn on_turn_end(&mut self, io: &mut impl Io) {
+            io.stop();
+        }
+    }
+
+    /// Receives kept as `Bytes` are lent out of the ring without a copy, at most a quarter
+    /// of the buffers at once (the rest copied); the kernel never writes a lent buffer (each
+    /// kept message still reads as sent after many more receives); dropped on another thread,
+    /// the buffers return to the ring at the loop's next turn; small receives are copied.
+    #[test]
+    fn kept_receives_are_lent_bounded_and_come_back_from_any_thread() {
+        if !ringwire_testkit::uring_usable() {
+            return;
+        }
+        let (count, size, msgs, len) = (64u16, 4096u32, 40usize, 3000usize);
+        let cfg = LoopConfig { buf_count: count, buf_size: size, ..LoopConfig::default() };
+        let (mut l, waker) = UringLoop::new(&cfg).unwrap();
+        let addr = listen(&mut l);
+        let message = move |i: usize| -> Vec<u8> { (0..len).map(|j| (i * 31 + j) as u8).collect() };
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            // One at a time, each echoed before the next: each arrives in a receive of its own.
+            for i in 0..msgs {
+                s.write_all(&message(i)).unwrap();
+                let mut back = vec![0u8; len];
+                s.read_exact(&mut back).unwrap();
+                assert!(back == message(i), "echo {i} differs");
+            }
+            // A small one: copied, not lent.
+            s.write_all(b"small").unwrap();
+            s
+        });
+        let mut h = Keep { expect: msgs * len + 5, got: 0, kept: Vec::new() };
+        l.run(&mut h).unwrap();
+        let _client = client.join().unwrap();
+        let max = usize::from(count / 4);
+        let mem = l.bufs.mem_range();
+        let in_ring = |b: &Bytes| mem.contains(&(b.as_ptr() as usize));
+        let lent = h.kept.iter().filter(|b| in_ring(b)).count();
+        println!("{} receives kept, {lent} lent out of the ring", h.kept.len());
+        assert_eq!(h.kept.len(), msgs + 1, "one receive per message");
+        assert_eq!(lent, max, "lent up to a quarter of the buffers, then copied");
+        assert_eq!(usize::from(l.bufs.lent_out()), max);
+        assert!(!in_ring(h.kept.last().unwrap()), "a small receive is copied");
+        for (i, b) in h.kept[..msgs].iter().enumerate() {
+            assert!(b[..] == message(i)[..], "kept message {i} was overwritten");
+        }
+        // Dropped on another thread; the next turn takes them back.
+        let kept = std::mem::take(&mut h.kept);
+        std::thread::spawn(move || drop(kept)).join().unwrap();
+        waker.wake().unwrap();
+        l.run(&mut OneTurn).unwrap();
+        assert_eq!(l.bufs.lent_out(), 0, "lent buffers came back");
+        assert_eq!(usize::from(l.bufs.lent()) + l.bufs.free().len(), usize::from(l.bufs.count()));
+        assert_eq!(l.core.stats.recv_buffers_lent, 0);
+    }
+
     /// Leaves a multishot recv and the eventfd read in flight.
     struct StopOnAccept;
 
@@ -508,7 +597,7 @@ mod tests {
         fn on_accept(&mut self, io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {
             io.stop();
         }
-        fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: &mut [u8]) {}
+        fn on_data(&mut self, _io: &mut impl Io, _conn: ConnId, _data: RecvBuf<'_>) {}
         fn on_closed(&mut self, _io: &mut impl Io, _conn: ConnId, _error: Option<io::Error>) {}
     }
 

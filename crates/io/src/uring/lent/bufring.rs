@@ -4,9 +4,11 @@
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
@@ -32,17 +34,29 @@ pub(in crate::uring) const WINDOW_PERIOD: Duration = Duration::from_millis(500);
 /// most buffers one turn took; when that peak is under a quarter of the window the ring is
 /// re-registered with a smaller window and the buffer pages go back to the kernel
 /// ([`BufRing::reclaim`]).
+///
+/// A received buffer can also be lent to the application as [`Bytes`] ([`BufRing::lend`]):
+/// a large message that arrived in one buffer then reaches the handler without a copy. The
+/// buffer stays out of the ring until the last `Bytes` of it is dropped, on any thread
+/// ([`LentBuf`]); the loop takes it back at its next turn. At most a quarter of the buffers
+/// are out at once (then input is copied, as before), so a handler that keeps messages
+/// cannot starve the ring.
 pub(in crate::uring) struct BufRing {
     entries: *mut BufRingEntry,
     entries_layout: Layout,
-    /// `count * size` bytes, an anonymous private mapping of our own (see `reclaim`).
-    bufs: *mut u8,
+    /// The buffers (`count * size` bytes, an anonymous private mapping of our own, see
+    /// `reclaim`), shared with the ones lent out: unmapped when the last of them is gone.
+    mem: Arc<RingMem>,
     pub(super) bufs_len: usize,
     size: u32,
     count: u16,
     tail: u16,
     /// Buffers published to the kernel and not handed back in a CQE yet.
     lent: u16,
+    /// Buffers lent to the application as `Bytes` and not taken back yet.
+    lent_out: u16,
+    /// The most that may be lent out at once.
+    max_lent_out: u16,
     /// How many buffers the kernel should have available after a top-up.
     window: u16,
     /// Buffers neither lent nor in use, most recently returned last.
@@ -85,15 +99,18 @@ impl BufRing {
             unsafe { dealloc(entries.cast(), entries_layout) };
             return Err(e);
         }
+        let returned = (0..usize::from(count).div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
         let mut r = BufRing {
             entries,
             entries_layout,
-            bufs: bufs.cast(),
+            mem: Arc::new(RingMem { ptr: bufs.cast(), len: bufs_len, returned }),
             bufs_len,
             size,
             count,
             tail: 0,
             lent: 0,
+            lent_out: 0,
+            max_lent_out: count / 4,
             window: 0,
             free: Vec::new(),
             taken_turn: 0,
@@ -105,8 +122,10 @@ impl BufRing {
         Ok(r)
     }
 
-    /// Every buffer free, none lent, and the free ones lent up to `window`.
+    /// Every buffer free, none lent, and the free ones lent up to `window`. Only with no
+    /// buffer lent out.
     fn reset(&mut self, window: u16) {
+        debug_assert_eq!(self.lent_out, 0);
         self.tail = 0;
         self.lent = 0;
         // Highest id at the stack's bottom, so buffer 0 is lent first.
@@ -130,7 +149,9 @@ impl BufRing {
         self.starved = false;
         self.period_end = now + WINDOW_PERIOD;
         let want = (u32::from(peak) * 2).next_power_of_two().max(u32::from(INITIAL_WINDOW));
-        (!starved && want * 2 <= u32::from(self.window)).then(|| want.min(u32::from(self.count)) as u16)
+        // Not while buffers are lent out: their pages hold messages the application reads.
+        (!starved && self.lent_out == 0 && want * 2 <= u32::from(self.window))
+            .then(|| want.min(u32::from(self.count)) as u16)
     }
 
     /// When the loop must wake to check the window even if nothing happens.
@@ -148,16 +169,22 @@ impl BufRing {
     /// is re-armed.
     pub(in crate::uring) fn reclaim(&mut self, ring: &IoUring, window: u16) -> io::Result<()> {
         debug_assert_eq!(usize::from(self.lent) + self.free.len(), usize::from(self.count));
+        debug_assert_eq!(self.lent_out, 0, "end_turn reclaims only with no buffer lent out");
         ring.submitter().unregister_buf_ring(BGID)?;
         // SAFETY: the range is our own anonymous mapping and the kernel no longer holds any
-        // buffer of it (unregistered above); its contents are not needed (no buffer is in use).
-        unsafe { libc::madvise(self.bufs.cast(), self.bufs_len, libc::MADV_DONTNEED) };
+        // buffer of it (unregistered above); its contents are not needed (no buffer is in use,
+        // none is lent out).
+        unsafe { libc::madvise(self.mem.ptr.cast(), self.bufs_len, libc::MADV_DONTNEED) };
         self.reset(window);
         self.register(ring)
     }
 
-    /// Publishes free buffers until the kernel holds `window` of them (or none are free).
+    /// Publishes free buffers until the kernel holds `window` of them (or none are free),
+    /// after taking back the lent-out buffers whose last `Bytes` was dropped.
     pub(in crate::uring) fn top_up(&mut self) {
+        if self.lent_out > 0 {
+            self.take_back();
+        }
         while self.lent < self.window {
             let Some(bid) = self.free.pop() else { break };
             self.push(bid);
@@ -175,6 +202,45 @@ impl BufRing {
     pub(in crate::uring) fn release(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         self.free.push(bid);
+    }
+
+    /// Lends buffer `bid`, whose first `len` bytes the kernel just filled, to the application
+    /// as `Bytes`: it stays out of the ring until the last of them is dropped. `None` (keep
+    /// the buffer; copy what is wanted) when a quarter of the buffers are out already, or
+    /// for under an eighth of a buffer, where a copy is cheap and lending would pin over
+    /// eight times the memory.
+    pub(in crate::uring) fn lend(&mut self, bid: u16, len: usize) -> Option<Bytes> {
+        assert!(bid < self.count && len <= self.size as usize, "bad buffer id/len from the kernel");
+        if self.lent_out >= self.max_lent_out || len < (self.size / 8) as usize {
+            return None;
+        }
+        self.lent_out += 1;
+        // SAFETY: inside the mapping (bid < count); see `LentBuf` for why reading it is sound.
+        let ptr = unsafe { self.mem.ptr.add(usize::from(bid) * self.size as usize) };
+        Some(Bytes::from_owner(LentBuf { mem: Arc::clone(&self.mem), bid, ptr, len }))
+    }
+
+    /// Puts the lent-out buffers whose `Bytes` are all dropped back on the free list.
+    fn take_back(&mut self) {
+        for (w, word) in self.mem.returned.iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // Acquire: pairs with the release in `LentBuf::drop`, so whatever the last owner
+            // did with the buffer happened before the kernel writes into it again.
+            let mut bits = word.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                let bid = (w * 64) as u16 + bits.trailing_zeros() as u16;
+                bits &= bits - 1;
+                self.free.push(bid);
+                self.lent_out -= 1;
+            }
+        }
+    }
+
+    /// Buffers lent to the application and not back yet.
+    pub(in crate::uring) fn lent_out(&self) -> u16 {
+        self.lent_out
     }
 
     /// How many buffers the kernel may hold at once now.
@@ -210,7 +276,7 @@ impl BufRing {
         // reads entries between its head and our published tail, and this one is past the tail.
         let e = unsafe { &mut *self.entries.add(usize::from(self.tail & mask)) };
         // SAFETY: bid < count, so the buffer lies inside the buffer allocation.
-        e.set_addr(unsafe { self.bufs.add(usize::from(bid) * self.size as usize) } as u64);
+        e.set_addr(unsafe { self.mem.ptr.add(usize::from(bid) * self.size as usize) } as u64);
         e.set_len(self.size);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -229,7 +295,103 @@ impl BufRing {
         // SAFETY: the range lies inside the buffer allocation; the kernel handed this buffer to
         // us (it was selected for a completed recv) and will not touch it until `push(bid)`;
         // `&mut self` guarantees no other slice of it is alive.
-        unsafe { std::slice::from_raw_parts_mut(self.bufs.add(usize::from(bid) * self.size as usize), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.add(usize::from(bid) * self.size as usize), len) }
+    }
+}
+
+/// What a [`RecvBuf`](crate::RecvBuf) of a ring buffer needs to lend it: the ring, the
+/// buffer, and where to say it was lent (then the loop does not release it).
+pub(crate) struct Lend<'a> {
+    ring: &'a mut BufRing,
+    bid: u16,
+    lent: &'a mut bool,
+}
+
+impl<'a> Lend<'a> {
+    /// The first `len` bytes of buffer `bid`, which the kernel just handed over in a CQE, as
+    /// a [`RecvBuf`](crate::RecvBuf) that can lend it; `*lent` says whether it did.
+    pub(in crate::uring) fn recv_buf(
+        ring: &'a mut BufRing,
+        bid: u16,
+        len: usize,
+        lent: &'a mut bool,
+    ) -> crate::RecvBuf<'a> {
+        assert!(bid < ring.count && len <= ring.size as usize, "bad buffer id/len from the kernel");
+        // SAFETY: the range lies inside the buffer mapping; the kernel handed this buffer to
+        // us (it was selected for a completed recv) and will not touch it until it is
+        // published again, which happens only after it is released (once this borrow ended)
+        // or, if lent, after its `Bytes` are gone; the ring's `&mut` in `Lend` covers none of
+        // the buffer's bytes (they live behind `mem`'s raw pointer), and `slice` is not called
+        // for this buffer while the `RecvBuf` lives (it needs `&mut` of the ring, held here).
+        let data =
+            unsafe { std::slice::from_raw_parts_mut(ring.mem.ptr.add(usize::from(bid) * ring.size as usize), len) };
+        crate::RecvBuf::lendable(data, Lend { ring, bid, lent })
+    }
+
+    /// Lends the buffer's first `len` bytes as `Bytes` (see [`BufRing::lend`]).
+    pub(crate) fn lend(self, len: usize) -> Option<Bytes> {
+        let b = self.ring.lend(self.bid, len)?;
+        *self.lent = true;
+        Some(b)
+    }
+}
+
+/// The buffers' memory: `len` bytes at `ptr`, an anonymous private mapping, unmapped when
+/// the ring and every buffer lent out of it are gone.
+struct RingMem {
+    ptr: *mut u8,
+    len: usize,
+    /// One bit per buffer: set by the last owner of a lent-out buffer when it lets go (from
+    /// any thread), cleared by the loop when it takes the buffer back.
+    returned: Box<[AtomicU64]>,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; `returned` is atomic. Who may
+// touch which buffer is the ring's business (see `LentBuf`).
+unsafe impl Send for RingMem {}
+// SAFETY: as above; shared access only reads `ptr`/`len` and updates `returned` atomically.
+unsafe impl Sync for RingMem {}
+
+impl Drop for RingMem {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `BufRing::new` with this length; nothing refers to it any more (the
+        // ring and every lent buffer held an `Arc` of this).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A buffer lent out of the ring: the owner behind the [`Bytes`] of [`BufRing::lend`].
+///
+/// Reading `len` bytes at `ptr` is sound while this lives: the kernel handed the buffer to us
+/// in a CQE and writes it again only once the loop publishes it in the ring, which it does
+/// only after this is dropped and the loop took the buffer back; the loop writes it no more
+/// (the handler's `&mut` slice of it ended when it asked for the `Bytes`); and the mapping
+/// lives as long as `mem`.
+struct LentBuf {
+    mem: Arc<RingMem>,
+    bid: u16,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: see the type's docs: the bytes are not written while any `LentBuf` of them lives,
+// so reading them from any thread is sound; the return path is atomic.
+unsafe impl Send for LentBuf {}
+// SAFETY: as above.
+unsafe impl Sync for LentBuf {}
+
+impl AsRef<[u8]> for LentBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the type's docs.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for LentBuf {
+    fn drop(&mut self) {
+        let (w, bit) = (usize::from(self.bid) / 64, self.bid % 64);
+        // Release: our reads of the buffer happen before the loop lends it to the kernel.
+        self.mem.returned[w].fetch_or(1 << bit, Ordering::Release);
     }
 }
 
@@ -278,16 +440,20 @@ impl BufRing {
     pub(in crate::uring) fn tail(&self) -> u16 {
         self.tail
     }
+
+    /// The addresses of the buffers' memory.
+    pub(in crate::uring) fn mem_range(&self) -> std::ops::Range<usize> {
+        self.mem.ptr as usize..self.mem.ptr as usize + self.mem.len
+    }
 }
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the kernel no longer uses them (the
-        // ring was unregistered or destroyed first).
-        unsafe {
-            dealloc(self.entries.cast(), self.entries_layout);
-            libc::munmap(self.bufs.cast(), self.bufs_len);
-        }
+        // The buffers' mapping goes with the last `Arc` of `mem` (a lent-out buffer may outlive
+        // the ring).
+        // SAFETY: allocated in `new` with this layout; the kernel no longer uses it (the ring
+        // was unregistered or destroyed first).
+        unsafe { dealloc(self.entries.cast(), self.entries_layout) };
     }
 }
 
