@@ -163,11 +163,12 @@ impl Connection {
     }
 
     /// [`handle_read`](Self::handle_read) for input the connection may keep: a buffer the
-    /// driver can hand over as [`Bytes`] (an io_uring receive buffer lends itself without a
-    /// copy, see `ringwire_io::RecvBuf`). A data message in one frame at the front of `buf`,
-    /// the usual case for a large message that arrived in one receive, is unmasked in place
-    /// and becomes a slice of `buf` instead of a copy; anything else in `buf` is read as by
-    /// `handle_read`.
+    /// driver can hand over as [`Bytes`] without a copy (an io_uring receive buffer lends
+    /// itself, see `ringwire_io::RecvBuf`; a driver whose buffer would copy calls
+    /// `handle_read`). A data message in one frame at the front of `buf` that fills at least
+    /// half of it, the usual case for a large message that arrived in one receive, is
+    /// unmasked in place and becomes a slice of `buf` instead of a copy; anything else in
+    /// `buf` is read as by `handle_read`.
     pub fn handle_read_buf<B>(&mut self, mut buf: B, now: Instant)
     where
         B: DerefMut<Target = [u8]> + Into<Bytes>,

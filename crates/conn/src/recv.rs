@@ -193,8 +193,9 @@ fn whole_frame(lim: &Limits, data: &mut &[u8], out: &mut impl FnMut(Inbound)) ->
 
 /// A data message in one frame at the front of `buf`, for a caller that can keep `buf`
 /// (see `Connection::handle_read_buf`): with assembly on, nothing split, uncompressed,
-/// final, whole within `buf` and within the limits, it is unmasked in place, and its opcode
-/// and payload range in `buf` come back. `None`, with `buf` untouched, for anything else,
+/// final, whole within `buf`, at least half of `buf` (a small message must not keep a large
+/// buffer alive) and within the limits, it is unmasked in place, and its opcode and payload
+/// range in `buf` come back. `None`, with `buf` untouched, for anything else,
 /// which then takes the usual path (errors included).
 pub(crate) fn whole_message_in_place(lim: &Limits, buf: &mut [u8]) -> Option<(OpCode, std::ops::Range<usize>)> {
     if !lim.assemble {
@@ -206,6 +207,7 @@ pub(crate) fn whole_message_in_place(lim: &Limits, buf: &mut [u8]) -> Option<(Op
         || h.rsv != 0
         || !matches!(h.opcode, OpCode::Text | OpCode::Binary)
         || buf.len() - n < len
+        || len < buf.len() / 2
         || message_size(lim, h.payload_len).is_err()
     {
         return None;

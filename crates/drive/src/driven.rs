@@ -177,11 +177,16 @@ impl Driven {
         self.conn.handle_read(data, now);
     }
 
-    /// [`read`](Self::read) of a receive buffer the connection may keep (a large message in
-    /// one frame becomes a slice of it, without a copy: see [`Connection::handle_read_buf`]);
-    /// [`pump`](Self::pump) after.
+    /// [`read`](Self::read) of a receive buffer the connection may keep when the loop can
+    /// lend it (a large message in one frame becomes a slice of it, without a copy: see
+    /// [`Connection::handle_read_buf`]); otherwise the connection copies what it keeps, as
+    /// with `read`. [`pump`](Self::pump) after.
     pub fn read_buf(&mut self, data: RecvBuf<'_>, now: Instant) {
-        self.conn.handle_read_buf(data, now);
+        if data.can_lend() {
+            self.conn.handle_read_buf(data, now);
+        } else {
+            self.conn.handle_read(&data, now);
+        }
     }
 
     /// The loop wrote `bytes`; the preamble's are counted off first. Returns whether the

@@ -58,6 +58,7 @@
 
 mod common;
 mod epoll;
+#[allow(unsafe_code)]
 mod recv_buf;
 #[allow(unsafe_code)]
 mod sys;

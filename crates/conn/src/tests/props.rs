@@ -289,3 +289,21 @@ fn a_kept_buffer_lends_its_message_without_a_copy() {
     assert_eq!(&*t, "after");
     assert!(s.poll_event().is_none());
 }
+
+/// A message that fills less than half of a kept buffer is copied, not sliced: it must not
+/// keep the whole buffer alive.
+#[test]
+fn a_small_message_does_not_keep_a_large_buffer() {
+    let now = Instant::now();
+    let mut s = Connection::new(Role::Server, Config::server(), ConnInfo::new(), now);
+    let mut wire = frame(OpCode::Binary, true, &[7; 1000], Some([1, 2, 3, 4]));
+    wire.extend(frame(OpCode::Binary, true, &[9; 5000], Some([5, 6, 7, 8])));
+    let buf = bytes::BytesMut::from(&wire[..]);
+    let base = buf.as_ptr() as usize;
+    s.handle_read_buf(buf, now);
+    let Some(Event::Message(Message::Binary(b))) = s.poll_event() else { panic!("no message") };
+    assert!(b[..] == [7; 1000][..]);
+    assert!(!(base..base + wire.len()).contains(&(b.as_ptr() as usize)), "a small message sliced a large buffer");
+    let Some(Event::Message(Message::Binary(b))) = s.poll_event() else { panic!("no second message") };
+    assert!(b[..] == [9; 5000][..]);
+}

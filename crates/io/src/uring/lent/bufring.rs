@@ -53,8 +53,10 @@ pub(in crate::uring) struct BufRing {
     tail: u16,
     /// Buffers published to the kernel and not handed back in a CQE yet.
     lent: u16,
-    /// Buffers lent to the application as `Bytes` and not taken back yet.
+    /// Buffers lent to the application as `Bytes` and not taken back yet, and which (a bit
+    /// per buffer).
     lent_out: u16,
+    out: Box<[u64]>,
     /// The most that may be lent out at once.
     max_lent_out: u16,
     /// How many buffers the kernel should have available after a top-up.
@@ -99,7 +101,8 @@ impl BufRing {
             unsafe { dealloc(entries.cast(), entries_layout) };
             return Err(e);
         }
-        let returned = (0..usize::from(count).div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        let words = usize::from(count).div_ceil(64);
+        let returned = (0..words).map(|_| AtomicU64::new(0)).collect();
         let mut r = BufRing {
             entries,
             entries_layout,
@@ -110,6 +113,7 @@ impl BufRing {
             tail: 0,
             lent: 0,
             lent_out: 0,
+            out: vec![0; words].into_boxed_slice(),
             max_lent_out: count / 4,
             window: 0,
             free: Vec::new(),
@@ -122,15 +126,15 @@ impl BufRing {
         Ok(r)
     }
 
-    /// Every buffer free, none lent, and the free ones lent up to `window`. Only with no
-    /// buffer lent out.
+    /// Every buffer free but those lent out, none published, and the free ones published up
+    /// to `window`.
     fn reset(&mut self, window: u16) {
-        debug_assert_eq!(self.lent_out, 0);
         self.tail = 0;
         self.lent = 0;
         // Highest id at the stack's bottom, so buffer 0 is lent first.
         self.free.clear();
-        self.free.extend((0..self.count).rev());
+        let free: Vec<u16> = (0..self.count).rev().filter(|&b| !self.is_out(b)).collect();
+        self.free.extend(free);
         self.window = window.min(self.count);
         self.top_up();
     }
@@ -149,9 +153,7 @@ impl BufRing {
         self.starved = false;
         self.period_end = now + WINDOW_PERIOD;
         let want = (u32::from(peak) * 2).next_power_of_two().max(u32::from(INITIAL_WINDOW));
-        // Not while buffers are lent out: their pages hold messages the application reads.
-        (!starved && self.lent_out == 0 && want * 2 <= u32::from(self.window))
-            .then(|| want.min(u32::from(self.count)) as u16)
+        (!starved && want * 2 <= u32::from(self.window)).then(|| want.min(u32::from(self.count)) as u16)
     }
 
     /// When the loop must wake to check the window even if nothing happens.
@@ -168,13 +170,36 @@ impl BufRing {
     /// recv that would run between the unregister and the register just ends with ENOBUFS and
     /// is re-armed.
     pub(in crate::uring) fn reclaim(&mut self, ring: &IoUring, window: u16) -> io::Result<()> {
-        debug_assert_eq!(usize::from(self.lent) + self.free.len(), usize::from(self.count));
-        debug_assert_eq!(self.lent_out, 0, "end_turn reclaims only with no buffer lent out");
+        debug_assert_eq!(
+            usize::from(self.lent) + self.free.len() + usize::from(self.lent_out),
+            usize::from(self.count)
+        );
         ring.submitter().unregister_buf_ring(BGID)?;
-        // SAFETY: the range is our own anonymous mapping and the kernel no longer holds any
-        // buffer of it (unregistered above); its contents are not needed (no buffer is in use,
-        // none is lent out).
-        unsafe { libc::madvise(self.mem.ptr.cast(), self.bufs_len, libc::MADV_DONTNEED) };
+        // The pages of every buffer but the lent-out ones (messages the application still
+        // reads), in runs of neighbouring buffers.
+        let size = self.size as usize;
+        let mut bid = 0;
+        while bid < self.count {
+            if self.is_out(bid) {
+                bid += 1;
+                continue;
+            }
+            let start = bid;
+            while bid < self.count && !self.is_out(bid) {
+                bid += 1;
+            }
+            // Whole pages only (madvise rounds the length up, which could reach into a lent
+            // buffer that shares a page with this run when buffers are smaller than a page).
+            let page = 4096;
+            let from = (usize::from(start) * size).next_multiple_of(page);
+            let to = usize::from(bid) * size / page * page;
+            if from < to {
+                // SAFETY: the range lies inside our own anonymous mapping (the mapping starts on
+                // a page); the kernel no longer holds any buffer of it (unregistered above), and
+                // none of these buffers is in use or lent out, so their contents are not needed.
+                unsafe { libc::madvise(self.mem.ptr.add(from).cast(), to - from, libc::MADV_DONTNEED) };
+            }
+        }
         self.reset(window);
         self.register(ring)
     }
@@ -211,13 +236,24 @@ impl BufRing {
     /// eight times the memory.
     pub(in crate::uring) fn lend(&mut self, bid: u16, len: usize) -> Option<Bytes> {
         assert!(bid < self.count && len <= self.size as usize, "bad buffer id/len from the kernel");
-        if self.lent_out >= self.max_lent_out || len < (self.size / 8) as usize {
+        if !self.would_lend(len) {
             return None;
         }
         self.lent_out += 1;
+        self.out[usize::from(bid) / 64] |= 1 << (bid % 64);
         // SAFETY: inside the mapping (bid < count); see `LentBuf` for why reading it is sound.
         let ptr = unsafe { self.mem.ptr.add(usize::from(bid) * self.size as usize) };
         Some(Bytes::from_owner(LentBuf { mem: Arc::clone(&self.mem), bid, ptr, len }))
+    }
+
+    /// Whether [`lend`](Self::lend) of `len` bytes would lend.
+    fn would_lend(&self, len: usize) -> bool {
+        self.lent_out < self.max_lent_out && len >= (self.size / 8) as usize
+    }
+
+    /// Whether buffer `bid` is lent out.
+    fn is_out(&self, bid: u16) -> bool {
+        self.out[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
     }
 
     /// Puts the lent-out buffers whose `Bytes` are all dropped back on the free list.
@@ -232,6 +268,7 @@ impl BufRing {
             while bits != 0 {
                 let bid = (w * 64) as u16 + bits.trailing_zeros() as u16;
                 bits &= bits - 1;
+                self.out[w] &= !(1 << (bid % 64));
                 self.free.push(bid);
                 self.lent_out -= 1;
             }
@@ -317,15 +354,19 @@ impl<'a> Lend<'a> {
         lent: &'a mut bool,
     ) -> crate::RecvBuf<'a> {
         assert!(bid < ring.count && len <= ring.size as usize, "bad buffer id/len from the kernel");
-        // SAFETY: the range lies inside the buffer mapping; the kernel handed this buffer to
-        // us (it was selected for a completed recv) and will not touch it until it is
-        // published again, which happens only after it is released (once this borrow ended)
-        // or, if lent, after its `Bytes` are gone; the ring's `&mut` in `Lend` covers none of
-        // the buffer's bytes (they live behind `mem`'s raw pointer), and `slice` is not called
-        // for this buffer while the `RecvBuf` lives (it needs `&mut` of the ring, held here).
-        let data =
-            unsafe { std::slice::from_raw_parts_mut(ring.mem.ptr.add(usize::from(bid) * ring.size as usize), len) };
-        crate::RecvBuf::lendable(data, Lend { ring, bid, lent })
+        // SAFETY: inside the mapping (bid < count, len <= size).
+        let ptr = unsafe { ring.mem.ptr.add(usize::from(bid) * ring.size as usize) };
+        // SAFETY: the kernel handed this buffer to us (it was selected for a completed recv)
+        // and will not touch it until it is published again, which happens only after it is
+        // released (once the `RecvBuf` is gone) or, if lent, after its `Bytes` are gone; the
+        // ring's `&mut` in `Lend` covers none of the buffer's bytes (they live behind `mem`'s
+        // raw pointer), and nothing else reads or writes them meanwhile.
+        unsafe { crate::RecvBuf::lendable(ptr, len, Lend { ring, bid, lent }) }
+    }
+
+    /// Whether [`lend`](Self::lend) of `len` bytes would lend (see [`BufRing::lend`]).
+    pub(crate) fn would_lend(&self, len: usize) -> bool {
+        self.ring.would_lend(len)
     }
 
     /// Lends the buffer's first `len` bytes as `Bytes` (see [`BufRing::lend`]).
@@ -517,6 +558,43 @@ mod tests {
         r.reset(INITIAL_WINDOW);
         assert_eq!((r.lent, r.tail, r.free.len()), (INITIAL_WINDOW, INITIAL_WINDOW, 1024 - 32));
         assert_eq!(r.check_at(), None, "no need to wake at the initial window");
+    }
+
+    /// Lent-out buffers (ids past the first bitmap word too) stay off the free list when the
+    /// ring is reset (the window shrink), are capped at a quarter, and come back once their
+    /// `Bytes` are dropped; small receives are not lent.
+    #[test]
+    fn lent_buffers_survive_a_reset_and_come_back_when_dropped() {
+        let mut r = BufRing::new(256, 4096).unwrap();
+        let ids = [3u16, 64, 130, 255];
+        let kept: Vec<Bytes> = ids
+            .iter()
+            .map(|&bid| {
+                r.slice(bid, 4096).fill(bid as u8);
+                r.lend(bid, 4096).expect("lent")
+            })
+            .collect();
+        assert!(r.lend(7, 511).is_none(), "under an eighth of a buffer is copied, not lent");
+        assert_eq!(r.lent_out(), 4);
+        r.reset(INITIAL_WINDOW);
+        for bid in ids {
+            assert!(!r.free.contains(&bid), "lent buffer {bid} on the free list after a reset");
+            assert!(!published(&r, 0).contains(&bid), "lent buffer {bid} published after a reset");
+        }
+        assert_eq!(usize::from(r.lent) + r.free.len() + usize::from(r.lent_out), 256);
+        for (b, bid) in kept.iter().zip(ids) {
+            assert!(b.iter().all(|&x| x == bid as u8));
+        }
+        drop(kept);
+        r.top_up();
+        assert_eq!(r.lent_out(), 0);
+        for bid in ids {
+            assert!(r.free.contains(&bid) || published(&r, 0).contains(&bid), "buffer {bid} did not come back");
+            assert!(!r.is_out(bid));
+        }
+        // At most a quarter of the buffers at once.
+        let many: Vec<Bytes> = (0..256u16).filter_map(|bid| r.lend(bid, 4096)).collect();
+        assert_eq!(many.len(), 64);
     }
 
     #[test]
