@@ -150,7 +150,7 @@ impl Connection {
         if self.state == State::Open {
             self.timers.on_receive(&self.config, now);
         }
-        if self.paused || self.output_full() || self.pending.is_some() || !self.events.is_empty() {
+        if !self.parses_now() {
             // Reading is stopped, or earlier input or events come first: keep this for
             // `poll_event`.
             self.pending.get_or_insert_with(Box::default).extend_from_slice(data);
@@ -179,10 +179,7 @@ impl Connection {
         let direct = buf.len() >= KEEP_MIN
             && self.state != State::Closed
             && !self.input_done
-            && !self.paused
-            && !self.output_full()
-            && self.pending.is_none()
-            && self.events.is_empty()
+            && self.parses_now()
             && self.recv.is_idle();
         let whole = if direct { recv::whole_message_in_place(&self.limits(), &mut buf) } else { None };
         let Some((opcode, payload)) = whole else { return self.handle_read(&buf, now) };
@@ -209,6 +206,12 @@ impl Connection {
         if end < buf.len() {
             self.handle_read(&buf[end..], now);
         }
+    }
+
+    /// Whether input is parsed as it arrives: reading is not stopped and no earlier input
+    /// or event waits.
+    fn parses_now(&self) -> bool {
+        !self.paused && !self.output_full() && self.pending.is_none() && self.events.is_empty()
     }
 
     /// The receive limits, from the shared config.
