@@ -5,6 +5,7 @@ use crate::handler::ClientHandler;
 use crate::handshake::{self, Refusal, Step};
 use crate::ws::{ClientId, ClientWs, Cmd, Ctl, LoopHandle, Shared, Target};
 use crate::{ConnectError, ConnectOptions};
+use bytes::BytesMut;
 use ringwire_conn::handshake::Response;
 use ringwire_conn::{ConnInfo, Connection, Role};
 use ringwire_drive::{Callback, Driven, Slots, WebSocketConnection, panic_message};
@@ -518,6 +519,13 @@ impl<H: ClientHandler> Driver<'_, H> {
         }
     }
 
+    fn data_into(&mut self, io: &mut impl Io, conn: ConnId, buf: BytesMut) {
+        if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn) {
+            open.driven.read_into(buf, io.now());
+            self.pump(io, conn);
+        }
+    }
+
     fn sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
         if let Some(Slot::Open(open)) = self.st.slots.get_mut(&conn)
             && open.driven.written(bytes, io.now())
@@ -604,6 +612,10 @@ impl<H: ClientHandler> Handler for Driver<'_, H> {
         self.data(io, conn, data);
     }
 
+    fn on_data_into(&mut self, io: &mut impl Io, conn: ConnId, buf: BytesMut) {
+        self.data_into(io, conn, buf);
+    }
+
     fn on_sent(&mut self, io: &mut impl Io, conn: ConnId, bytes: usize) {
         self.sent(io, conn, bytes);
     }
@@ -647,6 +659,11 @@ impl<H: ClientHandler> Handler for Outer<'_, H> {
 
     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
         self.0.on_data(io, conn, data);
+        self.after(io, false, false);
+    }
+
+    fn on_data_into(&mut self, io: &mut impl Io, conn: ConnId, buf: BytesMut) {
+        self.0.on_data_into(io, conn, buf);
         self.after(io, false, false);
     }
 

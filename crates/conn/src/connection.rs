@@ -23,6 +23,20 @@ mod pings;
 use compression::Codecs;
 use pings::Pings;
 
+/// Input for [`Connection::take_inbound`].
+enum Step<'d> {
+    /// Bytes received.
+    Feed(&'d [u8]),
+    /// The lent message buffer, back with bytes received into it.
+    GiveBack(BytesMut),
+}
+
+/// What is left of a frame's payload for [`Connection::lend_read_buffer`] to lend the message
+/// buffer to receive it into: below it a copy from a receive buffer costs less than the
+/// system calls of a receive of its own. (1 KiB under test, so that property tests of a
+/// few KiB per frame reach it.)
+const LEND_MIN: usize = if cfg!(test) { 1 << 10 } else { 64 << 10 };
+
 /// One WebSocket connection after the handshake, for either role, with no socket,
 /// thread or clock inside.
 ///
@@ -208,10 +222,47 @@ impl Connection {
         }
     }
 
-    /// Whether input is parsed as it arrives: reading is not stopped and no earlier input
-    /// or event waits.
+    /// Whether input is parsed as it arrives: reading is not stopped, no earlier input or
+    /// event waits, and the message buffer is not lent out.
     fn parses_now(&self) -> bool {
-        !self.paused && !self.output_full() && self.pending.is_none() && self.events.is_empty()
+        !self.paused && !self.output_full() && self.pending.is_none() && self.events.is_empty() && !self.recv.is_lent()
+    }
+
+    /// The message buffer, lent to the driver to receive the rest of a large frame's payload
+    /// straight into it (`ringwire_io::Io::recv_into`), and how many bytes to receive: while
+    /// a frame being received has at least 64 KiB of payload to come and input is parsed as
+    /// it arrives. The buffer has room for them (or for the next 1 MiB of them: an announced
+    /// payload reserves no more at once than on the usual path). Until
+    /// [`handle_read_into`](Self::handle_read_into) gives it back, input given to
+    /// [`handle_read`](Self::handle_read) is kept for after.
+    ///
+    /// Saves a copy per byte: a large payload otherwise arrives in the loop's receive
+    /// buffers and is copied into this one.
+    pub fn lend_read_buffer(&mut self) -> Option<(BytesMut, usize)> {
+        if self.state == State::Closed || self.input_done || !self.parses_now() {
+            return None;
+        }
+        self.recv.lend(LEND_MIN)
+    }
+
+    /// The buffer [`lend_read_buffer`](Self::lend_read_buffer) lent, back with the bytes
+    /// received into it appended (any number, none at the peer's EOF): read as by
+    /// [`handle_read`](Self::handle_read). A buffer not lent is dropped.
+    pub fn handle_read_into(&mut self, buf: BytesMut, now: Instant) {
+        self.timers.set_now(now);
+        let Some(at) = self.recv.lent_at() else { return };
+        if self.state == State::Closed || self.input_done {
+            return;
+        }
+        if buf.len() > at && self.state == State::Open {
+            self.timers.on_receive(&self.config, now);
+        }
+        let (_, extra) = self.take_inbound(Step::GiveBack(buf));
+        if let Some(extra) = extra {
+            // More than was asked for: the next frames.
+            self.handle_read(&extra, now);
+        }
+        self.parse_pending();
     }
 
     /// The receive limits, from the shared config.
@@ -240,6 +291,14 @@ impl Connection {
 
     /// Feeds the receive path until it reports something; returns the bytes used.
     fn feed(&mut self, data: &[u8]) -> usize {
+        self.take_inbound(Step::Feed(data)).0
+    }
+
+    /// Runs one step of the receive path, turning what it finds into events: returns the
+    /// bytes of `data` used ([`Step::Feed`]) or those beyond the lent frame's payload
+    /// ([`Step::GiveBack`]).
+    #[inline(always)]
+    fn take_inbound(&mut self, step: Step<'_>) -> (usize, Option<BytesMut>) {
         // Data, pings and pongs become events in stream order right here; a close frame
         // or an error ends the stream, so it is handled after.
         let owe_pongs = self.config.auto_pong && self.state == State::Open;
@@ -247,7 +306,7 @@ impl Connection {
         let lim = self.limits();
         let (events, pings, codecs, role) = (&mut self.events, &mut self.pings, &mut self.codecs, self.role);
         let mut last = None;
-        let (used, done) = self.recv.feed(&lim, data, &mut |item| match item {
+        let mut out = |item| match item {
             Inbound::Message(m) => events.push_back(Event::Message(m)),
             Inbound::Compressed { text, payload } => {
                 // RSV1 only gets through the decoder once deflate was agreed.
@@ -265,12 +324,22 @@ impl Connection {
                 events.push_back(Event::Ping(p));
             }
             end @ (Inbound::Close(_) | Inbound::Error(_)) => last = Some(end),
-        });
+        };
+        let (used, extra, done) = match step {
+            Step::Feed(data) => {
+                let (used, done) = self.recv.feed(&lim, data, &mut out);
+                (used, None, done)
+            }
+            Step::GiveBack(buf) => {
+                let (extra, done) = self.recv.give_back(&lim, buf, &mut out);
+                (0, extra, done)
+            }
+        };
         self.input_done |= done || last.is_some();
         if let Some(end) = last {
             self.on_stream_end(end);
         }
-        used
+        (used, extra)
     }
 
     /// The driver wrote `n` bytes of the chunks [`poll_transmit`](Self::poll_transmit)

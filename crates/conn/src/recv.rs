@@ -79,6 +79,9 @@ struct Split {
     buf: BytesMut,
     /// A control frame's payload being received.
     ctrl: Vec<u8>,
+    /// `buf` is lent to the driver to receive the rest of the frame into
+    /// ([`Recv::lend`]); its length when lent.
+    lent: Option<usize>,
 }
 
 /// The receive state. A close frame or an error ends the stream: [`Recv::feed`] says so,
@@ -109,9 +112,74 @@ impl Recv {
         self.split.is_none()
     }
 
+    /// The message buffer is lent out ([`Recv::lend`]): nothing may be fed until it is back.
+    pub(crate) fn is_lent(&self) -> bool {
+        self.lent_at().is_some()
+    }
+
+    /// The length the message buffer had when it was lent out, if it is.
+    pub(crate) fn lent_at(&self) -> Option<usize> {
+        self.split.as_ref().and_then(|s| s.lent)
+    }
+
+    /// Lends the message buffer, for the driver to receive the rest of a data frame's
+    /// payload straight into, when at least `min` bytes of it are still to come: the buffer
+    /// with room for them (or for the next 1 MiB of them, as the buffered path reserves) and
+    /// how many to receive into it. [`Recv::give_back`] returns it with them appended.
+    pub(crate) fn lend(&mut self, min: usize) -> Option<(BytesMut, usize)> {
+        let s = self.split.as_deref_mut()?;
+        let cur = s.cur?;
+        let rest = cur.len - cur.got;
+        if cur.opcode.is_control() || rest < min || s.lent.is_some() {
+            return None;
+        }
+        let step = rest.min(1 << 20);
+        if s.buf.capacity() - s.buf.len() < step {
+            s.buf.reserve(step);
+        }
+        s.lent = Some(s.buf.len());
+        let room = s.buf.capacity() - s.buf.len();
+        Some((std::mem::take(&mut s.buf), rest.min(room)))
+    }
+
+    /// Takes back the buffer [`Recv::lend`] lent, with the bytes received into it appended,
+    /// and reads them as [`Recv::feed`] would: returns whether the stream ended, and any
+    /// bytes beyond the frame's payload (more than were asked for), unread, for the caller
+    /// to feed.
+    pub(crate) fn give_back(
+        &mut self,
+        lim: &Limits,
+        mut buf: BytesMut,
+        out: &mut impl FnMut(Inbound),
+    ) -> (Option<BytesMut>, bool) {
+        let Some(s) = self.split.as_deref_mut() else { return (None, false) };
+        let Some(start) = s.lent.take() else { return (None, false) };
+        let start = start.min(buf.len());
+        let end = start + s.cur.map_or(0, |c| c.len - c.got);
+        let extra = (buf.len() > end).then(|| buf.split_off(end));
+        s.buf = buf;
+        if s.buf.len() == start {
+            return (extra, false);
+        }
+        let flow = s.appended(lim, start, out);
+        let done = match flow {
+            Ok(Flow::End) => true,
+            Ok(_) => false,
+            Err(e) => {
+                out(Inbound::Error(e));
+                true
+            }
+        };
+        if done || s.is_idle() {
+            self.split = None;
+        }
+        (extra.filter(|_| !done), done)
+    }
+
     /// Bytes held for frames not yet complete.
     pub(crate) fn held(&self) -> usize {
-        self.split.as_ref().map_or(0, |s| usize::from(s.hdr_len) + s.buf.len() + s.ctrl.len())
+        // While the message buffer is lent, what it held when lent.
+        self.split.as_ref().map_or(0, |s| usize::from(s.hdr_len) + s.buf.len() + s.lent.unwrap_or(0) + s.ctrl.len())
     }
 
     /// Consumes `data`, calling `out` for each finding, until the input ends, a close
@@ -314,7 +382,12 @@ fn control(
 impl Split {
     /// Nothing is split any more.
     fn is_idle(&self) -> bool {
-        self.hdr_len == 0 && self.cur.is_none() && self.msg.is_none() && self.buf.is_empty() && self.ctrl.is_empty()
+        self.hdr_len == 0
+            && self.cur.is_none()
+            && self.msg.is_none()
+            && self.buf.is_empty()
+            && self.ctrl.is_empty()
+            && self.lent.is_none()
     }
 
     /// One step over `data`: a header or part of one, or a payload or part of one.
@@ -457,10 +530,9 @@ impl Split {
     /// Part of a frame payload; emits when the frame is complete.
     fn partial(&mut self, lim: &Limits, part: &[u8], out: &mut impl FnMut(Inbound)) -> Result<Flow, ProtocolError> {
         let cur = self.cur.as_mut().expect("a frame in progress");
-        let offset = cur.got;
-        cur.got += part.len();
-        let cur = *cur;
         if cur.opcode.is_control() {
+            cur.got += part.len();
+            let cur = *cur;
             self.ctrl.extend_from_slice(part);
             if cur.got == cur.len {
                 self.cur = None;
@@ -472,11 +544,23 @@ impl Split {
         let start = buf.len();
         // Room for the rest of the frame (bounded by the frame limit, and by 1 MiB per
         // step so an announced but unsent payload does not reserve it all at once).
-        let rest = cur.len - offset;
+        let rest = cur.len - cur.got;
         if buf.capacity() - start < rest {
             buf.reserve(rest.min(1 << 20));
         }
         buf.extend_from_slice(part);
+        self.appended(lim, start, out)
+    }
+
+    /// Payload bytes of the data frame in progress were appended to the message buffer at
+    /// `start` (by [`Split::partial`], or received into it while lent): unmasks and checks
+    /// them; emits when the frame is complete.
+    fn appended(&mut self, lim: &Limits, start: usize, out: &mut impl FnMut(Inbound)) -> Result<Flow, ProtocolError> {
+        let cur = self.cur.as_mut().expect("a frame in progress");
+        let offset = cur.got;
+        cur.got += self.buf.len() - start;
+        let cur = *cur;
+        let buf = &mut self.buf;
         if let Some(k) = cur.mask {
             apply_mask(&mut buf[start..], k, offset);
         }

@@ -1,6 +1,7 @@
 //! [`Driven`]: one open connection run on an event loop.
 
 use crate::{Tally, WebSocketConnection};
+use bytes::BytesMut;
 use ringwire_conn::{CloseCode, ConnError, Connection, Event, State};
 use ringwire_io::{ConnId, Io, RecvBuf};
 use std::any::Any;
@@ -189,6 +190,13 @@ impl Driven {
         }
     }
 
+    /// The buffer lent to the loop's [`Io::recv_into`] came back
+    /// ([`Handler::on_data_into`](ringwire_io::Handler::on_data_into)); [`pump`](Self::pump)
+    /// after.
+    pub fn read_into(&mut self, buf: BytesMut, now: Instant) {
+        self.conn.handle_read_into(buf, now);
+    }
+
     /// The loop wrote `bytes`; the preamble's are counted off first. Returns whether the
     /// connection heard of any (then [`pump`](Self::pump)).
     pub fn written(&mut self, bytes: usize, now: Instant) -> bool {
@@ -333,6 +341,14 @@ impl Driven {
         if wants_read != self.flags.has(Flags::READING) {
             self.flags.set(Flags::READING, wants_read);
             if wants_read { io.resume_read(id) } else { io.pause_read(id) }
+        }
+        // The rest of a large frame goes straight into the message buffer where the loop
+        // can (io_uring, without TLS); elsewhere it comes back at once, untouched.
+        if wants_read
+            && let Some((buf, n)) = self.conn.lend_read_buffer()
+            && let Err(buf) = io.recv_into(id, buf, n)
+        {
+            self.conn.handle_read_into(buf, io.now());
         }
         // Deadlines only move earlier in the loop; a timer that fires early is harmless
         // (handle_timeout checks) and re-arms. This keeps a keepalive that slides with

@@ -71,7 +71,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// The I/O backend an [`EventLoop`] runs on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -340,6 +340,10 @@ pub trait Handler {
     /// kept as `Bytes` ([`RecvBuf::into_bytes`]: on io_uring a large receive is lent without a
     /// copy).
     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>);
+    /// The buffer given to [`Io::recv_into`] comes back, holding the bytes received into it
+    /// (it may hold none new: the peer's EOF follows). Only handlers that call `recv_into`
+    /// hear this; the default drops the buffer.
+    fn on_data_into(&mut self, _io: &mut impl Io, _conn: ConnId, _buf: BytesMut) {}
     /// `bytes` of the queued output of `conn` were written to the socket.
     fn on_sent(&mut self, _io: &mut impl Io, _conn: ConnId, _bytes: usize) {}
     /// The connection is gone: peer EOF (`None`, after queued output was written), reset or
@@ -385,6 +389,20 @@ pub trait Io {
     fn pause_read(&mut self, conn: ConnId);
     /// Deliver `on_data` again, starting with anything kept while paused.
     fn resume_read(&mut self, conn: ConnId);
+    /// Receives the next bytes of `conn` (at most `max`) straight into the spare capacity of
+    /// `buf`, for a large payload whose size is known: the kernel copies them once, into
+    /// their final place, instead of into a receive buffer they are copied out of again.
+    /// [`Handler::on_data_into`] hands `buf` back with them appended (as many as one receive
+    /// gave, at least one unless the peer's EOF came); no `on_data` comes between this call
+    /// and that, and later bytes come by `on_data` again unless `recv_into` is called again.
+    ///
+    /// `Err(buf)`, untouched, where it cannot: on the epoll backend and through TLS (which
+    /// decrypt into their own buffers), on a connection that is paused, closing, at EOF, with
+    /// input kept from a pause still to deliver or with a target already, when `max` is 0 or
+    /// `buf` has less spare capacity than `max`.
+    fn recv_into(&mut self, _conn: ConnId, buf: BytesMut, _max: usize) -> Result<(), BytesMut> {
+        Err(buf)
+    }
     /// Sets (or with `None` clears) the one deadline of `conn`; `on_timer` fires once it passes.
     fn set_timer(&mut self, conn: ConnId, at: Option<Instant>);
     /// Starts an outgoing connection; `on_connect` follows.

@@ -7,6 +7,7 @@ use crate::stats::WorkerCounters;
 use crate::topics::Topics;
 use crate::ws::Ws;
 use crate::{ServerConfig, policy, proxy};
+use bytes::BytesMut;
 use ringwire_conn::handshake::{self, HandshakeError, HandshakeLimits, PlainRequest, Request};
 use ringwire_conn::{CloseCode, ConnInfo, Connection, PreparedMessage, Role};
 use ringwire_drive::{ByType, Callback, Driven, Slots, WebSocketConnection, panic_message};
@@ -493,6 +494,13 @@ impl<H: Handler> ringwire_io::Handler for Worker<H> {
                 }
             }
             Some(Slot::Closing { .. }) | None => {}
+        }
+    }
+
+    fn on_data_into(&mut self, io: &mut impl Io, id: ConnId, buf: BytesMut) {
+        if let Some(Slot::Open(open)) = self.slots.get_mut(&id) {
+            open.read_into(buf, io.now());
+            self.pump(io, id);
         }
     }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringwire_io::{ConnId, Handler, Io, RecvBuf};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
@@ -339,6 +339,13 @@ impl<I: Io> Io for TlsIo<'_, I> {
     }
     fn resume_read(&mut self, conn: ConnId) {
         self.io.resume_read(conn);
+    }
+    fn recv_into(&mut self, conn: ConnId, buf: BytesMut, max: usize) -> Result<(), BytesMut> {
+        // A TLS connection's plaintext comes out of rustls; a plain one's straight from the loop.
+        if self.conns.contains_key(&conn) || !self.routes.plain.contains(&conn) {
+            return Err(buf);
+        }
+        self.io.recv_into(conn, buf, max)
     }
     fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {
         match self.conns.get_mut(&conn) {
@@ -712,6 +719,13 @@ impl<H: Handler> Handler for TlsHandler<H> {
         match r {
             Ok(()) => c.send_cipher(io, conn, hello, 0),
             Err(e) => c.fail(io, conn, e, hello),
+        }
+    }
+
+    fn on_data_into(&mut self, io: &mut impl Io, conn: ConnId, buf: BytesMut) {
+        // Only plain connections receive into a buffer (see TlsIo::recv_into).
+        if self.routes.plain.contains(&conn) {
+            self.inner.on_data_into(tio!(self, io), conn, buf);
         }
     }
 

@@ -1,12 +1,12 @@
 //! The loop state handlers act on, the same in both backends: [`Core`], and the one [`Io`]
 //! implementation, which leaves to the backend ([`LoopBackend`]) only what it does its own
-//! way (pausing reads, connecting, closing listeners).
+//! way (pausing reads, receiving into a handler's buffer, connecting, closing listeners).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{AcceptErrors, CloseTimers, ConnFields, LoopConn, Slab, Timers};
 use crate::{ConnId, Handler, Io, LoopConfig};
@@ -20,6 +20,10 @@ pub(crate) trait LoopBackend: Sized {
     fn pause_read(core: &mut Core<Self>, conn: ConnId);
     /// [`Io::resume_read`].
     fn resume_read(core: &mut Core<Self>, conn: ConnId);
+    /// [`Io::recv_into`].
+    fn recv_into(_core: &mut Core<Self>, _conn: ConnId, buf: BytesMut, _max: usize) -> Result<(), BytesMut> {
+        Err(buf)
+    }
     /// [`Io::connect`].
     fn connect(core: &mut Core<Self>, addr: SocketAddr) -> io::Result<ConnId>;
     /// [`Io::stop_accepting`] (after [`Core::accepting`] is cleared).
@@ -129,6 +133,10 @@ impl<B: LoopBackend> Io for Core<B> {
 
     fn resume_read(&mut self, conn: ConnId) {
         B::resume_read(self, conn)
+    }
+
+    fn recv_into(&mut self, conn: ConnId, buf: BytesMut, max: usize) -> Result<(), BytesMut> {
+        B::recv_into(self, conn, buf, max)
     }
 
     fn set_timer(&mut self, conn: ConnId, at: Option<Instant>) {

@@ -10,9 +10,12 @@ use std::os::fd::{IntoRawFd, RawFd};
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{cqueue, opcode, squeue};
 
-use super::lent::{BGID, ConnectAddr, Lend, SendPool, SendSlot};
+use bytes::BytesMut;
+
+use super::lent::{BGID, ConnectAddr, Lend, RecvTarget, SendPool, SendSlot};
 use super::ops::{
-    KIND_ACCEPT, KIND_CANCEL, KIND_CLOSE, KIND_CONNECT, KIND_LISTENER_CANCEL, KIND_RECV, KIND_SEND, NO_SLOT, user_data,
+    KIND_ACCEPT, KIND_CANCEL, KIND_CLOSE, KIND_CONNECT, KIND_LISTENER_CANCEL, KIND_RECV, KIND_RECV_INTO, KIND_SEND,
+    NO_SLOT, user_data,
 };
 use super::{Listener, UringLoop};
 use crate::common::{Closing, LoopBackend, LoopConn, Rare, SendQueue, TimerSlot, conn_fields};
@@ -53,6 +56,8 @@ pub(super) struct UringCold {
     pub(super) connect_addr: Option<ConnectAddr>,
     /// Input received while paused (or while older kept input waits), delivered on resume.
     pub(super) stash: Vec<u8>,
+    /// The handler's buffer the next bytes go into ([`crate::Io::recv_into`]).
+    pub(super) target: Option<RecvTarget>,
 }
 
 impl UConn {
@@ -80,6 +85,24 @@ impl UConn {
 
     pub(super) fn stash_is_empty(&self) -> bool {
         self.rare.cold().is_none_or(|c| c.more.stash.is_empty())
+    }
+
+    pub(super) fn target(&self) -> Option<&RecvTarget> {
+        self.rare.cold().and_then(|c| c.more.target.as_ref())
+    }
+
+    fn target_mut(&mut self) -> Option<&mut RecvTarget> {
+        self.rare.cold_if_any().and_then(|c| c.more.target.as_mut())
+    }
+
+    /// A RECV into the handler's buffer is in flight.
+    fn target_inflight(&self) -> bool {
+        self.target().is_some_and(RecvTarget::inflight)
+    }
+
+    /// Whether a target waits to be handed back (see [`UringLoop::settle_target`]).
+    pub(super) fn target_ready(&self) -> bool {
+        self.target().is_some_and(RecvTarget::ready)
     }
 }
 
@@ -119,13 +142,33 @@ impl Core {
             self.own.send_pool.lend(&mut c.send);
         }
         let sqes = &mut self.own.sqes;
+        let reading = c.closing == Closing::Open && !c.connecting && !c.paused && c.stash_is_empty();
+        if c.closing != Closing::Open
+            && !c.target_inflight()
+            && let Some(cold) = c.rare.cold_if_any()
+        {
+            // No input is wanted any more: the handler does not get it back.
+            cold.more.target = None;
+        }
         let want_recv = match c.closing {
-            Closing::Open => !c.connecting && !c.paused && c.stash_is_empty(),
+            Closing::Open => reading && c.target().is_none(),
             Closing::Lingering => true,
             Closing::Graceful | Closing::Teardown => false,
         };
         if want_recv {
             arm_recv(c, id, sqes);
+        }
+        // Once the multishot RECV is gone (its last CQE read: nothing it received can come
+        // after), the single RECV into the target.
+        if reading
+            && !c.recv_armed
+            && let (slot, fd) = (c.slot, c.fd)
+            && let Some(t) = c.target_mut()
+            && !t.inflight()
+            && !t.ready()
+        {
+            sqes.push(t.sqe(slot, fd).user_data(user_data(KIND_RECV_INTO, id.idx, id.generation)));
+            c.ops += 1;
         }
         if c.closing == Closing::Open && !c.connecting {
             start_send(c, id, sqes);
@@ -143,7 +186,7 @@ impl Core {
             }
         }
         if c.closing == Closing::Teardown {
-            if (c.recv_armed || c.send_inflight || c.connecting) && !c.teardown_cancel {
+            if (c.recv_armed || c.send_inflight || c.connecting || c.target_inflight()) && !c.teardown_cancel {
                 let e = on_socket!(c.slot, c.fd, t => opcode::AsyncCancel2::new(CancelBuilder::fd(t).all()))
                     .build()
                     .user_data(user_data(KIND_CANCEL, id.idx, id.generation));
@@ -161,9 +204,10 @@ impl Core {
     }
 }
 
-/// Arms the multishot recv of `c` unless it is armed or the peer already closed.
+/// Arms the multishot recv of `c` unless it is armed, the peer already closed, or a RECV into
+/// a target is in flight (two reads would race for the bytes).
 fn arm_recv(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
-    if c.recv_armed || c.eof {
+    if c.recv_armed || c.eof || c.target_inflight() {
         return;
     }
     let e = on_socket!(c.slot, c.fd, t => opcode::RecvMulti::new(t, BGID).build()).user_data(user_data(
@@ -174,6 +218,17 @@ fn arm_recv(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
     sqes.push(e);
     c.recv_armed = true;
     c.ops += 1;
+}
+
+/// Cancels the multishot recv of `c` if it is armed; its last CQE says when it is gone.
+fn cancel_recv(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
+    if c.recv_armed && !c.recv_cancel {
+        let target = user_data(KIND_RECV, id.idx, id.generation);
+        let e = opcode::AsyncCancel::new(target).build().user_data(user_data(KIND_CANCEL, id.idx, id.generation));
+        sqes.push(e);
+        c.recv_cancel = true;
+        c.ops += 1;
+    }
 }
 
 fn start_send(c: &mut UConn, id: ConnId, sqes: &mut Vec<squeue::Entry>) {
@@ -195,17 +250,8 @@ impl LoopBackend for Uring {
             && !c.paused
         {
             c.paused = true;
-            if c.recv_armed && !c.recv_cancel {
-                let target = user_data(KIND_RECV, conn.idx, conn.generation);
-                let e = opcode::AsyncCancel::new(target).build().user_data(user_data(
-                    KIND_CANCEL,
-                    conn.idx,
-                    conn.generation,
-                ));
-                core.own.sqes.push(e);
-                c.recv_cancel = true;
-                c.ops += 1;
-            }
+            // A RECV into a target in flight goes on; what it brings is handed back on resume.
+            cancel_recv(c, conn, &mut core.own.sqes);
         }
     }
 
@@ -214,11 +260,31 @@ impl LoopBackend for Uring {
             && c.paused
         {
             c.paused = false;
-            if !c.stash_is_empty() || c.eof {
+            if !c.stash_is_empty() || c.eof || c.target_ready() {
                 core.own.deliver.push(conn);
             }
             core.mark_dirty(conn);
         }
+    }
+
+    fn recv_into(core: &mut Core, conn: ConnId, buf: BytesMut, max: usize) -> Result<(), BytesMut> {
+        let Some(c) = core.conns.get_mut(conn) else { return Err(buf) };
+        if c.closing != Closing::Open
+            || c.connecting
+            || c.paused
+            || c.eof
+            || !c.stash_is_empty()
+            || c.target().is_some()
+            || max == 0
+            || buf.capacity() - buf.len() < max
+        {
+            return Err(buf);
+        }
+        c.rare.cold_mut().more.target = Some(RecvTarget::new(buf, max));
+        // What the multishot RECV still brings before it is gone goes into the target first.
+        cancel_recv(c, conn, &mut core.own.sqes);
+        core.mark_dirty(conn);
+        Ok(())
     }
 
     fn connect(core: &mut Core, addr: SocketAddr) -> io::Result<ConnId> {
@@ -285,17 +351,32 @@ impl UringLoop {
                 let mut lent = false;
                 if res > 0 {
                     let bid = bid.expect("recv CQE with data but without a buffer");
+                    let mut data: &[u8] = self.bufs.slice(bid, res as usize);
+                    if c.closing == Closing::Open
+                        && let Some(t) = c.target_mut()
+                    {
+                        // Received before the multishot RECV was gone: into the target first,
+                        // the rest (once it is full) kept for on_data, in order.
+                        data = &data[t.fill(data)..];
+                        if !data.is_empty() {
+                            c.rare.cold_mut().more.stash.extend_from_slice(data);
+                            core.own.deliver.push(id);
+                        }
+                        data = &[];
+                    }
                     // While closing, input is no longer wanted; while paused (or while older
                     // kept data waits for delivery) it is kept, in order.
                     let direct = c.closing == Closing::Open && !c.paused && c.stash_is_empty();
                     if !direct && c.closing == Closing::Open {
-                        c.rare.cold_mut().more.stash.extend_from_slice(self.bufs.slice(bid, res as usize));
+                        c.rare.cold_mut().more.stash.extend_from_slice(data);
                     }
-                    if direct {
+                    if direct && !data.is_empty() {
                         handler.on_data(core, id, Lend::recv_buf(&mut self.bufs, bid, res as usize, &mut lent));
                     }
                 } else if res == 0 {
-                    let start_close = !c.paused && c.stash_is_empty();
+                    // A target or stash waiting is handed over first (settle_target,
+                    // deliver_stashes), and then the close starts.
+                    let start_close = !c.paused && c.stash_is_empty() && c.target().is_none();
                     c.peer_eof(start_close);
                 } else if -res == libc::ENOBUFS {
                     self.bufs.exhausted();
@@ -309,6 +390,16 @@ impl UringLoop {
                     self.bufs.release(bid);
                 }
                 // ENOBUFS / ECANCELED / the end of a multishot: advance() re-arms if wanted.
+            }
+            KIND_RECV_INTO => {
+                let t = c.target_mut().expect("a RECV into a target has its target until it completes");
+                t.completed(res);
+                if res == 0 {
+                    t.set_ready();
+                    c.peer_eof(false);
+                } else if res < 0 && -res != libc::ECANCELED {
+                    c.teardown(Some(io::Error::from_raw_os_error(-res)));
+                }
             }
             KIND_SEND => {
                 c.send_inflight = false;
@@ -360,6 +451,33 @@ impl UringLoop {
             _ => {}
         }
         core.mark_dirty(id);
+        if matches!(kind, KIND_RECV | KIND_RECV_INTO) {
+            self.settle_target(handler, id);
+        }
+    }
+
+    /// Hands the target of `id` back to the handler ([`Handler::on_data_into`]) once it holds
+    /// bytes for it or the peer's EOF came, unless the connection is paused (then on resume).
+    /// After the EOF, once nothing received waits, the close starts.
+    pub(super) fn settle_target<H: Handler>(&mut self, handler: &mut H, id: ConnId) {
+        let core = &mut self.core;
+        let Some(c) = core.conns.get_mut(id) else { return };
+        let eof = c.eof;
+        if c.closing != Closing::Open || c.paused || !c.target().is_some_and(|t| !t.inflight() && (t.ready() || eof)) {
+            return;
+        }
+        let buf = c.rare.cold_mut().more.target.take().expect("checked above").into_buf();
+        handler.on_data_into(core, id, buf);
+        if eof
+            && let Some(c) = core.conns.get_mut(id)
+            && c.closing == Closing::Open
+            && !c.paused
+            && c.stash_is_empty()
+            && c.target().is_none()
+        {
+            c.closing = Closing::Graceful;
+            core.mark_dirty(id);
+        }
     }
 }
 

@@ -11,17 +11,20 @@
 //!   with a send in flight; the completion does).
 //! - [`ConnectAddr`]: the address a CONNECT points at, kept in the connection until the
 //!   CONNECT completes.
+//! - [`RecvTarget`]: a handler's buffer a single RECV fills ([`crate::Io::recv_into`]), kept
+//!   in the connection from `recv_into` until it is handed back, which never happens while
+//!   its RECV is in flight.
 //! - [`WakeBuf`]: the 8 bytes the eventfd READ writes.
 //! - [`BufRing`] (`lent/bufring.rs`): the receive buffers and the ring of entries that lends
 //!   them, registered with the kernel as buffer group [`BGID`].
 //!
 //! The SQEs that point at memory are built only here ([`SendSlot::sqe`], [`ConnectAddr::sqe`],
-//! the eventfd READ in `push_sqes`); every other SQE of the loop (multishot RECV from the
+//! [`RecvTarget::sqe`], the eventfd READ in `push_sqes`); every other SQE of the loop (multishot RECV from the
 //! registered buffer group, ACCEPT without an address, the cancels, CLOSE, NOP) points at
 //! none. SQEs reach the kernel only here (`push_sqes`, [`push_nop`], `drain`).
 //!
 //! When the memory is freed: a send buffer goes back to the pool at its send's completion; a
-//! connection's state (its connect address and queued `Bytes`) only once all of its
+//! connection's state (its connect address, receive target and queued `Bytes`) only once all of its
 //! operations completed and its fd was closed (the CLOSE completion, in `conn.rs`, is what
 //! removes it); the loop's memory, and that of the connections still open, only in the
 //! loop's `Drop` (here), after it drained every operation, or never: when the drain runs out
@@ -36,6 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
@@ -61,6 +65,88 @@ impl SendBuf {
             // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
             msg: unsafe { std::mem::zeroed() },
         })
+    }
+}
+
+/// A handler's buffer that the next bytes of one connection go into ([`crate::Io::recv_into`]):
+/// first whatever its multishot RECV still delivered while being cancelled (copied, in
+/// order), then a single RECV straight into the spare capacity, so the kernel copies those
+/// bytes once, into their final place. At most `want` bytes go in.
+pub(super) struct RecvTarget {
+    buf: BytesMut,
+    /// Bytes still wanted.
+    want: usize,
+    /// A RECV into `buf` is in flight: `buf` must not move, grow or be dropped.
+    inflight: bool,
+    /// Holds bytes for the handler (its RECV completed, or it is full), or the peer's EOF
+    /// came: hand it back.
+    ready: bool,
+}
+
+impl RecvTarget {
+    /// `want` bytes are wanted in `buf`, which has room for them.
+    pub(super) fn new(buf: BytesMut, want: usize) -> RecvTarget {
+        debug_assert!(buf.capacity() - buf.len() >= want && want > 0);
+        RecvTarget { buf, want, inflight: false, ready: false }
+    }
+
+    /// Appends the front of `data` (bytes received before the single RECV could start);
+    /// returns how much it took. Full: ready.
+    pub(super) fn fill(&mut self, data: &[u8]) -> usize {
+        debug_assert!(!self.inflight);
+        let n = data.len().min(self.want);
+        self.buf.extend_from_slice(&data[..n]);
+        self.want -= n;
+        self.ready |= self.want == 0;
+        n
+    }
+
+    /// Whether a RECV into it is in flight.
+    pub(super) fn inflight(&self) -> bool {
+        self.inflight
+    }
+
+    /// Whether it waits to be handed back.
+    pub(super) fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Marks it ready to hand back as it is (the peer's EOF: no more bytes will come).
+    pub(super) fn set_ready(&mut self) {
+        self.ready = true;
+    }
+
+    /// The RECV of the wanted bytes into the spare capacity, on the socket `slot`/`fd` names:
+    /// the SQE without its user_data. The target must stay in its connection, untouched,
+    /// until [`completed`](Self::completed).
+    pub(super) fn sqe(&mut self, slot: u32, fd: RawFd) -> squeue::Entry {
+        debug_assert!(!self.inflight && !self.ready && self.want > 0);
+        self.inflight = true;
+        let spare = self.buf.spare_capacity_mut();
+        let len = self.want.min(spare.len()).min(u32::MAX as usize) as u32;
+        let ptr = spare.as_mut_ptr().cast::<u8>();
+        on_socket!(slot, fd, t => opcode::Recv::new(t, ptr, len).build())
+    }
+
+    /// Its RECV completed with `res`: the bytes received (then it is ready), 0 at the peer's
+    /// EOF, or a negative errno.
+    pub(super) fn completed(&mut self, res: i32) {
+        debug_assert!(self.inflight);
+        self.inflight = false;
+        if res > 0 {
+            let n = (res as usize).min(self.want);
+            // SAFETY: the kernel wrote `res` bytes (at most the length the SQE gave, which is
+            // at most `want` and the spare capacity) at the start of the spare capacity.
+            unsafe { self.buf.set_len(self.buf.len() + n) };
+            self.want -= n;
+            self.ready = true;
+        }
+    }
+
+    /// The buffer, to hand back (never while its RECV is in flight).
+    pub(super) fn into_buf(self) -> BytesMut {
+        assert!(!self.inflight, "a receive target handed back while the kernel writes into it");
+        self.buf
     }
 }
 

@@ -11,6 +11,7 @@ pub(super) const KIND_CLOSE: u64 = 6;
 pub(super) const KIND_WAKE: u64 = 7;
 pub(super) const KIND_LISTENER_CANCEL: u64 = 8;
 pub(super) const KIND_NOP: u64 = 9;
+pub(super) const KIND_RECV_INTO: u64 = 10;
 
 /// The generation bits carried in user_data.
 pub(super) const GEN_MASK: u32 = 0x00FF_FFFF;
