@@ -247,7 +247,10 @@ impl Connection {
 
     /// The buffer [`lend_read_buffer`](Self::lend_read_buffer) lent, back with the bytes
     /// received into it appended (any number, none at the peer's EOF): read as by
-    /// [`handle_read`](Self::handle_read). A buffer not lent is dropped.
+    /// [`handle_read`](Self::handle_read), then any input kept meanwhile. The new bytes are
+    /// read at once even if reading was paused since (they are in the message buffer
+    /// already; the drivers pause the loop with the connection, so none arrive then). A
+    /// buffer not lent is dropped.
     pub fn handle_read_into(&mut self, buf: BytesMut, now: Instant) {
         self.timers.set_now(now);
         let Some(at) = self.recv.lent_at() else { return };
@@ -276,7 +279,7 @@ impl Connection {
 
     /// Parses held input until it yields an event, runs out, or reading stops.
     fn parse_pending(&mut self) {
-        while self.events.is_empty() && !self.paused && !self.output_full() {
+        while self.events.is_empty() && !self.paused && !self.output_full() && !self.recv.is_lent() {
             let Some(mut held) = self.pending.take() else { return };
             if self.state == State::Closed || self.input_done {
                 return;

@@ -342,7 +342,8 @@ pub trait Handler {
     fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>);
     /// The buffer given to [`Io::recv_into`] comes back, holding the bytes received into it
     /// (it may hold none new: the peer's EOF follows). Only handlers that call `recv_into`
-    /// hear this; the default drops the buffer.
+    /// hear this; the default drops the buffer. A connection that closes (or is closed,
+    /// aborted, or fails) first drops its buffer instead: input is no longer delivered.
     fn on_data_into(&mut self, _io: &mut impl Io, _conn: ConnId, _buf: BytesMut) {}
     /// `bytes` of the queued output of `conn` were written to the socket.
     fn on_sent(&mut self, _io: &mut impl Io, _conn: ConnId, _bytes: usize) {}
@@ -392,9 +393,10 @@ pub trait Io {
     /// Receives the next bytes of `conn` (at most `max`) straight into the spare capacity of
     /// `buf`, for a large payload whose size is known: the kernel copies them once, into
     /// their final place, instead of into a receive buffer they are copied out of again.
-    /// [`Handler::on_data_into`] hands `buf` back with them appended (as many as one receive
-    /// gave, at least one unless the peer's EOF came); no `on_data` comes between this call
-    /// and that, and later bytes come by `on_data` again unless `recv_into` is called again.
+    /// [`Handler::on_data_into`] hands `buf` back with them appended (those that arrived, at
+    /// least one unless the peer's EOF came), unless the connection closes first; no `on_data`
+    /// comes between this call and that, and later bytes come by `on_data` again unless
+    /// `recv_into` is called again.
     ///
     /// `Err(buf)`, untouched, where it cannot: on the epoll backend and through TLS (which
     /// decrypt into their own buffers), on a connection that is paused, closing, at EOF, with

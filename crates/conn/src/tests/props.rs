@@ -63,9 +63,11 @@ enum Feed {
     Keep,
     /// `handle_read`, and whenever the connection lends its message buffer
     /// (`lend_read_buffer`), the next bytes of the piece go into it (`handle_read_into`): as
-    /// many as asked for, or every third time none (a loop that cannot receive into it
-    /// gives it back at once), or every fifth time the whole piece, past what was asked
-    /// for (the connection reads what is beyond the frame as further input).
+    /// many as asked for, or (as the position in the input picks) none (a loop that cannot
+    /// receive into it gives it back at once), or the whole piece, past what was asked for
+    /// (the connection reads what is beyond the frame as further input), or as many as
+    /// asked for with the rest of the piece given to `handle_read` before the buffer is back
+    /// (kept for after it).
     Lend,
 }
 
@@ -95,8 +97,16 @@ fn run_with(role: Role, config: Config, feed: Feed, wire: &[u8], cuts: &[usize])
                         };
                         assert!(buf.capacity() - buf.len() >= n, "less room than asked for");
                         buf.extend_from_slice(&wire[at..at + k]);
-                        s.handle_read_into(buf, now);
-                        at += k;
+                        if k > 0 && k < end - at && (at + lends) % 8 == 2 {
+                            // The bytes after it, given while it is out: kept for after.
+                            s.handle_read(&wire[at + k..end], now);
+                            assert!(s.poll_event().is_none(), "read while the buffer was lent");
+                            s.handle_read_into(buf, now);
+                            at = end;
+                        } else {
+                            s.handle_read_into(buf, now);
+                            at += k;
+                        }
                         if k == 0 {
                             s.handle_read(&wire[at..end], now);
                             at = end;

@@ -159,9 +159,11 @@ impl Core {
             arm_recv(c, id, sqes);
         }
         // Once the multishot RECV is gone (its last CQE read: nothing it received can come
-        // after), the single RECV into the target.
+        // after), the single RECV into the target; not after the peer's EOF (the target goes
+        // back as it is, see settle_target).
         if reading
             && !c.recv_armed
+            && !c.eof
             && let (slot, fd) = (c.slot, c.fd)
             && let Some(t) = c.target_mut()
             && !t.inflight()

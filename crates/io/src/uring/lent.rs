@@ -301,7 +301,7 @@ impl UringLoop {
             loop {
                 // SAFETY: the SQEs that point at memory are built by this module only (the
                 // send msghdr/iovecs and the queued Bytes they point into, the connect address,
-                // the eventfd buffer above); none of it is freed or moved before the SQE's last
+                // a receive target's spare capacity, the eventfd buffer above); none of it is freed or moved before the SQE's last
                 // CQE (see the module docs). The other SQEs of the loop point at no memory
                 // (the multishot RECV selects from the registered buffer ring).
                 match unsafe { self.ring.submission().push(e) } {
@@ -380,7 +380,7 @@ impl Drop for UringLoop {
         }
         // The kernel may still read or write memory its operations point at: the receive
         // buffers and their ring, the send msghdr/iovecs and the queued Bytes they point
-        // into, the eventfd read buffer, connect addresses. Freeing any of it could hand the
+        // into, the eventfd read buffer, connect addresses, receive targets. Freeing any of it could hand the
         // kernel memory that is reused for something else, so all of it is leaked on purpose
         // (`bufs` is ManuallyDrop and stays undropped; the connections and the wake buffer are
         // forgotten). The descriptors are closed: an operation in flight holds its own file
