@@ -43,6 +43,11 @@ struct Args {
     /// Only these scenarios (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// A ringwire variant to run beside the others, as `NAME=ARGS`: server `ringwire-NAME`,
+    /// ringwire with ARGS (split at spaces) after its usual arguments, paired with the peers
+    /// and the floor like ringwire (e.g. `b128=--recv-buffer-size 128KiB`). Repeatable.
+    #[arg(long = "ringwire-variant", value_name = "NAME=ARGS")]
+    ringwire_variants: Vec<String>,
     /// Idle scenario sizes.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 50_000])]
     idle: Vec<usize>,
@@ -383,6 +388,27 @@ fn deflate_variants(plain: &[Server], ringwire_level: u32) -> Vec<Server> {
         }
     }
     v
+}
+
+/// The `--ringwire-variant NAME=ARGS` servers: ringwire with ARGS appended, named
+/// `ringwire-NAME`.
+fn ringwire_variants(plain: &[Server], specs: &[String]) -> Result<Vec<Server>, String> {
+    let base = plain.iter().find(|s| s.name == "ringwire").ok_or("no ringwire server to make variants of")?;
+    let mut v: Vec<Server> = Vec::new();
+    for spec in specs {
+        let (name, extra) = spec
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .ok_or_else(|| format!("--ringwire-variant {spec:?}: expected NAME=ARGS, NAME of letters, digits, '-'"))?;
+        let name = format!("ringwire-{name}");
+        if plain.iter().chain(&v).any(|s| s.name == name) {
+            return Err(format!("--ringwire-variant {spec:?}: a server named {name} exists already"));
+        }
+        let mut args = base.args.clone();
+        args.extend(extra.split_whitespace().map(String::from));
+        v.push(Server { name, args, ..base.clone() });
+    }
+    Ok(v)
 }
 
 fn scenarios(args: &Args) -> Vec<Scenario> {
@@ -978,6 +1004,7 @@ fn run(mut args: Args) -> Result<(), String> {
     }
     let mut all = servers(&repo, &bin);
     all.extend(deflate_variants(&all, args.ringwire_deflate_level));
+    all.extend(ringwire_variants(&all, &args.ringwire_variants)?);
     let named = |s: &Server, n: &String| &s.name == n || s.base == n.as_str();
     let unknown: Vec<&String> = args.servers.iter().filter(|n| !all.iter().any(|s| named(s, n))).collect();
     if !unknown.is_empty() {
@@ -1277,5 +1304,24 @@ mod tests {
         assert_eq!(all.iter().filter(|s| broadcast.runs_on(s)).count(), 5, "every server but the TCP floor");
         let echo = find("echo-small");
         assert_eq!(echo.mode(bun), "echo");
+    }
+
+    #[test]
+    fn a_ringwire_variant_is_ringwire_with_more_arguments() {
+        let all = servers(Path::new("/repo"), Path::new("/bin"));
+        let rw = all.iter().find(|s| s.name == "ringwire").expect("ringwire");
+        let v = ringwire_variants(&all, &["b128=--recv-buffer-size 128KiB".into()]).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].name.as_str(), v[0].base, v[0].kind), ("ringwire-b128", "ringwire", ServerKind::Ringwire));
+        assert_eq!(v[0].args[..rw.args.len()], rw.args[..]);
+        assert_eq!(v[0].args[rw.args.len()..], ["--recv-buffer-size", "128KiB"]);
+        for bad in ["b128", "=--x", "a b=--x"] {
+            assert!(ringwire_variants(&all, &[bad.into()]).is_err(), "{bad}");
+        }
+        // A name taken already (by a deflate variant, or twice).
+        let mut with_deflate = all.clone();
+        with_deflate.extend(deflate_variants(&all, 6));
+        assert!(ringwire_variants(&with_deflate, &["shared=--x".into()]).is_err());
+        assert!(ringwire_variants(&all, &["a=--x".into(), "a=--y".into()]).is_err());
     }
 }
