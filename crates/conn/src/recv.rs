@@ -133,10 +133,7 @@ impl Recv {
         if cur.opcode.is_control() || rest < min || s.lent.is_some() {
             return None;
         }
-        let step = rest.min(1 << 20);
-        if s.buf.capacity() - s.buf.len() < step {
-            s.buf.reserve(step);
-        }
+        reserve_rest(&mut s.buf, rest);
         s.lent = Some(s.buf.len());
         let room = s.buf.capacity() - s.buf.len();
         Some((std::mem::take(&mut s.buf), rest.min(room)))
@@ -284,6 +281,13 @@ pub(crate) fn whole_message_in_place(lim: &Limits, buf: &mut [u8]) -> Option<(Op
         apply_mask(&mut buf[n..n + len], k, 0);
     }
     Some((h.opcode, n..n + len))
+}
+
+/// Room in `buf` for the `rest` of a frame's payload (bounded by the frame limit), at most
+/// 1 MiB per step, so an announced but unsent payload does not reserve it all at once.
+fn reserve_rest(buf: &mut BytesMut, rest: usize) {
+    // A no-op while the spare capacity holds the step.
+    buf.reserve(rest.min(1 << 20));
 }
 
 /// A header error, with a too long control frame reported the same way for any split.
@@ -540,15 +544,9 @@ impl Split {
             }
             return Ok(Flow::Go);
         }
-        let buf = &mut self.buf;
-        let start = buf.len();
-        // Room for the rest of the frame (bounded by the frame limit, and by 1 MiB per
-        // step so an announced but unsent payload does not reserve it all at once).
-        let rest = cur.len - cur.got;
-        if buf.capacity() - start < rest {
-            buf.reserve(rest.min(1 << 20));
-        }
-        buf.extend_from_slice(part);
+        let start = self.buf.len();
+        reserve_rest(&mut self.buf, cur.len - cur.got);
+        self.buf.extend_from_slice(part);
         self.appended(lim, start, out)
     }
 

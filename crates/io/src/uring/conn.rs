@@ -100,6 +100,15 @@ impl UConn {
         self.target().is_some_and(RecvTarget::inflight)
     }
 
+    /// After the peer's EOF, once nothing received waits for the handler (no stash, no
+    /// target) and it is not paused, the graceful close starts.
+    pub(super) fn close_after_eof(&mut self) {
+        if self.eof && self.closing == Closing::Open && !self.paused && self.stash_is_empty() && self.target().is_none()
+        {
+            self.closing = Closing::Graceful;
+        }
+    }
+
     /// Whether a target waits to be handed back (see [`UringLoop::settle_target`]).
     pub(super) fn target_ready(&self) -> bool {
         self.target().is_some_and(RecvTarget::ready)
@@ -397,7 +406,7 @@ impl UringLoop {
                 let t = c.target_mut().expect("a RECV into a target has its target until it completes");
                 t.completed(res);
                 if res == 0 {
-                    t.set_ready();
+                    // settle_target hands the target back as it is, then the close starts.
                     c.peer_eof(false);
                 } else if res < 0 && -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));
@@ -470,14 +479,8 @@ impl UringLoop {
         }
         let buf = c.rare.cold_mut().more.target.take().expect("checked above").into_buf();
         handler.on_data_into(core, id, buf);
-        if eof
-            && let Some(c) = core.conns.get_mut(id)
-            && c.closing == Closing::Open
-            && !c.paused
-            && c.stash_is_empty()
-            && c.target().is_none()
-        {
-            c.closing = Closing::Graceful;
+        if eof && let Some(c) = core.conns.get_mut(id) {
+            c.close_after_eof();
             core.mark_dirty(id);
         }
     }

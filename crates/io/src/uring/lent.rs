@@ -78,8 +78,8 @@ pub(super) struct RecvTarget {
     want: usize,
     /// A RECV into `buf` is in flight: `buf` must not move, grow or be dropped.
     inflight: bool,
-    /// Holds bytes for the handler (its RECV completed, or it is full), or the peer's EOF
-    /// came: hand it back.
+    /// Holds bytes for the handler (its RECV completed, or it is full): hand it back (so
+    /// does the peer's EOF, which the connection's `eof` says).
     ready: bool,
 }
 
@@ -109,11 +109,6 @@ impl RecvTarget {
     /// Whether it waits to be handed back.
     pub(super) fn ready(&self) -> bool {
         self.ready
-    }
-
-    /// Marks it ready to hand back as it is (the peer's EOF: no more bytes will come).
-    pub(super) fn set_ready(&mut self) {
-        self.ready = true;
     }
 
     /// The RECV of the wanted bytes into the spare capacity, on the socket `slot`/`fd` names:

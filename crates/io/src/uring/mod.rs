@@ -273,16 +273,11 @@ impl UringLoop {
                 continue;
             }
             let mut data = c.rare.cold_if_any().map(|c| std::mem::take(&mut c.more.stash)).unwrap_or_default();
-            let eof = c.eof;
             if !data.is_empty() {
                 handler.on_data(&mut self.core, id, RecvBuf::from_slice(&mut data));
             }
-            if eof
-                && let Some(c) = self.core.conns.get_mut(id)
-                && c.closing == Closing::Open
-                && !c.paused
-            {
-                c.closing = Closing::Graceful;
+            if let Some(c) = self.core.conns.get_mut(id) {
+                c.close_after_eof();
             }
             self.core.mark_dirty(id);
         }
