@@ -158,7 +158,7 @@ impl Recv {
         if s.buf.len() == start {
             return (extra, false);
         }
-        let flow = s.appended(lim, start, out);
+        let flow = s.appended(lim, start, false, out);
         let done = match flow {
             Ok(Flow::End) => true,
             Ok(_) => false,
@@ -313,11 +313,26 @@ fn message_size(lim: &Limits, size: u64) -> Result<(), ProtocolError> {
 #[inline]
 fn unmasked(payload: &[u8], mask: Option<[u8; 4]>) -> BytesMut {
     let mut b = BytesMut::with_capacity(payload.len());
-    b.extend_from_slice(payload);
-    if let Some(k) = mask {
-        apply_mask(&mut b, k, 0);
-    }
+    extend_unmasked(&mut b, payload, mask, 0);
     b
+}
+
+/// Appends `src` to `buf`, unmasked from payload position `offset`. A large payload is
+/// copied and unmasked a chunk at a time, so the unmask finds each chunk in L1 instead of
+/// making a second pass over the whole of it.
+#[inline]
+fn extend_unmasked(buf: &mut BytesMut, src: &[u8], mask: Option<[u8; 4]>, offset: usize) {
+    const CHUNK: usize = 8 << 10;
+    let Some(k) = mask else {
+        buf.extend_from_slice(src);
+        return;
+    };
+    buf.reserve(src.len());
+    for (i, c) in src.chunks(CHUNK).enumerate() {
+        let at = buf.len();
+        buf.extend_from_slice(c);
+        apply_mask(&mut buf[at..], k, offset + i * CHUNK);
+    }
 }
 
 /// A data message in one whole frame: a message, or without assembly a final frame.
@@ -546,20 +561,28 @@ impl Split {
         }
         let start = self.buf.len();
         reserve_rest(&mut self.buf, cur.len - cur.got);
-        self.buf.extend_from_slice(part);
-        self.appended(lim, start, out)
+        extend_unmasked(&mut self.buf, part, cur.mask, cur.got);
+        self.appended(lim, start, true, out)
     }
 
     /// Payload bytes of the data frame in progress were appended to the message buffer at
-    /// `start` (by [`Split::partial`], or received into it while lent): unmasks and checks
-    /// them; emits when the frame is complete.
-    fn appended(&mut self, lim: &Limits, start: usize, out: &mut impl FnMut(Inbound)) -> Result<Flow, ProtocolError> {
+    /// `start` (by [`Split::partial`], `unmasked` already, or received into it while lent):
+    /// unmasks and checks them; emits when the frame is complete.
+    fn appended(
+        &mut self,
+        lim: &Limits,
+        start: usize,
+        unmasked: bool,
+        out: &mut impl FnMut(Inbound),
+    ) -> Result<Flow, ProtocolError> {
         let cur = self.cur.as_mut().expect("a frame in progress");
         let offset = cur.got;
         cur.got += self.buf.len() - start;
         let cur = *cur;
         let buf = &mut self.buf;
-        if let Some(k) = cur.mask {
+        if let Some(k) = cur.mask
+            && !unmasked
+        {
             apply_mask(&mut buf[start..], k, offset);
         }
         let msg = self.msg.as_mut().expect("begin() set the message");
