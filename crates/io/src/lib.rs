@@ -215,11 +215,19 @@ impl fmt::Display for ConnId {
 /// makes quick).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoopConfig {
-    /// Provided receive buffers per loop (io_uring); a power of two, at most 32768. Default 1024.
+    /// Provided receive buffers per loop (io_uring); a power of two, at most 32768. Default 128
+    /// (32 MiB of buffers with the default size, mapped only as data arrives).
     pub buf_count: u16,
-    /// Size of each receive buffer in bytes. Default 32 KiB: a 16 KiB message and its
-    /// header arrive in one buffer (one completion) instead of two.
+    /// Size of each receive buffer in bytes. Default 256 KiB: a 64 KiB message usually
+    /// arrives whole in one buffer and reaches the handler without a copy.
     pub buf_size: u32,
+    /// Let the kernel consume receive buffers incrementally where it can (io_uring,
+    /// `IOU_PBUF_RING_INC`, Linux 6.12+): a receive takes only the bytes it fills and the
+    /// next continues in the same buffer, so a small receive does not take a whole buffer.
+    /// Default true. With `false`, or where the kernel cannot, each receive takes a buffer;
+    /// where the kernel cannot, buffers over 32 KiB are also split into 32 KiB ones (as many
+    /// as fill the same memory), so small receives do not drain the ring.
+    pub buf_incremental: bool,
     /// Submission queue entries (io_uring), 8..=32768. Default 4096.
     pub ring_entries: u32,
     /// Completion queue entries (io_uring): 0 for twice `ring_entries` (the default), otherwise
@@ -247,8 +255,9 @@ pub struct LoopConfig {
 impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
-            buf_count: 1024,
-            buf_size: 32 << 10,
+            buf_count: 128,
+            buf_size: 256 << 10,
+            buf_incremental: true,
             ring_entries: 4096,
             cq_entries: 0,
             nodelay: true,

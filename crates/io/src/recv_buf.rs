@@ -49,10 +49,11 @@ impl<'a> RecvBuf<'a> {
     }
 
     /// The bytes as [`Bytes`], with whatever was rewritten in place. On io_uring, a receive
-    /// of at least an eighth of a receive buffer ([`LoopConfig::buf_size`](crate::LoopConfig::buf_size))
-    /// is lent without a copy while fewer than a quarter of the loop's buffers
-    /// ([`LoopConfig::buf_count`](crate::LoopConfig::buf_count)) are lent out: the buffer
-    /// returns to the ring once the last `Bytes` of it is dropped. Anything else is copied.
+    /// of at least an eighth of a receive buffer ([`LoopConfig::buf_size`](crate::LoopConfig::buf_size)),
+    /// or of 4 KiB where that is less, is lent without a copy while fewer than a quarter of
+    /// the loop's buffers ([`LoopConfig::buf_count`](crate::LoopConfig::buf_count)) are lent
+    /// out: the buffer returns to the ring once the last `Bytes` of it (and, with incremental
+    /// buffers, of every other receive in it) is dropped. Anything else is copied.
     pub fn into_bytes(self) -> Bytes {
         let len = self.len;
         if let Some(lend) = self.lend

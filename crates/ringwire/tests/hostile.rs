@@ -21,7 +21,7 @@ use support::*;
 fn ping_flood(io: &str) {
     let _serial = one_at_a_time();
     const BOUND_KIB: u64 = 1024 + 128 * 32 + 6 * 1024; // max_buffered + the ring + allocator slack
-    let args = ["--max-buffered", "1MiB", "--recv-buffers", "128"];
+    let args = ["--max-buffered", "1MiB", "--recv-buffers", "128", "--recv-buffer-size", "32KiB"];
     let Some(server) = Ringwire::start("echo", io, &args) else { return };
     let mut c = RawClient::connect_with_rcvbuf(server.addr, 4096);
     let base = server.rss_kib();

@@ -352,17 +352,12 @@ impl UringLoop {
                     c.recv_armed = false;
                     c.recv_cancel = false;
                 }
-                // A CQE that carries a buffer hands it back whatever its result (an EOF or an
-                // error can carry one too): the buffer returns to the ring below.
-                let bid = cqueue::buffer_select(flags);
-                if bid.is_some() {
-                    self.bufs.taken();
-                }
-                // The handler kept the buffer (as `Bytes`): it returns to the ring when dropped.
-                let mut lent = false;
+                // A CQE that carries a buffer names it whatever its result (an EOF or an error
+                // can carry one too): the piece is done with below.
+                let piece = cqueue::buffer_select(flags).map(|bid| self.bufs.received(bid, res, flags));
                 if res > 0 {
-                    let bid = bid.expect("recv CQE with data but without a buffer");
-                    let mut data: &[u8] = self.bufs.slice(bid, res as usize);
+                    let piece = piece.as_ref().expect("recv CQE with data but without a buffer");
+                    let mut data: &[u8] = self.bufs.slice(piece);
                     if c.closing == Closing::Open
                         && let Some(t) = c.target_mut()
                     {
@@ -382,7 +377,7 @@ impl UringLoop {
                         c.rare.cold_mut().more.stash.extend_from_slice(data);
                     }
                     if direct && !data.is_empty() {
-                        handler.on_data(core, id, Lend::recv_buf(&mut self.bufs, bid, res as usize, &mut lent));
+                        handler.on_data(core, id, Lend::recv_buf(&mut self.bufs, piece));
                     }
                 } else if res == 0 {
                     // A target or stash waiting is handed over first (settle_target,
@@ -395,10 +390,8 @@ impl UringLoop {
                 } else if -res != libc::ECANCELED {
                     c.teardown(Some(io::Error::from_raw_os_error(-res)));
                 }
-                if let Some(bid) = bid
-                    && !lent
-                {
-                    self.bufs.release(bid);
+                if let Some(piece) = piece {
+                    self.bufs.done(piece);
                 }
                 // ENOBUFS / ECANCELED / the end of a multishot: advance() re-arms if wanted.
             }

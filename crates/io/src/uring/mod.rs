@@ -95,8 +95,9 @@ impl UringLoop {
     pub(crate) fn new(cfg: &LoopConfig) -> io::Result<(Box<UringLoop>, Waker)> {
         let (ring, setup) = build_ring(cfg.ring_entries, cfg.cq_size())
             .map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
-        let bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
-        bufs.register(&ring).map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
+        let bufs = BufRing::registered(&ring, cfg.buf_count, cfg.buf_size, cfg.buf_incremental)
+            .map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
+        let recv_buffers = u64::from(bufs.count());
         let wake_fd = Arc::new(File::from(crate::sys::eventfd()?));
         let waker = Waker(WakerInner::Eventfd(wake_fd.clone()));
         let mut l = Box::new(UringLoop {
@@ -118,7 +119,7 @@ impl UringLoop {
             drain_bound: DRAIN_BOUND,
             overflow_log: RateLimited::default(),
         });
-        l.core.stats.recv_buffers = u64::from(cfg.buf_count);
+        l.core.stats.recv_buffers = recv_buffers;
         l.slots = register_file_table(&l.ring);
         Ok((l, waker))
     }
@@ -301,8 +302,8 @@ impl UringLoop {
                 let Some(id) = self.core.conns.id_at(idx, generation, GEN_MASK) else {
                     // Cannot happen: a slot is freed only after its last CQE. Return any buffer.
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                        self.bufs.taken();
-                        self.bufs.release(bid);
+                        let piece = self.bufs.received(bid, res, cqe.flags());
+                        self.bufs.done(piece);
                     }
                     return;
                 };
@@ -479,24 +480,35 @@ mod tests {
     }
 
     /// A recv completion that carries a buffer gives it back whatever its result: an EOF or
-    /// an error with a buffer (which the kernel may attach) must not lose it for good.
+    /// an error with a buffer (which the kernel may attach) must not lose it for good. An
+    /// incremental buffer stays with the kernel instead: a receive that took nothing did not
+    /// move the kernel past it (whatever the flags say; kernels before the fix of 2026 leave
+    /// `IORING_CQE_F_BUF_MORE` out there).
     #[test]
     fn a_recv_completion_without_data_still_returns_its_buffer() {
         if !ringwire_testkit::uring_usable() {
             return;
         }
-        let (mut l, _waker) = UringLoop::new(&LoopConfig::default()).unwrap();
-        for (bid, res) in [(0u16, 0), (1, -libc::ECONNRESET)] {
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            let id = l.core.conns.insert(UConn::new(sock.into_raw_fd(), None));
-            let (lent, free) = (l.bufs.lent(), l.bufs.free().len());
-            let flags = IORING_CQE_F_BUFFER | u32::from(bid) << 16;
-            let mut h = StopOnAccept;
-            l.on_conn_cqe(&mut h, id, KIND_RECV, res, true, flags);
-            assert_eq!((l.bufs.lent(), l.bufs.free().len()), (lent - 1, free + 1), "result {res}");
-            assert_eq!(l.bufs.free().last(), Some(&bid));
-            let c = l.core.conns.get(id).unwrap();
-            assert_ne!(c.closing, Closing::Open, "result {res} ends the connection");
+        for incremental in [false, true] {
+            let cfg = LoopConfig { buf_incremental: incremental, ..LoopConfig::default() };
+            let (mut l, _waker) = UringLoop::new(&cfg).unwrap();
+            let incremental = l.bufs.incremental();
+            for (bid, res) in [(0u16, 0), (1, -libc::ECONNRESET)] {
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                let id = l.core.conns.insert(UConn::new(sock.into_raw_fd(), None));
+                let (lent, free) = (l.bufs.lent(), l.bufs.free().len());
+                let flags = IORING_CQE_F_BUFFER | u32::from(bid) << 16;
+                let mut h = StopOnAccept;
+                l.on_conn_cqe(&mut h, id, KIND_RECV, res, true, flags);
+                if incremental {
+                    assert_eq!((l.bufs.lent(), l.bufs.free().len()), (lent, free), "result {res}");
+                } else {
+                    assert_eq!((l.bufs.lent(), l.bufs.free().len()), (lent - 1, free + 1), "result {res}");
+                    assert_eq!(l.bufs.free().last(), Some(&bid));
+                }
+                let c = l.core.conns.get(id).unwrap();
+                assert_ne!(c.closing, Closing::Open, "result {res} ends the connection");
+            }
         }
     }
 
@@ -540,12 +552,31 @@ mod tests {
     /// the buffers return to the ring at the loop's next turn; small receives are copied.
     #[test]
     fn kept_receives_are_lent_bounded_and_come_back_from_any_thread() {
+        kept_receives(false, 3000, 1);
+    }
+
+    /// The same with incremental buffers, two messages to a buffer: a lent piece is never
+    /// written while the kernel fills the rest of its buffer, and a buffer with a piece out
+    /// lends its second piece too.
+    #[test]
+    fn kept_pieces_of_incremental_buffers_are_lent_bounded_and_come_back() {
+        kept_receives(true, 2048, 2);
+    }
+
+    /// Echoes 40 messages of `len` bytes, one at a time, keeping each as `Bytes`; `per_buffer`
+    /// of them fit in a buffer.
+    fn kept_receives(incremental: bool, len: usize, per_buffer: usize) {
         if !ringwire_testkit::uring_usable() {
             return;
         }
-        let (count, size, msgs, len) = (64u16, 4096u32, 40usize, 3000usize);
-        let cfg = LoopConfig { buf_count: count, buf_size: size, ..LoopConfig::default() };
+        let (count, size, msgs) = (64u16, 4096u32, 40usize);
+        let cfg =
+            LoopConfig { buf_count: count, buf_size: size, buf_incremental: incremental, ..LoopConfig::default() };
         let (mut l, waker) = UringLoop::new(&cfg).unwrap();
+        if l.bufs.incremental() != incremental {
+            println!("skipped: the kernel cannot consume buffers incrementally (Linux 6.12+)");
+            return;
+        }
         let addr = listen(&mut l);
         let message = move |i: usize| -> Vec<u8> { (0..len).map(|j| (i * 31 + j) as u8).collect() };
         let client = std::thread::spawn(move || {
@@ -571,7 +602,7 @@ mod tests {
         let lent = h.kept.iter().filter(|b| in_ring(b)).count();
         println!("{} receives kept, {lent} lent out of the ring", h.kept.len());
         assert_eq!(h.kept.len(), msgs + 1, "one receive per message");
-        assert_eq!(lent, max, "lent up to a quarter of the buffers, then copied");
+        assert_eq!(lent, max * per_buffer, "lent up to a quarter of the buffers, then copied");
         assert_eq!(usize::from(l.bufs.lent_out()), max);
         assert!(!in_ring(h.kept.last().unwrap()), "a small receive is copied");
         for (i, b) in h.kept[..msgs].iter().enumerate() {

@@ -118,7 +118,7 @@ pub(crate) fn probe() -> io::Result<String> {
         ));
     }
     {
-        let bufs = BufRing::new(8, 512)?;
+        let mut bufs = BufRing::new(8, 512, false)?;
         bufs.register(&ring).map_err(|e| fail("IORING_REGISTER_PBUF_RING", e))?;
         ring.submitter().unregister_buf_ring(BGID).map_err(|e| fail("IORING_UNREGISTER_PBUF_RING", e))?;
     }

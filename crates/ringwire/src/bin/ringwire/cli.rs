@@ -151,7 +151,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) mailbox_capacity: u32,
     /// io_uring receive buffers per worker (a power of two); shared by all connections.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    #[arg(long, default_value_t = 128, value_name = "N")]
     pub(crate) recv_buffers: u16,
     /// io_uring submission queue entries per worker.
     #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=32768))]
@@ -160,10 +160,17 @@ pub(crate) struct ServeArgs {
     /// --max-connections, between twice --ring-entries and 65536).
     #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub(crate) cq_entries: u32,
-    /// Size of each io_uring receive buffer. The epoll backend does not use it: it reads
+    /// Size of each io_uring receive buffer. On Linux 6.12+ several receives fill one buffer
+    /// in turn; before that each receive takes a whole buffer, and buffers over 32 KiB are
+    /// split into 32 KiB ones (the same memory). The epoll backend does not use it: it reads
     /// every socket of a worker into one fixed 64 KiB buffer.
-    #[arg(long, default_value = "32KiB", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, default_value = "256KiB", value_name = "SIZE", value_parser = parse_size)]
     pub(crate) recv_buffer_size: usize,
+    /// Make every io_uring receive take a whole buffer, as before Linux 6.12, at the sizes
+    /// given (with the defaults, 128 receives of 256 KiB: add `--recv-buffers 1024
+    /// --recv-buffer-size 32KiB` for the older kernels' geometry).
+    #[arg(long)]
+    pub(crate) whole_recv_buffers: bool,
     /// A proxy whose X-Forwarded-For is trusted (repeat or comma-separate). Default: none.
     #[arg(long = "trust-proxy", value_name = "IP", value_delimiter = ',')]
     pub(crate) trusted_proxies: Vec<IpAddr>,
@@ -324,6 +331,7 @@ impl ServeArgs {
         cfg.event_loop.cq_entries = self.cq_entries;
         cfg.event_loop.buf_count = self.recv_buffers;
         cfg.event_loop.buf_size = u32::try_from(self.recv_buffer_size).unwrap_or(u32::MAX);
+        cfg.event_loop.buf_incremental = !self.whole_recv_buffers;
         cfg.handshake_timeout = self.handshake_timeout;
         cfg.tls = self.tls();
         cfg.tls_handshakes_per_turn = self.tls_handshakes_per_turn as usize;
