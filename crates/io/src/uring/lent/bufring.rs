@@ -67,7 +67,7 @@ pub(in crate::uring) struct BufRing {
     /// Per buffer (incremental only): where the next receive into it starts.
     next: Box<[u32]>,
     /// Per buffer: pieces of it lent to the application as `Bytes` and not taken back yet.
-    lends: Box<[u16]>,
+    lends: Box<[u32]>,
     /// Which buffers the kernel holds (published and not handed back in a CQE), a bit each.
     in_kernel: Box<[u64]>,
     tail: u16,
@@ -294,20 +294,18 @@ impl BufRing {
 
     /// Lends the first `len` bytes of `piece` to the application as `Bytes`: its buffer stays
     /// out of the ring until the last of them is dropped. `None` (keep the buffer; copy what
-    /// is wanted) when a quarter of the buffers are out already, or for under an eighth of a
-    /// buffer or 4 KiB (whichever is less), where a copy is cheap. A piece pins its whole
-    /// buffer, which the cap on buffers out bounds.
+    /// is wanted) when a quarter of the buffers are out already and this piece's is not one of
+    /// them, or for under an eighth of a buffer or 4 KiB (whichever is less), where a copy is
+    /// cheap. A piece pins its whole buffer, which the cap on buffers out bounds.
     pub(in crate::uring) fn lend(&mut self, piece: &Piece, len: usize) -> Option<Bytes> {
         assert!(len <= piece.len as usize);
         let bid = piece.bid;
+        if !self.would_lend(bid, len) {
+            return None;
+        }
         if self.lends[usize::from(bid)] == 0 {
-            if !self.would_lend(len) {
-                return None;
-            }
             self.lent_out += 1;
             self.out[usize::from(bid) / 64] |= 1 << (bid % 64);
-        } else if len < self.lend_min() {
-            return None;
         }
         self.lends[usize::from(bid)] += 1;
         // SAFETY: inside the mapping (checked in `received`); see `LentBuf` for why reading it
@@ -316,9 +314,10 @@ impl BufRing {
         Some(Bytes::from_owner(LentBuf { mem: Arc::clone(&self.mem), bid, ptr, len }))
     }
 
-    /// Whether [`lend`](Self::lend) of `len` bytes would lend.
-    fn would_lend(&self, len: usize) -> bool {
-        self.lent_out < self.max_lent_out && len >= self.lend_min()
+    /// Whether [`lend`](Self::lend) of `len` bytes of buffer `bid` would lend: a buffer
+    /// already out lends further pieces past the cap on buffers out (they pin nothing more).
+    fn would_lend(&self, bid: u16, len: usize) -> bool {
+        len >= self.lend_min() && (self.lends[usize::from(bid)] > 0 || self.lent_out < self.max_lent_out)
     }
 
     /// The fewest bytes [`lend`](Self::lend) lends.
@@ -353,7 +352,7 @@ impl BufRing {
                 // the next pass then finds nothing to count.
                 let n = self.mem.dropped[usize::from(bid)].swap(0, Ordering::Acquire);
                 let lends = &mut self.lends[usize::from(bid)];
-                *lends -= u16::try_from(n).expect("at most the pieces lent");
+                *lends -= n;
                 if *lends == 0 && n > 0 {
                     self.out[w] &= !(1 << (bid % 64));
                     self.lent_out -= 1;
@@ -494,7 +493,7 @@ impl<'a> Lend<'a> {
 
     /// Whether [`lend`](Self::lend) of `len` bytes would lend (see [`BufRing::lend`]).
     pub(crate) fn would_lend(&self, len: usize) -> bool {
-        self.ring.would_lend(len)
+        self.ring.would_lend(self.piece.bid, len)
     }
 
     /// Lends the piece's first `len` bytes as `Bytes` (see [`BufRing::lend`]).
@@ -798,6 +797,31 @@ mod tests {
         let again = r.received(0, 10, BUF_MORE);
         assert_eq!(again.start, 0, "a buffer published again is filled from its start");
         r.done(again);
+    }
+
+    /// At the cap on buffers out, a buffer with no piece out lends nothing, and one already out
+    /// lends its next piece (it pins nothing more); `would_lend` says the same as `lend`.
+    #[test]
+    fn a_buffer_already_out_lends_past_the_cap() {
+        let mut r = BufRing::new(16, 4096, true).unwrap();
+        let mut kept = Vec::new();
+        for bid in 0..4 {
+            let p = r.received(bid, 1000, BUF_MORE);
+            assert!(r.would_lend(bid, 1000));
+            kept.push(r.lend(&p, 1000).expect("under the cap"));
+            r.done(p);
+        }
+        assert_eq!(r.lent_out(), 4);
+        let p = r.received(4, 1000, BUF_MORE);
+        assert!(!r.would_lend(4, 1000));
+        assert!(r.lend(&p, 1000).is_none(), "a fifth buffer out");
+        r.done(p);
+        let p = r.received(0, 600, BUF_MORE);
+        assert!(r.would_lend(0, 600));
+        assert!(!r.would_lend(0, 100), "under the least lent");
+        kept.push(r.lend(&p, 600).expect("a further piece of a buffer out"));
+        r.done(p);
+        assert_eq!(r.lent_out(), 4);
     }
 
     /// Where the kernel cannot consume buffers incrementally, large ones become 32 KiB ones
