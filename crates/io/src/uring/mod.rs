@@ -97,7 +97,6 @@ impl UringLoop {
             .map_err(|e| io::Error::new(e.kind(), describe("io_uring_setup", &e)))?;
         let bufs = BufRing::registered(&ring, cfg.buf_count, cfg.buf_size, cfg.buf_incremental)
             .map_err(|e| io::Error::new(e.kind(), describe("IORING_REGISTER_PBUF_RING", &e)))?;
-        let recv_buffers = u64::from(bufs.count());
         let wake_fd = Arc::new(File::from(crate::sys::eventfd()?));
         let waker = Waker(WakerInner::Eventfd(wake_fd.clone()));
         let mut l = Box::new(UringLoop {
@@ -119,7 +118,7 @@ impl UringLoop {
             drain_bound: DRAIN_BOUND,
             overflow_log: RateLimited::default(),
         });
-        l.core.stats.recv_buffers = recv_buffers;
+        l.core.stats.recv_buffers = u64::from(l.bufs.count());
         l.slots = register_file_table(&l.ring);
         Ok((l, waker))
     }

@@ -64,7 +64,7 @@ pub(in crate::uring) struct BufRing {
     count: u16,
     /// Registered with `IOU_PBUF_RING_INC` (see the type's docs).
     inc: bool,
-    /// Per buffer (incremental only): where the next receive into it starts.
+    /// Per buffer: where the next receive into it starts (0 but in an incremental buffer).
     next: Box<[u32]>,
     /// Per buffer: pieces of it lent to the application as `Bytes` and not taken back yet.
     lends: Box<[u32]>,
@@ -133,7 +133,7 @@ impl BufRing {
             size,
             count,
             inc: incremental,
-            next: vec![0; if incremental { usize::from(count) } else { 0 }].into_boxed_slice(),
+            next: vec![0; usize::from(count)].into_boxed_slice(),
             lends: vec![0; usize::from(count)].into_boxed_slice(),
             in_kernel: vec![0; words].into_boxed_slice(),
             tail: 0,
@@ -268,16 +268,14 @@ impl BufRing {
     pub(in crate::uring) fn received(&mut self, bid: u16, res: i32, flags: u32) -> Piece {
         assert!(bid < self.count && self.kernel_holds(bid), "bad buffer id from the kernel");
         let len = res.max(0) as u32;
-        let start = if self.inc { self.next[usize::from(bid)] } else { 0 };
+        let start = self.next[usize::from(bid)];
         assert!(len <= self.size - start, "bad receive length from the kernel");
         // An incremental buffer stays with the kernel while it says so, and after a receive
         // that took nothing: the kernel only moves past a buffer its receives filled.
         let last = !self.inc || (res > 0 && !io_uring::cqueue::buffer_more(flags));
-        if self.inc {
-            self.next[usize::from(bid)] = start + len;
-        }
+        self.next[usize::from(bid)] = start + len;
         if last {
-            self.in_kernel[usize::from(bid) / 64] &= !(1 << (bid % 64));
+            set_bit(&mut self.in_kernel, bid, false);
             self.lent = self.lent.saturating_sub(1);
             self.taken_turn = self.taken_turn.saturating_add(1);
         }
@@ -305,12 +303,11 @@ impl BufRing {
         }
         if self.lends[usize::from(bid)] == 0 {
             self.lent_out += 1;
-            self.out[usize::from(bid) / 64] |= 1 << (bid % 64);
+            set_bit(&mut self.out, bid, true);
         }
         self.lends[usize::from(bid)] += 1;
-        // SAFETY: inside the mapping (checked in `received`); see `LentBuf` for why reading it
-        // is sound.
-        let ptr = unsafe { self.mem.ptr.add(usize::from(bid) * self.size as usize + piece.start as usize) };
+        // See `LentBuf` for why reading the piece through `ptr` is sound.
+        let ptr = self.piece_ptr(piece);
         Some(Bytes::from_owner(LentBuf { mem: Arc::clone(&self.mem), bid, ptr, len }))
     }
 
@@ -327,12 +324,12 @@ impl BufRing {
 
     /// Whether a piece of buffer `bid` is lent out.
     fn is_out(&self, bid: u16) -> bool {
-        self.out[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
+        bit(&self.out, bid)
     }
 
     /// Whether the kernel holds buffer `bid` (published, not handed back in a CQE yet).
     fn kernel_holds(&self, bid: u16) -> bool {
-        self.in_kernel[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
+        bit(&self.in_kernel, bid)
     }
 
     /// Takes back the lent pieces whose `Bytes` were dropped; a buffer with none left out
@@ -354,7 +351,7 @@ impl BufRing {
                 let lends = &mut self.lends[usize::from(bid)];
                 *lends -= n;
                 if *lends == 0 && n > 0 {
-                    self.out[w] &= !(1 << (bid % 64));
+                    set_bit(&mut self.out, bid, false);
                     self.lent_out -= 1;
                     if !self.kernel_holds(bid) {
                         self.free.push(bid);
@@ -432,10 +429,8 @@ impl BufRing {
         e.set_addr(unsafe { self.mem.ptr.add(usize::from(bid) * self.size as usize) } as u64);
         e.set_len(self.size);
         e.set_bid(bid);
-        self.in_kernel[usize::from(bid) / 64] |= 1 << (bid % 64);
-        if self.inc {
-            self.next[usize::from(bid)] = 0;
-        }
+        set_bit(&mut self.in_kernel, bid, true);
+        self.next[usize::from(bid)] = 0;
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail field overlays the `resv` field of entry 0, inside the allocation and
         // 2-byte aligned; the kernel reads it concurrently, hence the atomic release store that
@@ -455,6 +450,7 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts_mut(self.piece_ptr(piece), piece.len as usize) }
     }
 
+    /// Where the bytes of `piece` start in the mapping.
     fn piece_ptr(&self, piece: &Piece) -> *mut u8 {
         // SAFETY: inside the mapping (checked in `received`).
         unsafe { self.mem.ptr.add(usize::from(piece.bid) * self.size as usize + piece.start as usize) }
@@ -613,6 +609,21 @@ impl BufRing {
     /// The addresses of the buffers' memory.
     pub(in crate::uring) fn mem_range(&self) -> std::ops::Range<usize> {
         self.mem.ptr as usize..self.mem.ptr as usize + self.mem.len
+    }
+}
+
+/// Bit `bid` of a bitmap of buffers.
+fn bit(words: &[u64], bid: u16) -> bool {
+    words[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
+}
+
+/// Sets bit `bid` of a bitmap of buffers to `on`.
+fn set_bit(words: &mut [u64], bid: u16, on: bool) {
+    let (w, mask) = (usize::from(bid) / 64, 1u64 << (bid % 64));
+    if on {
+        words[w] |= mask;
+    } else {
+        words[w] &= !mask;
     }
 }
 
