@@ -260,9 +260,12 @@ impl LoopBackend for Uring {
         if let Some(c) = core.conns.get_mut(conn)
             && !c.paused
         {
+            // The multishot RECV stays armed: it is cancelled only if something arrives
+            // while paused (then kept in the stash). A pause that ends before the peer sends
+            // again, as a write that crosses the high-water mark and completes at once
+            // does, costs no cancel and no new RECV. A RECV into a target in flight goes
+            // on; what it brings is handed back on resume.
             c.paused = true;
-            // A RECV into a target in flight goes on; what it brings is handed back on resume.
-            cancel_recv(c, conn, &mut core.own.sqes);
         }
     }
 
@@ -375,6 +378,11 @@ impl UringLoop {
                     let direct = c.closing == Closing::Open && !c.paused && c.stash_is_empty();
                     if !direct && c.closing == Closing::Open {
                         c.rare.cold_mut().more.stash.extend_from_slice(data);
+                    }
+                    if c.paused {
+                        // Nothing more until resumed: what the peer sends now stays in the
+                        // socket (pause_read leaves the RECV armed until this happens).
+                        cancel_recv(c, id, &mut core.own.sqes);
                     }
                     if direct && !data.is_empty() {
                         handler.on_data(core, id, Lend::recv_buf(&mut self.bufs, piece));
