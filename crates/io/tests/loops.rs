@@ -124,14 +124,23 @@ fn abort_discards(backend: Backend) {
 }
 both!(abort_discards);
 
-/// Pauses after the first byte arrives and resumes on a timer; records everything.
+/// Pauses after the first data arrives (and once more when `again_at` bytes are in) and
+/// resumes from a timer `hold` later; records everything.
 #[derive(Default)]
 struct PauseResume {
+    hold: Duration,
+    again_at: Option<usize>,
     paused: bool,
     pauses: usize,
     got: Vec<u8>,
     violations: usize,
     closed: usize,
+}
+
+impl PauseResume {
+    fn new(hold: Duration, again_at: Option<usize>) -> Self {
+        Self { hold, again_at, ..Self::default() }
+    }
 }
 
 impl Handler for PauseResume {
@@ -141,13 +150,12 @@ impl Handler for PauseResume {
             self.violations += 1;
         }
         self.got.extend_from_slice(&data);
-        // Pause twice: after the first data and once more after 1 MiB.
-        if (self.pauses == 0) || (self.pauses == 1 && self.got.len() >= 1 << 20) {
+        if self.pauses == 0 || (self.pauses == 1 && self.again_at.is_some_and(|n| self.got.len() >= n)) {
             self.pauses += 1;
             self.paused = true;
             io.pause_read(conn);
             io.pause_read(conn); // idempotent
-            io.set_timer(conn, Some(io.now() + Duration::from_millis(150)));
+            io.set_timer(conn, Some(io.now() + self.hold));
             // Tell the peer it may send the rest now.
             io.send(conn, Bytes::from_static(b"P"));
         }
@@ -164,7 +172,7 @@ impl Handler for PauseResume {
 }
 
 fn pause_resume_loses_nothing(backend: Backend) {
-    let r = start(backend, small_config(), PauseResume::default());
+    let r = start(backend, small_config(), PauseResume::new(Duration::from_millis(150), Some(1 << 20)));
     let mut s = r.client();
     let data = pattern(3 << 20, 9);
     s.write_all(&data[..100]).unwrap();
@@ -789,48 +797,13 @@ fn pause_resume_churn_keeps_order(backend: Backend) {
 }
 both!(pause_resume_churn_keeps_order);
 
-/// Pauses at the first data and resumes from a timer a second later; records what arrives.
-#[derive(Default)]
-struct HoldsPaused {
-    paused: bool,
-    got: Vec<u8>,
-    violations: usize,
-    closed: usize,
-}
-
-impl Handler for HoldsPaused {
-    fn on_accept(&mut self, _io: &mut impl Io, _conn: ConnId, _peer: SocketAddr) {}
-    fn on_data(&mut self, io: &mut impl Io, conn: ConnId, data: RecvBuf<'_>) {
-        if self.paused {
-            self.violations += 1;
-        }
-        let first = self.got.is_empty();
-        self.got.extend_from_slice(&data);
-        if first {
-            self.paused = true;
-            io.pause_read(conn);
-            io.set_timer(conn, Some(io.now() + Duration::from_secs(1)));
-            io.send(conn, Bytes::from_static(b"P"));
-        }
-    }
-    fn on_timer(&mut self, io: &mut impl Io, conn: ConnId) {
-        self.paused = false;
-        io.resume_read(conn);
-    }
-    fn on_closed(&mut self, io: &mut impl Io, _conn: ConnId, error: Option<std::io::Error>) {
-        assert!(error.is_none(), "{error:?}");
-        self.closed += 1;
-        io.stop();
-    }
-}
-
 /// A paused connection stops taking the peer's bytes: on io_uring the multishot RECV is
 /// left armed at the pause (so a pause that ends before the peer sends again costs
 /// nothing) and cancelled by the first data that arrives while paused, so the peer can push
 /// no more than the socket buffers and that one batch, kept for the resume. Then the rest
 /// arrives, whole and in order.
 fn a_paused_connection_stops_taking_input(backend: Backend) {
-    let r = start(backend, LoopConfig::default(), HoldsPaused::default());
+    let r = start(backend, LoopConfig::default(), PauseResume::new(Duration::from_secs(1), None));
     let mut s = r.client();
     let data = pattern(64 << 20, 13);
     s.write_all(&data[..100]).unwrap();
