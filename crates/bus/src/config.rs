@@ -35,7 +35,8 @@ pub struct BusConfig {
     /// Publishes that may wait for the broker (while it is slow or down) before
     /// [`crate::Bus::publish`] returns false. Default 65,536.
     pub queue_capacity: usize,
-    /// Payload bytes those waiting publishes may hold together; past it
+    /// Payload bytes those waiting publishes may hold together, with the batch the bus
+    /// thread is writing (a client buffers it while it reconnects); past it
     /// [`crate::Bus::publish`] returns false too. Default 64 MiB (without it, 65,536
     /// messages of 1 MiB could hold 64 GiB while the broker is away).
     pub queue_bytes: usize,

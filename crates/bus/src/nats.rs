@@ -45,8 +45,8 @@ pub(crate) async fn run(ctx: Rc<Ctx>, mut queue: mpsc::Receiver<Outgoing>, ready
                 if n == 0 {
                     std::future::pending::<()>().await;
                 }
+                let bytes = batch.iter().map(|m| m.payload.len()).sum();
                 for m in batch.drain(..) {
-                    ctx.shared.release_bytes(m.payload.len());
                     let envelope = ctx.envelope(m.kind, &m.payload);
                     match client.publish(ctx.channel(&m.topic), envelope).await {
                         Ok(()) => ctx.shared.count.published(1),
@@ -60,6 +60,12 @@ pub(crate) async fn run(ctx: Rc<Ctx>, mut queue: mpsc::Receiver<Outgoing>, ready
                         }
                     }
                 }
+                // The client buffers what it is given while it reconnects, so the batch
+                // stays in the queue's budget until written: its flush waits for that.
+                if let Err(e) = client.flush().await {
+                    tracing::debug!("bus: flush failed: {e}");
+                }
+                ctx.shared.release_bytes(bytes);
             }
         }
     }

@@ -112,14 +112,17 @@ async fn session(
                     // the Bus is being dropped: its stop ends this thread
                     std::future::pending::<()>().await;
                 }
+                let bytes = batch.iter().map(|m| m.payload.len()).sum();
                 let mut pipe = redis::pipe();
                 for m in batch.drain(..) {
-                    ctx.shared.release_bytes(m.payload.len());
                     envelope.clear();
                     ctx.envelope_into(&mut envelope, m.kind, &m.payload);
                     pipe.cmd("PUBLISH").arg(ctx.channel(&m.topic)).arg(&envelope[..]).ignore();
                 }
-                match pipe.query_async::<()>(&mut conn).await {
+                // the batch stays in the queue's budget until the broker has it
+                let sent = pipe.query_async::<()>(&mut conn).await;
+                ctx.shared.release_bytes(bytes);
+                match sent {
                     Ok(()) => ctx.shared.count.published(n as u64),
                     Err(e) => {
                         ctx.shared.count.dropped(n as u64);

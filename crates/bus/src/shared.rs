@@ -151,7 +151,8 @@ impl Shared {
             .is_ok()
     }
 
-    /// Gives back the budget of a publish taken off the queue.
+    /// Gives back the budget of publishes the broker has (or that were dropped): until
+    /// then a batch taken off the queue still counts.
     pub(crate) fn release_bytes(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Relaxed);
     }
