@@ -6,7 +6,6 @@
 //! [`REQUIRE_BROKERS_ENV`]`=1` (set by `.ci/run`) makes that a panic naming the program.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,40 +94,57 @@ struct Server {
     args: Vec<String>,
     port: u16,
     child: Option<Child>,
+    /// While the server is not running: a socket bound to its port, not listening (a
+    /// connect is refused, as with nothing there), so that no other test's `bind(0)` is
+    /// given the port before [`Server::spawn`] starts the server on it again.
+    reserved: Option<socket2::Socket>,
 }
 
 impl Server {
     fn start(name: &str, args: impl Fn(u16) -> Vec<String>) -> Option<Server> {
         let program = program(name)?;
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut server = Server { program, args: args(port), port, child: None };
+        let reserved = reserve(0).expect("a free loopback port");
+        let port = reserved.local_addr().ok().and_then(|a| a.as_socket()).expect("a bound address").port();
+        let mut server = Server { program, args: args(port), port, child: None, reserved: Some(reserved) };
         server.spawn();
         Some(server)
     }
 
+    /// Spawns the program and waits until it listens on the port. A listener is taken for
+    /// the server only when it is the server's own socket, and a server that exits at start
+    /// (its port taken by another process meanwhile) is started again until [`START`] ends.
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.program.display());
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
         let deadline = Instant::now() + START;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{} {:?} exited at start: {status}", self.program.display(), self.args);
-            }
+        let mut last_exit = None;
+        while self.child.is_none() {
             assert!(
                 Instant::now() < deadline,
-                "{} does not accept on port {} after {START:?}",
+                "{} {:?} does not listen on port {} after {START:?} (last exit: {last_exit:?})",
                 self.program.display(),
+                self.args,
                 self.port
             );
-            std::thread::sleep(Duration::from_millis(10));
+            self.reserved = None;
+            let mut child = Command::new(&self.program)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+            match wait_listening(&mut child, self.port, deadline) {
+                Ok(()) => self.child = Some(child),
+                Err(exit) => {
+                    if exit.is_none() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    last_exit = exit;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
-        self.child = Some(child);
     }
 
     fn freeze(&self, frozen: bool) {
@@ -142,8 +158,56 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.reserved = reserve(self.port).ok();
         }
     }
+}
+
+/// Waits until `child` listens on `port`: `Err` with its exit status if it exits first,
+/// `Err(None)` at the deadline.
+fn wait_listening(child: &mut Child, port: u16, deadline: Instant) -> Result<(), Option<std::process::ExitStatus>> {
+    while Instant::now() < deadline {
+        if listens(child.id(), port) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(None)
+}
+
+/// A TCP socket bound to `127.0.0.1:port` (0: any free port), with `SO_REUSEADDR` (the
+/// server's old connections may still be in `TIME_WAIT`), not listening.
+fn reserve(port: u16) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(socket)
+}
+
+/// Process `pid` holds a socket listening on `127.0.0.1:port` (found in `/proc/net/tcp`
+/// by its inode, then among the process's descriptors).
+fn listens(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    !inodes.is_empty()
+        && std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            })
+        })
 }
 
 impl Drop for Server {
@@ -188,4 +252,34 @@ pub fn find(name: &str) -> Option<PathBuf> {
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    /// While stopped, the port stays ours (refusing connections); started again, the broker
+    /// is the one listening, not another process that took the port meanwhile.
+    #[test]
+    fn a_restart_gets_the_port_back_and_takes_no_other_listener_for_the_broker() {
+        let Some(Redis(mut server)) = Redis::start() else { return };
+        let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+        assert!(listens(server.child.as_ref().unwrap().id(), server.port));
+        server.stop();
+        assert!(server.reserved.is_some(), "the port is reserved while stopped");
+        assert!(TcpStream::connect(addr).is_err(), "nothing accepts while stopped");
+        // Another process's listener on the port (SO_REUSEADDR, as servers set it, may
+        // bind beside a socket that does not listen): the restart waits it out.
+        let other = TcpListener::bind(addr).expect("a listener beside the reservation");
+        std::thread::scope(|s| {
+            let restart = s.spawn(|| server.spawn());
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(!restart.is_finished(), "another process's listener was taken for the broker");
+            drop(other);
+            restart.join().unwrap();
+        });
+        assert!(listens(server.child.as_ref().unwrap().id(), server.port));
+        assert!(server.reserved.is_none());
+    }
 }

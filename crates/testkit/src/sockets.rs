@@ -43,3 +43,13 @@ pub fn socket_options(peer: SocketAddr, local: Option<SocketAddr>) -> Option<Soc
     }
     None
 }
+
+/// Something listens on `addr`: a TCP connection to it succeeds and is not to itself. A
+/// loopback port in the ephemeral range that nothing listens on can be given to a connect
+/// as its own source port, and the socket then connects to itself (TCP simultaneous open;
+/// Linux gives connects even ports and `bind(0)` odd ones first, so it is rare for a port
+/// a server was given, and took 56 connects to port 40000 here), so "connect succeeded"
+/// alone does not say a server is there.
+pub fn accepts(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}

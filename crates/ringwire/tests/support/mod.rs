@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 /// The raw client and its frames.
 pub use ringwire_testkit::{RawClient, masked_frame};
 
+/// How long a `ringwire` process may take to print its start-up line (with `--bus-wait`,
+/// the tests start the broker within a second).
+const START_LINE: Duration = Duration::from_secs(30);
+
 /// A running `ringwire` process, killed on drop.
 pub struct Ringwire {
     child: Child,
@@ -48,10 +52,23 @@ impl Ringwire {
                 line.clear();
             }
         });
+        // The start-up line, within a deadline (a process that never starts fails the test
+        // instead of hanging it); the rest of stdout is read and dropped.
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).expect("start-up line");
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = tx.send(out.read_line(&mut line).map(|_| line));
+            std::io::copy(&mut out, &mut std::io::sink())
+        });
+        let line = match rx.recv_timeout(START_LINE) {
+            Ok(line) => line.expect("start-up line"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no start-up line within {START_LINE:?}\nstderr: {}", stderr.lock().unwrap());
+            }
+        };
         let Some(addr) = line.split("ws://").nth(1).and_then(|s| s.split_whitespace().next()) else {
             let _ = child.kill();
             let _ = child.wait();
