@@ -190,22 +190,18 @@ fn reserve(port: u16) -> std::io::Result<socket2::Socket> {
 /// Process `pid` holds a socket listening on `127.0.0.1:port` (found in `/proc/net/tcp`
 /// by its inode, then among the process's descriptors).
 fn listens(pid: u32, port: u16) -> bool {
-    let local = format!("0100007F:{port:04X}");
-    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-    let inodes: Vec<String> = tcp
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
-        })
+    const LISTEN: u8 = 0x0A;
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let sockets: Vec<String> = crate::tcp_table()
+        .into_iter()
+        .filter(|row| row.local == local && row.state == LISTEN)
+        .map(|row| format!("socket:[{}]", row.inode))
         .collect();
-    !inodes.is_empty()
+    !sockets.is_empty()
         && std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
             fds.flatten().any(|fd| {
                 std::fs::read_link(fd.path())
-                    .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+                    .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
             })
         })
 }

@@ -23,7 +23,7 @@ mod uring;
 mod ws;
 
 pub use seccomp::deny_io_uring_setup;
-pub use sockets::{SocketOptions, accepts, socket_options};
+pub use sockets::{SocketOptions, TcpRow, accepts, socket_options, tcp_table};
 pub use uring::{REQUIRE_URING_ENV, backends, uring_or_skip, uring_usable};
 pub use ws::{
     IntoOpcode, KEY, RawClient, UPGRADE_ACCEPT, UPGRADE_KEY, WireFrame, client_frame, close_frame, dead_port, http,

@@ -283,12 +283,8 @@ impl tracing::Subscriber for Capture {
 /// The TCP state (as in `/proc/net/tcp`, e.g. 1 established, 4 FIN_WAIT1) of the IPv4
 /// socket whose local port is `local` and remote port `remote`, if the kernel still has one.
 pub fn tcp_state(local: u16, remote: u16) -> Option<u8> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 3 && port(f[1]) == Some(local) && port(f[2]) == Some(remote))
-            .then(|| u8::from_str_radix(f[3], 16).ok())
-            .flatten()
-    })
+    ringwire_testkit::tcp_table()
+        .into_iter()
+        .find(|row| row.local.port() == local && row.remote.port() == remote)
+        .map(|row| row.state)
 }
