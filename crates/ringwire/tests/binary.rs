@@ -2,14 +2,14 @@
 //! io_uring fallback, an echo over a raw socket, graceful exit on SIGTERM within the
 //! shutdown deadline, the descriptor limit, and a restart right after SIGKILL.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::RawClient;
+use support::{RawClient, start_line};
 
 fn ringwire() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringwire"))
@@ -28,8 +28,7 @@ fn spawn(extra_env: &[(&str, &str)], args: &[&str]) -> (Child, String) {
         cmd.env(k, v);
     }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let line = start_line(&mut child, String::new);
     (child, line)
 }
 
@@ -55,8 +54,7 @@ fn start_limited(soft: u64, hard: u64, args: &[&str]) -> (Child, String, std::th
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let line = start_line(&mut child, String::new);
     (child, line, log)
 }
 
@@ -243,8 +241,7 @@ fn sigterm_still_shuts_down_when_stderr_is_gone() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let line = start_line(&mut child, String::new);
     assert!(line.contains("listening on ws://"), "{line}");
     std::thread::sleep(Duration::from_millis(300)); // the start-up log lines are written
     drop(child.stderr.take()); // no reader any more: the next log write fails

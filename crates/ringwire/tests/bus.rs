@@ -489,7 +489,6 @@ impl Drop for Killed {
 /// Starts `ringwire broadcast` in host `i` on its address and returns it with the
 /// address from its start-up line.
 fn ringwire_on(hosts: &TwoHosts, i: usize, bus: &str) -> (Killed, SocketAddr) {
-    use std::io::BufRead;
     let addr = format!("{}:0", hosts.addrs[i]);
     let bin = env!("CARGO_BIN_EXE_ringwire");
     let mut child = hosts
@@ -498,8 +497,7 @@ fn ringwire_on(hosts: &TwoHosts, i: usize, bus: &str) -> (Killed, SocketAddr) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let line = support::start_line(&mut child, String::new);
     let addr = line.split("ws://").nth(1).and_then(|s| s.split_whitespace().next()).expect(&line);
     (Killed(child), addr.parse().unwrap())
 }

@@ -15,6 +15,28 @@ pub use ringwire_testkit::{RawClient, masked_frame};
 /// the tests start the broker within a second).
 const START_LINE: Duration = Duration::from_secs(30);
 
+/// The first line `child` writes to its piped stdout (its start-up line; empty if it exits
+/// first), within [`START_LINE`]; the rest of its stdout is read and dropped. A child that
+/// writes no line in time is killed and the test fails (instead of hanging), with `log()`,
+/// what it logged so far, in the message.
+pub fn start_line(child: &mut Child, log: impl FnOnce() -> String) -> String {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = tx.send(out.read_line(&mut line).map(|_| line));
+        std::io::copy(&mut out, &mut std::io::sink())
+    });
+    match rx.recv_timeout(START_LINE) {
+        Ok(line) => line.expect("stdout readable"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no start-up line within {START_LINE:?}\nlog: {}", log());
+        }
+    }
+}
+
 /// A running `ringwire` process, killed on drop.
 pub struct Ringwire {
     child: Child,
@@ -52,23 +74,7 @@ impl Ringwire {
                 line.clear();
             }
         });
-        // The start-up line, within a deadline (a process that never starts fails the test
-        // instead of hanging it); the rest of stdout is read and dropped.
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = tx.send(out.read_line(&mut line).map(|_| line));
-            std::io::copy(&mut out, &mut std::io::sink())
-        });
-        let line = match rx.recv_timeout(START_LINE) {
-            Ok(line) => line.expect("start-up line"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no start-up line within {START_LINE:?}\nstderr: {}", stderr.lock().unwrap());
-            }
-        };
+        let line = start_line(&mut child, || stderr.lock().unwrap().clone());
         let Some(addr) = line.split("ws://").nth(1).and_then(|s| s.split_whitespace().next()) else {
             let _ = child.kill();
             let _ = child.wait();
